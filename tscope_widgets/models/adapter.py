@@ -1,0 +1,377 @@
+"""``ModelAdapter``: one uniform view of a transformer for every analysis.
+
+An adapter names the parts of a model that analyses need (token embedding, the list of blocks,
+the final norm, the LM head) and builds on them:
+
+- ``forward_from_embeddings(x, mask, layers, source)``: hidden states of the requested layers as a
+  differentiable function of the source activations ``x`` (token embeddings, or the residual stream
+  entering block ``source``). Implemented with forward hooks on the blocks, so the model's own
+  forward (rotary embeddings, masks, position ids) runs unchanged; the pass stops after the last
+  block that is needed.
+- ``analysis(dtype, device)``: an adapter over a *copy* of the model for analysis, in eval mode,
+  with eager attention and the requested dtype. The copy shares parameter storage with the user's
+  model when dtype and device already match, so it costs no memory; the user's model is never
+  touched (dtype, device, train/eval mode, ``requires_grad`` and attention implementation stay).
+- ``loss(batch)``: LM cross-entropy computed in the logits' dtype.
+
+Layer convention: layer ``l`` is the raw output of block ``l`` (the residual stream before any final
+norm), ``0 <= l < num_layers``; negative indices count from the end; ``"final"`` is the output of the
+final norm (the last block's output where the model has none).
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Layer = int | str
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class ParamSlice:
+    """A parameter, or a slice of a fused parameter, that belongs to a parameter group.
+
+    Attributes:
+        name: Name of the parameter in ``model.named_parameters()``.
+        index: Tuple of slices selecting this group's part of a fused tensor (e.g. the query columns
+            of GPT-2's ``c_attn``), or ``None`` for the whole parameter.
+    """
+
+    name: str
+    index: tuple[slice, ...] | None = None
+
+    def view(self, params: Mapping[str, Tensor]) -> Tensor:
+        """The selected part of ``params[self.name]`` (a view, no copy)."""
+        t = params[self.name]
+        return t if self.index is None else t[self.index]
+
+
+class _StopForward(Exception):
+    """Raised in a hook once every requested layer has been captured."""
+
+
+def _first(output):
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+class LayerDict(dict):
+    """A dict keyed by canonical layer labels that also answers negative indices (``d[-1]``)."""
+
+    def __init__(self, data=(), num_layers: int = 0):
+        super().__init__(data)
+        self.num_layers = num_layers
+
+    def __missing__(self, key):
+        if isinstance(key, int) and key < 0 and key + self.num_layers in self:
+            return self[key + self.num_layers]
+        raise KeyError(f"layer {key!r} not in results; available: {list(self.keys())}")
+
+
+class ModelAdapter(abc.ABC):
+    """Base class of all adapters. Subclasses set the attributes below and may override hooks.
+
+    Subclass contract:
+        ``blocks``: the ``nn.ModuleList`` of transformer blocks, in order.
+        ``final_norm``: the module applied after the last block, or ``None``.
+        ``embedding``: the token-embedding ``nn.Embedding``.
+        ``causal``: whether position ``i`` only sees positions ``<= i``.
+        ``_run(inputs_embeds, attention_mask)``: the model's forward from token embeddings,
+        returning logits ``[B, S, V]``.
+        ``param_groups()``: ordered ``{group_name: [ParamSlice, ...]}``.
+        ``_prepare_analysis_copy(model, dtype)``: make the copy analysable (eager attention, ...).
+    """
+
+    causal: bool = True
+    # True on adapters returned by ``analysis()``: their model is a private copy.
+    is_analysis_copy: bool = False
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    # ----- subclass hooks -------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def blocks(self) -> nn.ModuleList: ...
+
+    @property
+    def final_norm(self) -> nn.Module | None:
+        return None
+
+    @property
+    @abc.abstractmethod
+    def embedding(self) -> nn.Embedding: ...
+
+    @abc.abstractmethod
+    def _run(self, inputs_embeds: Tensor, attention_mask: Tensor | None) -> Tensor: ...
+
+    @abc.abstractmethod
+    def param_groups(self) -> dict[str, list[ParamSlice]]: ...
+
+    def _prepare_analysis_copy(self, model: nn.Module, dtype: torch.dtype) -> None:
+        """Adjust the private analysis copy in place (eager attention, dtype-faithful norms)."""
+
+    # ----- sizes ----------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.embedding.num_embeddings
+
+    @property
+    def d_model(self) -> int:
+        return self.embedding.embedding_dim
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embedding.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding.weight.device
+
+    # ----- layers ---------------------------------------------------------------------------
+    def resolve_layer(self, layer: Layer) -> Layer:
+        """Canonical label of ``layer``: an int in ``[0, num_layers)`` or ``"final"``.
+
+        Raises:
+            ValueError: for an index out of range or an unknown name.
+        """
+        L = self.num_layers
+        if isinstance(layer, str):
+            if layer == "final":
+                return "final"
+            raise ValueError(f"unknown layer {layer!r}: use an int in [-{L}, {L}) or 'final'")
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise TypeError(f"layer must be an int or 'final', got {type(layer).__name__} {layer!r}")
+        if not -L <= layer < L:
+            raise ValueError(f"layer {layer} out of range for a model with {L} blocks: use [-{L}, {L}) or 'final'")
+        return layer % L
+
+    def resolve_layers(self, layers: Layer | Iterable[Layer]) -> list[Layer]:
+        """Canonical labels for ``layers`` (``"all"`` = every block), duplicates removed, in order."""
+        if layers == "all":
+            return list(range(self.num_layers))
+        if isinstance(layers, (int, str)):
+            layers = [layers]
+        out: list[Layer] = []
+        for layer in layers:
+            r = self.resolve_layer(layer)
+            if r not in out:
+                out.append(r)
+        if not out:
+            raise ValueError("no layers requested")
+        return out
+
+    def resolve_source(self, source: Layer) -> str | int:
+        """``"embeddings"`` or the index of the block whose *input* is the source."""
+        if source == "embeddings":
+            return source
+        if isinstance(source, str):
+            raise ValueError(f"unknown source {source!r}: use 'embeddings' or a block index")
+        r = self.resolve_layer(source)
+        return r
+
+    @staticmethod
+    def _block_index(layer: Layer, num_layers: int) -> int:
+        return num_layers - 1 if layer == "final" else layer
+
+    # ----- inputs ---------------------------------------------------------------------------
+    def check_inputs(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Validate ``input_ids [B, S]`` (integer, in vocabulary) and ``attention_mask [B, S]`` (0/1).
+
+        Returns the inputs moved to the model's device. Raises ``TypeError``/``ValueError`` naming
+        the problem.
+        """
+        if not isinstance(input_ids, Tensor):
+            raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
+        if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool or input_ids.is_complex():
+            raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must have shape [batch, seq], got {tuple(input_ids.shape)}")
+        if input_ids.numel() == 0:
+            raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)})")
+        lo, hi = int(input_ids.min()), int(input_ids.max())
+        if lo < 0 or hi >= self.vocab_size:
+            raise ValueError(f"token ids must lie in [0, {self.vocab_size}); found values in [{lo}, {hi}]")
+        if attention_mask is not None:
+            if not isinstance(attention_mask, Tensor):
+                raise TypeError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}")
+            if attention_mask.shape != input_ids.shape:
+                raise ValueError(
+                    f"attention_mask shape {tuple(attention_mask.shape)} does not match input_ids "
+                    f"shape {tuple(input_ids.shape)}"
+                )
+            if not ((attention_mask == 0) | (attention_mask == 1)).all():
+                raise ValueError("attention_mask must contain only 0 (padding) and 1 (token)")
+            attention_mask = attention_mask.to(self.device, torch.long)
+        return input_ids.to(self.device), attention_mask
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """Token embeddings ``[B, S, D]`` of ``input_ids [B, S]`` (what the model takes as ``inputs_embeds``)."""
+        return self.embedding(input_ids.to(self.device))
+
+    # ----- analysis copy --------------------------------------------------------------------
+    def analysis(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> ModelAdapter:
+        """An adapter over a private, eval-mode copy of the model in ``dtype`` on ``device``.
+
+        Parameters and buffers are converted, not copied, when dtype and device already match
+        (``Tensor.to`` returns the same storage), so the copy is cheap; the user's model is not
+        modified in any way. Returns ``self`` when this adapter already is such a copy in ``dtype``.
+        """
+        dtype = dtype or self.dtype
+        device = torch.device(device) if device is not None else self.device
+        if not dtype.is_floating_point:
+            raise TypeError(f"analysis dtype must be floating point, got {dtype}")
+        if self.is_analysis_copy and dtype == self.dtype and device == self.device:
+            return self
+        memo = {}
+        for p in self.model.parameters():
+            memo[id(p)] = nn.Parameter(p.detach().to(device=device, dtype=dtype), requires_grad=False)
+        for b in self.model.buffers():
+            memo[id(b)] = b.detach().to(device=device, dtype=dtype if b.is_floating_point() else b.dtype)
+        clone = copy.deepcopy(self.model, memo)
+        clone.eval()
+        self._prepare_analysis_copy(clone, dtype)
+        adapter = copy.copy(self)
+        adapter.model = clone
+        adapter.is_analysis_copy = True
+        return adapter
+
+    # ----- forward --------------------------------------------------------------------------
+    def source_activations(self, input_ids: Tensor, attention_mask: Tensor | None, source: Layer) -> Tensor:
+        """The activations that ``forward_from_embeddings`` differentiates: ``[B, S, D]``.
+
+        ``"embeddings"``: token embeddings. An int ``l``: the residual stream entering block ``l``.
+        """
+        source = self.resolve_source(source)
+        embeds = self.embed(input_ids)
+        if source == "embeddings":
+            return embeds
+        captured = {}
+
+        def grab(module, args, kwargs):
+            captured["x"] = args[0] if args else kwargs["hidden_states"]
+            raise _StopForward
+
+        handle = self.blocks[source].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                self._run(embeds, attention_mask)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        return captured["x"].detach()
+
+    def forward_from_embeddings(
+        self,
+        x: Tensor,
+        attention_mask: Tensor | None = None,
+        layers: Sequence[Layer] = (-1,),
+        source: Layer = "embeddings",
+    ) -> dict[Layer, Tensor]:
+        """Hidden states ``{layer: [B, S, H]}`` as a differentiable function of ``x [B, S, D]``.
+
+        Args:
+            x: Token embeddings (``source="embeddings"``) or the residual stream entering block
+                ``source``; any float dtype matching the model.
+            attention_mask: ``[B, S]`` 0/1, or ``None``.
+            layers: Layers to return (see module docstring); every one must be ``>= source``.
+            source: ``"embeddings"`` or a block index.
+
+        Returns:
+            ``{canonical_layer: Tensor[B, S, H]}`` from one forward pass that stops after the last
+            needed block.
+        """
+        layers = self.resolve_layers(layers)
+        source = self.resolve_source(source)
+        L = self.num_layers
+        if source != "embeddings":
+            early = [lay for lay in layers if self._block_index(lay, L) < source]
+            if early:
+                raise ValueError(f"layers {early} come before source block {source}; targets must be >= source")
+        last_block = max(self._block_index(lay, L) for lay in layers)
+        out: dict[Layer, Tensor] = {}
+        handles = []
+
+        def capture(layer):
+            def hook(module, args, output):
+                out[layer] = _first(output)
+                if len(out) == len(layers):
+                    raise _StopForward
+
+            return hook
+
+        try:
+            for lay in layers:
+                if lay == "final":
+                    module = self.final_norm if self.final_norm is not None else self.blocks[L - 1]
+                    handles.append(module.register_forward_hook(capture("final")))
+                else:
+                    handles.append(self.blocks[lay].register_forward_hook(capture(lay)))
+            if source == "embeddings":
+                embeds = x
+            else:
+                def replace(module, args, kwargs):
+                    if args:
+                        return (x, *args[1:]), kwargs
+                    return args, {**kwargs, "hidden_states": x}
+
+                handles.append(self.blocks[source].register_forward_pre_hook(replace, with_kwargs=True))
+                # Blocks before `source` run on zeros; their output is replaced and never differentiated.
+                embeds = torch.zeros(x.shape[:-1] + (self.d_model,), dtype=x.dtype, device=x.device)
+            try:
+                self._run(embeds, attention_mask)
+            except _StopForward:
+                pass
+        finally:
+            for h in handles:
+                h.remove()
+        missing = [lay for lay in layers if lay not in out]
+        if missing:
+            raise RuntimeError(f"layers {missing} were not reached in the forward pass (last block {last_block})")
+        return {lay: out[lay] for lay in layers}
+
+    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Logits ``[B, S, V]``."""
+        return self._run(self.embed(input_ids), attention_mask)
+
+    def loss(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Mean token cross-entropy of ``batch``, computed in the logits' dtype.
+
+        Args:
+            batch: ``input_ids [B, S]``, optional ``attention_mask [B, S]`` and ``labels [B, S]``.
+                Causal models predict ``labels[:, 1:]`` from positions ``:-1``; ``labels`` default to
+                ``input_ids`` with padding ignored. Masked LMs need ``labels`` (``-100`` = ignore).
+
+        Returns:
+            Scalar tensor; raises ``ValueError`` if no position carries a label.
+        """
+        input_ids, mask = self.check_inputs(batch["input_ids"], batch.get("attention_mask"))
+        labels = batch.get("labels")
+        if labels is None:
+            if not self.causal:
+                raise ValueError("a masked LM needs batch['labels'] (use -100 for positions without a target)")
+            labels = input_ids if mask is None else input_ids.masked_fill(mask == 0, IGNORE_INDEX)
+        labels = labels.to(input_ids.device)
+        if labels.shape != input_ids.shape:
+            raise ValueError(f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(input_ids.shape)}")
+        logits = self.logits(input_ids, mask)
+        if self.causal:
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        if not (labels != IGNORE_INDEX).any():
+            raise ValueError("no position in the batch has a label; nothing to average")
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+    def __repr__(self) -> str:
+        kind = "analysis copy" if self.is_analysis_copy else "user model"
+        return f"{type(self).__name__}({type(self.model).__name__}, layers={self.num_layers}, {kind}, {self.dtype})"

@@ -1,0 +1,241 @@
+"""A small causal decoder with the knobs that theory papers vary.
+
+Read top to bottom like nanoGPT's ``model.py``: attention, MLP, block, config, model.
+Every option changes one line of the forward pass:
+
+- ``norm``: ``"pre"`` (GPT-2), ``"post"`` (original Transformer / BERT) or ``"none"``.
+- ``attention``: ``"softmax"`` or ``"linear"`` (softmax removed, ``A = mask(Q K^T) / sqrt(d_head)``,
+  the "linear self-attention" of Ormaniec et al., ICLR 2025).
+- ``residual_scale``: ``x + alpha * f(x)`` on both residual branches.
+- ``activation``: ``"gelu"`` or ``"relu"``; ``d_mlp=0`` makes an attention-only model.
+- ``tie_weights``: the unembedding shares the token-embedding matrix.
+
+The attention is always the explicit masked path (no fused kernel) so that forward-mode AD and
+double backward work and attention weights stay inspectable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .adapter import ModelAdapter, ParamSlice
+
+
+class SelfAttention(nn.Module):
+    """Causal multi-head self-attention with separate q/k/v/o projections."""
+
+    def __init__(self, cfg: TinyConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.n_head = cfg.n_head
+        self.d_head = d // cfg.n_head
+        self.kind = cfg.attention
+        self.q = nn.Linear(d, d, bias=cfg.bias)
+        self.k = nn.Linear(d, d, bias=cfg.bias)
+        self.v = nn.Linear(d, d, bias=cfg.bias)
+        self.o = nn.Linear(d, d, bias=cfg.bias)
+
+    def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        """x: ``[B, S, D]``; key_mask: ``[B, S]`` bool, True where a key may be attended."""
+        B, S, D = x.shape
+        q = self.q(x).view(B, S, self.n_head, self.d_head).transpose(1, 2)  # [B, nh, S, dh]
+        k = self.k(x).view(B, S, self.n_head, self.d_head).transpose(1, 2)  # [B, nh, S, dh]
+        v = self.v(x).view(B, S, self.n_head, self.d_head).transpose(1, 2)  # [B, nh, S, dh]
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.d_head)  # [B, nh, S, S]
+        allowed = torch.ones(S, S, dtype=torch.bool, device=x.device).tril()  # [S, S]
+        if key_mask is not None:
+            allowed = allowed & key_mask[:, None, None, :]  # [B, 1, S, S]
+        if self.kind == "softmax":
+            # finfo.min, not -inf: a query whose keys are all padding gets finite (ignored) output.
+            scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+            weights = F.softmax(scores, dim=-1)
+        else:
+            weights = scores.masked_fill(~allowed, 0.0)
+        y = weights @ v  # [B, nh, S, dh]
+        y = y.transpose(1, 2).reshape(B, S, D)  # [B, S, D]
+        return self.o(y)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: ``out(act(in(x)))``."""
+
+    def __init__(self, cfg: TinyConfig):
+        super().__init__()
+        self.fc_in = nn.Linear(cfg.d_model, cfg.mlp_width, bias=cfg.bias)
+        self.fc_out = nn.Linear(cfg.mlp_width, cfg.d_model, bias=cfg.bias)
+        self.act = nn.GELU() if cfg.activation == "gelu" else nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc_out(self.act(self.fc_in(x)))
+
+
+def _norm(cfg: TinyConfig) -> nn.Module:
+    return nn.Identity() if cfg.norm == "none" else nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+
+
+class Block(nn.Module):
+    """One transformer block; ``norm`` decides where the LayerNorms sit."""
+
+    def __init__(self, cfg: TinyConfig):
+        super().__init__()
+        self.norm = cfg.norm
+        self.alpha = cfg.residual_scale
+        self.ln1 = _norm(cfg)
+        self.attn = SelfAttention(cfg)
+        self.ln2 = _norm(cfg)
+        self.mlp = MLP(cfg) if cfg.mlp_width > 0 else None
+
+    def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        a = self.alpha
+        if self.norm == "post":
+            x = self.ln1(x + a * self.attn(x, key_mask))
+            if self.mlp is not None:
+                x = self.ln2(x + a * self.mlp(x))
+            return x
+        x = x + a * self.attn(self.ln1(x), key_mask)
+        if self.mlp is not None:
+            x = x + a * self.mlp(self.ln2(x))
+        return x
+
+
+@dataclass
+class TinyConfig:
+    """Configuration of :class:`TinyTransformer`."""
+
+    vocab_size: int = 64
+    max_seq_len: int = 64
+    d_model: int = 64
+    n_layer: int = 2
+    n_head: int = 4
+    d_mlp: int | None = None  # None -> 4 * d_model; 0 -> attention-only
+    norm: Literal["pre", "post", "none"] = "pre"  # theory knob
+    attention: Literal["softmax", "linear"] = "softmax"  # theory knob
+    residual_scale: float = 1.0
+    activation: Literal["gelu", "relu"] = "gelu"
+    tie_weights: bool = False
+    bias: bool = True
+
+    def __post_init__(self):
+        checks = {
+            "norm": (self.norm, ("pre", "post", "none")),
+            "attention": (self.attention, ("softmax", "linear")),
+            "activation": (self.activation, ("gelu", "relu")),
+        }
+        for name, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(f"TinyConfig.{name}={value!r}; expected one of {allowed}")
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
+        for name in ("vocab_size", "max_seq_len", "d_model", "n_layer", "n_head"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TinyConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def mlp_width(self) -> int:
+        return 4 * self.d_model if self.d_mlp is None else self.d_mlp
+
+
+class TinyTransformer(nn.Module):
+    """Causal decoder: token + position embeddings, ``n_layer`` blocks, final norm, LM head.
+
+    ``forward`` returns logits ``[B, S, vocab_size]`` for every position.
+    """
+
+    def __init__(self, cfg: TinyConfig):
+        super().__init__()
+        self.config = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.max_seq_len, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        # Pre-norm needs a final norm (GPT-2); post-norm already ends normalized.
+        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias) if cfg.norm == "pre" else nn.Identity()
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # residual projections: std / sqrt(2 n_layer), per GPT-2 paper
+            if name.endswith(("attn.o.weight", "mlp.fc_out.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+    ) -> Tensor:
+        """Logits ``[B, S, V]`` from ``input_ids [B, S]`` or token embeddings ``inputs_embeds [B, S, D]``.
+
+        ``attention_mask [B, S]`` (1 = token, 0 = padding) removes padded keys. ``inputs_embeds``
+        excludes position embeddings, as in Hugging Face models.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds  # [B, S, D]
+        S = x.shape[1]
+        if S > self.config.max_seq_len:
+            raise ValueError(f"sequence length {S} exceeds max_seq_len={self.config.max_seq_len}")
+        x = x + self.wpe.weight[:S]
+        key_mask = None if attention_mask is None else attention_mask.bool()
+        for block in self.blocks:
+            x = block(x, key_mask)
+        return self.head(self.ln_f(x))
+
+
+class TinyAdapter(ModelAdapter):
+    """Adapter for :class:`TinyTransformer` (see :class:`ModelAdapter`)."""
+
+    causal = True
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.blocks
+
+    @property
+    def final_norm(self) -> nn.Module | None:
+        return None if isinstance(self.model.ln_f, nn.Identity) else self.model.ln_f
+
+    @property
+    def embedding(self) -> nn.Embedding:
+        return self.model.wte
+
+    def _run(self, inputs_embeds: Tensor, attention_mask: Tensor | None) -> Tensor:
+        return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+
+    def param_groups(self) -> dict[str, list[ParamSlice]]:
+        """Groups ``embed`` (wte, wpe), ``block{l}.attn.q|k|v|o``, ``block{l}.mlp.in|out``,
+        ``block{l}.ln1|ln2``, ``ln_f`` and ``head`` (absent when tied to ``embed``); each holds the
+        weight and, where present, the bias. Norm groups are absent with ``norm="none"``."""
+        params = dict(self.model.named_parameters())  # tied weights appear once, under wte
+
+        def group(prefix: str) -> list[ParamSlice]:
+            return [ParamSlice(f"{prefix}.{s}") for s in ("weight", "bias") if f"{prefix}.{s}" in params]
+
+        groups = {"embed": group("wte") + group("wpe")}
+        for i in range(self.num_layers):
+            p = f"blocks.{i}"
+            for short, full in [("attn.q", "attn.q"), ("attn.k", "attn.k"), ("attn.v", "attn.v"),
+                                ("attn.o", "attn.o"), ("mlp.in", "mlp.fc_in"), ("mlp.out", "mlp.fc_out"),
+                                ("ln1", "ln1"), ("ln2", "ln2")]:
+                g = group(f"{p}.{full}")
+                if g:
+                    groups[f"block{i}.{short}"] = g
+        for name, prefix in [("ln_f", "ln_f"), ("head", "head")]:
+            g = group(prefix)
+            if g:
+                groups[name] = g
+        return groups
