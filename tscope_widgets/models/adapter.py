@@ -40,16 +40,23 @@ class ParamSlice:
 
     Attributes:
         name: Name of the parameter in ``model.named_parameters()``.
-        index: Tuple of slices selecting this group's part of a fused tensor (e.g. the query columns
-            of GPT-2's ``c_attn``), or ``None`` for the whole parameter.
+        index: Tuple of slices and ints selecting this group's part of a fused tensor (e.g. the
+            query columns of GPT-2's ``c_attn``), or ``None`` for the whole parameter.
+        view_shape: Shape the parameter is viewed as before ``index`` is applied, or ``None``.
+            Needed where a fused tensor interleaves its parts: GPT-NeoX's ``query_key_value.weight``
+            ``[3D, D]`` is viewed as ``[n_head, 3, d_head, D]``; its queries are
+            ``index=(slice(None), 0)``.
     """
 
     name: str
-    index: tuple[slice, ...] | None = None
+    index: tuple[slice | int, ...] | None = None
+    view_shape: tuple[int, ...] | None = None
 
     def view(self, params: Mapping[str, Tensor]) -> Tensor:
-        """The selected part of ``params[self.name]`` (a view, no copy)."""
+        """The selected part of ``params[self.name]`` (a view sharing its storage, no copy)."""
         t = params[self.name]
+        if self.view_shape is not None:
+            t = t.view(self.view_shape)
         return t if self.index is None else t[self.index]
 
 
@@ -350,8 +357,9 @@ class ModelAdapter(abc.ABC):
 
         Args:
             batch: ``input_ids [B, S]``, optional ``attention_mask [B, S]`` and ``labels [B, S]``.
-                Causal models predict ``labels[:, 1:]`` from positions ``:-1``; ``labels`` default to
-                ``input_ids`` with padding ignored. Masked LMs need ``labels`` (``-100`` = ignore).
+                Causal models predict ``labels[:, 1:]`` from positions ``:-1``, skipping padded
+                predicting positions; ``labels`` default to ``input_ids`` with padding ignored.
+                Masked LMs need ``labels`` (``-100`` = ignore).
 
         Returns:
             Scalar tensor; raises ``ValueError`` if no position carries a label.
@@ -368,6 +376,10 @@ class ModelAdapter(abc.ABC):
         logits = self.logits(input_ids, mask)
         if self.causal:
             logits, labels = logits[:, :-1], labels[:, 1:]
+            if mask is not None:
+                # A padded position predicts nothing: under left padding its query sees no key at all,
+                # and what such a row outputs depends on the attention implementation.
+                labels = labels.masked_fill(mask[:, :-1] == 0, IGNORE_INDEX)
         if not (labels != IGNORE_INDEX).any():
             raise ValueError("no position in the batch has a label; nothing to average")
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)

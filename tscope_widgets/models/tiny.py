@@ -130,11 +130,13 @@ class TinyConfig:
         for name, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ValueError(f"TinyConfig.{name}={value!r}; expected one of {allowed}")
-        if self.d_model % self.n_head:
-            raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
         for name in ("vocab_size", "max_seq_len", "d_model", "n_layer", "n_head"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TinyConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_mlp is not None and self.d_mlp < 0:
+            raise ValueError(f"TinyConfig.d_mlp must be >= 0 (0 = attention-only), got {self.d_mlp}")
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
 
     @property
     def mlp_width(self) -> int:
