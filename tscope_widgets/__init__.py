@@ -1,6 +1,40 @@
-"""tscope_widgets: look inside transformers through their derivatives."""
+"""tscope_widgets: look inside transformers through their derivatives.
 
-from .models import ModelAdapter, TinyConfig, TinyTransformer, adapt
+Position-to-position Jacobian sensitivity with streaming population statistics, background jobs with
+checkpoints, and the models and synthetic tasks to try them on. See ``DESIGN.md`` for the quantities.
+"""
 
-__all__ = ["ModelAdapter", "TinyConfig", "TinyTransformer", "adapt"]
+from .jobs import Checkpoint, Job, JobError, Progress, load_checkpoint, save_checkpoint
+from .kernels import SampleReservoir, SensitivitySnapshot, WelfordState, iter_sensitivity, position_sensitivity
+from .models import ModelAdapter, ParamSlice, TinyConfig, TinyTransformer, adapt
+from .tasks import get_task
+from .training import TrainResult, load_model, save_model, train_tiny
+
+__all__ = [
+    # models
+    "adapt",
+    "ModelAdapter",
+    "ParamSlice",
+    "TinyTransformer",
+    "TinyConfig",
+    # kernels
+    "WelfordState",
+    "SampleReservoir",
+    "position_sensitivity",
+    "iter_sensitivity",
+    "SensitivitySnapshot",
+    # jobs
+    "Job",
+    "JobError",
+    "Progress",
+    "Checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    # embedded default
+    "get_task",
+    "train_tiny",
+    "TrainResult",
+    "save_model",
+    "load_model",
+]
 __version__ = "0.1.0"

@@ -1,0 +1,410 @@
+"""Train a :class:`TinyTransformer` on a synthetic task in seconds on a CPU, and save/load it.
+
+``train_tiny("induction")`` gives a two-layer attention-only model that solves the repeated-tokens task of
+the induction-head papers (Olsson et al. 2022) on segment lengths it has to read from content;
+``train_tiny("modadd")`` a one-layer model that generalises modular addition (p = 31) to held-out pairs
+(Power et al. 2022; Nanda et al. 2023). With 80% of the pairs in the train split and weight decay 1.0
+generalisation follows memorisation within a few hundred full-batch steps, so this is the fast end of
+grokking, not the long plateau of small train fractions. Both are seeded and deterministic on a given
+machine and thread count.
+
+Models are saved as ``model.safetensors`` (weights) plus ``model.json`` (model config, task, training
+settings); nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .models import TinyConfig, TinyTransformer, adapt
+from .tasks import Task, get_task
+
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_CONFIG = "model.json"
+_FORMAT = "tscope_widgets.tiny/1"
+_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Default task, model and optimiser settings for one task (used by :func:`train_tiny`)."""
+
+    task_kwargs: dict
+    model: dict  # TinyConfig fields; vocab_size and max_seq_len come from the task
+    steps: int
+    batch_size: int | None  # None: the whole train split every step (full batch)
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup: int = 50
+    schedule: str = "cosine"  # "cosine": decay to 10% of the peak; "constant": flat after warm-up
+
+
+# Measured with 1 thread on a busy 2-core machine (torch 2.13): induction, seeds 0-2, held-out accuracy
+# 0.995-0.999 after 800-1000 steps (10-15 s); modadd, seeds 0-3, accuracy 1.0 on the held-out 20% of pairs
+# by step 500 (700 steps: about 20 s). Smaller train fractions (0.5-0.7) generalised on some seeds only.
+RECIPES: dict[str, Recipe] = {
+    "induction": Recipe(
+        task_kwargs={"num_symbols": 24, "k_max": 8, "k_min": 3},
+        # Attention-only, as in the induction-head papers: a previous-token head, an induction head.
+        model={"d_model": 32, "n_head": 2, "n_layer": 2, "d_mlp": 0},
+        steps=1000,
+        batch_size=64,
+        lr=3e-3,
+        weight_decay=0.01,
+    ),
+    "modadd": Recipe(
+        task_kwargs={"p": 31, "train_fraction": 0.8},
+        model={"d_model": 48, "n_head": 4, "n_layer": 1},
+        # Full batch, weight decay 1.0 and betas (0.9, 0.98), as in Nanda et al. (2023).
+        steps=700,
+        batch_size=None,
+        lr=3e-3,
+        weight_decay=1.0,
+        betas=(0.9, 0.98),
+    ),
+}
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_tiny` returns.
+
+    Attributes:
+        model: The trained model (float32, eval mode).
+        task: The task it was trained on.
+        config: Everything needed to reproduce the run (JSON-serialisable): task name and arguments,
+            model config, steps, seed, batch size, learning rate, weight decay, betas, warmup.
+        losses: Training loss of every step.
+        accuracy: Held-out accuracy after training (fresh sequences for induction, the test pairs for
+            modular addition).
+        seconds: Wall-clock training time.
+        eval_history: ``(step, held-out accuracy)`` every ``log_every`` steps and at the end.
+        checkpoints: ``(step, state_dict)`` copies every ``save_trajectory_every`` steps, including
+            step 0 (the initialisation) and the final step; empty when not requested.
+    """
+
+    model: TinyTransformer
+    task: Task
+    config: dict
+    losses: list[float]
+    accuracy: float
+    seconds: float
+    eval_history: list[tuple[int, float]] = field(default_factory=list)
+    checkpoints: list[tuple[int, dict[str, Tensor]]] = field(default_factory=list)
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _model_config(task: Task, recipe: Recipe, config: TinyConfig | dict | None) -> TinyConfig:
+    fields = {**recipe.model, "vocab_size": task.vocab_size, "max_seq_len": task.seq_len}
+    if isinstance(config, TinyConfig):
+        config = dataclasses.asdict(config)
+    if config is not None:
+        if not isinstance(config, dict):
+            raise TypeError(f"config must be a TinyConfig, a dict or None, got {type(config).__name__}")
+        known = {f.name for f in dataclasses.fields(TinyConfig)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown TinyConfig fields {unknown}; known: {sorted(known)}")
+        if config.get("vocab_size", task.vocab_size) < task.vocab_size:
+            raise ValueError(
+                f"config vocab_size={config['vocab_size']} < the task's vocab_size={task.vocab_size}"
+            )
+        if config.get("max_seq_len", task.seq_len) < task.seq_len:
+            raise ValueError(
+                f"config max_seq_len={config['max_seq_len']} < the task's seq_len={task.seq_len}"
+            )
+        fields.update(config)
+    return TinyConfig(**fields)
+
+
+def _train_batches(task: Task, batch_size: int | None, generator: torch.Generator):
+    """Endless training batches: fresh samples, or the whole train split when ``batch_size`` is None."""
+    if batch_size is None:
+        split = getattr(task, "split", None)
+        if split is None:
+            raise ValueError(f"task {task.name!r} has no fixed train split; give a batch_size")
+        full = split("train")
+        while True:
+            yield full
+    while True:
+        yield task.sample(batch_size, generator)
+
+
+def _lr_factor(step: int, recipe: Recipe, steps: int) -> float:
+    """Linear warm-up over ``recipe.warmup`` steps, then flat or a cosine to 10% of the peak."""
+    ramp = min(1.0, (step + 1) / max(1, recipe.warmup))
+    if recipe.schedule == "constant":
+        return ramp
+    return ramp * (0.55 + 0.45 * math.cos(math.pi * step / steps))
+
+
+@torch.no_grad()
+def evaluate(model: TinyTransformer, task: Task, batch: dict[str, Tensor]) -> float:
+    """Accuracy of ``model`` on ``batch`` (``input_ids``, ``labels`` ``[N, S]``), in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        return task.accuracy(model(batch["input_ids"]), batch["labels"])
+    finally:
+        model.train(was_training)
+
+
+def train_tiny(
+    task: str | Task = "induction",
+    steps: int | None = None,
+    seed: int = 0,
+    config: TinyConfig | dict | None = None,
+    *,
+    batch_size: int | None | str = "default",
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    log_every: int = 100,
+    progress: bool = True,
+    save_trajectory_every: int | None = None,
+    task_kwargs: dict | None = None,
+    num_threads: int | None = 1,
+) -> TrainResult:
+    """Train a :class:`TinyTransformer` on a synthetic task with AdamW.
+
+    The defaults (see :data:`RECIPES`) reach a clearly learned state in well under a minute on one CPU
+    core: induction accuracy > 0.99 on fresh sequences with an attention-only two-layer model, and
+    modular addition (p = 31) 1.0 on held-out pairs. The learning rate warms up linearly for 50 steps
+    and then follows a cosine to 10% of its peak. Initialisation uses ``torch.manual_seed(seed)`` inside
+    a forked RNG (the caller's global RNG state is left unchanged); batches come from a generator
+    seeded with ``seed``; so a seed gives the same model on the same machine and thread count.
+
+    Args:
+        task: ``"induction"``, ``"modadd"`` or a :class:`Task` (its recipe is chosen by ``task.name``).
+        steps: Optimiser steps (default: the recipe's).
+        seed: Seed of initialisation and data.
+        config: :class:`TinyConfig` or a dict of its fields overriding the recipe's model; ``vocab_size``
+            and ``max_seq_len`` default to the task's.
+        batch_size: Sequences per step; ``None`` trains on the whole train split each step (modadd).
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay.
+        log_every: Steps between held-out evaluations (progress bar and ``eval_history``).
+        progress: Show a tqdm progress bar.
+        save_trajectory_every: Keep a copy of the state dict every this many steps.
+        task_kwargs: Arguments of the task when ``task`` is a name (default: the recipe's).
+        num_threads: torch intra-op threads while training (restored afterwards); ``None`` keeps the
+            current setting. Models this small gain nothing from more threads, and on a busy 2-core
+            machine 2 threads measured 10–20x slower than 1 (threads wait on each other).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        ValueError, TypeError: for unknown tasks, bad step counts or an inconsistent config.
+    """
+    name = task.name if isinstance(task, Task) else task
+    if name not in RECIPES:
+        raise ValueError(f"no training recipe for task {name!r}; available: {sorted(RECIPES)}")
+    recipe = RECIPES[name]
+    if isinstance(task, Task):
+        if task_kwargs:
+            raise ValueError("task_kwargs only apply when task is given by name")
+    else:
+        task = get_task(name, **(recipe.task_kwargs if task_kwargs is None else task_kwargs))
+    steps = _positive_int("steps", recipe.steps if steps is None else steps)
+    log_every = _positive_int("log_every", log_every)
+    if save_trajectory_every is not None:
+        save_trajectory_every = _positive_int("save_trajectory_every", save_trajectory_every)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    batch_size = recipe.batch_size if batch_size == "default" else batch_size
+    if batch_size is not None:
+        batch_size = _positive_int("batch_size", batch_size)
+    lr = recipe.lr if lr is None else float(lr)
+    weight_decay = recipe.weight_decay if weight_decay is None else float(weight_decay)
+    cfg = _model_config(task, recipe, config)
+    if num_threads is not None:
+        num_threads = _positive_int("num_threads", num_threads)
+    threads_before = torch.get_num_threads()
+    try:
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        return _train(
+            task,
+            recipe,
+            cfg,
+            steps,
+            seed,
+            batch_size,
+            lr,
+            weight_decay,
+            log_every,
+            progress,
+            save_trajectory_every,
+        )
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(
+    task: Task,
+    recipe: Recipe,
+    cfg: TinyConfig,
+    steps: int,
+    seed: int,
+    batch_size: int | None,
+    lr: float,
+    weight_decay: float,
+    log_every: int,
+    progress: bool,
+    save_trajectory_every: int | None,
+) -> TrainResult:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = TinyTransformer(cfg)
+    model.train()
+    adapter = adapt(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=recipe.betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, recipe, steps))
+    data_gen = torch.Generator().manual_seed(seed)
+    held_out = task.held_out(torch.Generator().manual_seed(seed + 1))
+    batches = _train_batches(task, batch_size, data_gen)
+
+    losses: list[float] = []
+    history: list[tuple[int, float]] = []
+    checkpoints: list[tuple[int, dict[str, Tensor]]] = []
+
+    def keep_checkpoint(step: int) -> None:
+        checkpoints.append((step, {k: v.detach().clone() for k, v in model.state_dict().items()}))
+
+    if save_trajectory_every:
+        keep_checkpoint(0)
+    start = time.perf_counter()
+    bar = tqdm(range(1, steps + 1), desc=f"train {task.name}", disable=not progress, leave=False)
+    for step in bar:
+        loss = adapter.loss(next(batches))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        if step % log_every == 0 or step == steps:
+            history.append((step, evaluate(model, task, held_out)))
+            bar.set_postfix(loss=f"{losses[-1]:.3g}", acc=f"{history[-1][1]:.3f}")
+        if save_trajectory_every and (step % save_trajectory_every == 0 or step == steps):
+            keep_checkpoint(step)
+    seconds = time.perf_counter() - start
+    bar.close()
+    model.eval()
+
+    run_config = {
+        "task": task.name,
+        "task_kwargs": task.config(),
+        "model": dataclasses.asdict(cfg),
+        "steps": steps,
+        "seed": seed,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "betas": list(recipe.betas),
+        "warmup": recipe.warmup,
+        "schedule": recipe.schedule,
+    }
+    return TrainResult(
+        model=model,
+        task=task,
+        config=run_config,
+        losses=losses,
+        accuracy=history[-1][1],
+        seconds=seconds,
+        eval_history=history,
+        checkpoints=checkpoints,
+    )
+
+
+def save_model(
+    directory: str | Path, result: TrainResult | TinyTransformer, extra: dict | None = None
+) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into ``directory`` (created if needed).
+
+    Args:
+        directory: Output folder.
+        result: A :class:`TrainResult` (its training config, accuracy and time go into the JSON) or a
+            bare :class:`TinyTransformer`.
+        extra: More JSON-serialisable metadata stored under ``"extra"``.
+
+    Returns:
+        The path of ``model.safetensors``.
+    """
+    if isinstance(result, TrainResult):
+        model = result.model
+        training: dict[str, Any] | None = {
+            **result.config,
+            "accuracy": result.accuracy,
+            "seconds": result.seconds,
+            "final_loss": result.losses[-1],
+        }
+    elif isinstance(result, TinyTransformer):
+        model, training = result, None
+    else:
+        raise TypeError(f"expected a TrainResult or a TinyTransformer, got {type(result).__name__}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / MODEL_WEIGHTS
+    # save_model (not save_file) drops the duplicate of a tied head weight.
+    safetensors.torch.save_model(model, str(weights), metadata={"format": _FORMAT})
+    info = {
+        "format": _FORMAT,
+        "class": "TinyTransformer",
+        "tiny_config": dataclasses.asdict(model.config),
+        "dtype": str(model.wte.weight.dtype).removeprefix("torch."),
+        "training": training,
+        "extra": extra or {},
+    }
+    (directory / MODEL_CONFIG).write_text(json.dumps(info, indent=2))
+    return weights
+
+
+def load_model(directory: str | Path) -> tuple[TinyTransformer, dict]:
+    """Read a model written by :func:`save_model`.
+
+    Returns:
+        ``(model, info)``: the :class:`TinyTransformer` in eval mode, with the saved dtype and exactly
+        the saved weights, and the parsed ``model.json`` (``tiny_config``, ``training``, ``extra``).
+
+    Raises:
+        FileNotFoundError: when either file is missing. ValueError: for a JSON of another format.
+    """
+    directory = Path(directory)
+    config_path, weights = directory / MODEL_CONFIG, directory / MODEL_WEIGHTS
+    for path in (config_path, weights):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found; expected a folder written by save_model")
+    info = json.loads(config_path.read_text())
+    if not isinstance(info, dict) or info.get("format") != _FORMAT:
+        raise ValueError(f"{config_path} is not a tscope_widgets tiny-model config (format {_FORMAT!r})")
+    dtype = info.get("dtype", "float32")
+    if dtype not in _DTYPES:
+        raise ValueError(f"{config_path}: unsupported dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+    model = TinyTransformer(TinyConfig(**info["tiny_config"])).to(_DTYPES[dtype])
+    safetensors.torch.load_model(model, str(weights), strict=True)
+    model.eval()
+    return model, info
