@@ -121,7 +121,7 @@ class ModelAdapter(abc.ABC):
     @abc.abstractmethod
     def param_groups(self) -> dict[str, list[ParamSlice]]: ...
 
-    def _prepare_analysis_copy(self, model: nn.Module, dtype: torch.dtype) -> None:
+    def _prepare_analysis_copy(self, model: nn.Module, dtype: torch.dtype) -> None:  # noqa: B027 (optional hook)
         """Adjust the private analysis copy in place (eager attention, dtype-faithful norms)."""
 
     # ----- sizes ----------------------------------------------------------------------------
