@@ -36,5 +36,15 @@ __all__ = [
     "TrainResult",
     "save_model",
     "load_model",
+    # widgets (imported on first use: they need the front-end bundle and Jupyter packages)
+    "SensitivityExplorer",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name == "SensitivityExplorer":
+        from .widgets import SensitivityExplorer
+
+        return SensitivityExplorer
+    raise AttributeError(f"module 'tscope_widgets' has no attribute {name!r}")

@@ -1,0 +1,93 @@
+// Token labels for heatmap axes, thinned so that long sequences stay readable.
+
+/** Step between labelled positions so that at most `maxTicks` of `n` positions get a label. */
+export function tickStep(n, maxTicks) {
+  return Math.max(1, Math.ceil(n / Math.max(1, Math.floor(maxTicks))));
+}
+
+/** Labelled positions: 0, step, 2 step, ... below `n`. */
+export function thinTicks(n, maxTicks) {
+  const step = tickStep(n, maxTicks);
+  const out = [];
+  for (let k = 0; k < n; k += step) out.push(k);
+  return out;
+}
+
+/** How many labels fit along `lengthPx` pixels with at least `spacingPx` between them. */
+export function maxTicksFor(lengthPx, spacingPx = 12) {
+  return Math.max(1, Math.floor(lengthPx / spacingPx));
+}
+
+const VISIBLE = { " ": "␣", "\n": "⏎", "\r": "␍", "\t": "⇥" };
+
+/** Make whitespace and control characters visible: `" the"` -> `"␣the"`. */
+export function displayToken(text) {
+  let out = "";
+  for (const ch of String(text)) {
+    const code = ch.codePointAt(0);
+    if (ch in VISIBLE) out += VISIBLE[ch];
+    else if (code < 32 || code === 127) out += "�";
+    else out += ch;
+  }
+  return out;
+}
+
+/** `text` cut to `maxChars` characters with an ellipsis. */
+export function truncate(text, maxChars) {
+  const chars = Array.from(text);
+  return chars.length <= maxChars ? text : chars.slice(0, Math.max(1, maxChars - 1)).join("") + "…";
+}
+
+/** `"i:token"` (token made visible and truncated), or `"i"` without a token. */
+export function positionLabel(i, tokens, maxChars = 10) {
+  const token = tokens && i < tokens.length ? tokens[i] : "";
+  return token ? `${i}:${truncate(displayToken(token), maxChars)}` : `${i}`;
+}
+
+/**
+ * Draw tick labels and titles around a heatmap layout on a 2D context: column labels below
+ * (vertical text), row labels to the left (right-aligned).
+ */
+export function drawAxes(ctx, layout, { tokens, theme, xTitle, yTitle, spacingPx = 12 }) {
+  const { x, y, width, height, rows, cols } = layout;
+  ctx.save();
+  ctx.fillStyle = theme.fg;
+  ctx.strokeStyle = theme.fg2;
+  ctx.font = `10px ${theme.font}`;
+  ctx.lineWidth = 1;
+  const cw = width / cols;
+  const rh = height / rows;
+  ctx.textBaseline = "middle";
+  ctx.textAlign = "right";
+  for (const i of thinTicks(rows, maxTicksFor(height, spacingPx))) {
+    const cy = y + (i + 0.5) * rh;
+    ctx.beginPath();
+    ctx.moveTo(x - 3, cy);
+    ctx.lineTo(x, cy);
+    ctx.stroke();
+    ctx.fillText(positionLabel(i, tokens), x - 5, cy);
+  }
+  for (const j of thinTicks(cols, maxTicksFor(width, spacingPx))) {
+    const cx = x + (j + 0.5) * cw;
+    ctx.beginPath();
+    ctx.moveTo(cx, y + height);
+    ctx.lineTo(cx, y + height + 3);
+    ctx.stroke();
+    ctx.save();
+    ctx.translate(cx, y + height + 5);
+    ctx.rotate(-Math.PI / 2);
+    ctx.fillText(positionLabel(j, tokens), 0, 0);
+    ctx.restore();
+  }
+  ctx.font = `11px ${theme.font}`;
+  ctx.textAlign = "center";
+  ctx.textBaseline = "bottom";
+  ctx.fillText(xTitle, x + width / 2, layout.totalHeight - 2);
+  ctx.save();
+  ctx.translate(12, y + height / 2);
+  ctx.rotate(-Math.PI / 2);
+  ctx.textBaseline = "middle";
+  ctx.fillText(yTitle, 0, 0);
+  ctx.restore();
+  ctx.restore();
+}

@@ -1,0 +1,96 @@
+// Colour scales: a lookup table from a d3 colour map, value -> table index (linear or log, NaN
+// aware), domains from data, and colour-bar ticks.
+import { rgb } from "d3-color";
+import { format } from "d3-format";
+import { scaleLinear, scaleLog } from "d3-scale";
+import { interpolateMagma, interpolateViridis } from "d3-scale-chromatic";
+
+export const INTERPOLATORS = Object.freeze({ viridis: interpolateViridis, magma: interpolateMagma });
+
+/** Index codes for values without a colour. */
+export const NAN_INDEX = -1; // NaN: no data (padding, never observed)
+export const NONPOSITIVE_INDEX = -2; // <= 0 on a log scale
+
+/**
+ * An `n`-entry RGB lookup table of a colour map.
+ * @returns {Uint8Array} `n * 3` bytes, r g b per entry, from low to high
+ */
+export function colormapLUT(name = "viridis", n = 256) {
+  const interpolate = INTERPOLATORS[name];
+  if (!interpolate) throw new TypeError(`unknown colour map ${name}`);
+  const lut = new Uint8Array(n * 3);
+  for (let k = 0; k < n; k++) {
+    const c = rgb(interpolate(n === 1 ? 0.5 : k / (n - 1)));
+    lut.set([c.r, c.g, c.b], 3 * k);
+  }
+  return lut;
+}
+
+/**
+ * Colour domain of the finite values of `data` (positive ones only for a log scale).
+ * A constant map gets a domain that ends at its value (so it shows the top colour), an empty one a
+ * default domain.
+ * @returns {[number, number]} lo < hi
+ */
+export function colorDomain(data, log = false) {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (let k = 0; k < data.length; k++) {
+    const v = data[k];
+    if (!Number.isFinite(v) || (log && v <= 0)) continue;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (lo > hi) return log ? [0.1, 1] : [0, 1];
+  if (lo < hi) return [lo, hi];
+  if (log) return [lo / 10, hi];
+  return lo === 0 ? [0, 1] : [Math.min(0, lo), Math.max(0, hi)];
+}
+
+/**
+ * Map values to lookup-table indices.
+ * @param {[number, number]} domain lo < hi (both > 0 for log)
+ * @returns {(v: number) => number} index in [0, n-1], or NAN_INDEX / NONPOSITIVE_INDEX
+ */
+export function colorIndexer(domain, { log = false, n = 256 } = {}) {
+  const [lo, hi] = domain;
+  if (!(hi > lo) || (log && !(lo > 0))) throw new RangeError(`bad colour domain [${domain}]`);
+  const a = log ? Math.log(lo) : lo;
+  const scale = n / ((log ? Math.log(hi) : hi) - a);
+  return (v) => {
+    if (Number.isNaN(v)) return NAN_INDEX;
+    if (log && v <= 0) return NONPOSITIVE_INDEX;
+    const k = Math.floor(((log ? Math.log(v) : v) - a) * scale);
+    return k < 0 ? 0 : k >= n ? n - 1 : k;
+  };
+}
+
+const fixed = format(".3~g");
+const exponent = format(".2~e");
+
+/** Short text for a value: `1.23`, `0.05`, `1.2e-5`, `3.4e+6`; NaN as `–`. */
+export function formatValue(v) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "–";
+  if (v === 0) return "0";
+  const a = Math.abs(v);
+  return a >= 1e4 || a < 1e-3 ? exponent(v) : fixed(v);
+}
+
+/**
+ * Ticks of a colour bar.
+ * @returns {{value: number, t: number, label: string}[]} `t` in [0, 1] from the low end
+ */
+export function colorbarTicks(domain, log = false, count = 5) {
+  const [lo, hi] = domain;
+  const scale = (log ? scaleLog() : scaleLinear()).domain([lo, hi]).range([0, 1]);
+  let ticks = scale.ticks(count).filter((v) => v >= lo && v <= hi);
+  if (log && ticks.length > count) {
+    const decades = ticks.filter((v) => Math.abs(Math.log10(v) - Math.round(Math.log10(v))) < 1e-9);
+    ticks = decades.length >= 2 ? decades : [ticks[0], ticks[ticks.length - 1]];
+  }
+  if (ticks.length > count + 1) {
+    const step = Math.ceil(ticks.length / count);
+    ticks = ticks.filter((_, k) => k % step === 0);
+  }
+  return ticks.map((value) => ({ value, t: scale(value), label: formatValue(value) }));
+}

@@ -1,0 +1,425 @@
+// Front end of tscope_widgets.widgets.SensitivityExplorer (anywidget ESM module).
+//
+// Python owns the data: `heat` (the selected layer's statistic, [S, S] float32), `counts` ([S, S]
+// int32), `detail` (the selected cell's statistics and reservoir samples) and the job status. This
+// view draws them and writes back only view state: layer, statistic, view, log_scale,
+// selected_cell; pause/resume/stop go as custom messages. Every render() keeps its own state and
+// returns a cleanup that removes its listeners, so a widget can be shown twice or re-rendered.
+import { drawAxes, positionLabel } from "./lib/axes.js";
+import { decode, decodeTree } from "./lib/codec.js";
+import { drawColorbar } from "./lib/colorbar.js";
+import { h } from "./lib/dom.js";
+import { cellAt, cellRect, fillRGBA, heatmapLayout, paintGrid } from "./lib/heatmap.js";
+import { histogramBins, histogramChart } from "./lib/histogram.js";
+import { lineChart } from "./lib/lines.js";
+import { columnProfile, offsetProfile, rowProfile } from "./lib/profiles.js";
+import { colorDomain, colorIndexer, colormapLUT, formatValue } from "./lib/scales.js";
+import { buttonStates, statusText } from "./lib/status.js";
+import { cssToRGBA, themeColors } from "./lib/theme.js";
+
+const LUT = colormapLUT("viridis", 256); // read-only table shared by all views
+const MARGIN = { left: 112, top: 8, right: 96, bottom: 104 };
+const STAT_TITLES = {
+  mean: "mean",
+  std: "std",
+  cv: "std / |mean|",
+  min: "min",
+  max: "max",
+  count: "samples per cell",
+};
+const VIEW_TITLES = { matrix: "matrix i × j", offset: "offset i − j" };
+const STATUS_TRAITS = ["status", "message", "done", "total", "rate", "eta", "elapsed"];
+
+const CSS = `
+.tscope-explorer { font-family: var(--jp-ui-font-family, system-ui, sans-serif);
+  font-size: var(--jp-ui-font-size1, 13px); color: var(--jp-ui-font-color1, #1f1f1f); }
+.tscope-explorer .tscope-toolbar { display: flex; flex-wrap: wrap; gap: 6px 12px; align-items: center; }
+.tscope-explorer label { display: inline-flex; gap: 4px; align-items: center; }
+.tscope-explorer select, .tscope-explorer button { font: inherit; color: inherit;
+  background: var(--jp-layout-color1, #fff); border: 1px solid var(--jp-border-color1, #bdbdbd);
+  border-radius: 2px; padding: 1px 6px; }
+.tscope-explorer button:disabled { opacity: 0.4; }
+.tscope-explorer .tscope-status { color: var(--jp-ui-font-color2, #616161); margin: 4px 0 6px; min-height: 1.3em; }
+.tscope-explorer .tscope-status.tscope-error { color: var(--jp-error-color1, #d32f2f); }
+.tscope-explorer .tscope-main { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
+.tscope-explorer .tscope-plot { position: relative; }
+.tscope-explorer .tscope-heatmap { display: block; cursor: crosshair; }
+.tscope-explorer .tscope-tooltip { position: absolute; display: none; pointer-events: none; z-index: 10;
+  white-space: pre; font-size: 11px; padding: 3px 6px; border-radius: 3px;
+  background: var(--jp-layout-color0, #fff); border: 1px solid var(--jp-border-color1, #9e9e9e);
+  box-shadow: 0 1px 3px rgba(0, 0, 0, 0.25); }
+.tscope-explorer .tscope-detail { width: 300px; }
+.tscope-explorer .tscope-detail h4 { margin: 0; font-size: inherit; display: flex; justify-content: space-between; }
+.tscope-explorer .tscope-caption { color: var(--jp-ui-font-color2, #616161); font-size: 11px; margin: 6px 0 0; }
+.tscope-explorer .tscope-hint { color: var(--jp-ui-font-color2, #616161); }
+.tscope-explorer svg.tscope-chart { display: block; overflow: visible; }
+`;
+
+const layerTitle = (layer) => (layer === "final" ? "final norm" : `layer ${layer}`);
+
+function fillSelect(select, options, value, title) {
+  const key = JSON.stringify(options);
+  if (select.dataset.options !== key) {
+    select.replaceChildren(...options.map((o, k) => h("option", { value: String(k) }, title(o))));
+    select.dataset.options = key;
+  }
+  select.value = String(Math.max(0, options.indexOf(value)));
+}
+
+function render({ model, el }) {
+  const abort = new AbortController();
+  const on = (target, type, fn) => target.addEventListener(type, fn, { signal: abort.signal });
+  const subscriptions = [];
+  const listen = (name, fn) => {
+    model.on(name, fn);
+    subscriptions.push([name, fn]);
+  };
+
+  // ----- DOM
+  const layerSelect = h("select", { "aria-label": "layer" });
+  const statSelect = h("select", { "aria-label": "statistic" });
+  const viewSelect = h("select", { "aria-label": "view" });
+  const logBox = h("input", { type: "checkbox", "aria-label": "log colour scale" });
+  const pauseButton = h("button", { type: "button", title: "pause after the batch in flight" }, "pause");
+  const resumeButton = h("button", { type: "button" }, "resume");
+  const stopButton = h("button", { type: "button", title: "stop after the batch in flight; keeps the statistics" }, "stop");
+  const toolbar = h(
+    "div",
+    { class: "tscope-toolbar" },
+    h("label", {}, "layer", layerSelect),
+    h("label", {}, "statistic", statSelect),
+    h("label", {}, "view", viewSelect),
+    h("label", {}, logBox, "log colour"),
+    h("span", {}, pauseButton, " ", resumeButton, " ", stopButton),
+  );
+  const statusLine = h("div", { class: "tscope-status", role: "status", "aria-live": "polite" });
+  const canvas = h("canvas", { class: "tscope-heatmap" });
+  const offsetPane = h("div", { class: "tscope-offset" });
+  const tooltip = h("div", { class: "tscope-tooltip" });
+  const plot = h("div", { class: "tscope-plot" }, canvas, offsetPane, tooltip);
+  const detailPane = h("div", { class: "tscope-detail" });
+  const root = h(
+    "div",
+    { class: "tscope-explorer" },
+    h("style", {}, CSS),
+    toolbar,
+    statusLine,
+    h("div", { class: "tscope-main" }, plot, detailPane),
+  );
+  el.append(root);
+
+  // ----- view state (this render only)
+  const scratch = document.createElement("canvas");
+  const probe = document.createElement("canvas");
+  probe.width = probe.height = 1;
+  let theme = themeColors(root);
+  let heat = null;
+  let counts = null;
+  let layout = null;
+  let paints = 0;
+  let closed = false;
+
+  const statistic = () => model.get("statistic");
+  const useLog = () => Boolean(model.get("log_scale")) && statistic() !== "count";
+  const tokens = () => model.get("token_labels") ?? [];
+  const statTitle = () => {
+    const stat = statistic();
+    return stat === "count" ? STAT_TITLES.count : `${STAT_TITLES[stat] ?? stat} ${model.get("quantity")}`;
+  };
+
+  // Redraws are coalesced: the change events of one message fire together, one paint follows.
+  const dirty = new Set();
+  const parts = { controls: drawControls, status: drawStatus, main: drawMain, detail: drawDetail };
+  function schedule(...names) {
+    if (dirty.size === 0) {
+      queueMicrotask(() => {
+        if (closed) return;
+        const todo = [...dirty];
+        dirty.clear();
+        theme = themeColors(root); // cheap, and right even if the view was drawn before it was attached
+        for (const name of Object.keys(parts)) if (todo.includes(name)) parts[name]();
+      });
+    }
+    for (const n of names) dirty.add(n);
+  }
+
+  function drawControls() {
+    fillSelect(layerSelect, model.get("layer_options") ?? [], model.get("layer"), layerTitle);
+    fillSelect(statSelect, model.get("statistic_options") ?? [], statistic(), (s) => STAT_TITLES[s] ?? s);
+    fillSelect(viewSelect, model.get("view_options") ?? [], model.get("view"), (v) => VIEW_TITLES[v] ?? v);
+    logBox.checked = Boolean(model.get("log_scale"));
+  }
+
+  function drawStatus() {
+    const s = Object.fromEntries(STATUS_TRAITS.map((k) => [k, model.get(k)]));
+    statusLine.textContent = statusText(s);
+    statusLine.classList.toggle("tscope-error", s.status === "error");
+    const enabled = buttonStates(s.status);
+    pauseButton.disabled = !enabled.pause;
+    resumeButton.disabled = !enabled.resume;
+    stopButton.disabled = !enabled.stop;
+    root.dataset.status = s.status;
+  }
+
+  function drawMain() {
+    const offset = model.get("view") === "offset";
+    canvas.style.display = offset ? "none" : "";
+    offsetPane.style.display = offset ? "" : "none";
+    if (offset) drawOffset();
+    else drawHeatmap();
+    paints += 1;
+    root.dataset.paints = String(paints); // a marker for browser tests: bumps after every repaint
+  }
+
+  function sizeCanvas(width, height) {
+    const dpr = window.devicePixelRatio || 1;
+    canvas.width = Math.round(width * dpr);
+    canvas.height = Math.round(height * dpr);
+    canvas.style.width = `${width}px`;
+    canvas.style.height = `${height}px`;
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.fillStyle = theme.bg;
+    ctx.fillRect(0, 0, width, height);
+    return ctx;
+  }
+
+  function drawHeatmap() {
+    if (!heat) {
+      layout = null;
+      const ctx = sizeCanvas(420, 60);
+      ctx.fillStyle = theme.fg2;
+      ctx.font = `12px ${theme.font}`;
+      ctx.fillText("waiting for the first batch…", 12, 30);
+      return;
+    }
+    const [rows, cols] = heat.shape;
+    layout = heatmapLayout({ rows, cols, margin: MARGIN });
+    const ctx = sizeCanvas(layout.totalWidth, layout.totalHeight);
+    const log = useLog();
+    const domain = colorDomain(heat.data, log);
+    const rgba = fillRGBA(new Uint8ClampedArray(4 * rows * cols), heat.data, colorIndexer(domain, { log }), LUT, {
+      nan: cssToRGBA(theme.nan, probe),
+      nonpositive: cssToRGBA(theme.bg, probe),
+    });
+    paintGrid(ctx, layout, rgba, scratch);
+    const cell = model.get("selected_cell");
+    if (cell && cell[0] < rows && cell[1] < cols) {
+      const r = cellRect(layout, cell[0], cell[1]);
+      ctx.strokeStyle = theme.accent;
+      ctx.lineWidth = 2;
+      ctx.strokeRect(r.x - 1, r.y - 1, r.w + 2, r.h + 2);
+    }
+    const note = model.get("label_note") ? ` (${model.get("label_note")})` : "";
+    drawAxes(ctx, layout, {
+      tokens: tokens(),
+      theme,
+      xTitle: `input position j${note}`,
+      yTitle: `output position i${note}`,
+    });
+    drawColorbar(ctx, {
+      x: layout.x + layout.width + 12,
+      y: layout.y,
+      width: 12,
+      height: layout.height,
+      lut: LUT,
+      domain,
+      log,
+      title: statTitle(),
+      theme,
+    });
+    canvas.dataset.rows = String(rows);
+  }
+
+  function drawOffset() {
+    if (!heat) {
+      offsetPane.replaceChildren(h("p", { class: "tscope-hint" }, "waiting for the first batch…"));
+      return;
+    }
+    const S = heat.shape[0];
+    const profile = offsetProfile(heat.data, counts ? counts.data : null, S);
+    offsetPane.replaceChildren(
+      lineChart(Array.from(profile.offsets), profile.values, {
+        width: 540,
+        height: 320,
+        xLabel: "offset i − j (output position − input position)",
+        yLabel: statTitle(),
+        log: useLog(),
+        theme,
+      }),
+      h(
+        "p",
+        { class: "tscope-caption" },
+        `${statTitle()} of ${layerTitle(model.get("layer"))}, averaged over the cells of each diagonal i − j, weighted by samples per cell.`,
+      ),
+    );
+  }
+
+  function drawDetail() {
+    const cell = model.get("selected_cell");
+    if (!heat || !cell || cell[0] >= heat.shape[0] || cell[1] >= heat.shape[1]) {
+      detailPane.replaceChildren(
+        h("p", { class: "tscope-hint" }, "Click a cell: its values over the samples, its row and its column."),
+      );
+      return;
+    }
+    const [i, j] = cell;
+    const [rows, cols] = heat.shape;
+    const raw = decodeTree(model.get("detail"));
+    const info = raw && raw.cell && raw.cell[0] === i && raw.cell[1] === j && raw.layer === model.get("layer") ? raw : null;
+    const clear = h("button", { type: "button", title: "clear the selection", "aria-label": "clear selection" }, "×");
+    // A plain listener: the button is replaced on every redraw and collected with its listener.
+    clear.addEventListener("click", () => {
+      model.set("selected_cell", null);
+      model.save_changes();
+    });
+    const log = useLog();
+    const quantity = model.get("quantity");
+    const children = [
+      h("h4", {}, h("span", {}, `output ${positionLabel(i, tokens(), 16)} ← input ${positionLabel(j, tokens(), 16)}`), clear),
+      h("p", { class: "tscope-caption" }, layerTitle(model.get("layer"))),
+    ];
+    if (info) {
+      children.push(
+        h(
+          "p",
+          { class: "tscope-caption" },
+          `mean ${formatValue(info.mean)} · std ${formatValue(info.std)} · min ${formatValue(info.min)} · max ${formatValue(info.max)} · n = ${info.count ?? 0}`,
+        ),
+        histogramChart(histogramBins(info.samples ? info.samples.data : []), { xLabel: quantity, markerX: info.mean, theme }),
+        h(
+          "p",
+          { class: "tscope-caption" },
+          `${info.samples ? info.samples.data.length : 0} of the ${info.reservoir_size} reservoir samples (${info.seen} seen); dashed: the mean over all samples`,
+        ),
+      );
+    } else {
+      children.push(h("p", { class: "tscope-caption" }, "loading…"));
+    }
+    children.push(
+      h("p", { class: "tscope-caption" }, `row i = ${i}: output ${i} against every input j`),
+      lineChart(Array.from({ length: cols }, (_, k) => k), rowProfile(heat.data, cols, i), {
+        xLabel: "input position j",
+        yLabel: STAT_TITLES[statistic()] ?? statistic(),
+        markerX: j,
+        log,
+        theme,
+      }),
+      h("p", { class: "tscope-caption" }, `column j = ${j}: every output i against input ${j}`),
+      lineChart(Array.from({ length: rows }, (_, k) => k), columnProfile(heat.data, rows, cols, j), {
+        xLabel: "output position i",
+        yLabel: STAT_TITLES[statistic()] ?? statistic(),
+        markerX: i,
+        log,
+        theme,
+      }),
+    );
+    detailPane.replaceChildren(...children);
+    detailPane.dataset.cell = `${i},${j}`;
+    detailPane.dataset.samples = info && info.samples ? String(info.samples.data.length) : "";
+  }
+
+  function readArrays() {
+    heat = decode(model.get("heat"));
+    counts = decode(model.get("counts"));
+  }
+
+  // ----- pointer: hover tooltip and click-to-select
+  function cellOfEvent(event) {
+    if (!layout) return null;
+    const box = canvas.getBoundingClientRect();
+    const x = ((event.clientX - box.left) * layout.totalWidth) / box.width;
+    const y = ((event.clientY - box.top) * layout.totalHeight) / box.height;
+    return cellAt(layout, x, y);
+  }
+  on(canvas, "mousemove", (event) => {
+    const c = heat && cellOfEvent(event);
+    if (!c) {
+      tooltip.style.display = "none";
+      return;
+    }
+    const k = c.i * heat.shape[1] + c.j;
+    const t = tokens();
+    tooltip.textContent = [
+      `output ${positionLabel(c.i, t, 24)}`,
+      `input  ${positionLabel(c.j, t, 24)}`,
+      `${STAT_TITLES[statistic()] ?? statistic()}: ${formatValue(heat.data[k])}`,
+      `samples: ${counts ? counts.data[k] : "–"}`,
+    ].join("\n");
+    const box = plot.getBoundingClientRect();
+    tooltip.style.left = `${event.clientX - box.left + 14}px`;
+    tooltip.style.top = `${event.clientY - box.top + 14}px`;
+    tooltip.style.display = "block";
+  });
+  on(canvas, "mouseleave", () => {
+    tooltip.style.display = "none";
+  });
+  on(canvas, "click", (event) => {
+    const c = cellOfEvent(event);
+    if (!c) return;
+    const current = model.get("selected_cell");
+    const same = current && current[0] === c.i && current[1] === c.j;
+    model.set("selected_cell", same ? null : [c.i, c.j]);
+    model.save_changes();
+  });
+
+  // ----- controls
+  const choose = (select, trait, options) => () => {
+    const value = (model.get(options) ?? [])[Number(select.value)];
+    if (value === undefined) return;
+    model.set(trait, value);
+    model.save_changes();
+  };
+  on(layerSelect, "change", choose(layerSelect, "layer", "layer_options"));
+  on(statSelect, "change", choose(statSelect, "statistic", "statistic_options"));
+  on(viewSelect, "change", choose(viewSelect, "view", "view_options"));
+  on(logBox, "change", () => {
+    model.set("log_scale", logBox.checked);
+    model.save_changes();
+  });
+  for (const [button, command] of [[pauseButton, "pause"], [resumeButton, "resume"], [stopButton, "stop"]]) {
+    on(button, "click", () => model.send({ type: "command", command }));
+  }
+
+  // ----- model events
+  listen("change:heat", () => {
+    readArrays();
+    schedule("main", "detail");
+  });
+  listen("change:counts", () => {
+    readArrays();
+    schedule("main", "detail");
+  });
+  listen("change:detail", () => schedule("detail"));
+  listen("change:selected_cell", () => schedule("main", "detail"));
+  listen("change:log_scale", () => schedule("controls", "main", "detail"));
+  listen("change:view", () => schedule("controls", "main"));
+  for (const name of ["layer", "statistic", "layer_options", "statistic_options", "view_options"]) {
+    listen(`change:${name}`, () => schedule("controls"));
+  }
+  for (const name of ["token_labels", "label_note", "quantity"]) {
+    listen(`change:${name}`, () => schedule("main", "detail"));
+  }
+  for (const name of STATUS_TRAITS) listen(`change:${name}`, () => schedule("status"));
+
+  // Light/dark theme switches in JupyterLab change attributes of <body>.
+  const themeObserver = new MutationObserver(() => schedule("main", "detail"));
+  themeObserver.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name"] });
+
+  readArrays();
+  theme = themeColors(root);
+  drawControls();
+  drawStatus();
+  drawMain();
+  drawDetail();
+
+  return () => {
+    closed = true;
+    for (const [name, fn] of subscriptions) model.off(name, fn);
+    abort.abort();
+    themeObserver.disconnect();
+    root.remove();
+  };
+}
+
+export default { render };

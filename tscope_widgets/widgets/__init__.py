@@ -1,0 +1,9 @@
+"""anywidget front ends: traits in, traits out; the maths lives in ``kernels``.
+
+Importing this package needs the bundled JavaScript (``tscope_widgets/static/*.js``), which
+``npm --prefix js run build`` writes and a wheel ships.
+"""
+
+from .sensitivity import STATISTICS, VIEWS, SensitivityExplorer
+
+__all__ = ["SensitivityExplorer", "STATISTICS", "VIEWS"]

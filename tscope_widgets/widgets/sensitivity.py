@@ -1,0 +1,628 @@
+r"""``SensitivityExplorer``: a live heatmap of position-to-position sensitivity in JupyterLab.
+
+The widget runs :func:`~tscope_widgets.kernels.iter_sensitivity` in a background
+:class:`~tscope_widgets.jobs.Job` and shows the per-cell population statistics of
+:math:`s_{ij} = \lVert \partial h_i / \partial e_j \rVert_F^2` as they fill in. It holds no maths:
+every number comes from the kernel's :class:`~tscope_widgets.kernels.SensitivitySnapshot`, and
+this module only turns the latest snapshot into traits.
+
+Traits the browser may change (``layer``, ``statistic``, ``selected_cell``, ``view``,
+``log_scale``) are untrusted input: a value that makes no sense is logged as a warning and the
+trait is put back to its previous value (which is sent back to the page); it never raises in the
+kernel. Buttons send custom messages ``{"type": "command", "command": "pause" | "resume" |
+"stop"}``, validated the same way. Arrays travel as binary buffers (see ``_codec``); updates
+arrive at most once per ``throttle`` seconds (the Job coalesces snapshots), plus one when the job
+pauses and one when it ends.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import threading
+from collections.abc import Sequence
+from numbers import Integral
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import numpy as np
+import torch
+import traitlets
+
+from ..jobs import Job
+from ..kernels.sensitivity import iter_sensitivity
+from ..models.registry import adapt
+from ._codec import to_json_tree
+
+__all__ = ["SensitivityExplorer", "STATISTICS", "VIEWS"]
+
+logger = logging.getLogger(__name__)
+
+BUNDLE = Path(__file__).resolve().parent.parent / "static" / "sensitivity_explorer.js"
+if not BUNDLE.is_file():
+    raise ImportError(
+        f"the widget's JavaScript bundle {BUNDLE} is missing; build it from the repository root with "
+        "`npm --prefix js ci && npm --prefix js run build` (a wheel ships it prebuilt)"
+    )
+
+STATISTICS = ("mean", "std", "cv", "min", "max", "count")
+VIEWS = ("matrix", "offset")
+COMMANDS = ("pause", "resume", "stop")
+QUANTITY = "‖J_ij‖²_F"
+MIN_THROTTLE_S = 0.05  # at most 20 data updates per second reach the browser
+
+# Keyword arguments of iter_sensitivity a user may pass through **kernel_kwargs.
+_KERNEL_OPTIONS = frozenset(inspect.signature(iter_sensitivity).parameters) - {
+    "adapter",
+    "data",
+    "layers",
+    "method",
+    "batch_size",
+    "max_seq_len",
+    "tokenizer",
+    "resume",
+}
+_BROWSER_TRAITS = ("layer", "statistic", "selected_cell", "view", "log_scale")
+_TERMINAL = ("done", "cancelled", "error")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, Integral) and not isinstance(x, (bool, np.bool_))
+
+
+class SensitivityExplorer(anywidget.AnyWidget):
+    r"""Live explorer of position-to-position sensitivity :math:`\lVert J_{ij}\rVert_F^2`.
+
+    Shows, for the chosen layer and statistic, the ``[S, S]`` heatmap (row ``i`` = output position,
+    column ``j`` = input position) with token labels, a colour bar (linear or log), hover values, a
+    status line with pause/resume/stop, and for a clicked cell the histogram of its values over the
+    reservoir samples and the row/column profiles; the ``offset`` view plots the statistic against
+    ``i - j``.
+
+    Args:
+        model: A :class:`~tscope_widgets.models.TinyTransformer`, a supported Hugging Face model, or a
+            :class:`~tscope_widgets.models.ModelAdapter`; analysed on a private copy.
+        data: What :func:`~tscope_widgets.kernels.iter_sensitivity` takes: an id tensor ``[N, S]``,
+            ``(ids, mask)``, a dict with ``input_ids``, a list of strings (with ``tokenizer``) or an
+            iterable of batches such as a ``DataLoader``.
+        layers: Target layers (``"all"``, an index, ``"final"`` or a list).
+        method: ``"exact"``, ``"hutchinson"`` or ``"full"``.
+        batch_size: Samples per batch (one heatmap update per batch at most).
+        max_seq_len: Truncation length.
+        tokenizer: Hugging Face tokenizer: turns strings into ids, and names the axis positions with
+            the tokens of the first sample (unless ``token_labels`` is given).
+        token_labels: ``S`` strings naming the positions on both axes.
+        start: Start the job now; otherwise call :meth:`start`.
+        throttle: Least seconds between two data updates sent to the browser (``>= 0.05``).
+        **kernel_kwargs: More options of ``iter_sensitivity``: ``source``, ``probes``,
+            ``chunk_size``, ``dtype``, ``mode``, ``reservoir_size``, ``seed``.
+
+    Raises:
+        TypeError: For unknown keyword arguments, non-string token labels, or what
+            ``iter_sensitivity`` refuses as a type.
+        ValueError: For a bad ``throttle`` and everything ``iter_sensitivity`` refuses up front
+            (layers, method, sizes, empty data).
+
+    Example:
+        >>> explorer = SensitivityExplorer(model, ids, layers="all", token_labels=labels)  # doctest: +SKIP
+        >>> explorer  # doctest: +SKIP
+    """
+
+    _esm = BUNDLE
+
+    # View state: the browser may set these; validated in `_validate_view_state`.
+    layer = traitlets.Any(None).tag(sync=True)
+    statistic = traitlets.Any("mean").tag(sync=True)
+    selected_cell = traitlets.Any(None).tag(sync=True)
+    view = traitlets.Any("matrix").tag(sync=True)
+    log_scale = traitlets.Any(False).tag(sync=True)
+
+    # Choices and labels.
+    layer_options = traitlets.List().tag(sync=True)
+    statistic_options = traitlets.List(list(STATISTICS)).tag(sync=True)
+    view_options = traitlets.List(list(VIEWS)).tag(sync=True)
+    seq_len = traitlets.Int(0).tag(sync=True)
+    token_labels = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    label_note = traitlets.Unicode("").tag(sync=True)
+    quantity = traitlets.Unicode(QUANTITY).tag(sync=True)
+    method = traitlets.Unicode("").tag(sync=True)
+
+    # Data, as binary buffers: the statistic [S, S] (float32 on the wire), the counts [S, S]
+    # (int32 on the wire) and the selected cell's details (scalars + reservoir samples).
+    heat = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
+    counts = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
+    detail = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
+
+    # Job status.
+    status = traitlets.Unicode("pending").tag(sync=True)
+    message = traitlets.Unicode("").tag(sync=True)
+    done = traitlets.Int(0).tag(sync=True)
+    total = traitlets.Int(None, allow_none=True).tag(sync=True)
+    batches = traitlets.Int(0).tag(sync=True)
+    rate = traitlets.Float(0.0).tag(sync=True)
+    eta = traitlets.Float(None, allow_none=True).tag(sync=True)
+    elapsed = traitlets.Float(0.0).tag(sync=True)
+
+    def __init__(
+        self,
+        model,
+        data,
+        *,
+        layers="all",
+        method: str = "exact",
+        batch_size: int = 8,
+        max_seq_len: int | None = None,
+        tokenizer=None,
+        token_labels: Sequence[str] | None = None,
+        start: bool = True,
+        throttle: float = 0.1,
+        **kernel_kwargs,
+    ):
+        unknown = sorted(set(kernel_kwargs) - _KERNEL_OPTIONS)
+        if unknown:
+            raise TypeError(
+                f"unknown keyword arguments {unknown}; SensitivityExplorer passes on only "
+                f"{sorted(_KERNEL_OPTIONS)} to iter_sensitivity"
+            )
+        if (
+            isinstance(throttle, bool)
+            or not isinstance(throttle, (int, float))
+            or not math.isfinite(throttle)
+            or throttle < MIN_THROTTLE_S
+        ):
+            raise ValueError(f"throttle must be a number of seconds >= {MIN_THROTTLE_S}, got {throttle!r}")
+        if token_labels is not None:
+            if isinstance(token_labels, str) or not all(isinstance(t, str) for t in token_labels):
+                raise TypeError("token_labels must be a sequence of strings, one per position")
+            token_labels = list(token_labels)
+        # Set before traitlets' __init__: observers may fire from there on.
+        self._lock = threading.RLock()
+        self._valid = {
+            "layer": None,
+            "statistic": "mean",
+            "selected_cell": None,
+            "view": "matrix",
+            "log_scale": False,
+        }  # the last valid value of each view-state trait
+        self._job: Job | None = None
+        self._unsubscribe = lambda: None
+        self._stop_requested = False
+        self._labels_pending = True  # name the positions from the next snapshot
+        self._model, self._data, self._tokenizer = model, data, tokenizer
+        self._explicit_labels = token_labels
+        self._throttle = float(throttle)
+        self._kernel_kwargs = dict(
+            layers=layers,
+            method=method,
+            batch_size=batch_size,
+            max_seq_len=max_seq_len,
+            tokenizer=tokenizer,
+            **kernel_kwargs,
+        )
+        # Validate everything before the widget opens its comm to the page.
+        adapter = adapt(model)
+        self._num_layers = adapter.num_layers
+        options = adapter.resolve_layers(layers)
+        run = self._new_run()
+        super().__init__()
+
+        with self.hold_sync():
+            self.layer_options = list(options)
+            self.set_trait("layer", options[-1])
+            self.method = method
+        self._new_job(run)
+        self.on_msg(self._on_custom_msg)
+        if start:
+            self.start()
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def job(self) -> Job:
+        """The :class:`~tscope_widgets.jobs.Job` running the kernel (a new one after a restart)."""
+        return self._job
+
+    @property
+    def snapshot(self):
+        """The latest :class:`~tscope_widgets.kernels.SensitivitySnapshot`, or None before the first batch."""
+        return self._job.snapshot
+
+    @property
+    def stats(self):
+        """``LayerDict {layer: WelfordState}`` of the latest snapshot (cells ``[S, S]``, float64), or None."""
+        snap = self.snapshot
+        return None if snap is None else snap.stats
+
+    def start(self) -> None:
+        """Start the job; after it ended (done, stopped or failed), start a fresh run from scratch.
+
+        Raises:
+            RuntimeError: If the job is running or paused (use :meth:`resume`, or :meth:`stop` first).
+        """
+        with self._lock:
+            if self._job.status in ("running", "paused"):
+                raise RuntimeError(f"the job is {self._job.status}; stop() it before starting again")
+            if self._job.status in _TERMINAL:
+                self._new_job(self._new_run())
+            self._stop_requested = False
+            self._job.start()
+            self._sync_status()
+
+    def pause(self) -> None:
+        """Pause after the batch in flight (the statistics so far stay on screen)."""
+        with self._lock:
+            self._job.pause()
+            self._sync_status()
+
+    def resume(self) -> None:
+        """Continue a paused job."""
+        with self._lock:
+            self._job.resume()
+            self._sync_status()
+
+    def stop(self) -> None:
+        """Stop after the batch in flight; the partial statistics stay. Does not wait (see :meth:`wait`)."""
+        with self._lock:
+            if self._job.status not in _TERMINAL:
+                self._stop_requested = True
+            self._job.cancel()
+            self._sync_status()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job has ended and the widget shows its final state.
+
+        Args:
+            timeout: Seconds to wait at most; None waits as long as it takes.
+
+        Returns:
+            True if the job has ended, False on timeout.
+
+        Raises:
+            RuntimeError: If the job was never started.
+        """
+        return self._job.wait(timeout)
+
+    def close(self) -> None:
+        """Stop the job and close the widget (its views disappear from the page)."""
+        job = getattr(self, "_job", None)  # None when the constructor failed (close() runs from __del__)
+        if job is not None:
+            self._unsubscribe()
+            job.cancel()
+        super().close()
+
+    # ----- export
+    def to_bokeh(self, *, layers=None, statistics: str | Sequence[str] | None = None):
+        """The current statistics as a static Bokeh figure (or a grid of them).
+
+        Args:
+            layers: ``None`` (the selected layer), ``"all"``, a label or a list of labels.
+            statistics: ``None`` (the selected statistic), a name or a list of names from
+                ``STATISTICS``.
+
+        Returns:
+            One ``figure`` for one layer and one statistic, else a ``GridPlot`` (a row per layer).
+            The colour scale is logarithmic when ``log_scale`` is on (not for counts).
+
+        Raises:
+            RuntimeError: Before the first batch is done.
+            ValueError: For an unknown layer or statistic.
+        """
+        from ..export.bokeh import sensitivity_figures, sensitivity_heatmap
+
+        snap = self._require_snapshot()
+        chosen = self._export_layers(snap, layers)
+        names = (
+            [self.statistic]
+            if statistics is None
+            else ([statistics] if isinstance(statistics, str) else list(statistics))
+        )
+        bad = [s for s in names if s not in STATISTICS]
+        if bad or not names:
+            raise ValueError(f"unknown statistics {bad or names}; choose from {list(STATISTICS)}")
+        labels = self._axis_labels(snap.seq_len)
+        log = bool(self.log_scale)
+        if len(chosen) == 1 and len(names) == 1:
+            layer, stat = chosen[0], names[0]
+            value_name = stat if stat == "count" else f"{stat} {QUANTITY}"
+            return sensitivity_heatmap(
+                getattr(snap.stats[layer], stat),
+                title=f"{_layer_title(layer)} · {value_name} · {self._samples_text(snap)}",
+                token_labels=labels,
+                log=log and stat != "count",
+                value_name=stat,
+            )
+        return sensitivity_figures(
+            {layer: snap.stats[layer] for layer in chosen}, labels, names, log=log, quantity=QUANTITY
+        )
+
+    def save_html(
+        self,
+        path: str | os.PathLike,
+        *,
+        layers="all",
+        statistics: str | Sequence[str] | None = None,
+        title: str = "Position-to-position sensitivity",
+        notes: str | Sequence[str] | None = None,
+    ) -> Path:
+        """Write a standalone HTML report (BokehJS inlined: opens offline) of :meth:`to_bokeh`.
+
+        Args:
+            path: Output ``.html`` file.
+            layers, statistics: As in :meth:`to_bokeh` (default: every layer, the selected statistic).
+            title: Heading.
+            notes: Text under the heading; default: method, samples and job status.
+
+        Returns:
+            The path written.
+        """
+        from ..export.html import save_report
+
+        snap = self._require_snapshot()
+        figures = self.to_bokeh(layers=layers, statistics=statistics)
+        if notes is None:
+            notes = [
+                f"{snap.method} {QUANTITY} ({snap.mode} mode, source: {snap.source}) over "
+                f"{self._samples_text(snap)}; job {self._job.status}.",
+                "Rows: output position i; columns: input position j.",
+            ]
+        return save_report(path, figures, title, notes)
+
+    def save_statistics(self, directory: str | os.PathLike) -> Path:
+        """Write the statistics (safetensors + JSON) and the reservoir samples to ``directory``.
+
+        Read back with :func:`tscope_widgets.export.load_statistics` (the per-layer
+        :class:`WelfordState`) and :func:`tscope_widgets.export.load_extra_tensors` (``reservoir.*``:
+        ``input_ids [C, S]``, ``mask [C, S]``, ``sample_index [C]``, ``maps.<layer> [C, S, S]``).
+
+        Returns:
+            The folder.
+        """
+        from ..export.results import save_statistics
+
+        snap = self._require_snapshot()
+        res = snap.reservoir
+        extra = {
+            "reservoir.input_ids": res.input_ids,
+            "reservoir.mask": res.mask.to(torch.uint8),
+            "reservoir.sample_index": res.sample_index,
+        }
+        extra.update({f"reservoir.maps.{layer}": m for layer, m in res.maps.items()})
+        meta = dict(snap.meta())
+        meta.pop("layers", None)  # save_statistics records the layers itself
+        meta.update(
+            quantity="||J_ij||_F^2",
+            status=self._job.status,
+            num_layers=snap.stats.num_layers,
+            token_labels=self._axis_labels(snap.seq_len),
+        )
+        return save_statistics(directory, snap.stats, meta, extra_tensors=extra)
+
+    # ------------------------------------------------------------------ job plumbing
+    def _new_run(self):
+        """A fresh ``iter_sensitivity`` generator (its arguments are checked here, in the caller)."""
+        return iter_sensitivity(self._model, self._data, **self._kernel_kwargs)
+
+    def _new_job(self, run) -> None:
+        """A fresh (not started) job on the generator ``run``, subscribed to this widget."""
+        self._unsubscribe()
+        job = Job(lambda: run, name="sensitivity", throttle=self._throttle, start=False)
+        self._job = job
+        self._unsubscribe = job.subscribe(self._on_snapshot)
+        self._labels_pending = True
+        with self.hold_sync():
+            self.heat = self.counts = self.detail = None
+            self.batches = 0
+            self._sync_status()
+
+    def _on_snapshot(self, job: Job, snapshot) -> None:
+        """Job subscriber (worker thread, throttled): push the job's state to the traits."""
+        with self._lock:
+            if job is not self._job:
+                return
+            with self.hold_sync():
+                self._sync_status()
+                self._sync_data()
+
+    def _sync_status(self) -> None:
+        job = self._job
+        p = job.progress
+        status = job.status
+        message = job.message
+        if self._stop_requested and status not in _TERMINAL:
+            message = "stopping after the batch in flight"
+        self.status, self.message = status, message
+        self.done, self.total = p.done, p.total
+        self.rate = p.rate if math.isfinite(p.rate) else 0.0
+        self.eta = p.eta_s if p.eta_s is not None and math.isfinite(p.eta_s) else None
+        self.elapsed = p.elapsed_s
+
+    def _sync_data(self) -> None:
+        """Heat, counts and cell details of the latest snapshot for the current view state."""
+        snap = self._job.snapshot if self._job is not None else None
+        if snap is None:
+            return
+        with self.hold_sync():
+            if self.layer_options != list(snap.layers):
+                self.layer_options = list(snap.layers)
+            if self.layer not in snap.layers:
+                self.set_trait("layer", snap.layers[-1])
+            if self.seq_len != snap.seq_len:
+                self.seq_len = snap.seq_len
+            if self._labels_pending:
+                self._labels_pending = False
+                self.token_labels, self.label_note = self._position_labels(snap)
+            state = snap.stats[self.layer]
+            self.batches = snap.batches
+            self.heat = getattr(state, self.statistic).numpy()
+            self.counts = state.count.to(torch.int64).numpy()
+            self.detail = self._cell_detail(snap)
+
+    def _cell_detail(self, snap) -> dict[str, Any] | None:
+        cell = self.selected_cell
+        if cell is None or not all(0 <= c < snap.seq_len for c in cell):
+            return None
+        i, j = cell
+        state = snap.stats[self.layer]
+        values = {stat: float(getattr(state, stat)[i, j]) for stat in STATISTICS}
+        values["count"] = int(values["count"])
+        res = snap.reservoir
+        n = res.size
+        per_sample = res.maps[self.layer][:n, i, j]  # [n] float32, NaN where i or j is padding
+        keep = torch.isfinite(per_sample)
+        return {
+            "layer": self.layer,
+            "cell": [i, j],
+            **values,
+            "samples": per_sample[keep].numpy(),
+            "sample_index": res.sample_index[:n][keep].numpy(),
+            "reservoir_size": n,
+            "seen": res.seen,
+        }
+
+    def _position_labels(self, snap) -> tuple[list[str], str]:
+        S = snap.seq_len
+        if self._explicit_labels is not None:
+            labels = self._explicit_labels
+            if len(labels) != S:
+                logger.warning(
+                    "token_labels has %d entries for %d positions; extra ones are dropped, missing ones left blank",
+                    len(labels),
+                    S,
+                )
+            return (labels + [""] * S)[:S], ""
+        res = snap.reservoir
+        if self._tokenizer is None or res.size == 0:
+            return [], ""
+        slot = int(torch.argmin(res.sample_index[: res.size]))  # the earliest sample kept
+        ids, mask = res.input_ids[slot], res.mask[slot]
+        try:
+            labels = [self._tokenizer.decode([int(t)]) if m else "" for t, m in zip(ids, mask, strict=True)]
+        except Exception as err:  # a tokenizer that cannot decode single ids: fall back to indices
+            logger.warning("could not decode token labels with the tokenizer (%s); showing positions", err)
+            return [], ""
+        return labels, f"tokens of sample {int(res.sample_index[slot])}"
+
+    def _axis_labels(self, S: int) -> list[str] | None:
+        labels = list(self.token_labels)
+        return labels if len(labels) == S else None
+
+    # ------------------------------------------------------------------ browser input
+    def set_state(self, sync_data):
+        """Apply state from the browser: drop writes to traits only Python sets, and values that make
+        no sense (each with a logged warning), then send the page the values it must show instead."""
+        sync_data = dict(sync_data)
+        refused = sorted(set(sync_data) & _PYTHON_TRAITS)
+        if refused:
+            logger.warning("ignored front-end writes to read-only traits %s", refused)
+        rejected = []
+        for name in _BROWSER_TRAITS:
+            if name in sync_data:
+                ok, _, why = self._check(name, sync_data[name])
+                if not ok:
+                    logger.warning("ignored %s=%r from the front end: %s", name, sync_data[name], why)
+                    rejected.append(name)
+        for name in refused + rejected:
+            del sync_data[name]
+        super().set_state(sync_data)
+        if refused or rejected:
+            self.send_state(refused + rejected)
+
+    @traitlets.validate(*_BROWSER_TRAITS)
+    def _validate_view_state(self, proposal) -> Any:
+        """Canonical form of a valid value (e.g. ``-1`` -> ``1``, ``(i, j)`` -> ``[i, j]``, sent back to
+        the page if it differs); for nonsense from Python, a warning and the last valid value."""
+        name, value = proposal["trait"].name, proposal["value"]
+        ok, canonical, why = self._check(name, value)
+        if not ok:
+            logger.warning("ignored %s=%r: %s", name, value, why)
+            return self._valid[name]
+        self._valid[name] = canonical
+        return canonical
+
+    @traitlets.observe(*_BROWSER_TRAITS)
+    def _on_view_state(self, change) -> None:
+        old, new = change["old"], change["new"]
+        changed = type(old) is not type(new) or old != new
+        if changed and change["name"] in ("layer", "statistic", "selected_cell"):
+            with self._lock:
+                self._sync_data()
+
+    def _check(self, name: str, value: Any) -> tuple[bool, Any, str]:
+        """``(ok, canonical value, reason if not ok)`` for a view-state trait."""
+        if name == "layer":
+            options = list(self.layer_options)
+            if _is_int(value):
+                value = int(value)
+                if value < 0:
+                    value += self._num_layers
+            if (_is_int(value) or isinstance(value, str)) and value in options:
+                return True, value, ""
+            return False, None, f"not one of the analysed layers {options}"
+        if name == "statistic":
+            if isinstance(value, str) and value in STATISTICS:
+                return True, value, ""
+            return False, None, f"choose one of {list(STATISTICS)}"
+        if name == "view":
+            if isinstance(value, str) and value in VIEWS:
+                return True, value, ""
+            return False, None, f"choose one of {list(VIEWS)}"
+        if name == "log_scale":
+            if isinstance(value, (bool, np.bool_)):
+                return True, bool(value), ""
+            return False, None, "must be true or false"
+        # selected_cell
+        if value is None:
+            return True, None, ""
+        S = self.seq_len
+        if isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(c) and 0 <= c < S for c in value):
+            return True, [int(value[0]), int(value[1])], ""
+        return False, None, f"must be null or [i, j] with 0 <= i, j < {S}"
+
+    def _on_custom_msg(self, _widget, content, _buffers) -> None:
+        command = content.get("command") if isinstance(content, dict) else None
+        if not isinstance(content, dict) or content.get("type") != "command" or command not in COMMANDS:
+            logger.warning(
+                "ignored front-end message %r; expected {'type': 'command', 'command': one of %s}",
+                content,
+                list(COMMANDS),
+            )
+            return
+        {"pause": self.pause, "resume": self.resume, "stop": self.stop}[command]()
+
+    # ------------------------------------------------------------------ helpers
+    def _require_snapshot(self):
+        snap = self.snapshot
+        if snap is None:
+            raise RuntimeError(
+                f"no statistics yet: the job ({self._job.status}) has not finished a batch; "
+                "start() it and try again after the first update"
+            )
+        return snap
+
+    def _export_layers(self, snap, layers) -> list:
+        if layers is None:
+            return [self.layer]
+        if layers == "all":
+            return list(snap.layers)
+        items = [layers] if isinstance(layers, (int, str)) else list(layers)
+        out = []
+        for item in items:
+            ok, value, why = self._check("layer", item)
+            if not ok:
+                raise ValueError(f"layer {item!r}: {why}")
+            out.append(value)
+        return out
+
+    @staticmethod
+    def _samples_text(snap) -> str:
+        of = f" of {snap.total}" if snap.total is not None else ""
+        return f"{snap.done}{of} samples"
+
+
+_PYTHON_TRAITS = frozenset(SensitivityExplorer.class_own_traits(sync=True)) - set(_BROWSER_TRAITS)
+
+
+def _layer_title(layer) -> str:
+    return "final norm" if layer == "final" else f"layer {layer}"
