@@ -28,12 +28,15 @@ $(STAMP): pyproject.toml constraints.txt $(BUNDLE)
 demo: $(STAMP)
 	$(VENV)/bin/tscope demo
 
+# Browser tests drive Debian's Chromium (test tools cannot download browsers here).
 test: $(STAMP) $(BUNDLE)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	node --test js/test/
 	$(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/sensitivity.py
+	$(PY) benchmarks/widget_repaint.py
 
 lint: $(STAMP)
 	$(PIP) install -q -c constraints.txt ruff

@@ -321,6 +321,57 @@ def test_subscribers_are_throttled_coalesced_and_see_the_end(caplog):
     assert late == [1000]
 
 
+def test_throttled_snapshot_is_delivered_during_a_long_stall():
+    """Trailing edge: a snapshot held back by the throttle reaches subscribers ``throttle`` after the
+    previous call, while the kernel is stalled in its next unit; several held back coalesce."""
+    throttle = 0.2
+    release = threading.Event()
+    calls: list[tuple[float, int, threading.Thread]] = []
+    seen_fast = threading.Event()
+
+    def fast_then_stall():
+        for i in range(1, 4):  # three snapshots within a few microseconds
+            yield SimpleNamespace(done=i, total=4)
+        assert release.wait(WAIT), "the test never released the stalled kernel"
+        yield SimpleNamespace(done=4, total=4)
+
+    waits_refused = []
+
+    def record(job, snap):
+        calls.append((time.monotonic(), snap.done, threading.current_thread()))
+        if snap.done == 3:
+            with pytest.raises(RuntimeError, match="in its own thread") as refused:
+                job.wait(0)  # would deadlock: the final call waits for this one to return
+            waits_refused.append(refused.value)
+            seen_fast.set()
+
+    job = Job(fast_then_stall, throttle=throttle, start=False)
+    job.subscribe(record)
+    t0 = time.monotonic()
+    job.start()
+    delivered = seen_fast.wait(WAIT)
+    stalled_for = time.monotonic() - t0
+    release.set()
+    job.wait(WAIT)
+    assert delivered, "the snapshot held back by the throttle was not delivered while the kernel stalled"
+    # 2 was coalesced into 3; 4 came within the throttle of 3, so only the final call carries it.
+    assert [done for _, done, _ in calls] == [1, 3, 4]
+    assert calls[1][0] - calls[0][0] >= throttle * 0.99  # the trailing call still respects the throttle
+    assert stalled_for < throttle + 5.0  # delivered about `throttle` after the first call, not at the end
+    assert calls[1][2] is not calls[0][2]  # from the timer thread: the worker was stalled in the kernel
+    assert job.status == "done" and len(waits_refused) == 1
+
+
+def test_final_call_is_last_when_a_trailing_call_is_pending():
+    seen = []
+    job = Job(fast_counter, 5, throttle=30.0, start=False)  # every snapshot after the first is held back
+    job.subscribe(lambda j, s: seen.append((s.done, j.status)))
+    job.start()
+    assert job.wait(WAIT)
+    time.sleep(0.05)
+    assert seen == [(1, "running"), (5, "done")]  # the pending trailing call gave way to the final one
+
+
 def test_zero_throttle_delivers_every_snapshot():
     seen = []
     job = Job(fast_counter, 50, throttle=0, start=False)

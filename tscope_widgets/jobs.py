@@ -329,11 +329,19 @@ class _Timing:
 
 @dataclass
 class _Notifier:
+    """Subscriber bookkeeping: throttled deliveries, leading edge plus a coalesced trailing one."""
+
     throttle: float
-    last: float = -math.inf
+    last: float = -math.inf  # time.monotonic() of the latest delivery
     subscribers: dict[int, Callable[[Job, Any], None]] = field(default_factory=dict)
     next_token: int = 0
     final_delivered: bool = False
+    # Serialises deliveries (worker thread and trailing timer), so subscribers see snapshots in order.
+    delivering: threading.RLock = field(default_factory=threading.RLock)
+    pending: Any = None  # the latest snapshot not yet delivered, when has_pending
+    has_pending: bool = False
+    timer: threading.Timer | None = None  # delivers `pending` at last + throttle
+    in_callback: threading.local = field(default_factory=threading.local)
 
 
 class Job:
@@ -536,7 +544,7 @@ class Job:
             return True
         if self._thread is None:
             raise RuntimeError(f"job {self.name!r} was never started; call start() first")
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is self._thread or getattr(self._notifier.in_callback, "active", False):
             raise RuntimeError(f"cannot wait for job {self.name!r} in its own thread (e.g. in a subscriber)")
         return self._finished.wait(timeout)
 
@@ -559,11 +567,16 @@ class Job:
     def subscribe(self, callback: Callable[[Job, Any], None]) -> Callable[[], None]:
         """Call ``callback(job, snapshot)`` as snapshots arrive.
 
-        Calls come from the worker thread, at most one per ``throttle`` seconds, with only the latest
-        snapshot (coalesced), plus one call when the job parks on :meth:`pause` and a final call once
-        the job has ended (``snapshot`` may be None if the kernel never yielded), so that a view always
-        sees the end state. Subscribing to an ended job calls ``callback`` once, right away, in the
-        calling thread. Exceptions from callbacks are logged and ignored.
+        Calls are throttled and coalesced: at most one per ``throttle`` seconds, always with the latest
+        snapshot. A snapshot that arrives sooner than ``throttle`` after the previous call is not
+        dropped: it (or a newer one that replaced it) is delivered ``throttle`` after that call, even
+        while the kernel is busy with a slow unit of work, so a view never lags a unit behind. Then
+        one call when the job parks on :meth:`pause`, and a final call once the job has ended
+        (``snapshot`` may be None if the kernel never yielded), after which there are no more calls,
+        so that a view always ends on the end state. Calls never overlap and come in order, from the
+        worker thread or from a short-lived timer thread (trailing calls). Subscribing to an ended job
+        calls ``callback`` once, right away, in the calling thread. Exceptions from callbacks are
+        logged and ignored.
 
         Returns:
             A function that unsubscribes ``callback`` (idempotent).
@@ -595,18 +608,54 @@ class Job:
             logger.exception("subscriber %r of job %r raised; ignored", callback, self.name)
 
     def _deliver(self, snapshot: Any, *, final: bool = False, force: bool = False) -> None:
+        """Hand ``snapshot`` to the subscribers now, or schedule the trailing call if throttled.
+
+        ``final``: the last call (later ones are dropped); ``force``: ignore the throttle (pause).
+        """
         n = self._notifier
-        now = time.monotonic()
-        if not (final or force) and now - n.last < n.throttle:
-            return
-        n.last = now
+        with n.delivering:
+            if n.final_delivered:
+                return
+            wait = n.last + n.throttle - time.monotonic()
+            if wait > 0 and not (final or force):
+                n.pending, n.has_pending = snapshot, True
+                if n.timer is None:
+                    n.timer = threading.Timer(wait, self._flush_pending)
+                    n.timer.name = f"tscope-job-{self.name}-notify"
+                    n.timer.daemon = True
+                    n.timer.start()
+                return
+            self._deliver_now(snapshot, final)
+
+    def _flush_pending(self) -> None:
+        """Trailing edge (timer thread): deliver the snapshot that the throttle held back."""
+        n = self._notifier
+        with n.delivering:
+            if n.timer is not threading.current_thread():
+                return  # a delivery in between took the pending snapshot and cancelled this timer
+            n.timer = None
+            if n.has_pending and not n.final_delivered:
+                self._deliver_now(n.pending, final=False)
+
+    def _deliver_now(self, snapshot: Any, final: bool) -> None:
+        n = self._notifier  # caller holds n.delivering
+        n.pending, n.has_pending = None, False
+        if n.timer is not None:
+            n.timer.cancel()
+            n.timer = None
+        n.last = time.monotonic()
         with self._lock:
             callbacks = list(n.subscribers.values())
             if final:
                 n.final_delivered = True
                 n.subscribers.clear()
-        for cb in callbacks:
-            self._call(cb, snapshot)
+        outer = getattr(n.in_callback, "active", False)
+        n.in_callback.active = True
+        try:
+            for cb in callbacks:
+                self._call(cb, snapshot)
+        finally:
+            n.in_callback.active = outer
 
     def _set_active(self, active: bool) -> None:
         with self._lock:

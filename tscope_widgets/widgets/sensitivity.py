@@ -13,6 +13,14 @@ kernel. Buttons send custom messages ``{"type": "command", "command": "pause" | 
 "stop"}``, validated the same way. Arrays travel as binary buffers (see ``_codec``); updates
 arrive at most once per ``throttle`` seconds (the Job coalesces snapshots), plus one when the job
 pauses and one when it ends.
+
+Static fallback: each output that shows the explorer also carries a ``text/html`` picture of the
+heatmap (inline SVG, see ``_static``) next to the widget view. Front ends that can run the widget
+show the widget; nbconvert's HTML export (without widget state), nbviewer and other kernel-less
+viewers show the picture. The outputs are displayed with a display id, and their picture is
+replaced by the final heatmap when the job ends (from the job's thread, addressed to the cell that
+displayed the explorer) and again by :meth:`SensitivityExplorer.wait` (addressed to the running
+cell, which is what headless runners such as nbclient listen to).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from ..jobs import Job
 from ..kernels.sensitivity import iter_sensitivity
 from ..models.registry import adapt
 from ._codec import to_json_tree
+from ._static import heatmap_html
 
 __all__ = ["SensitivityExplorer", "STATISTICS", "VIEWS"]
 
@@ -49,6 +58,14 @@ if not BUNDLE.is_file():
     )
 
 STATISTICS = ("mean", "std", "cv", "min", "max", "count")
+STATISTICS_TITLES = {
+    "mean": "mean",
+    "std": "std",
+    "cv": "std / |mean|",
+    "min": "min",
+    "max": "max",
+    "count": "samples per cell",
+}
 VIEWS = ("matrix", "offset")
 COMMANDS = ("pause", "resume", "stop")
 QUANTITY = "‖J_ij‖²_F"
@@ -191,6 +208,8 @@ class SensitivityExplorer(anywidget.AnyWidget):
         self._unsubscribe = lambda: None
         self._stop_requested = False
         self._labels_pending = True  # name the positions from the next snapshot
+        self._displays: list[tuple[str, dict | None]] = []  # (display id, parent header of its cell)
+        self._pictured_job: Job | None = None  # the job whose end the outputs' pictures show
         self._model, self._data, self._tokenizer = model, data, tokenizer
         self._explicit_labels = token_labels
         self._throttle = float(throttle)
@@ -273,6 +292,10 @@ class SensitivityExplorer(anywidget.AnyWidget):
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job has ended and the widget shows its final state.
 
+        Once the job has ended, the static pictures of the heatmap in the outputs that show this
+        explorer are refreshed once more, addressed to the cell that calls ``wait`` (runners such as
+        nbclient take output for the running cell only; see the module docstring).
+
         Args:
             timeout: Seconds to wait at most; None waits as long as it takes.
 
@@ -282,7 +305,10 @@ class SensitivityExplorer(anywidget.AnyWidget):
         Raises:
             RuntimeError: If the job was never started.
         """
-        return self._job.wait(timeout)
+        ended = self._job.wait(timeout)
+        if ended:
+            self._refresh_displays(own_cells=False)
+        return ended
 
     def close(self) -> None:
         """Stop the job and close the widget (its views disappear from the page)."""
@@ -417,13 +443,105 @@ class SensitivityExplorer(anywidget.AnyWidget):
             self._sync_status()
 
     def _on_snapshot(self, job: Job, snapshot) -> None:
-        """Job subscriber (worker thread, throttled): push the job's state to the traits."""
+        """Job subscriber (job threads, throttled): push the job's state to the traits; at the end,
+        refresh the static pictures in the outputs."""
         with self._lock:
             if job is not self._job:
                 return
             with self.hold_sync():
                 self._sync_status()
                 self._sync_data()
+            ended = job.status in _TERMINAL and self._pictured_job is not job
+            if ended:
+                self._pictured_job = job
+        if ended:
+            self._refresh_displays(own_cells=True)
+
+    # ------------------------------------------------------------------ outputs and their static picture
+    def _repr_mimebundle_(self, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(data, metadata)``: the widget view plus a ``text/html`` picture of the current heatmap."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+        data = dict(data or {})
+        try:
+            data["text/html"] = self._static_html()
+        except Exception:  # the live view must still show if the picture cannot be made
+            logger.warning("could not draw the static picture of the explorer", exc_info=True)
+        return data, dict(metadata or {})
+
+    def _ipython_display_(self) -> None:
+        """Display with a display id, so that the picture can be replaced when the job ends."""
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if self.comm is None:  # closed: only the picture is left
+            display({"text/plain": repr(self), "text/html": self._static_html()}, raw=True)
+            return
+        data, metadata = self._repr_mimebundle_()
+        handle = display(data, metadata=metadata, raw=True, display_id=True)
+        shell = get_ipython()
+        if handle is None or not hasattr(shell, "kernel"):  # no Jupyter kernel: nothing to update later
+            return
+        parent = getattr(getattr(shell, "display_pub", None), "parent_header", None)
+        with self._lock:
+            self._displays.append((handle.display_id, dict(parent) if parent else None))
+
+    def _refresh_displays(self, *, own_cells: bool) -> None:
+        """Replace the outputs showing this explorer by a fresh bundle (widget view + current picture).
+
+        Args:
+            own_cells: Address each update to the cell that displayed the explorer (the front end
+                routes it there even after that cell finished); otherwise to the running cell.
+        """
+        with self._lock:
+            displays = list(self._displays)
+        if not displays or self.comm is None:
+            return
+        from IPython import get_ipython
+        from IPython.display import update_display
+
+        data, metadata = self._repr_mimebundle_()
+        publisher = getattr(get_ipython(), "display_pub", None)
+        for display_id, parent in displays:
+            token = None
+            if own_cells and parent and hasattr(publisher, "set_thread_parent"):
+                token = publisher.set_thread_parent(parent)  # ipykernel 7: a parent header per thread
+            try:
+                update_display(data, metadata=metadata, raw=True, display_id=display_id)
+            except Exception:
+                logger.warning("could not refresh the static picture of output %s", display_id, exc_info=True)
+            finally:
+                if token is not None:
+                    publisher.reset_thread_parent(token)
+
+    def _static_html(self) -> str:
+        """The current heatmap as self-contained HTML (layer, statistic and colour scale as selected)."""
+        snap = self.snapshot
+        layer, stat = self.layer, self.statistic
+        value_title = STATISTICS_TITLES.get(stat, stat) + ("" if stat == "count" else f" {QUANTITY}")
+        title = f"SensitivityExplorer · {_layer_title(layer)} · {value_title}"
+        status = f"job {self._job.status}"
+        values = None
+        if snap is not None and layer in snap.layers:
+            values = getattr(snap.stats[layer], stat).to(torch.float64).numpy()
+            status = f"{self._samples_text(snap)} · {status}"
+            if self._job.status == "error":
+                status += f": {self._job.message}"
+        labels = (self._axis_labels(values.shape[0]) if values is not None else None) or []
+        return heatmap_html(
+            values,
+            title=title,
+            status=status,
+            token_labels=labels,
+            log=bool(self.log_scale) and stat != "count",
+            value_title=value_title,
+            attrs={
+                "layer": str(layer),
+                "statistic": stat,
+                "status": self._job.status,
+                "done": str(snap.done if snap is not None else 0),
+            },
+        )
 
     def _sync_status(self) -> None:
         job = self._job

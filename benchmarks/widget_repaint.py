@@ -1,0 +1,194 @@
+"""Benchmark: SensitivityExplorer in a real browser — update-to-repaint latency and bytes on the wire.
+
+Setup: JupyterLab on 127.0.0.1 and headless Debian Chromium (``tests/browser/harness.py``). A notebook
+displays one explorer per size S (64 and 512 by default) on a tiny model that is never run
+(``start=False``); its heatmap is then driven directly from Python: a second kernel client executes a
+loop that assigns a fresh random ``[S, S]`` float32 array to ``explorer.heat`` every ``--gap`` seconds
+and records ``time.time()`` just before each assignment (serialisation and sending included in the
+measured span). In the page a MutationObserver records the wall-clock time
+(``performance.timeOrigin + performance.now()``) at which the view bumps its ``data-paints`` marker,
+which happens right after the canvas was repainted. Latency = paint time - assignment time (same machine,
+same clock). The gap is long enough that no update is coalesced with the next; the first
+``--warmup`` updates of each size are dropped.
+
+Wire size: Playwright records every WebSocket frame the page receives; the frames that carry a
+``comm_msg`` updating ``heat`` are summed per update (Jupyter's binary WebSocket framing, message
+header and JSON state included) and compared with the raw float32 size ``4 S^2``.
+
+Targets (issue 4): 512x512 repaint median < 50 ms; wire size <= 1.1x raw float32.
+
+Usage:
+  python benchmarks/widget_repaint.py [--sizes 64 512] [--repeats 30] [--gap 0.3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from jupyter_client import BlockingKernelClient
+from nbformat.v4 import new_code_cell, new_notebook
+from playwright.sync_api import sync_playwright
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.browser.harness import KERNEL_IDLE_LAB, jupyterlab, launch_chromium  # noqa: E402
+
+NOTEBOOK = "repaint_benchmark.ipynb"
+SETUP = """
+import time, numpy as np, torch
+from tscope_widgets import TinyConfig, TinyTransformer
+from tscope_widgets.widgets import SensitivityExplorer
+
+def explorer_of_size(S):
+    model = TinyTransformer(TinyConfig(vocab_size=11, d_model=8, n_head=2, n_layer=1, max_seq_len=S))
+    return SensitivityExplorer(model, torch.zeros(1, S, dtype=torch.long), start=False)
+"""
+SHOW = "explorer_{S} = explorer_of_size({S})\nexplorer_{S}"
+DRIVE = """
+_rng = np.random.default_rng(0)
+_frames = [_rng.random(({S}, {S}), dtype=np.float32) + 0.01 for _ in range({n})]
+_sent = []
+for _a in _frames:
+    _sent.append(time.time())
+    explorer_{S}.heat = _a
+    time.sleep({gap})
+print("SENT", _sent)
+"""
+
+RECORDER = """() => {
+  window.__paints = {};
+  for (const root of document.querySelectorAll('.jp-OutputArea-output .tscope-explorer')) {
+    const S = root.closest('.jp-Cell').querySelector('.jp-InputArea').textContent.match(/explorer_(\\d+) =/)[1];
+    window.__paints[S] = [];
+    new MutationObserver(() => window.__paints[S].push(performance.timeOrigin + performance.now()))
+      .observe(root, { attributes: true, attributeFilter: ['data-paints'] });
+  }
+  return Object.keys(window.__paints);
+}"""
+
+
+def _kernel_client(server) -> BlockingKernelClient:
+    (session,) = server.api("GET", "/api/sessions")
+    client = BlockingKernelClient(connection_file=str(server.runtime_dir / f"kernel-{session['kernel']['id']}.json"))
+    client.load_connection_file()
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+    return client
+
+
+def _run(client: BlockingKernelClient, code: str, timeout: float) -> str:
+    out: list[str] = []
+
+    def hook(msg):
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            out.append("\n".join(msg["content"]["traceback"]))
+
+    reply = client.execute_interactive(code, output_hook=hook, timeout=timeout)
+    if reply["content"]["status"] != "ok":
+        raise RuntimeError("kernel error:\n" + "".join(out))
+    return "".join(out)
+
+
+def measure(sizes: list[int], repeats: int, warmup: int, gap: float) -> list[dict]:
+    nb = new_notebook(cells=[new_code_cell(SETUP.strip())] + [new_code_cell(SHOW.format(S=S)) for S in sizes])
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+        tmp = Path(tmp)
+        (tmp / "root").mkdir()
+        nbformat.write(nb, tmp / "root" / NOTEBOOK)
+        with jupyterlab(tmp) as server:
+            browser = launch_chromium(p)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            frames: list[tuple[float, int, bool]] = []  # (receive time, bytes, carries a heat update)
+
+            def on_ws(ws):
+                def on_frame(payload):
+                    data = payload if isinstance(payload, bytes) else payload.encode()
+                    heat = b'"comm_msg"' in data and b'"heat"' in data and b'"update"' in data
+                    frames.append((time.time(), len(data), heat))
+
+                ws.on("framereceived", on_frame)
+
+            page.on("websocket", on_ws)
+            page.goto(server.lab_url(NOTEBOOK))
+            page.wait_for_function(KERNEL_IDLE_LAB, timeout=60_000, polling=100)
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.wait_for_function(
+                f"() => document.querySelectorAll('.jp-OutputArea-output .tscope-explorer').length === {len(sizes)}",
+                timeout=120_000,
+                polling=100,
+            )
+            page.evaluate(RECORDER)
+            client = _kernel_client(server)
+            try:
+                for S in sizes:
+                    n = warmup + repeats
+                    start_frame = len(frames)
+                    text = _run(client, DRIVE.format(S=S, n=n, gap=gap), timeout=60 + n * (gap + 1))
+                    sent = json.loads(text.split("SENT", 1)[1].strip())
+                    page.wait_for_function(
+                        f"() => (window.__paints['{S}'] || []).length >= {n}", timeout=30_000, polling=100
+                    )
+                    painted = page.evaluate(f"() => window.__paints['{S}']")
+                    heat_frames = [size for _, size, heat in frames[start_frame:] if heat]
+                    if len(painted) != n or len(heat_frames) != n:
+                        raise RuntimeError(
+                            f"S={S}: {n} updates sent, {len(painted)} repaints and {len(heat_frames)} heat frames seen"
+                        )
+                    latency_ms = [
+                        (t_paint / 1000 - t_sent) * 1000 for t_paint, t_sent in zip(painted, sent, strict=True)
+                    ]
+                    latency_ms = latency_ms[warmup:]
+                    wire = heat_frames[warmup:]
+                    raw = 4 * S * S
+                    results.append(
+                        {
+                            "S": S,
+                            "updates": repeats,
+                            "latency_ms_median": statistics.median(latency_ms),
+                            "latency_ms_p90": statistics.quantiles(latency_ms, n=10)[-1],
+                            "latency_ms_min": min(latency_ms),
+                            "wire_bytes_median": statistics.median(wire),
+                            "raw_float32_bytes": raw,
+                            "wire_over_raw": statistics.median(wire) / raw,
+                        }
+                    )
+            finally:
+                client.stop_channels()
+                browser.close()
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 512])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--gap", type=float, default=0.3, help="seconds between updates (no coalescing)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    results = measure(args.sizes, args.repeats, args.warmup, args.gap)
+    print(f"SensitivityExplorer repaint in headless Chromium ({platform.machine()}, {args.repeats} updates per size)")
+    print(f"{'S':>5} {'median ms':>10} {'p90 ms':>8} {'min ms':>8} {'wire bytes':>11} {'raw f32':>9} {'wire/raw':>9}")
+    for r in results:
+        print(
+            f"{r['S']:>5} {r['latency_ms_median']:>10.1f} {r['latency_ms_p90']:>8.1f} {r['latency_ms_min']:>8.1f} "
+            f"{r['wire_bytes_median']:>11.0f} {r['raw_float32_bytes']:>9} {r['wire_over_raw']:>9.4f}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "args": vars(args) | {"json": str(args.json)}}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

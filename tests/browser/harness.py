@@ -1,0 +1,157 @@
+"""JupyterLab on 127.0.0.1 and headless Debian Chromium, for browser tests and the repaint benchmark.
+
+Verified recipe: ``shared/recipes/browser-tests.md``. JupyterLab runs from this interpreter (so its
+``python3`` kernel is this environment) with a random free port, a token and temporary config, data,
+runtime, settings and workspace folders (nothing under ``~/.jupyter`` is read or written); the news
+toast is off and widget state is saved with notebooks. Chromium is ``/usr/bin/chromium`` driven by
+Playwright's sync API (never ``playwright install``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SERVER_START_S = 60
+
+# Kernel ready in JupyterLab: the status bar's "<kernel> | Idle" (the notebook's execution indicator alone
+# reads "idle" too early on a fresh workspace, and a Run All sent then is dropped).
+KERNEL_IDLE_LAB = """() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]
+      .some(e => / \\| Idle$/.test(e.textContent.trim()))
+  && !!document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]')"""
+
+
+@dataclass(frozen=True)
+class Server:
+    base: str  # http://127.0.0.1:PORT
+    token: str
+    root: Path  # served folder
+    runtime_dir: Path  # kernel connection files
+    log: Path
+
+    def api(self, method: str, path: str):
+        """Call the REST API; returns the decoded JSON body (None if empty)."""
+        request = urllib.request.Request(
+            self.base + path, method=method, headers={"Authorization": f"token {self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=20) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def lab_url(self, notebook: str) -> str:
+        """JupyterLab on ``notebook`` in a fresh workspace (``?reset``)."""
+        return f"{self.base}/lab/tree/{notebook}?reset&token={self.token}"
+
+    def notebook7_url(self, notebook: str) -> str:
+        return f"{self.base}/notebooks/{notebook}?token={self.token}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def jupyterlab(tmp: Path) -> Iterator[Server]:
+    """Run JupyterLab serving ``tmp / "root"`` until the block ends (then stop it and its kernels).
+
+    Raises:
+        RuntimeError: If the server does not answer ``/api/status`` within ``SERVER_START_S`` seconds
+            (the message ends with the server's log).
+    """
+    root, settings, workspaces = tmp / "root", tmp / "user-settings", tmp / "workspaces"
+    root.mkdir(parents=True, exist_ok=True)
+    for plugin, values in {
+        "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+        "@jupyter-widgets/jupyterlab-manager/plugin": {"saveState": True},
+    }.items():
+        path = settings / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    runtime = tmp / "runtime"
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(tmp / "config"),
+        JUPYTER_DATA_DIR=str(tmp / "data"),
+        JUPYTER_RUNTIME_DIR=str(runtime),
+        JUPYTERLAB_SETTINGS_DIR=str(settings),
+        JUPYTERLAB_WORKSPACES_DIR=str(workspaces),
+    )
+    port, token = _free_port(), uuid.uuid4().hex
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={token}",
+        "--allow-root",
+        f"--ServerApp.root_dir={root}",
+        "--expose-app-in-browser",
+        "--LabApp.news_url=None",
+        f"--LabApp.user_settings_dir={settings}",
+        f"--LabApp.workspaces_dir={workspaces}",
+        "--JupyterNotebookApp.expose_app_in_browser=True",
+        f"--JupyterNotebookApp.user_settings_dir={settings}",
+        f"--JupyterNotebookApp.workspaces_dir={workspaces}",
+    ]
+    log_path = tmp / "server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+        try:
+            server = Server(f"http://127.0.0.1:{port}", token, root, runtime, log_path)
+            deadline = time.monotonic() + SERVER_START_S
+            while True:
+                try:
+                    server.api("GET", "/api/status")
+                    break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"JupyterLab did not answer /api/status within {SERVER_START_S} s (exit code "
+                        f"{proc.poll()}); its log ends:\n{log_path.read_text()[-3000:]}"
+                    )
+                time.sleep(0.2)
+            yield server
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def launch_chromium(playwright):
+    """Headless ``/usr/bin/chromium`` (Playwright ``Browser``).
+
+    Raises:
+        FileNotFoundError: If Debian's chromium is not installed.
+    """
+    if not Path(CHROMIUM).is_file():
+        raise FileNotFoundError(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
