@@ -413,8 +413,18 @@ function render({ model, el }) {
   drawMain();
   drawDetail();
 
+  // A view drawn before it is attached reads empty CSS variables: repaint once it is in the page.
+  let attachFrame = 0;
+  const repaintWhenAttached = () => {
+    if (closed) return;
+    if (root.isConnected) schedule("main", "detail");
+    else attachFrame = requestAnimationFrame(repaintWhenAttached);
+  };
+  if (!root.isConnected) attachFrame = requestAnimationFrame(repaintWhenAttached);
+
   return () => {
     closed = true;
+    cancelAnimationFrame(attachFrame);
     for (const [name, fn] of subscriptions) model.off(name, fn);
     abort.abort();
     themeObserver.disconnect();
