@@ -87,7 +87,7 @@ def test_tensor_data_stats_equal_numpy_and_reservoir_keeps_maps(model):
         7,
         5,
         "exact",
-        "forward",
+        "reverse",  # choose_mode: reverse (depths 1 + 2) * H / 2 < forward 2 * D * 2
         LAYERS,
     )
     maps = padded_maps(model, [(ids[a : a + 3], mask[a : a + 3]) for a in range(0, 7, 3)], 5)
@@ -118,8 +118,9 @@ def test_dict_data_with_truncation_and_hutchinson(model):
     assert (last.seq_len, last.method, last.probes, last.done) == (4, "hutchinson", 3, 4)
     gen = torch.Generator().manual_seed(5)
     maps = padded_maps(
-        model, [(ids[:, :4], None)], 4, method="hutchinson", probes=3, generator=gen, mode="forward"
+        model, [(ids[:, :4], None)], 4, method="hutchinson", probes=3, generator=gen, mode=last.mode
     )
+    assert last.mode == "reverse"
     assert_stats_match_numpy(last.stats, maps)
 
 

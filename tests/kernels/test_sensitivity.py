@@ -163,23 +163,183 @@ def test_full_and_chunking_equal_exact(name):
             assert got.info["num_chunks"] == got.info["num_passes"]
 
 
-def test_auto_mode_picks_fewer_passes_and_records_it():
-    model = tiny()  # D = H = 8
+@pytest.mark.parametrize("name", ["tiny", *HF_BUILDERS])
+def test_causal_prefix_groups_match_dense_jacobian(name, monkeypatch):
+    """Reverse passes run on causal prefixes ``e[:, :p]`` (one row per group, or rows split across
+    passes) and give the dense full-sequence Jacobian's numbers with left and right padding (the
+    left-padded row's first prefix is all padding); BERT (not causal) is never grouped."""
+    monkeypatch.setattr(sens, "MIN_PASS_WORK", 1)  # as many groups as rows
+    model = tiny() if name == "tiny" else HF_BUILDERS[name]()
+    adapter = adapt(model).analysis(torch.float64)
+    batch = random_batch(adapter, B, S)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    layers = [0, -1, "final"]
+    ref = adapter_reference(adapter, ids, mask, layers)
+    grouped = position_sensitivity(model, ids, mask, layers=layers, mode="reverse")
+    groups = S if adapter.causal else 1
+    assert grouped.info["prefix_groups"] == groups and grouped.info["num_chunks"] == 3 * groups
+    assert_matches(grouped, ref, mask, causal=adapter.causal)
+    split = position_sensitivity(model, ids, mask, layers=layers, mode="reverse", chunk_size=3)
+    assert split.info["num_chunks"] == 3 * -(-S * adapter.d_model // 3)  # ceil(S*H / 3) per layer
+    assert split.info["largest_pass"] == 3 and grouped.info["largest_pass"] == S * adapter.d_model // groups
+    assert_matches(split, ref, mask, causal=adapter.causal)
+    if name in ("tiny", "gpt2"):
+        src_ref = adapter_reference(adapter, ids, mask, [1, "final"], source=1)
+        got = position_sensitivity(model, ids, mask, layers=[1, "final"], source=1, mode="reverse")
+        assert got.info["prefix_groups"] == S
+        assert_matches(got, src_ref, mask, causal=True)
+
+
+@pytest.mark.parametrize("name", ["tiny", "gpt2"])
+def test_hutchinson_probes_do_not_depend_on_grouping(name, monkeypatch):
+    model = tiny() if name == "tiny" else HF_BUILDERS[name]()
+    batch = random_batch(adapt(model), B, S)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+
+    def run(**kw):
+        return position_sensitivity(
+            model,
+            ids,
+            mask,
+            layers=[0, "final"],
+            method="hutchinson",
+            probes=4,
+            mode="reverse",
+            generator=torch.Generator().manual_seed(7),
+            return_stderr=True,
+            **kw,
+        )
+
+    whole, whole_se = run()
+    assert whole.info["prefix_groups"] == 1
+    monkeypatch.setattr(sens, "MIN_PASS_WORK", 1)
+    for kw in (dict(), dict(chunk_size=3)):
+        grouped, grouped_se = run(**kw)
+        assert grouped.info["prefix_groups"] == S
+        real = real_cells(mask)
+        for lay in (0, "final"):
+            torch.testing.assert_close(grouped[lay][real], whole[lay][real], rtol=1e-12, atol=0)
+            torch.testing.assert_close(grouped_se[lay][real], whole_se[lay][real], rtol=1e-10, atol=0)
+            assert torch.isnan(grouped[lay][~real]).all()
+
+
+def test_prefix_groups_follow_the_work_per_pass():
+    """About MIN_PASS_WORK of work per pass, at most min(S, MAX_PREFIX_GROUPS) groups."""
+    model = adapt(tiny()).analysis(torch.float64)  # D = 8
+    e = torch.zeros(4, 6, 8, dtype=torch.float64)
+    problem = sens._Problem(model, e, None, [0], "embeddings")
+    work = 6 * 8 * 6 * 4 * 8 * 8  # S * width * S * B * D^2
+    assert sens._prefix_groups(problem, 8) == max(1, min(6, work // sens.MIN_PASS_WORK))
+    many = torch.zeros(1, 6, 8, dtype=torch.float64).expand(2**16, 6, 8)  # only the shape matters
+    big = sens._Problem(model, many, None, [0], "embeddings")
+    assert sens._prefix_groups(big, 8) == 6  # capped at S
+    plan = sens._PassPlan(40, chunk=6, groups=5)
+    assert len(plan.bounds) == 7 and all(0 < b - a <= 6 for a, b in plan.bounds)
+    assert [a for a, _ in plan.bounds][0] == 0 and plan.bounds[-1][1] == 40
+    assert len(sens._PassPlan(40, chunk=40, groups=5).bounds) == 5
+    assert len(sens._PassPlan(3, chunk=40, groups=5).bounds) == 3
+
+
+@pytest.mark.parametrize(
+    "activation, fused",
+    [
+        ("gelu_new", True),  # NewGELUActivation, GPT-2's default
+        ("gelu_pytorch_tanh", True),
+        ("gelu_python_tanh", True),
+        ("gelu_accurate", True),
+        ("gelu", True),
+        ("gelu_python", True),
+        ("gelu_fast", False),  # rounded sqrt(2/pi): not the same function
+        ("quick_gelu", False),
+    ],
+)
+def test_analysis_copy_fuses_gelu_without_changing_the_function(activation, fused):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(
+        vocab_size=16, n_positions=16, n_embd=8, n_layer=2, n_head=2, n_inner=32,
+        activation_function=activation, initializer_range=0.5,
+    )  # fmt: skip
+    model = GPT2LMHeadModel(cfg).double().eval()
+    user_act = model.transformer.h[0].mlp.act
+    copy = adapt(model).analysis(torch.float64)
+    act = copy.model.transformer.h[0].mlp.act
+    assert type(model.transformer.h[0].mlp.act) is type(user_act)  # the user's model keeps its class
+    assert isinstance(act, type(user_act)) and type(act).__name__.endswith("SlopeSaving") == fused
+    x = torch.cat([torch.linspace(-12, 12, 4001, dtype=torch.float64), 3 * torch.randn(4000).double()])
+    torch.testing.assert_close(act(x), user_act(x), rtol=0, atol=4e-15)
+    ids = torch.randint(0, 16, (2, 6))
+    user = adapt(model).forward_from_embeddings(adapt(model).embed(ids), None, [0, 1])
+    ours = copy.forward_from_embeddings(copy.embed(ids), None, [0, 1])
+    for lay in (0, 1):
+        torch.testing.assert_close(ours[lay], user[lay], rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_slope_saving_gelu_derivatives_equal_f_gelu(approximate):
+    """Values, first and second derivatives in both AD modes, and vmapped VJPs/JVPs equal F.gelu's."""
+    from torch.func import grad, hessian, jacfwd, jacrev, jvp, vjp, vmap
+
+    from tscope_widgets.models.hf import SlopeSavingGELU
+
+    def ours(x):
+        return SlopeSavingGELU.apply(x, approximate)
+
+    def theirs(x):
+        return torch.nn.functional.gelu(x, approximate=approximate)
+
+    g = torch.Generator().manual_seed(0)
+    x = 3 * torch.randn(40, generator=g, dtype=torch.float64)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(ours, (x,), check_forward_ad=True)
+    assert torch.autograd.gradgradcheck(ours, (x,))
+    x = x.detach()
+    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-15)
+
+    def cubic(f):
+        return lambda x: f(x).pow(3).sum()
+
+    torch.testing.assert_close(hessian(cubic(ours))(x), hessian(cubic(theirs))(x), rtol=1e-12, atol=1e-12)
+    v = torch.randn(40, generator=g, dtype=torch.float64)
+    fwd_rev = jvp(grad(cubic(ours)), (x,), (v,))[1]
+    torch.testing.assert_close(fwd_rev, jvp(grad(cubic(theirs)), (x,), (v,))[1], rtol=1e-12, atol=1e-12)
+    eye = torch.eye(40, dtype=torch.float64)
+    torch.testing.assert_close(vmap(vjp(ours, x)[1])(eye)[0], jacrev(theirs)(x), rtol=1e-14, atol=1e-15)
+    tangents = vmap(lambda t: jvp(ours, (x,), (t,))[1])(eye)
+    torch.testing.assert_close(tangents, jacfwd(theirs)(x), rtol=1e-14, atol=1e-15)
+    batch = x.view(8, 5)
+    torch.testing.assert_close(vmap(jacrev(ours))(batch), vmap(jacrev(theirs))(batch), rtol=1e-14, atol=1e-15)
+
+
+def test_auto_mode_picks_cheaper_mode_and_records_it():
+    # choose_mode's estimate: reverse sum(depths) * H * (1/2 if causal else 1), forward max(depth) * D * 2
     ids = torch.tensor([[1, 2, 3, 4, 5]])
-    one = position_sensitivity(model, ids, layers=[0])  # reverse 1*5*8 = forward 5*8: tie -> reverse
-    two = position_sensitivity(model, ids, layers=[0, 1])  # reverse 80 > forward 40
+    model = tiny()  # D = H = 8, 2 blocks
+    one = position_sensitivity(model, ids, layers=[0])  # reverse 1*8/2 = 4 < forward 1*8*2 = 16
+    two = position_sensitivity(model, ids, layers=[0, 1])  # reverse 3*8/2 = 12 < forward 2*8*2 = 32
     assert (one.info["mode"], one.info["num_passes"]) == ("reverse", 40)
-    assert (two.info["mode"], two.info["num_passes"]) == ("forward", 40)
-    hutch = position_sensitivity(model, ids, layers=[0, 1], method="hutchinson", probes=3)
-    assert (hutch.info["mode"], hutch.info["num_passes"]) == ("forward", 15)
+    assert (two.info["mode"], two.info["num_passes"]) == ("reverse", 80)
     assert one.info["method"] == "exact" and one.info["dtype"] == "float64"
+    deep = tiny(n_layer=8)
+    every = position_sensitivity(deep, ids, layers="all")  # reverse 36*8/2 = 144 > forward 8*8*2 = 128
+    assert (every.info["mode"], every.info["num_passes"]) == ("forward", 40)
+    late = position_sensitivity(deep, ids, layers=[6, 7], source=6)  # depths 1, 2: reverse 12 < 32
+    assert (late.info["mode"], late.info["num_passes"]) == ("reverse", 80)
+    hutch = position_sensitivity(deep, ids, layers="all", method="hutchinson", probes=3)  # 54 > 48
+    assert (hutch.info["mode"], hutch.info["num_passes"]) == ("forward", 15)
+    # not causal: reverse 3*8 = 24 < forward 32 for 2 layers; 4 layers: 10*8 = 80 > 4*8*2 = 64
+    assert sens.choose_mode("exact", "auto", [1, 2], 8, 8, 8, causal=False) == "reverse"
+    assert sens.choose_mode("exact", "auto", [1, 2, 3, 4], 8, 8, 8, causal=False) == "forward"
+    assert sens.choose_mode("exact", "forward", [1], 8, 8, 8, causal=True) == "forward"
 
 
 def test_automatic_chunk_respects_memory_budget(monkeypatch):
     model = tiny()
     ids = torch.tensor([[1, 2, 3, 4, 5], [5, 4, 3, 2, 1]])
     full_chunk = position_sensitivity(model, ids, layers=[0, 1], mode="reverse")
-    assert full_chunk.info["chunk_size"] == 80 and full_chunk.info["num_chunks"] == 1
+    # one pass per target layer (reverse VJPs run layer by layer)
+    assert full_chunk.info["chunk_size"] == 80 and full_chunk.info["num_chunks"] == 2
     per_vector = sens._vector_bytes(torch.zeros(2, 5, 8, dtype=torch.float64), 2, 8, adapt(model))
     monkeypatch.setattr(sens, "CHUNK_MEMORY_BUDGET", 6 * per_vector)
     small = position_sensitivity(model, ids, layers=[0, 1], mode="reverse")

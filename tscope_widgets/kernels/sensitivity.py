@@ -90,12 +90,17 @@ def position_sensitivity(
     Runs on a private eval-mode copy of the model (``adapter.analysis(dtype)``); the user's model
     is never modified. One forward pass serves all requested layers.
 
-    **exact** (reverse mode): a VJP through the concatenated outputs of all layers with one-hot
-    cotangents at ``(layer, i, c)``, the same for every sample, vmapped over chunks of
-    ``chunk_size``; ``s[b, i, j] += Σ_d g[b, j, d]²``. ``L·S·H`` cotangents per batch.
+    **exact** (reverse mode): per target layer, VJPs with one-hot cotangents at ``(i, c)``, the same
+    for every sample (built once, expanded over the batch), vmapped in passes of at most
+    ``chunk_size``; ``s[b, i, j] += Σ_d g[b, j, d]²``. ``S·H`` cotangents per layer and batch. On a
+    causal model (``adapter.causal``) the hidden states of positions ``< p`` do not depend on later
+    positions, so a pass whose last row is ``i`` differentiates the model run on the prefix
+    ``e[:, :i+1]`` only; the rows of a layer are cut into ``G`` prefix groups (``info["prefix_groups"]``),
+    which leaves about ``(G+1)/(2G)`` of the work.
     **exact** (forward mode): a JVP with one-hot tangents at ``(j, d)``;
     ``s[b, i, j] += Σ_c t[b, i, c]²`` for every layer at once. ``S·D`` tangents per batch.
-    ``mode="auto"`` takes the mode with fewer vectors (reverse on ties).
+    ``mode="auto"`` takes the mode with the lower estimated cost (:func:`choose_mode`): reverse
+    unless many layers are requested.
 
     **hutchinson**: for Rademacher :math:`v \in \{\pm 1\}^H` (reverse, at output position ``i``)
     :math:`\mathbb{E}\lVert v^\top J_{ij} \rVert^2 = \mathrm{tr}(J_{ij}^\top \mathbb{E}[v v^\top] J_{ij})
@@ -140,7 +145,10 @@ def position_sensitivity(
         ``LayerDict {layer: Tensor[B, S, S]}`` (row ``i`` = target position, column ``j`` = source
         position) in the compute dtype on the model's device, keyed by canonical layer labels
         (negative ints also answer). Its ``.info`` dict records ``method``, ``mode``, ``num_passes``
-        (vectors pushed through the model), ``chunk_size``, ``num_chunks``, ``dtype`` and ``source``.
+        (vectors pushed through the model), ``chunk_size``, ``num_chunks`` (vmapped passes),
+        ``largest_pass`` (vectors in the largest pass, ``<= chunk_size``),
+        ``prefix_groups`` (causal prefix groups per layer in reverse mode, 1 = whole sequences),
+        ``dtype`` and ``source``.
         With ``return_stderr=True``: ``(values, stderr)``, both such dicts.
 
     Raises:
@@ -155,7 +163,7 @@ def position_sensitivity(
         >>> model = TinyTransformer(TinyConfig(vocab_size=11, d_model=8, n_head=2, n_layer=2)).double()
         >>> s = position_sensitivity(model, torch.tensor([[1, 2, 3]]), layers=[0, -1])
         >>> s[-1].shape, list(s), s.info["mode"], bool(s[0][0, 0, 1] == 0)
-        (torch.Size([1, 3, 3]), [0, 1], 'forward', True)
+        (torch.Size([1, 3, 3]), [0, 1], 'reverse', True)
 
     References:
         Hutchinson, M. F. (1989). A stochastic estimator of the trace of the influence matrix for
@@ -176,13 +184,15 @@ def position_sensitivity(
     input_ids, mask = model.check_inputs(input_ids, attention_mask)
     targets, src = _resolve_targets(model, layers, source)
     e = model.source_activations(input_ids, mask, src)  # [B, S, D]
-    mode = choose_mode(method, mode, len(targets), e.shape[-1], model.d_model, probes)
+    mode = choose_mode(
+        method, mode, _depths(model, targets, src), e.shape[-1], model.d_model, probes, model.causal
+    )
     problem = _Problem(model, e, mask, targets, src)
 
     if method == "full":
         values, stderr = _full_sensitivity(problem, mode), None
         n = problem.num_vectors(mode, None)
-        info = {"num_passes": n, "chunk_size": n, "num_chunks": 1}
+        info = {"num_passes": n, "chunk_size": n, "num_chunks": 1, "largest_pass": n, "prefix_groups": 1}
     else:
         K = probes if method == "hutchinson" else None
         values, stderr, info = _chunked_sensitivity(problem, mode, K, chunk_size, generator)
@@ -205,19 +215,47 @@ def analysis_adapter(adapter: ModelAdapter | torch.nn.Module, dtype: torch.dtype
     return adapter.analysis(dtype)
 
 
-def choose_mode(method: str, mode: str, num_layers: int, d_source: int, d_hidden: int, probes: int) -> str:
-    """``"reverse"`` or ``"forward"``: ``mode`` itself, or for ``"auto"`` the one with fewer vectors.
+# Cost of one JVP per block relative to one VJP per block on the full sequence (vmapped over many
+# vectors, one CPU thread, GPT-2-shaped blocks: 1.8-2.2), and the share of that VJP work left on a causal
+# model by prefix groups (about (G+1)/(2G)). See BENCHMARKS.md.
+FORWARD_COST_RATIO = 2.0
+CAUSAL_PREFIX_SHARE = 0.5
 
-    Reverse needs ``L·H`` (exact) or ``L·K`` (Hutchinson) vectors per position, forward ``D`` or
-    ``K``; ties go to reverse (one forward pass instead of a vmapped one).
+
+def choose_mode(
+    method: str,
+    mode: str,
+    depths: Sequence[int],
+    d_source: int,
+    d_hidden: int,
+    probes: int,
+    causal: bool,
+) -> str:
+    """``"reverse"`` or ``"forward"``: ``mode`` itself, or for ``"auto"`` the cheaper one by estimate.
+
+    Reverse mode runs each target layer separately: ``H`` (exact) or ``K`` (Hutchinson) VJPs per
+    position through the ``depth`` blocks between the source and that layer, on causal prefixes
+    (about half the sequence on average). Forward mode runs ``D`` or ``K`` JVPs per position
+    through the deepest layer's blocks once for all layers, each
+    :data:`FORWARD_COST_RATIO` times a VJP. So forward pays off for many layers (on a causal model,
+    all layers of a model with more than about 7 blocks). Ties go to reverse.
+
+    Args:
+        depths: Blocks between the source and each target layer (``>= 1`` each).
     """
     if mode != "auto":
         return mode
-    if method == "hutchinson":
-        reverse, forward = num_layers * probes, probes
-    else:
-        reverse, forward = num_layers * d_hidden, d_source
+    per_reverse, per_forward = (probes, probes) if method == "hutchinson" else (d_hidden, d_source)
+    share = CAUSAL_PREFIX_SHARE if causal else 1.0
+    reverse = sum(depths) * per_reverse * share
+    forward = max(depths) * per_forward * FORWARD_COST_RATIO
     return "forward" if forward < reverse else "reverse"
+
+
+def _depths(model: ModelAdapter, targets: Sequence[Layer], source: str | int) -> list[int]:
+    """Blocks from the source to each target layer (``"final"`` counts as the last block)."""
+    first = 0 if source == "embeddings" else source
+    return [(model.num_layers - 1 if lay == "final" else lay) - first + 1 for lay in targets]
 
 
 def _check_method_options(method: str, mode: str, probes: int, chunk_size: int | None) -> None:
@@ -252,7 +290,8 @@ def _resolve_targets(model: ModelAdapter, layers, source) -> tuple[list[Layer], 
 # ----- the function being differentiated ---------------------------------------------------------
 @dataclass
 class _Problem:
-    """``target(e)``: the stacked hidden states ``[B, L·S, H]`` of all target layers."""
+    """``target(e)``: the stacked hidden states ``[B, L·S, H]`` of all target layers, and the batched
+    VJPs (one layer, a prefix of the sequence) and JVPs (all layers) that the chunked methods push."""
 
     model: ModelAdapter
     e: Tensor  # [B, S, D] source activations
@@ -265,9 +304,35 @@ class _Problem:
         B, S, D = self.e.shape
         return B, len(self.layers), S, D
 
+    @property
+    def hidden_size(self) -> int:
+        return self.model.d_model
+
     def target(self, x: Tensor) -> Tensor:
         hs = self.model.forward_from_embeddings(x, self.mask, self.layers, self.source)
+        if len(self.layers) == 1:
+            return hs[self.layers[0]]  # [B, S, H]
         return torch.stack([hs[lay] for lay in self.layers], 1).flatten(1, 2)  # [B, L*S, H]
+
+    def vjp_squared(self, layer: Layer, length: int, cot: Tensor) -> Tensor:
+        """``Σ_d (g_{jd})²`` for ``g = cotᵀ ∂h/∂e`` of each cotangent, where ``h [B, P, H]`` is ``layer``'s
+        output on the prefix ``e[:, :P]`` (``P = length``): ``cot [n, B, P, H] -> [n, B, P]``."""
+        mask = None if self.mask is None else self.mask[:, :length]
+
+        def hidden(x: Tensor) -> Tensor:
+            return self.model.forward_from_embeddings(x, mask, [layer], self.source)[layer]
+
+        _, vjp_fn = vjp(hidden, self.e[:, :length])
+        (g,) = vmap(vjp_fn)(cot)  # [n, B, P, D]
+        return g.square().sum(-1)
+
+    def jvp_squared(self, tan: Tensor) -> Tensor:
+        """``Σ_c (t_{lic})²`` for ``t = ∂h/∂e · tan`` of each tangent: ``tan [n, B, S, D] -> [n, B, L·S]``."""
+
+        def tangent_out(t: Tensor) -> Tensor:
+            return jvp(self.target, (self.e,), (t,))[1]
+
+        return vmap(tangent_out)(tan).square().sum(-1)
 
     def num_vectors(self, mode: str, per_position: int | None) -> int:
         """Vectors per batch: per output row (reverse) or input position (forward) times the width."""
@@ -295,131 +360,172 @@ class _Problem:
 def _chunked_sensitivity(
     problem: _Problem, mode: str, K: int | None, chunk_size: int | None, generator: torch.Generator | None
 ) -> tuple[Tensor, Tensor | None, dict]:
-    """``s [L, B, S, S]`` (and Hutchinson stderr) from chunks of vmapped VJPs or JVPs.
+    """``s [L, B, S, S]`` (and Hutchinson stderr) from passes of vmapped VJPs or JVPs.
 
-    Work is organised in *lines*: output rows ``(l, i)`` in reverse mode (``L·S`` lines of width
-    ``H``), input positions ``j`` in forward mode (``S`` lines of width ``D``). A vector lives on one
-    line; pushing it through the model gives, per sample, a squared norm for every cell of the line's
-    counterpart (all ``j`` for a reverse line, all ``(l, i)`` for a forward line).
+    Work is organised in *lines*: output rows ``i`` of one target layer in reverse mode (``S`` lines
+    of width ``H`` per layer), input positions ``j`` in forward mode (``S`` lines of width ``D``,
+    serving all layers at once). A vector lives on one line; pushing it through the model gives, per
+    sample, a squared norm for every cell of the line's counterpart (all ``j`` for a reverse line,
+    all ``(l, i)`` for a forward line).
     """
     B, L, S, D = problem.shape
-    e = problem.e
-    if mode == "reverse":
-        h, vjp_fn = vjp(problem.target, e)
-        problem.check_hidden(h)
-        num_lines, width = L * S, h.shape[-1]
-
-        def push(cot: Tensor) -> Tensor:  # [n, B, L*S, H] -> [n, B, S]
-            (g,) = vmap(vjp_fn)(cot)  # [n, B, S, D]
-            return g.square().sum(-1)
-
-    else:
-        with torch.no_grad():
-            h = problem.target(e)
-        problem.check_hidden(h)
-        num_lines, width = S, D
-
-        def tangent_out(t: Tensor) -> Tensor:
-            return jvp(problem.target, (e,), (t,))[1]
-
-        def push(tan: Tensor) -> Tensor:  # [n, B, S, D] -> [n, B, L*S]
-            return vmap(tangent_out)(tan).square().sum(-1)
-
+    with torch.no_grad():
+        h = problem.target(problem.e)  # [B, L*S, H]
+    problem.check_hidden(h)
     H = h.shape[-1]
-    per_position = K if K is not None else width
-    total = num_lines * per_position
-    chunk = chunk_size or _auto_chunk(e, L, H, problem.model)
-    chunk = min(chunk, total)
-    lines = _Lines(num_lines, width, B, e.dtype, e.device, push)
-    if K is None:
-        acc, stderr = lines.exact(chunk), None
+    del h
+    width = K if K is not None else (H if mode == "reverse" else D)
+    chunk = min(chunk_size or _auto_chunk(problem.e, L, H, problem.model), S * width * L)
+    if mode == "reverse":
+        groups = _prefix_groups(problem, width) if problem.model.causal else 1
+        plan = _PassPlan(S * width, chunk, groups)
+        values, stderr = _reverse_sensitivity(problem, plan, width, K, generator)
+        num_chunks = L * len(plan.bounds)
     else:
-        acc, stderr = lines.hutchinson(K, chunk, generator)
-    values = _line_layout(acc, mode, L, B, S)
-    stderr = None if stderr is None else _line_layout(stderr, mode, L, B, S)
-    info = {"num_passes": total, "chunk_size": chunk, "num_chunks": lines.num_chunks}
+        groups, plan = 1, _PassPlan(S * width, chunk, 1)
+        values, stderr = _forward_sensitivity(problem, plan, width, K, generator)
+        num_chunks = len(plan.bounds)
+    info = {
+        "num_passes": L * S * width if mode == "reverse" else S * width,
+        "chunk_size": chunk,
+        "num_chunks": num_chunks,
+        "largest_pass": max(b - a for a, b in plan.bounds),
+        "prefix_groups": groups,
+    }
     return values, stderr, info
 
 
 @dataclass
-class _Lines:
-    """Accumulates per-line squared norms from vectors pushed through ``push`` in chunks."""
+class _PassPlan:
+    """Cuts ``num_vectors`` vectors, in line order, into passes ``[a, b)`` of at most ``chunk``.
 
-    num_lines: int
-    width: int
-    batch: int
-    dtype: torch.dtype
-    device: torch.device
-    push: Callable[[Tensor], Tensor]  # [n, B, num_lines, width] -> [n, B, X]
-    num_chunks: int = field(default=0)
+    At least ``min(groups, num_vectors)`` passes, of (nearly) equal size: with causal prefixes, more
+    passes means shorter average prefixes (``(G+1)/(2G)`` of the full length for ``G`` passes) but
+    more per-pass overhead.
+    """
 
-    def _vectors(self, n: int) -> Tensor:
-        return torch.zeros(n, self.batch, self.num_lines, self.width, dtype=self.dtype, device=self.device)
+    num_vectors: int
+    chunk: int
+    groups: int = 1
+    bounds: list[tuple[int, int]] = field(init=False)
 
-    def exact(self, chunk: int) -> Tensor:
-        """Sum over the ``width`` one-hot vectors of every line: ``[num_lines, B, X]``."""
-        acc = None
-        for start in range(0, self.num_lines * self.width, chunk):
-            idx = torch.arange(start, min(start + chunk, self.num_lines * self.width), device=self.device)
-            line, coord = idx // self.width, idx % self.width
-            vec = self._vectors(len(idx))
-            vec[torch.arange(len(idx), device=self.device), :, line, coord] = 1
-            out = self.push(vec)  # [n, B, X]
-            if acc is None:
-                acc = out.new_zeros((self.num_lines,) + out.shape[1:])
-            acc.index_add_(0, line, out)
-            self.num_chunks += 1
-        return acc
+    def __post_init__(self):
+        n = self.num_vectors
+        passes = max(-(-n // self.chunk), min(self.groups, n))
+        edges = [n * k // passes for k in range(passes + 1)]
+        self.bounds = list(itertools.pairwise(edges))
 
-    def hutchinson(self, K: int, chunk: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-        """Mean and standard error over ``K`` Rademacher probes per line: ``[num_lines, B, X]`` each.
 
-        Probes are processed in groups of ``m`` (every line of every probe of a group fits the chunk
-        budget, or one probe at a time split over several chunks); each group's estimates are merged
-        into running moments with Chan et al.'s pairwise formula. Probe ``k`` draws its signs
-        ``[num_lines, B, width]`` right after probe ``k-1``, so the estimate does not depend on
-        ``chunk``.
-        """
-        per_group = max(1, chunk // self.num_lines)
-        mean = m2 = None
-        done = 0
-        while done < K:
-            m = min(per_group, K - done)
-            signs = torch.cat([self._signs(generator) for _ in range(m)])  # [m*num_lines, B, width]
-            est = []
-            for start in range(0, m * self.num_lines, chunk):
-                stop = min(start + chunk, m * self.num_lines)
-                line = torch.arange(start, stop, device=self.device) % self.num_lines
-                vec = self._vectors(stop - start)
-                vec[torch.arange(stop - start, device=self.device), :, line, :] = signs[start:stop]
-                est.append(self.push(vec))
-                self.num_chunks += 1
-            est = torch.cat(est).unflatten(0, (m, self.num_lines))  # [m, num_lines, B, X]
-            g_mean = est.mean(0)
-            g_m2 = (est - g_mean).square().sum(0)
-            if mean is None:
-                mean, m2 = g_mean, g_m2
+# Causal prefix groups. A pass costs a fixed overhead (a forward pass, graph set-up, some hundred
+# vmapped kernel calls) plus work of about n·P·B·D² multiply-adds per block (n vectors, prefix length
+# P, B samples, width D); more groups shorten the average prefix to (G+1)/(2G) of the sequence.
+# Measured on one CPU thread (GPT-2-shaped blocks, D=64, S=16, B=1..32, see BENCHMARKS.md): the best G
+# leaves about 2^25 of that work per pass; beyond 16 groups the saving is under 3%.
+MIN_PASS_WORK = 2**25
+MAX_PREFIX_GROUPS = 16
+
+
+def _prefix_groups(problem: _Problem, width: int) -> int:
+    """Prefix groups per layer ``G``: about :data:`MIN_PASS_WORK` of work per pass, ``1 <= G <=
+    min(S, MAX_PREFIX_GROUPS)``."""
+    B, _, S, D = problem.shape
+    work = S * width * S * B * D * D  # one layer, all S·width vectors on the full sequence
+    return max(1, min(MAX_PREFIX_GROUPS, S, work // MIN_PASS_WORK))
+
+
+def _reverse_sensitivity(
+    problem: _Problem, plan: _PassPlan, width: int, K: int | None, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor | None]:
+    """Reverse mode: per target layer, cotangents on output rows ``i``, ``width`` per row.
+
+    Vector ``v`` of a layer sits on row ``i = v // width``: coordinate ``c = v % width`` (exact,
+    one-hot, the same for every sample, so built once and expanded over the batch) or probe
+    ``k = v % width`` (Hutchinson, Rademacher signs per sample). On a causal model, ``h_i`` depends
+    only on ``e_{≤i}`` and the hidden states of positions ``< p`` do not depend on later positions, so
+    a pass whose last row is ``i`` runs the VJP through the prefix ``[:, :i+1]`` only. (Positions are
+    ``0..p-1`` in the prefix as in the full sequence for learned and rotary positions, with left or
+    right padding; tests compare every causal adapter against the dense full-sequence Jacobian.)
+    """
+    B, L, S, D = problem.shape
+    e = problem.e
+    dev, dtype = e.device, e.dtype
+    acc = e.new_zeros(L, S, B, S) if K is None else e.new_zeros(L, S * K, B, S)  # rows or (row, probe)
+    for k, layer in enumerate(problem.layers):
+        signs = None if K is None else _rademacher_bits((S * K, B, problem.hidden_size), generator)
+        for a, b in plan.bounds:
+            n = b - a
+            v = torch.arange(a, b, device=dev)
+            rows = v // width
+            p = (b - 1) // width + 1 if problem.model.causal else S  # last row + 1
+            if K is None:
+                cot = torch.zeros(n, 1, p, width, dtype=dtype, device=dev)
+                cot[torch.arange(n, device=dev), 0, rows, v % width] = 1
+                cot = cot.expand(n, B, p, width)
             else:
-                delta = g_mean - mean
-                mean = mean + delta * (m / (done + m))
-                m2 = m2 + g_m2 + delta.square() * (done * m / (done + m))
-            done += m
-        stderr = (m2 / (K - 1) / K).sqrt() if K > 1 else torch.full_like(mean, float("nan"))
-        return mean, stderr
+                cot = torch.zeros(n, B, p, problem.hidden_size, dtype=dtype, device=dev)
+                cot[torch.arange(n, device=dev), :, rows, :] = (2 * signs[a:b] - 1).to(dev, dtype)
+            out = problem.vjp_squared(layer, p, cot)  # [n, B, p]
+            if K is None:
+                acc[k, :, :, :p].index_add_(0, rows, out)
+            else:
+                acc[k, a:b, :, :p] = out
+    if K is None:
+        return acc.permute(0, 2, 1, 3), None  # [L, B, S_i, S_j]
+    var, mean = torch.var_mean(acc.view(L, S, K, B, S), dim=2, correction=1 if K > 1 else 0)
+    stderr = (var / K).sqrt() if K > 1 else torch.full_like(mean, float("nan"))
+    return mean.permute(0, 2, 1, 3), stderr.permute(0, 2, 1, 3)
 
-    def _signs(self, generator: torch.Generator | None) -> Tensor:
-        dev = generator.device if generator is not None else torch.device("cpu")
-        bits = torch.randint(
-            0, 2, (self.num_lines, self.batch, self.width), generator=generator, device=dev, dtype=torch.int8
-        )
-        return (2 * bits - 1).to(self.device, self.dtype)
+
+def _forward_sensitivity(
+    problem: _Problem, plan: _PassPlan, width: int, K: int | None, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor | None]:
+    """Forward mode: tangents on input positions ``j``, ``width`` per position, all layers at once.
+
+    Vector ``v`` sits on position ``j = v // width``: coordinate ``d = v % width`` (exact, one-hot,
+    expanded over the batch) or probe ``k`` (Hutchinson). ``s[b, l, i, j] += Σ_c t[b, l, i, c]²``.
+    """
+    B, L, S, D = problem.shape
+    e = problem.e
+    dev, dtype = e.device, e.dtype
+    acc = e.new_zeros(S, B, L * S) if K is None else e.new_zeros(S * K, B, L * S)
+    signs = None if K is None else _rademacher_bits((S * K, B, D), generator)
+    for a, b in plan.bounds:
+        n = b - a
+        v = torch.arange(a, b, device=dev)
+        cols = v // width
+        if K is None:
+            tan = torch.zeros(n, 1, S, D, dtype=dtype, device=dev)
+            tan[torch.arange(n, device=dev), 0, cols, v % width] = 1
+            tan = tan.expand(n, B, S, D)
+        else:
+            tan = torch.zeros(n, B, S, D, dtype=dtype, device=dev)
+            tan[torch.arange(n, device=dev), :, cols, :] = (2 * signs[a:b] - 1).to(dev, dtype)
+        out = problem.jvp_squared(tan)  # [n, B, L*S]
+        if K is None:
+            acc.index_add_(0, cols, out)
+        else:
+            acc[a:b] = out
+    if K is None:
+        return acc.view(S, B, L, S).permute(2, 1, 3, 0), None  # [L, B, S_i, S_j]
+    var, mean = torch.var_mean(acc.view(S, K, B, L * S), dim=1, correction=1 if K > 1 else 0)
+    stderr = (var / K).sqrt() if K > 1 else torch.full_like(mean, float("nan"))
+
+    def layout(x: Tensor) -> Tensor:
+        return x.view(S, B, L, S).permute(2, 1, 3, 0)
+
+    return layout(mean), layout(stderr)
 
 
-def _line_layout(acc: Tensor, mode: str, L: int, B: int, S: int) -> Tensor:
-    """Per-line results ``[lines, B, X]`` -> ``[L, B, S_i, S_j]``."""
-    if mode == "reverse":  # lines (l, i), X = j
-        return acc.view(L, S, B, S).permute(0, 2, 1, 3)
-    return acc.view(S, B, L, S).permute(2, 1, 3, 0)  # lines j, X = (l, i)
+def _rademacher_bits(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+    """Uniform ``{0, 1}`` int8 bits of ``shape``, drawn on the generator's device (CPU by default);
+    the signs are ``2·bits − 1``."""
+    dev = generator.device if generator is not None else torch.device("cpu")
+    return torch.randint(0, 2, shape, generator=generator, device=dev, dtype=torch.int8)
+
+
+def _line_layout(acc: Tensor, L: int, B: int, S: int) -> Tensor:
+    """Per-row results ``[L·S_i, B, S_j]`` -> ``[L, B, S_i, S_j]``."""
+    return acc.view(L, S, B, S).permute(0, 2, 1, 3)
 
 
 def _auto_chunk(e: Tensor, L: int, H: int, model: ModelAdapter) -> int:
@@ -471,7 +577,7 @@ def _full_sensitivity(problem: _Problem, mode: str) -> Tensor:
     else:
         jac = jacfwd(lambda d: problem.target(e + d))(torch.zeros_like(e[0]))  # [B, L*S, H, S, D]
         s = jac.square().sum((2, 4)).transpose(0, 1)  # [L*S, B, S_j]
-    return _line_layout(s, "reverse", L, B, S)
+    return _line_layout(s, L, B, S)
 
 
 # ----- result ------------------------------------------------------------------------------------
@@ -657,7 +763,9 @@ def iter_sensitivity(
         raise TypeError(f"seed must be an int, got {seed!r}")
     model = analysis_adapter(adapter, dtype)
     targets, src = _resolve_targets(model, layers, source)
-    mode = choose_mode(method, mode, len(targets), model.d_model, model.d_model, probes)
+    mode = choose_mode(
+        method, mode, _depths(model, targets, src), model.d_model, model.d_model, probes, model.causal
+    )
     stream = _batch_stream(data, batch_size, max_seq_len, tokenizer)
     run = _Run(
         model, stream, targets, src, method, mode, probes, chunk_size, batch_size, reservoir_size, seed
