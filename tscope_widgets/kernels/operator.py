@@ -1,0 +1,96 @@
+r"""Linear operators over flat vectors: the interface every curvature algorithm consumes.
+
+A :class:`LinearOperator` of shape ``[M, N]`` multiplies flat vectors ``v [N]`` and matrices
+``V [N, K]`` (columns on the trailing axis). Subclasses write :meth:`LinearOperator._matmat`;
+``matvec``, ``@``, shape/dtype/device checks and the SciPy view come from the base class.
+:class:`DenseOperator` wraps an explicit matrix, so every algorithm also accepts a tensor.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["LinearOperator", "DenseOperator", "as_operator"]
+
+
+class LinearOperator(abc.ABC):
+    """A linear map ``R^N -> R^M`` given by its product with vectors.
+
+    Attributes:
+        shape: ``(M, N)``.
+        dtype: Floating dtype of inputs and outputs.
+        device: Device of inputs and outputs.
+        num_matvecs: Number of vectors multiplied so far (a ``[N, K]`` product counts ``K``).
+    """
+
+    def __init__(self, shape: tuple[int, int], dtype: torch.dtype, device: torch.device | str):
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.num_matvecs = 0
+
+    @abc.abstractmethod
+    def _matmat(self, V: Tensor) -> Tensor:
+        """``A @ V`` for ``V [N, K]`` in the operator's dtype and device; returns ``[M, K]``."""
+
+    def matmat(self, V: Tensor) -> Tensor:
+        """``A @ V``: ``V [N, K] -> [M, K]`` (cast to the operator's dtype and device)."""
+        if V.ndim != 2 or V.shape[0] != self.shape[1]:
+            raise ValueError(f"matmat expects a matrix of shape [{self.shape[1]}, K], got {tuple(V.shape)}")
+        V = V.to(device=self.device, dtype=self.dtype)
+        self.num_matvecs += V.shape[1]
+        return self._matmat(V)
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """``A @ v``: ``v [N] -> [M]``."""
+        if v.ndim != 1 or v.shape[0] != self.shape[1]:
+            raise ValueError(f"matvec expects a vector of shape [{self.shape[1]}], got {tuple(v.shape)}")
+        return self.matmat(v[:, None])[:, 0]
+
+    def __matmul__(self, x: Tensor) -> Tensor:
+        return self.matvec(x) if x.ndim == 1 else self.matmat(x)
+
+    def to_scipy(self):
+        """A ``scipy.sparse.linalg.LinearOperator`` view (NumPy in, NumPy out, float64 results
+        when the operator is float64), e.g. to cross-check with ``scipy.sparse.linalg.eigsh``."""
+        from scipy.sparse.linalg import LinearOperator as ScipyOperator
+
+        def matmat(x: np.ndarray) -> np.ndarray:
+            x = np.asarray(x)
+            cols = x.reshape(x.shape[0], -1)
+            out = self.matmat(torch.as_tensor(cols).to(device=self.device, dtype=self.dtype))
+            return out.detach().cpu().numpy().reshape((self.shape[0],) + x.shape[1:])
+
+        dtype = np.dtype(str(self.dtype).removeprefix("torch."))
+        return ScipyOperator(self.shape, matvec=matmat, matmat=matmat, dtype=dtype)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype}, device={self.device})"
+
+
+class DenseOperator(LinearOperator):
+    """An explicit matrix ``A [M, N]`` as a :class:`LinearOperator` (tests, small problems)."""
+
+    def __init__(self, matrix: Tensor):
+        if matrix.ndim != 2:
+            raise ValueError(f"DenseOperator needs a matrix, got shape {tuple(matrix.shape)}")
+        if not matrix.is_floating_point():
+            raise TypeError(f"DenseOperator needs a floating-point matrix, got {matrix.dtype}")
+        super().__init__(tuple(matrix.shape), matrix.dtype, matrix.device)
+        self.matrix = matrix
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        return self.matrix @ V
+
+
+def as_operator(A: LinearOperator | Tensor) -> LinearOperator:
+    """``A`` itself if it is a :class:`LinearOperator`, a :class:`DenseOperator` if it is a matrix."""
+    if isinstance(A, LinearOperator):
+        return A
+    if isinstance(A, Tensor):
+        return DenseOperator(A)
+    raise TypeError(f"expected a LinearOperator or a matrix tensor, got {type(A).__name__}")
