@@ -1,11 +1,29 @@
 """tscope_widgets: look inside transformers through their derivatives.
 
-Position-to-position Jacobian sensitivity with streaming population statistics, background jobs with
-checkpoints, and the models and synthetic tasks to try them on. See ``DESIGN.md`` for the quantities.
+Position-to-position Jacobian sensitivity with streaming population statistics, Hessian operators and
+spectra, loss-landscape slices, background jobs with checkpoints, and the models and synthetic tasks to
+try them on. See ``DESIGN.md`` for the quantities.
 """
 
 from .jobs import Checkpoint, Job, JobError, Progress, load_checkpoint, save_checkpoint
-from .kernels import SampleReservoir, SensitivitySnapshot, WelfordState, iter_sensitivity, position_sensitivity
+from .kernels import (
+    HessianOperator,
+    SampleReservoir,
+    SensitivitySnapshot,
+    SpectrumHistory,
+    SpectrumTracker,
+    WelfordState,
+    block_norms,
+    dense_hessian,
+    hutchpp_trace,
+    iter_sensitivity,
+    lanczos,
+    position_sensitivity,
+    random_direction,
+    slice_1d,
+    slice_2d,
+    slq_density,
+)
 from .models import ModelAdapter, ParamSlice, TinyConfig, TinyTransformer, adapt
 from .tasks import get_task
 from .training import TrainResult, load_model, save_model, train_tiny
@@ -23,6 +41,17 @@ __all__ = [
     "position_sensitivity",
     "iter_sensitivity",
     "SensitivitySnapshot",
+    "HessianOperator",
+    "dense_hessian",
+    "lanczos",
+    "hutchpp_trace",
+    "slq_density",
+    "block_norms",
+    "SpectrumTracker",
+    "SpectrumHistory",
+    "random_direction",
+    "slice_1d",
+    "slice_2d",
     # jobs
     "Job",
     "JobError",
@@ -38,13 +67,15 @@ __all__ = [
     "load_model",
     # widgets (imported on first use: they need the front-end bundle and Jupyter packages)
     "SensitivityExplorer",
+    "SpectrumWidget",
+    "LandscapeWidget",
 ]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    if name == "SensitivityExplorer":
-        from .widgets import SensitivityExplorer
+    if name in ("SensitivityExplorer", "SpectrumWidget", "LandscapeWidget"):
+        from . import widgets
 
-        return SensitivityExplorer
+        return getattr(widgets, name)
     raise AttributeError(f"module 'tscope_widgets' has no attribute {name!r}")

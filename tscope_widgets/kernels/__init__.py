@@ -1,7 +1,31 @@
-"""Pure torch math over tensors and adapters: no widgets, no threads, no I/O."""
+"""Pure torch math over tensors and adapters: no widgets, no threads.
 
+Long computations are generators yielding partial results (``done``/``total``) so a Job can stream them.
+"""
+
+from .blocks import BlockNorms, block_norms, iter_block_norms
+from .curvature import DENSE_HESSIAN_MAX_BYTES, HessianOperator, dense_hessian, resolve_groups
+from .density import SpectralDensity, iter_slq, slq_density
+from .lanczos import CurvatureSummary, LanczosResult, curvature_summary, iter_lanczos, lanczos
+from .landscape import (
+    Direction,
+    LandscapeSlice,
+    checkpoint_direction,
+    eigen_directions,
+    load_directions,
+    pca_directions,
+    project_trajectory,
+    quadratic_model,
+    random_direction,
+    save_directions,
+    slice_1d,
+    slice_2d,
+)
+from .operator import DenseOperator, LinearOperator, as_operator
 from .reservoir import SampleReservoir
 from .sensitivity import SensitivitySnapshot, iter_sensitivity, position_sensitivity
+from .trace import DiagonalEstimate, TraceEstimate, diagonal, hutchinson_trace, hutchpp_trace
+from .tracking import SpectrumHistory, SpectrumTracker, sgd_stability_threshold
 from .welford import WelfordState
 
 __all__ = [
@@ -12,4 +36,46 @@ __all__ = [
     "position_sensitivity",
     "iter_sensitivity",
     "SensitivitySnapshot",
+    # linear operators and curvature
+    "LinearOperator",
+    "DenseOperator",
+    "as_operator",
+    "HessianOperator",
+    "dense_hessian",
+    "resolve_groups",
+    "DENSE_HESSIAN_MAX_BYTES",
+    # eigenvalues, traces, diagonals, densities
+    "LanczosResult",
+    "lanczos",
+    "iter_lanczos",
+    "CurvatureSummary",
+    "curvature_summary",
+    "TraceEstimate",
+    "DiagonalEstimate",
+    "hutchinson_trace",
+    "hutchpp_trace",
+    "diagonal",
+    "SpectralDensity",
+    "slq_density",
+    "iter_slq",
+    # block structure and spectral evolution
+    "BlockNorms",
+    "block_norms",
+    "iter_block_norms",
+    "SpectrumHistory",
+    "SpectrumTracker",
+    "sgd_stability_threshold",
+    # loss landscapes
+    "Direction",
+    "LandscapeSlice",
+    "random_direction",
+    "eigen_directions",
+    "checkpoint_direction",
+    "pca_directions",
+    "project_trajectory",
+    "slice_1d",
+    "slice_2d",
+    "quadratic_model",
+    "save_directions",
+    "load_directions",
 ]

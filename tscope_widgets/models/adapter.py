@@ -352,8 +352,8 @@ class ModelAdapter(abc.ABC):
         """Logits ``[B, S, V]``."""
         return self._run(self.embed(input_ids), attention_mask)
 
-    def loss(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """Mean token cross-entropy of ``batch``, computed in the logits' dtype.
+    def targets(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, Tensor]:
+        """The label rules of :meth:`loss`: validated inputs and the target of every logits position.
 
         Args:
             batch: ``input_ids [B, S]``, optional ``attention_mask [B, S]`` and ``labels [B, S]``.
@@ -362,7 +362,9 @@ class ModelAdapter(abc.ABC):
                 Masked LMs need ``labels`` (``-100`` = ignore).
 
         Returns:
-            Scalar tensor; raises ``ValueError`` if no position carries a label.
+            ``(input_ids [B, S], attention_mask [B, S] or None, targets [B, S])`` on the model's
+            device: ``targets[b, t]`` is the token that logits position ``(b, t)`` is scored on, or
+            ``IGNORE_INDEX`` (always at the last position of a causal model).
         """
         input_ids, mask = self.check_inputs(batch["input_ids"], batch.get("attention_mask"))
         labels = batch.get("labels")
@@ -373,16 +375,33 @@ class ModelAdapter(abc.ABC):
         labels = labels.to(input_ids.device)
         if labels.shape != input_ids.shape:
             raise ValueError(f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(input_ids.shape)}")
-        logits = self.logits(input_ids, mask)
         if self.causal:
-            logits, labels = logits[:, :-1], labels[:, 1:]
+            labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
             if mask is not None:
                 # A padded position predicts nothing: under left padding its query sees no key at all,
                 # and what such a row outputs depends on the attention implementation.
-                labels = labels.masked_fill(mask[:, :-1] == 0, IGNORE_INDEX)
-        if not (labels != IGNORE_INDEX).any():
+                labels = labels.masked_fill(mask == 0, IGNORE_INDEX)
+        return input_ids, mask, labels
+
+    def num_targets(self, batch: Mapping[str, Tensor]) -> int:
+        """Number of labelled positions that :meth:`loss` averages over (see :meth:`targets`)."""
+        return int((self.targets(batch)[2] != IGNORE_INDEX).sum())
+
+    def loss(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Mean token cross-entropy of ``batch`` over its labelled positions (see :meth:`targets`),
+        computed in the logits' dtype.
+
+        Args:
+            batch: ``input_ids [B, S]``, optional ``attention_mask [B, S]`` and ``labels [B, S]``.
+
+        Returns:
+            Scalar tensor; raises ``ValueError`` if no position carries a label.
+        """
+        input_ids, mask, targets = self.targets(batch)
+        if not (targets != IGNORE_INDEX).any():
             raise ValueError("no position in the batch has a label; nothing to average")
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+        logits = self.logits(input_ids, mask)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
 
     def __repr__(self) -> str:
         kind = "analysis copy" if self.is_analysis_copy else "user model"

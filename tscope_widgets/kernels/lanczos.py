@@ -1,0 +1,413 @@
+r"""Extreme eigenpairs of a symmetric operator by Lanczos with full reorthogonalization.
+
+The Lanczos recurrence builds an orthonormal basis :math:`Q_j = [q_0, \dots, q_{j-1}]` of the Krylov space
+:math:`\mathcal K_j(A, q_0)` in which ``A`` is tridiagonal:
+
+.. math::
+
+    A Q_j = Q_j T_j + \beta_j q_j e_j^\top, \qquad
+    \beta_j q_j = A q_{j-1} - \alpha_{j-1} q_{j-1} - \beta_{j-1} q_{j-2}
+
+Eigenpairs :math:`T_j s_i = \theta_i s_i` give Ritz pairs :math:`(\theta_i, y_i = Q_j s_i)` whose residuals
+are :math:`\lVert A y_i - \theta_i y_i \rVert = \beta_j |e_j^\top s_i|`; the extreme ones converge first.
+Each new vector is Gram-Schmidt-orthogonalized against the whole basis twice ("twice is enough", Kahan;
+Parlett 1998, §6.9), so the basis stays orthonormal to working precision and no spurious copies of converged
+eigenvalues appear. :class:`_LanczosRecurrence` runs the recurrence for ``B`` start vectors at once (one
+``[N, B]`` product per step); :func:`iter_lanczos` uses it with one vector, and stochastic Lanczos quadrature
+(:mod:`.density`) with one per probe.
+
+References:
+    Lanczos (1950), J. Res. Nat. Bur. Standards 45; Paige (1972), IMA J. Appl. Math. 10;
+    Parlett (1998), "The Symmetric Eigenvalue Problem", SIAM, ch. 6 and 13.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+from torch import Tensor
+
+from .operator import LinearOperator, as_operator
+from .trace import random_probes
+
+__all__ = [
+    "LanczosResult",
+    "iter_lanczos",
+    "lanczos",
+    "CurvatureSummary",
+    "curvature_summary",
+    "WARM_START_NOISE",
+    "ILL_CONDITIONED_RATIO",
+]
+
+WHICH = ("largest", "smallest", "both")
+# A warm start adds a random unit vector scaled by this to the normalized sum of the given vectors, so that
+# eigenvectors the previous ones missed still have a component in the start vector.
+WARM_START_NOISE = 1e-3
+# curvature_summary warns that the condition number is ill-defined when |λ_min| <= this·|λ_max|.
+ILL_CONDITIONED_RATIO = 1e-8
+# A new Lanczos vector whose norm after reorthogonalization is below this·(estimate of ||A||) is treated as a
+# breakdown: the Krylov space is (numerically) invariant.
+_BREAKDOWN_RATIO = 10 * torch.finfo(torch.float64).eps
+# Convergence tolerances are clamped to at least this many machine epsilons of the operator's dtype.
+_TOL_EPS_FACTOR = 10
+
+
+class _LanczosRecurrence:
+    """The Lanczos three-term recurrence with full reorthogonalization for ``B`` start vectors at once.
+
+    Column ``b`` of every ``[N, B]`` product belongs to its own Krylov sequence. On breakdown
+    (:math:`\\beta \\approx 0`: the Krylov space is invariant) the sequence restarts with a random vector
+    orthogonal to its basis and the coupling entry of ``T`` is set to exactly 0, so ``T`` becomes block
+    diagonal and the new block's Ritz vectors have a zero first component (zero quadrature weight).
+
+    Attributes:
+        size: Number of steps done, i.e. basis vectors used and the order of ``T``.
+        max_steps: Steps at most (``<= N``); no vector beyond those is kept.
+        num_matvecs: Products with the operator so far (``B`` per step).
+        last_beta: Norm ``[B]`` (float64, CPU) of the latest new vector before normalization; the Ritz
+            residuals are ``last_beta * |last row of the eigenvectors of T|``.
+    """
+
+    def __init__(self, op: LinearOperator, start: Tensor, max_steps: int, generator: torch.Generator | None):
+        N = op.shape[0]
+        if not 1 <= max_steps <= N:
+            raise ValueError(f"max_steps must be in [1, {N}], got {max_steps}")
+        self.op, self.N, self.B = op, N, start.shape[1]
+        self.max_steps = max_steps
+        self.generator = generator
+        self.size = 0
+        self.num_matvecs = 0
+        self.scale = 0.0  # running max of |alpha| and beta: a lower estimate of ||A||_2
+        self._alphas: list[Tensor] = []
+        self._offdiag: list[Tensor] = []
+        self.last_beta = torch.zeros(self.B, dtype=torch.float64)
+        self._basis = torch.empty(self.B, min(max_steps, 16), N, dtype=op.dtype, device=op.device)  # [B, cap, N]
+        start = start.to(device=op.device, dtype=op.dtype).T
+        norms = start.norm(dim=1, keepdim=True)
+        if not torch.all(norms > 0):
+            raise ValueError("Lanczos start vectors must be nonzero")
+        self._basis[:, 0] = start / norms
+
+    def basis(self, b: int = 0) -> Tensor:
+        """Basis of sequence ``b`` as rows, ``[size, N]`` (a view; rows already written never change)."""
+        return self._basis[b, : self.size]
+
+    def step(self) -> None:
+        """One Lanczos step for every sequence: one ``[N, B]`` product."""
+        if self.size >= self.max_steps:
+            raise RuntimeError(f"the recurrence already did its {self.max_steps} steps")
+        j = self.size
+        q = self._basis[:, j]  # [B, N]
+        w = self.op.matmat(q.T).T  # [B, N]
+        self.num_matvecs += self.B
+        alpha = (q * w).sum(1)
+        w = w - alpha[:, None] * q
+        if j > 0:
+            w = w - self._offdiag[-1].to(w)[:, None] * self._basis[:, j - 1]
+        w = self._orthogonalize(w, j + 1)
+        beta = w.norm(dim=1)
+        alpha64, beta64 = alpha.double().cpu(), beta.double().cpu()
+        self.scale = max(self.scale, alpha64.abs().max().item(), beta64.max().item())
+        self._alphas.append(alpha64)
+        self.size = j + 1
+        self.last_beta = beta64
+        if self.size == self.max_steps:
+            return
+        broken = beta64 <= _BREAKDOWN_RATIO * self.scale
+        if broken.any():
+            fresh = random_probes(self.N, self.B, distribution="gaussian", dtype=self.op.dtype, device=self.op.device,
+                                  generator=self.generator).T
+            fresh = self._orthogonalize(fresh, self.size)
+            mask = broken.to(self.op.device)[:, None]
+            w = torch.where(mask, fresh, w)
+            beta = torch.where(mask[:, 0], fresh.norm(dim=1), beta)
+        self._offdiag.append(torch.where(broken, 0.0, beta64))
+        self._ensure_capacity(self.size + 1)
+        self._basis[:, self.size] = w / beta[:, None]
+
+    def tridiagonal(self) -> Tensor:
+        """``T`` of every sequence, ``[B, size, size]`` float64 on the CPU."""
+        alphas = torch.stack(self._alphas, 1)  # [B, n]
+        T = torch.diag_embed(alphas)
+        if self.size > 1:
+            off = torch.stack(self._offdiag[: self.size - 1], 1)  # [B, n-1]
+            T = T + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+        return T
+
+    def ritz(self) -> tuple[Tensor, Tensor]:
+        """Ritz values ``[B, size]`` (ascending) and eigenvectors of ``T`` ``[B, size, size]``, float64 CPU."""
+        return torch.linalg.eigh(self.tridiagonal())
+
+    def _orthogonalize(self, w: Tensor, n: int) -> Tensor:
+        """``w [B, N]`` minus its projection on the first ``n`` basis vectors of each sequence, twice."""
+        Q = self._basis[:, :n]  # [B, n, N]
+        for _ in range(2):
+            w = w - torch.bmm(torch.bmm(Q, w[:, :, None]).transpose(1, 2), Q)[:, 0]
+        return w
+
+    def _ensure_capacity(self, rows: int) -> None:
+        cap = self._basis.shape[1]
+        if rows <= cap:
+            return
+        grown = torch.empty(self.B, min(self.max_steps, max(rows, 2 * cap)), self.N, dtype=self.op.dtype,
+                            device=self.op.device)
+        grown[:, :cap] = self._basis
+        self._basis = grown
+
+
+@dataclass
+class LanczosResult:
+    """Ritz pairs of a symmetric operator after some Lanczos iterations.
+
+    Attributes:
+        eigenvalues: Wanted Ritz values ``[m]``, ascending, float64 on the CPU (from the tridiagonal ``T``).
+        residual_norms: ``||A y_i - θ_i y_i||`` ``[m]`` for the unit Ritz vectors, float64 CPU, from the
+            Lanczos identity :math:`\\beta_j |e_j^\\top s_i|` (equal to the explicit residual up to rounding,
+            thanks to full reorthogonalization).
+        num_matvecs: Products with ``A`` this run used.
+        num_iterations: Lanczos steps done (order of ``T``).
+        converged: Whether every wanted pair met the tolerance (see :func:`iter_lanczos`), or the Krylov
+            space exhausted ``R^N`` (then the pairs are exact).
+        which: ``"largest"``, ``"smallest"`` or ``"both"``.
+        k: Pairs requested per end.
+        done: Iterations done (same as ``num_iterations``), for a Job's progress.
+        total: Iterations at most (``max_iter``).
+        eigenvectors: Ritz vectors ``[N, m]`` (orthonormal columns, the operator's dtype and device), computed
+            on first access as ``Q S`` (a property, not a constructor argument).
+    """
+
+    eigenvalues: Tensor
+    residual_norms: Tensor
+    num_matvecs: int
+    num_iterations: int
+    converged: bool
+    which: str
+    k: int
+    done: int
+    total: int
+    _basis: Tensor = field(repr=False, compare=False)  # [n, N] Lanczos vectors as rows
+    _coefficients: Tensor = field(repr=False, compare=False)  # [n, m] eigenvectors of T for the wanted pairs
+
+    @cached_property
+    def eigenvectors(self) -> Tensor:
+        """Ritz vectors ``[N, m]``: ``Q S`` for the wanted columns ``S`` of ``T``'s eigenvectors."""
+        return self._basis.T @ self._coefficients.to(dtype=self._basis.dtype, device=self._basis.device)
+
+
+def iter_lanczos(
+    A: LinearOperator | Tensor,
+    k: int = 1,
+    which: str = "largest",
+    *,
+    tol: float = 1e-6,
+    max_iter: int | None = None,
+    v0: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Iterator[LanczosResult]:
+    r"""Lanczos iterations towards the ``k`` extreme eigenpairs of a symmetric operator, one result per step.
+
+    After every step (one product with ``A``) the tridiagonal ``T`` is diagonalized and the wanted Ritz pairs
+    are yielded. The run stops after the first step at which the result is converged:
+
+    .. math::
+
+        \lVert A y_i - \theta_i y_i \rVert \le \mathrm{tol} \cdot \max_l |\theta_l|
+        \quad \text{for every wanted pair } i
+
+    (``max_l |θ_l|`` over all current Ritz values is a lower estimate of :math:`\lVert A \rVert_2` that is
+    accurate early, because extreme values converge first), or when ``max_iter`` steps are done. A converged
+    eigenvalue is then within ``residual`` of an eigenvalue of ``A`` and usually within ``residual² / gap``
+    (Parlett 1998, §11.7). ``tol`` is clamped to at least 10 machine epsilons of ``A``'s dtype.
+
+    Single-vector Lanczos sees each eigenvalue once: a repeated eigenvalue shows up with multiplicity one
+    (copies appear only after a breakdown restart). When the Krylov space becomes invariant the run restarts
+    with a random vector orthogonal to the basis; when it reaches ``R^N`` the pairs are exact.
+
+    Args:
+        A: Symmetric operator ``[N, N]`` (or a matrix), float32 or float64; symmetry is assumed, not checked.
+        k: Pairs per end, ``1 <= k <= N``.
+        which: ``"largest"`` (the ``k`` algebraically largest), ``"smallest"`` (the ``k`` algebraically smallest,
+            i.e. most negative) or ``"both"`` (``k`` of each, all ``min(2k, N)`` together, ascending).
+        tol: Relative residual tolerance (see above).
+        max_iter: Steps at most (capped at ``N``); default ``min(N, 20·m + 100)`` with ``m`` the number of
+            wanted pairs (``k``, or ``min(2k, N)`` for ``"both"``). Memory is ``max_iter·N`` entries of the basis.
+        v0: Start: ``None`` (random Gaussian), a vector ``[N]``, or a matrix ``[N, c]`` for a warm start (e.g. the
+            eigenvectors of a previous, slightly different operator): its columns are normalized and summed,
+            the sum normalized, and a random unit vector times :data:`WARM_START_NOISE` added.
+        generator: Seeded generator for the random start and restart vectors.
+
+    Yields:
+        A :class:`LanczosResult` after each step; the last one is the final result. Before ``m`` steps are
+        done fewer than ``m`` pairs are available and all Ritz pairs of ``T`` are reported.
+
+    Raises:
+        ValueError: On a non-square operator, unknown ``which``, ``k`` outside ``[1, N]``, ``max_iter`` below the
+            number of wanted pairs, or a ``v0`` of the wrong shape or zero.
+    """
+    op = as_operator(A)
+    N = op.shape[0]
+    if op.shape[1] != N:
+        raise ValueError(f"Lanczos needs a square operator, got shape {op.shape}")
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= N:
+        raise ValueError(f"k must be an int in [1, N={N}], got {k!r}")
+    num_wanted = min(2 * k, N) if which == "both" else k
+    if max_iter is None:
+        max_iter = min(N, 20 * num_wanted + 100)
+    elif isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < num_wanted:
+        raise ValueError(f"max_iter must be an int >= the number of wanted pairs ({num_wanted}), got {max_iter!r}")
+    max_iter = min(max_iter, N)
+    tol = max(float(tol), _TOL_EPS_FACTOR * torch.finfo(op.dtype).eps)
+
+    recurrence = _LanczosRecurrence(op, _start_vector(op, v0, generator)[:, None], max_iter, generator)
+    while True:
+        recurrence.step()
+        n = recurrence.size
+        theta, S = (x[0] for x in recurrence.ritz())
+        wanted = _wanted_indices(n, k, which)
+        residuals = recurrence.last_beta[0] * S[-1, wanted].abs()
+        scale = theta.abs().max().item()
+        converged = n == N or (wanted.numel() == num_wanted and bool(torch.all(residuals <= tol * scale)))
+        yield LanczosResult(
+            eigenvalues=theta[wanted],
+            residual_norms=residuals,
+            num_matvecs=recurrence.num_matvecs,
+            num_iterations=n,
+            converged=converged,
+            which=which,
+            k=k,
+            done=n,
+            total=max_iter,
+            _basis=recurrence.basis(),
+            _coefficients=S[:, wanted],
+        )
+        if converged or n >= max_iter:
+            return
+
+
+def lanczos(
+    A: LinearOperator | Tensor,
+    k: int = 1,
+    which: str = "largest",
+    *,
+    tol: float = 1e-6,
+    max_iter: int | None = None,
+    v0: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> LanczosResult:
+    """The ``k`` extreme eigenpairs of a symmetric operator: the final result of :func:`iter_lanczos`.
+
+    Args:
+        A: Symmetric operator ``[N, N]`` (or a matrix), float32 or float64.
+        k: Pairs per end.
+        which: ``"largest"``, ``"smallest"`` or ``"both"``.
+        tol: Relative residual tolerance.
+        max_iter: Steps at most.
+        v0: Start vector ``[N]`` or warm-start vectors ``[N, c]``.
+        generator: Seeded generator.
+
+    Returns:
+        The final :class:`LanczosResult` (check ``converged``).
+
+    Example:
+        >>> A = torch.diag(torch.arange(1.0, 101.0, dtype=torch.float64))
+        >>> r = lanczos(A, k=2, tol=1e-10, generator=torch.Generator().manual_seed(0))
+        >>> [round(x, 6) for x in r.eigenvalues.tolist()], r.converged
+        ([99.0, 100.0], True)
+    """
+    return deque(iter_lanczos(A, k, which, tol=tol, max_iter=max_iter, v0=v0, generator=generator), maxlen=1)[0]
+
+
+@dataclass
+class CurvatureSummary:
+    """Scalar summaries of a (Hessian) spectrum from both ends of a Lanczos run.
+
+    Attributes:
+        sharpness: Largest eigenvalue :math:`\\lambda_{max}`.
+        lambda_min: Smallest (most negative) eigenvalue :math:`\\lambda_{min}`.
+        condition_number: :math:`|\\lambda_{max} / \\lambda_{min}|`; ``inf`` when :math:`\\lambda_{min} = 0`.
+        negative_fraction: Spectral mass below zero from a stochastic Lanczos quadrature density, or None
+            when no density was given.
+    """
+
+    sharpness: float
+    lambda_min: float
+    condition_number: float
+    negative_fraction: float | None
+
+
+def curvature_summary(result: LanczosResult, density=None) -> CurvatureSummary:
+    """Sharpness, smallest eigenvalue, condition number and negative mass of a spectrum.
+
+    Args:
+        result: A :class:`LanczosResult` from ``which="both"``.
+        density: Optional :class:`~.density.SpectralDensity` of the same operator; its
+            ``mass_below(0.0)`` gives ``negative_fraction``.
+
+    Returns:
+        A :class:`CurvatureSummary`. Warns (``UserWarning``) when :math:`|\\lambda_{min}| \\le`
+        :data:`ILL_CONDITIONED_RATIO` :math:`\\cdot |\\lambda_{max}|`: the condition number is then dominated by
+        rounding and the (nearly) zero eigenvalue, and is ill-defined.
+
+    Raises:
+        ValueError: If ``result`` does not hold both ends of the spectrum.
+    """
+    if result.which != "both":
+        raise ValueError(
+            "curvature_summary needs both ends of the spectrum: run lanczos(A, k, which='both'), "
+            f"got which={result.which!r}"
+        )
+    lam_max, lam_min = result.eigenvalues.max().item(), result.eigenvalues.min().item()
+    if abs(lam_min) <= ILL_CONDITIONED_RATIO * abs(lam_max):
+        warnings.warn(
+            f"condition number is ill-defined: |lambda_min| = {abs(lam_min):.3g} <= {ILL_CONDITIONED_RATIO:g} * "
+            f"|lambda_max| = {abs(lam_max):.3g}",
+            stacklevel=2,
+        )
+    condition = math.inf if lam_min == 0 else abs(lam_max / lam_min)
+    negative = None if density is None else float(density.mass_below(0.0))
+    return CurvatureSummary(lam_max, lam_min, condition, negative)
+
+
+def _wanted_indices(n: int, k: int, which: str) -> Tensor:
+    """Indices into ``n`` ascending Ritz values of the wanted ones (all of them while ``n`` is too small)."""
+    if which == "largest":
+        return torch.arange(max(n - k, 0), n)
+    if which == "smallest":
+        return torch.arange(min(k, n))
+    if 2 * k >= n:
+        return torch.arange(n)
+    return torch.cat([torch.arange(k), torch.arange(n - k, n)])
+
+
+def _start_vector(op: LinearOperator, v0: Tensor | None, generator: torch.Generator | None) -> Tensor:
+    """The start vector ``[N]`` (not normalized) from ``v0`` as documented in :func:`iter_lanczos`."""
+    N = op.shape[0]
+    if v0 is None:
+        return random_probes(N, 1, distribution="gaussian", dtype=op.dtype, device=op.device, generator=generator)[:, 0]
+    if not isinstance(v0, Tensor) or v0.ndim not in (1, 2) or v0.shape[0] != N:
+        shape = tuple(v0.shape) if isinstance(v0, Tensor) else type(v0).__name__
+        raise ValueError(f"v0 must be a vector [{N}] or a matrix [{N}, c], got {shape}")
+    v0 = v0.to(device=op.device, dtype=op.dtype)
+    if v0.ndim == 1:
+        if not v0.norm() > 0:
+            raise ValueError("v0 must be a nonzero, finite vector")
+        return v0
+    norms = v0.norm(dim=0)
+    if not torch.all(norms > 0):
+        raise ValueError("every column of v0 must be nonzero and finite")
+    combined = (v0 / norms).sum(1)
+    combined = combined / combined.norm()
+    noise = random_probes(N, 1, distribution="gaussian", dtype=op.dtype, device=op.device, generator=generator)[:, 0]
+    start = combined + WARM_START_NOISE * noise / noise.norm()
+    if not torch.isfinite(start).all() or not start.norm() > 0:
+        raise ValueError("the columns of v0 cancel out or are not finite; pass them without sign flips or use v0=None")
+    return start
