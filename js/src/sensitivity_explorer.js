@@ -5,6 +5,11 @@
 // view draws them and writes back only view state: layer, statistic, view, log_scale,
 // selected_cell; pause/resume/stop go as custom messages. Every render() keeps its own state and
 // returns a cleanup that removes its listeners, so a widget can be shown twice or re-rendered.
+//
+// Each output showing the explorer is followed by a static picture of it (an output of its own, for
+// notebooks reopened without widget state and nbconvert exports; see the Python module). While a view
+// is in the page it hides every picture of its model (`.tscope-static[data-picture-id]`), so a live
+// notebook does not show the heatmap twice; the picture comes back once the view is gone.
 import { drawAxes, positionLabel } from "./lib/axes.js";
 import { decode, decodeTree } from "./lib/codec.js";
 import { drawColorbar } from "./lib/colorbar.js";
@@ -12,6 +17,7 @@ import { h } from "./lib/dom.js";
 import { cellAt, cellRect, fillRGBA, heatmapLayout, paintGrid } from "./lib/heatmap.js";
 import { histogramBins, histogramChart } from "./lib/histogram.js";
 import { lineChart } from "./lib/lines.js";
+import { pictureHidingCSS } from "./lib/picture.js";
 import { columnProfile, offsetProfile, rowProfile } from "./lib/profiles.js";
 import { colorDomain, colorIndexer, colormapLUT, formatValue } from "./lib/scales.js";
 import { buttonStates, statusText } from "./lib/status.js";
@@ -101,7 +107,7 @@ function render({ model, el }) {
   const root = h(
     "div",
     { class: "tscope-explorer" },
-    h("style", {}, CSS),
+    h("style", {}, CSS + pictureHidingCSS(model.get("picture_id"))),
     toolbar,
     statusLine,
     h("div", { class: "tscope-main" }, plot, detailPane),

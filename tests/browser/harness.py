@@ -48,6 +48,7 @@ class Server:
     token: str
     root: Path  # served folder
     runtime_dir: Path  # kernel connection files
+    data_dir: Path  # JUPYTER_DATA_DIR: the notebook signatures (trust) live here
     log: Path
 
     def api(self, method: str, path: str):
@@ -65,6 +66,22 @@ class Server:
 
     def notebook7_url(self, notebook: str) -> str:
         return f"{self.base}/notebooks/{notebook}?token={self.token}"
+
+    def write_notebook(self, name: str, nb, *, trusted: bool) -> Path:
+        """Write ``nb`` (an ``nbformat`` v4 node) into the served folder, signed as trusted or not.
+
+        A trusted notebook is one the server has a signature for, as for a notebook the user saved in
+        JupyterLab; JupyterLab then renders its HTML unsanitized and its widget views. An untrusted one
+        (say, executed elsewhere) gets sanitized HTML and no widget views.
+        """
+        import nbformat
+        from nbformat.sign import NotebookNotary
+
+        path = self.root / name
+        nbformat.write(nb, path)
+        if trusted:
+            NotebookNotary(data_dir=str(self.data_dir)).sign(nbformat.read(path, as_version=4))
+        return path
 
 
 def _free_port() -> int:
@@ -90,11 +107,12 @@ def jupyterlab(tmp: Path) -> Iterator[Server]:
         path = settings / f"{plugin}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
-    runtime = tmp / "runtime"
+    runtime, data = tmp / "runtime", tmp / "data"
+    data.mkdir(parents=True, exist_ok=True)
     env = dict(
         os.environ,
         JUPYTER_CONFIG_DIR=str(tmp / "config"),
-        JUPYTER_DATA_DIR=str(tmp / "data"),
+        JUPYTER_DATA_DIR=str(data),
         JUPYTER_RUNTIME_DIR=str(runtime),
         JUPYTERLAB_SETTINGS_DIR=str(settings),
         JUPYTERLAB_WORKSPACES_DIR=str(workspaces),
@@ -122,7 +140,7 @@ def jupyterlab(tmp: Path) -> Iterator[Server]:
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
         try:
-            server = Server(f"http://127.0.0.1:{port}", token, root, runtime, log_path)
+            server = Server(f"http://127.0.0.1:{port}", token, root, runtime, data, log_path)
             deadline = time.monotonic() + SERVER_START_S
             while True:
                 try:

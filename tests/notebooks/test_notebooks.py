@@ -1,9 +1,11 @@
 """Every notebook in ``notebooks/`` runs top to bottom (nbclient, CPU, bounded time), and its HTML export
-(nbconvert, no widget state) shows the final static picture of each explorer instead of a blank box."""
+(nbconvert, with or without widget state) shows the final static picture of each explorer, an output of
+its own right after the widget output, instead of a blank box or the widget view from a CDN."""
 
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import json
 import re
@@ -27,22 +29,30 @@ CELL_TIMEOUT_S = 120  # one cell; the slowest (training the tiny model) takes ab
 NOTEBOOK_BUDGET_S = 90  # a whole notebook, kernel start included; about 25 s on a busy 2-core machine
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 PICTURE = re.compile(r'<div class="tscope-static"([^>]*)>')
+PICTURE_IMG = re.compile(r'<img [^>]*class="tscope-static-picture"[^>]*>')  # nbconvert sorts attributes
+SVG_SRC = re.compile(r'src="data:image/svg\+xml;base64,([^"]+)"')
 HEATMAP_PNG = re.compile(
     r'<image class="tscope-static-heatmap" data-rows="(\d+)"[^>]*href="data:image/png;base64,([^"]+)"'
 )
 
 
-def run(nb: nbformat.NotebookNode, cwd: Path) -> float:
+def svgs(html: str) -> list[str]:
+    """The SVG documents of the pictures in ``html`` (each picture is an <img> of one)."""
+    sources = [SVG_SRC.search(img) for img in PICTURE_IMG.findall(html)]
+    assert all(sources), "a picture <img> without an SVG source"
+    return [base64.b64decode(src.group(1)).decode("utf-8") for src in sources]
+
+
+def run(nb: nbformat.NotebookNode, cwd: Path, *, widget_state: bool = False) -> float:
     """Execute ``nb`` in place in a fresh python3 kernel started in ``cwd``; returns the seconds it took.
 
-    No widget state is stored, as in a notebook saved by JupyterLab with its default settings. (With
-    widget state, nbconvert embeds the widget view instead, which a page rendered from a CDN would show.)
+    By default no widget state is stored, as in a notebook saved by JupyterLab with its default settings.
     """
     client = NotebookClient(
         nb,
         timeout=CELL_TIMEOUT_S,
         kernel_name="python3",
-        store_widget_state=False,
+        store_widget_state=widget_state,
         resources={"metadata": {"path": str(cwd)}},
     )
     start = time.monotonic()
@@ -71,12 +81,15 @@ def test_notebook_runs_top_to_bottom(path, tmp_path):
     assert seconds < NOTEBOOK_BUDGET_S, f"{path.name} took {seconds:.0f} s"
     assert all(c.execution_count for c in code)
 
-    widget_outputs = [o for c in code for o in c.outputs if WIDGET_VIEW in o.get("data", {})]
+    pairs = [(c.outputs[k], c.outputs[k + 1 :]) for c in code for k in range(len(c.outputs))]
+    widget_outputs = [(o, rest) for o, rest in pairs if WIDGET_VIEW in o.get("data", {})]
     assert widget_outputs, f"{path.name} shows no widget"
-    for output in widget_outputs:
-        picture = output["data"]["text/html"]
+    for output, rest in widget_outputs:
+        assert "text/html" not in output["data"]  # nbconvert and JupyterLab would never show it
+        assert rest and rest[0]["output_type"] == "display_data", "the picture must follow the widget output"
+        picture = rest[0]["data"]["text/html"]
         assert 'data-status="done"' in picture, "the output's picture was not refreshed when the job ended"
-        assert HEATMAP_PNG.search(picture)
+        assert len(svgs(picture)) == 1 and HEATMAP_PNG.search(svgs(picture)[0])
 
     html = to_html(nb)
     pictures = PICTURE.findall(html)
@@ -86,7 +99,9 @@ def test_notebook_runs_top_to_bottom(path, tmp_path):
 
 
 def test_html_export_shows_the_final_heatmap(tmp_path):
-    """The picture in the HTML export is the final heatmap, cell by cell and colour by colour."""
+    """The picture in the HTML export is the final heatmap, cell by cell and colour by colour, whether the
+    notebook stores widget state (nbconvert then embeds the widget view, for a page that loads the widget
+    manager from a CDN, and the picture as well) or not."""
     setup = """
 import json
 import torch
@@ -106,15 +121,22 @@ print(json.dumps({"layer": explorer.layer, "mean": [[v if v == v else None for v
 """
     nb = new_notebook(cells=[new_code_cell(setup.strip()), new_code_cell(read_back.strip())])
     nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
-    run(nb, tmp_path)
+    run(nb, tmp_path, widget_state=True)
     final = json.loads(nb.cells[1].outputs[0]["text"])
     mean = np.array(final["mean"], dtype=np.float64)  # [6, 6]; None -> NaN
     html = to_html(nb)
+    assert f'<script type="{WIDGET_VIEW}">' in html  # the widget view, for a page with the internet
+    stateless = copy.deepcopy(nb)
+    del stateless.metadata["widgets"]
+    html_stateless = to_html(stateless)
+    assert f'<script type="{WIDGET_VIEW}">' not in html_stateless
+    assert svgs(html_stateless) == svgs(html)
 
     (attrs,) = PICTURE.findall(html)
     assert 'data-status="done"' in attrs and f'data-layer="{final["layer"]}"' in attrs and 'data-done="24"' in attrs
-    assert "0:&lt;s&gt;" in html and "5:&amp;" in html  # token labels on the axes, escaped
-    ((rows, png),) = HEATMAP_PNG.findall(html)
+    (svg,) = svgs(html)
+    assert "0:&lt;s&gt;" in svg and "5:&amp;" in svg  # token labels on the axes, escaped
+    ((rows, png),) = HEATMAP_PNG.findall(svg)
     assert int(rows) == 6
     image = Image.open(io.BytesIO(base64.b64decode(png)))
     assert image.mode == "P" and image.size == (6, 6)

@@ -1,6 +1,6 @@
 """Export: results files (safetensors/npz + JSON), static Bokeh figures and standalone HTML reports."""
 
-from .bokeh import sensitivity_figures, sensitivity_heatmap
+from .bokeh import landscape_heatmap, line_figure, matrix_figure, sensitivity_figures, sensitivity_heatmap
 from .html import save_report
 from .results import load_extra_tensors, load_npz, load_statistics, save_npz, save_statistics
 
@@ -14,5 +14,8 @@ __all__ = [
     # figures and reports
     "sensitivity_heatmap",
     "sensitivity_figures",
+    "line_figure",
+    "matrix_figure",
+    "landscape_heatmap",
     "save_report",
 ]

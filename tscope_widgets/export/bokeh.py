@@ -278,3 +278,338 @@ def sensitivity_figures(
             )
         rows.append(row)
     return gridplot(rows, toolbar_location="right", merge_tools=True)
+
+
+def line_figure(
+    x,
+    series: Mapping[str, object],
+    *,
+    title: str = "",
+    x_label: str = "",
+    y_label: str = "",
+    log_y: bool = False,
+    bands: Mapping[str, tuple] | None = None,
+    marker_x: float | None = None,
+    colors: Sequence[str] | None = None,
+    width: int = 420,
+    height: int = 260,
+):
+    """A Bokeh figure of several series against a shared x, with a legend (click to hide) and hover.
+
+    Args:
+        x: ``[N]`` x values.
+        series: ``{name: ys [N]}``; NaN breaks a line (on a log axis values ``<= 0`` are left out too).
+        title, x_label, y_label: Texts of the figure.
+        log_y: Logarithmic y axis.
+        bands: ``{name: (lo [N], hi [N])}``: shaded bands under the series of that name (e.g. ± one
+            standard error).
+        marker_x: A dashed vertical line here.
+        colors: Line colours in order (default: Category10).
+        width, height: Size in pixels.
+
+    Returns:
+        ``bokeh.plotting.figure``.
+
+    Raises:
+        ValueError: For a series or band whose length differs from ``x``.
+    """
+    from bokeh.models import Span
+
+    xs = np.asarray(x, dtype=np.float64).reshape(-1)
+    palette = list(colors) if colors else ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+
+    def usable(values, name) -> np.ndarray:
+        ys = np.array(values, dtype=np.float64).reshape(-1)
+        if ys.shape != xs.shape:
+            raise ValueError(f"series {name!r} has {ys.size} values for {xs.size} x values")
+        if log_y:
+            ys[~(ys > 0)] = np.nan
+        return ys
+
+    fig = figure(
+        title=title,
+        width=width,
+        height=height,
+        x_axis_label=x_label,
+        y_axis_label=y_label + (" (log)" if log_y else ""),
+        y_axis_type="log" if log_y else "linear",
+        tools="pan,wheel_zoom,box_zoom,reset,save",
+        toolbar_location="above",
+    )
+    renderers = []
+    for k, (name, values) in enumerate(series.items()):
+        color = palette[k % len(palette)]
+        ys = usable(values, name)
+        if bands and name in bands:
+            lo, hi = (usable(b, name) for b in bands[name])
+            fig.varea(x=xs, y1=lo, y2=hi, fill_color=color, fill_alpha=0.2, legend_label=name)
+        source = ColumnDataSource({"x": xs, "y": ys, "name": [name] * xs.size})
+        renderers.append(fig.line("x", "y", source=source, color=color, line_width=1.5, legend_label=name))
+        if xs.size <= 200:
+            fig.scatter("x", "y", source=source, color=color, size=3, legend_label=name)
+    fig.add_tools(
+        HoverTool(
+            renderers=renderers,
+            tooltips=[("", "@name"), (x_label or "x", "@x{%.6g}"), (y_label or "y", "@y{%.4g}")],
+            formatters={"@x": "printf", "@y": "printf"},
+        )
+    )
+    if marker_x is not None:
+        fig.add_layout(Span(location=float(marker_x), dimension="height", line_dash="dashed", line_color="#616161"))
+    if series:
+        fig.legend.click_policy = "hide"
+        fig.legend.label_text_font_size = "8pt"
+        fig.legend.location = "top_left"
+    return fig
+
+
+def matrix_figure(
+    values,
+    *,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    title: str = "",
+    x_label: str = "",
+    y_label: str = "",
+    value_name: str = "value",
+    log: bool = False,
+    palette: str | Sequence[str] = "Viridis256",
+    log_range: float = 1e4,
+    width: int = 460,
+    height: int | None = None,
+    square: bool = True,
+    max_ticks: int = 40,
+):
+    """A Bokeh heatmap of a rectangular ``[R, C]`` matrix with named rows (top to bottom) and columns.
+
+    One ``rect`` per cell (hover: row, column and value), a colour bar, NaN grey; the colour rules are
+    those of :func:`sensitivity_heatmap`.
+
+    Args:
+        values: ``[R, C]`` tensor or array (NaN = no data).
+        row_labels: ``R`` names (y axis, first row at the top); col_labels: ``C`` names (x axis).
+        title, x_label, y_label: Texts of the figure.
+        value_name: Name of the value in the hover and on the colour bar.
+        log: Logarithmic colour scale (the lowest colour below ``vmax / log_range``).
+        palette: Bokeh palette name or list of colours.
+        width: Width in pixels; height: default square cells (``square``) or 18 px per row.
+        max_ticks: At most this many labelled ticks per axis.
+
+    Returns:
+        ``bokeh.plotting.figure``.
+
+    Raises:
+        ValueError: For an empty or non-2-D matrix, or label lists of the wrong length.
+    """
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().to(torch.float64).numpy()
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise ValueError(f"expected a non-empty matrix [R, C], got shape {tuple(arr.shape)}")
+    R, C = arr.shape
+    rows, cols = [str(s) for s in row_labels], [str(s) for s in col_labels]
+    if len(rows) != R or len(cols) != C:
+        raise ValueError(f"need {R} row labels and {C} column labels, got {len(rows)} and {len(cols)}")
+    if height is None:
+        height = int(width * R / C) + 60 if square else 18 * R + 150
+    mapper = _color_mapper(arr, log, palette, None, None, log_range)
+    fig = figure(
+        title=title,
+        width=width,
+        height=height,
+        x_range=Range1d(-0.5, C - 0.5, bounds=(-0.5, C - 0.5)),
+        y_range=Range1d(-0.5, R - 0.5, bounds=(-0.5, R - 0.5)),
+        tools="pan,wheel_zoom,box_zoom,reset,save",
+        toolbar_location="above",
+        x_axis_label=x_label,
+        y_axis_label=y_label,
+    )
+    fig.grid.visible = False
+    fig.outline_line_color = None
+    i, j = np.meshgrid(np.arange(R), np.arange(C), indexing="ij")  # [R, C] each
+    source = ColumnDataSource(
+        {
+            "j": j.ravel(),
+            "y": (R - 1 - i).ravel(),
+            "value": arr.ravel(),
+            "row": [rows[k] for k in i.ravel()],
+            "col": [cols[k] for k in j.ravel()],
+        }
+    )
+    renderer = fig.rect(
+        x="j",
+        y="y",
+        width=1,
+        height=1,
+        source=source,
+        line_color=None,
+        dilate=True,
+        fill_color={"field": "value", "transform": mapper},
+    )
+    fig.add_tools(
+        HoverTool(
+            renderers=[renderer],
+            tooltips=[(y_label or "row", "@row"), (x_label or "column", "@col"), (value_name, "@value{%.4g}")],
+            formatters={"@value": "printf"},
+        )
+    )
+    row_ticks, col_ticks = _tick_positions(R, max_ticks), _tick_positions(C, max_ticks)
+    fig.xaxis.ticker = FixedTicker(ticks=col_ticks)
+    fig.xaxis.major_label_overrides = {t: cols[t] for t in col_ticks}
+    fig.xaxis.major_label_orientation = math.pi / 2
+    fig.yaxis.ticker = FixedTicker(ticks=[R - 1 - t for t in row_ticks])
+    fig.yaxis.major_label_overrides = {R - 1 - t: rows[t] for t in row_ticks}
+    for axis in (fig.xaxis, fig.yaxis):
+        axis.major_label_text_font_size = "8pt"
+    fig.add_layout(
+        ColorBar(
+            color_mapper=mapper,
+            ticker=LogTicker() if log else BasicTicker(),
+            title=value_name,
+            width=10,
+            title_text_font_size="8pt",
+        ),
+        "right",
+    )
+    return fig
+
+
+LANDSCAPE_RECT_MAX_POINTS = 256 * 256
+
+
+def landscape_heatmap(
+    alphas,
+    betas,
+    values,
+    *,
+    title: str = "",
+    value_name: str = "loss",
+    log: bool = False,
+    contours: Sequence[tuple[float, Sequence[np.ndarray]]] = (),
+    trajectory=None,
+    trajectory_steps=None,
+    x_label: str = "α",
+    y_label: str = "β",
+    palette: str | Sequence[str] = "Viridis256",
+    log_range: float = 1e4,
+    width: int = 520,
+    height: int = 460,
+):
+    r"""A Bokeh figure of a loss-landscape grid: :math:`\alpha` across, :math:`\beta` up, one cell per point.
+
+    Args:
+        alphas: ``[A]`` increasing coordinates along the first direction.
+        betas: ``[B]`` increasing coordinates along the second direction.
+        values: ``[A, B]`` values at ``(alphas[i], betas[j])`` (NaN = not computed: grey).
+        title: Figure title.
+        value_name: Name of the value in the hover and on the colour bar.
+        log: Logarithmic colour scale (see :func:`sensitivity_heatmap` for ``log_range``).
+        contours: ``[(level, [line [n, 2] of (alpha, beta)])]`` drawn as white lines (hover names the level).
+        trajectory: ``[T, 2]`` points ``(alpha, beta)`` drawn as a path with markers (hover: step), or None.
+        trajectory_steps: ``[T]`` step numbers (default ``0 .. T-1``).
+        x_label, y_label: Axis titles.
+        palette: Bokeh palette name or list of colours.
+        log_range: Largest ratio ``vmax / vmin`` a log scale spans.
+        width, height: Size in pixels.
+
+    Returns:
+        ``bokeh.plotting.figure`` with heatmap, contour lines, trajectory, origin marker, colour bar and hover.
+
+    Raises:
+        ValueError: For ``values`` that are not ``[A, B]``, or coordinates that are not increasing.
+    """
+    a = np.asarray(alphas, dtype=np.float64).reshape(-1)
+    b = np.asarray(betas, dtype=np.float64).reshape(-1)
+    arr = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
+    if arr.shape != (a.size, b.size):
+        raise ValueError(f"values must have shape [A, B] = [{a.size}, {b.size}], got {list(arr.shape)}")
+    for name, c in (("alphas", a), ("betas", b)):
+        if c.size == 0 or (c.size > 1 and not (np.diff(c) > 0).all()):
+            raise ValueError(f"{name} must be a non-empty increasing sequence")
+
+    def edges(c: np.ndarray) -> np.ndarray:
+        if c.size == 1:
+            return np.array([c[0] - 0.5, c[0] + 0.5])
+        mid = (c[1:] + c[:-1]) / 2
+        return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+
+    ea, eb = edges(a), edges(b)
+    mapper = _color_mapper(arr, log, palette, None, None, log_range)
+    fig = figure(
+        title=title,
+        width=width,
+        height=height,
+        x_range=Range1d(ea[0], ea[-1], bounds=(ea[0], ea[-1])),
+        y_range=Range1d(eb[0], eb[-1], bounds=(eb[0], eb[-1])),
+        tools="pan,wheel_zoom,box_zoom,reset,save",
+        toolbar_location="above",
+        x_axis_label=x_label,
+        y_axis_label=y_label,
+    )
+    fig.grid.visible = False
+    if arr.size <= LANDSCAPE_RECT_MAX_POINTS:
+        i, j = np.meshgrid(np.arange(a.size), np.arange(b.size), indexing="ij")  # [A, B] each
+        source = ColumnDataSource(
+            {
+                "alpha": a[i].ravel(),
+                "beta": b[j].ravel(),
+                "x": ((ea[:-1] + ea[1:]) / 2)[i].ravel(),
+                "y": ((eb[:-1] + eb[1:]) / 2)[j].ravel(),
+                "w": np.diff(ea)[i].ravel(),
+                "h": np.diff(eb)[j].ravel(),
+                "value": arr.ravel(),
+            }
+        )
+        cells = fig.rect(
+            x="x", y="y", width="w", height="h", source=source, line_color=None, dilate=True,
+            fill_color={"field": "value", "transform": mapper},
+        )
+        tooltips = [("α", "@alpha{%.4g}"), ("β", "@beta{%.4g}"), (value_name, "@value{%.5g}")]
+        formatters = {"@alpha": "printf", "@beta": "printf", "@value": "printf"}
+    else:  # an image glyph assumes a uniform grid
+        cells = fig.image(
+            image=[np.ascontiguousarray(arr.T)], x=ea[0], y=eb[0], dw=ea[-1] - ea[0], dh=eb[-1] - eb[0],
+            color_mapper=mapper,
+        )
+        tooltips = [("α", "$x{%.4g}"), ("β", "$y{%.4g}"), (value_name, "@image{%.5g}")]
+        formatters = {"$x": "printf", "$y": "printf", "@image": "printf"}
+    fig.add_tools(HoverTool(renderers=[cells], tooltips=tooltips, formatters=formatters))
+
+    xs, ys, levels = [], [], []
+    for level, lines in contours:
+        for line in lines:
+            line = np.asarray(line, dtype=np.float64)
+            xs.append(line[:, 0])
+            ys.append(line[:, 1])
+            levels.append(float(level))
+    if xs:
+        lines = fig.multi_line(
+            xs="xs", ys="ys", source=ColumnDataSource({"xs": xs, "ys": ys, "level": levels}),
+            line_color="white", line_alpha=0.75, line_width=1,
+        )
+        fig.add_tools(
+            HoverTool(renderers=[lines], tooltips=[("contour", "@level{%.4g}")], formatters={"@level": "printf"})
+        )
+    if ea[0] <= 0 <= ea[-1] and eb[0] <= 0 <= eb[-1]:
+        fig.scatter([0.0], [0.0], marker="cross", size=14, line_color="white", line_width=2)
+    if trajectory is not None and len(trajectory):
+        pts = np.asarray(trajectory, dtype=np.float64).reshape(-1, 2)
+        steps = np.arange(len(pts)) if trajectory_steps is None else np.asarray(trajectory_steps).reshape(-1)
+        if steps.shape != (len(pts),):
+            raise ValueError(f"trajectory_steps has {steps.size} entries for {len(pts)} points")
+        path = ColumnDataSource({"alpha": pts[:, 0], "beta": pts[:, 1], "step": steps})
+        fig.line("alpha", "beta", source=path, line_color="#e91e63", line_width=2)
+        marks = fig.scatter("alpha", "beta", source=path, size=6, fill_color="#e91e63", line_color="black")
+        fig.add_tools(
+            HoverTool(
+                renderers=[marks],
+                tooltips=[("step", "@step"), ("α", "@alpha{%.4g}"), ("β", "@beta{%.4g}")],
+                formatters={"@alpha": "printf", "@beta": "printf"},
+            )
+        )
+    ticker = LogTicker() if log else BasicTicker()
+    fig.add_layout(
+        ColorBar(color_mapper=mapper, ticker=ticker, title=value_name, width=10, title_text_font_size="8pt"),
+        "right",
+    )
+    return fig

@@ -4,6 +4,8 @@ Importing this package needs the bundled JavaScript (``tscope_widgets/static/*.j
 ``npm --prefix js run build`` writes and a wheel ships.
 """
 
+from .landscape import LandscapeWidget
 from .sensitivity import STATISTICS, VIEWS, SensitivityExplorer
+from .spectrum import SpectrumWidget
 
-__all__ = ["SensitivityExplorer", "STATISTICS", "VIEWS"]
+__all__ = ["SensitivityExplorer", "SpectrumWidget", "LandscapeWidget", "STATISTICS", "VIEWS"]

@@ -1,12 +1,17 @@
 """Static pictures of a widget's state, for outputs where the live view cannot run.
 
-A notebook converted to HTML with nbconvert (without widget state), or shown by a viewer without a
-kernel, picks the ``text/html`` entry of an output's mime bundle when it cannot render the widget
-view. :func:`heatmap_html` makes that entry for a heatmap: an inline SVG with the cells as an
-embedded PNG (one pixel per cell, palette-indexed, scaled up without smoothing), token labels on
-both axes and a colour bar. Colours follow the live view (``js/src/lib/scales.js``): viridis over the
-finite values (the positive ones on a log scale), grey for NaN, the background for values <= 0 on a
-log scale. The PNG is written here with ``zlib`` (no imaging library needed).
+A notebook converted to HTML with nbconvert, reopened without its kernel or widget state, or shown by
+a viewer without a kernel cannot run a widget's live view. :func:`heatmap_html` makes a ``text/html``
+picture of a heatmap for such places: an ``<img>`` whose source is an SVG document (a ``data:`` URI)
+with the cells as an embedded PNG (one pixel per cell, palette-indexed, scaled up without smoothing),
+token labels on both axes and a colour bar. An ``<img>`` with a ``data:`` source survives HTML
+sanitizers that drop inline ``<svg>`` and ``<style>`` (JupyterLab's, for notebooks it does not
+trust). Colours follow the live view (``js/src/lib/scales.js``): viridis over the finite values (the
+positive ones on a log scale), grey for NaN, the background for values <= 0 on a log scale. The PNG
+is written here with ``zlib`` (no imaging library needed).
+
+:func:`stand_in_style` pairs a picture output with the widget output displayed just before it, so
+that exactly one of the two shows (see its docstring).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 import struct
 import zlib
 from collections.abc import Sequence
@@ -21,7 +27,17 @@ from collections.abc import Sequence
 import numpy as np
 from bokeh.palettes import Viridis256
 
-__all__ = ["LEVELS", "NAN_INDEX", "NONPOSITIVE_INDEX", "PALETTE", "color_domain", "color_indices", "encode_png"]
+__all__ = [
+    "LEVELS",
+    "NAN_INDEX",
+    "NONPOSITIVE_INDEX",
+    "PALETTE",
+    "color_domain",
+    "color_indices",
+    "encode_png",
+    "heatmap_html",
+    "stand_in_style",
+]
 
 LEVELS = 254  # colour-map entries; the palette's last two entries mark NaN and "<= 0 on a log scale"
 NAN_INDEX = LEVELS
@@ -37,6 +53,9 @@ _MAX_CELLS_PX = 420  # heatmap side, as in the live view (js/src/lib/heatmap.js)
 _MAX_CELL_PX = 40
 _MARGIN = {"left": 112, "top": 8, "right": 96, "bottom": 104}
 _FONT = "system-ui, -apple-system, 'Segoe UI', sans-serif"
+# One output of a cell: JupyterLab, Notebook 7 and nbconvert's lab template; classic Notebook/nbconvert.
+_OUTPUT = ":is(.jp-OutputArea-child, .output_area)"
+_PICTURE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 def encode_png(indices: np.ndarray, palette: np.ndarray) -> bytes:
@@ -160,7 +179,10 @@ def heatmap_html(
     value_title: str = "",
     attrs: dict[str, str] | None = None,
 ) -> str:
-    """A self-contained HTML fragment (inline SVG, embedded PNG) showing a heatmap ``[S, S]``.
+    """A self-contained HTML fragment showing a heatmap ``[S, S]``: title and status lines, then an
+    ``<img class="tscope-static-picture">`` whose source is an SVG document (``data:image/svg+xml``)
+    holding the cells (``<image class="tscope-static-heatmap" data-rows="S">``, a palette PNG), axes
+    and colour bar.
 
     Row ``i`` (output position) runs down, column ``j`` (input position) across, as in the live view.
 
@@ -239,4 +261,46 @@ def heatmap_html(
     if np.isnan(values).any():
         parts.append(f'<text x="{bx:g}" y="{y0 + h + 16:g}" fill="#616161">grey: no data</text>')
     parts.append("</svg>")
-    return head + "".join(parts) + note
+    svg_uri = "data:image/svg+xml;base64," + base64.b64encode("".join(parts).encode("utf-8")).decode("ascii")
+    alt = f"{title}: heatmap of {value_title or 'the values'}, output position i (rows) by input position j"
+    picture = (
+        f'<img class="tscope-static-picture" alt="{esc(alt)}" width="{round(total_w)}" height="{round(total_h)}" '
+        f'style="max-width:100%;height:auto" src="{svg_uri}"/>'
+    )
+    return head + picture + note
+
+
+def stand_in_style(picture_id: str, live_selector: str) -> str:
+    """A ``<style>`` element that lets a picture output stand in for the widget output just before it.
+
+    A widget is displayed as two outputs of a cell: the widget view, then the picture (``text/html``
+    from :func:`heatmap_html` with ``attrs={"picture-id": picture_id}``, preceded by this style). The
+    rules, for JupyterLab, Notebook 7 and nbconvert's HTML (``.jp-OutputArea-child``) and classic
+    Notebook (``.output_area``):
+
+    - the output just before the picture is hidden unless it holds a live view (an element matching
+      ``live_selector``): this hides jupyter-widgets' "Loading widget..." and "Error displaying widget:
+      model not found" in a notebook reopened without widget state, the empty box nbconvert leaves
+      for a widget view it cannot render offline, and the text of a view nbconvert skips;
+    - the picture is hidden when the output just before it holds a live view (no picture twice).
+
+    The rules need ``:has()`` (Chromium 105, Safari 15.4, Firefox 121). Sanitizers that drop
+    ``<style>`` (JupyterLab's, for notebooks it does not trust) leave both outputs visible; such
+    front ends never render a widget view anyway.
+
+    Args:
+        picture_id: The picture's ``data-picture-id`` (letters, digits, ``_`` and ``-``).
+        live_selector: A CSS selector (trusted, from code) matching the root element of a live view.
+
+    Raises:
+        ValueError: For a picture id with other characters.
+    """
+    if not isinstance(picture_id, str) or not _PICTURE_ID.fullmatch(picture_id):
+        raise ValueError(f"picture_id must be 1-128 letters, digits, '_' or '-', got {picture_id!r}")
+    picture = f'.tscope-static[data-picture-id="{picture_id}"]'
+    return (
+        "<style>"
+        f"{_OUTPUT}:has(+ {_OUTPUT} {picture}):not(:has({live_selector})){{display:none}}"
+        f"{_OUTPUT}:has({live_selector}) + {_OUTPUT}:has({picture}){{display:none}}"
+        "</style>"
+    )

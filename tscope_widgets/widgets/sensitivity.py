@@ -14,13 +14,29 @@ kernel. Buttons send custom messages ``{"type": "command", "command": "pause" | 
 arrive at most once per ``throttle`` seconds (the Job coalesces snapshots), plus one when the job
 pauses and one when it ends.
 
-Static fallback: each output that shows the explorer also carries a ``text/html`` picture of the
-heatmap (inline SVG, see ``_static``) next to the widget view. Front ends that can run the widget
-show the widget; nbconvert's HTML export (without widget state), nbviewer and other kernel-less
-viewers show the picture. The outputs are displayed with a display id, and their picture is
-replaced by the final heatmap when the job ends (from the job's thread, addressed to the cell that
-displayed the explorer) and again by :meth:`SensitivityExplorer.wait` (addressed to the running
-cell, which is what headless runners such as nbclient listen to).
+Static fallback: displaying the explorer makes two outputs in the cell. The first is the widget
+view (``application/vnd.jupyter.widget-view+json`` and a short ``text/plain``); the second, with a
+display id, is a picture of the heatmap (``text/html``: an ``<img>`` of an SVG document, see
+``_static``; plus a ``text/plain`` summary). A picture of its own survives where the view cannot
+run: JupyterLab and Notebook 7 reopening a notebook saved without widget state (jupyter-widgets
+then shows "Error displaying widget: model not found" in place of the view, and never falls back to
+another mime type of the same output), nbconvert's HTML export with widget state (it picks the
+widget view, which needs the internet and a CDN, over any other mime type of the output) or without
+it, nbviewer, and notebooks JupyterLab does not trust (it renders no widget views there, and strips
+inline ``<svg>`` and ``<style>``). The picture carries a ``<style>`` (``_static.stand_in_style``)
+keyed by the explorer's ``picture_id``: the widget output just before it is hidden unless it holds a
+live view, and the picture is hidden while the live view next to it is there; each live view also
+hides every picture of its model (``js/src/sensitivity_explorer.js``), for front ends whose outputs
+are laid out differently. So a live notebook shows the view only, a reopened or converted one the
+picture only, and a closed explorer's outputs fall back to the picture.
+
+The picture is replaced by the final heatmap when the job ends (from the job's thread, addressed to
+the cell that displayed the explorer) and again by :meth:`SensitivityExplorer.wait` (addressed to the
+running cell, which is what headless runners such as nbclient listen to). Displaying the explorer
+twice makes two such pairs; both pictures are updated.
+
+Threads: ``num_threads`` sets PyTorch's intra-op thread count of the job's thread only for the run
+(see :class:`SensitivityExplorer` and ``_intra_op_threads``).
 """
 
 from __future__ import annotations
@@ -30,7 +46,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from numbers import Integral
 from pathlib import Path
 from typing import Any
@@ -44,7 +60,7 @@ from ..jobs import Job
 from ..kernels.sensitivity import iter_sensitivity
 from ..models.registry import adapt
 from ._codec import to_json_tree
-from ._static import heatmap_html
+from ._static import heatmap_html, stand_in_style
 
 __all__ = ["SensitivityExplorer", "STATISTICS", "VIEWS"]
 
@@ -84,6 +100,8 @@ _KERNEL_OPTIONS = frozenset(inspect.signature(iter_sensitivity).parameters) - {
 }
 _BROWSER_TRAITS = ("layer", "statistic", "selected_cell", "view", "log_scale")
 _TERMINAL = ("done", "cancelled", "error")
+LIVE_VIEW_SELECTOR = ".tscope-explorer"  # root element of a rendered view (js/src/sensitivity_explorer.js)
+WIDGET_TEXT = "SensitivityExplorer: live view (needs its running kernel, or widget state saved with a trusted notebook)"
 
 
 def _is_int(x: Any) -> bool:
@@ -114,14 +132,26 @@ class SensitivityExplorer(anywidget.AnyWidget):
         token_labels: ``S`` strings naming the positions on both axes.
         start: Start the job now; otherwise call :meth:`start`.
         throttle: Least seconds between two data updates sent to the browser (``>= 0.05``).
+        num_threads: PyTorch intra-op threads of the job's thread while it runs (a positive int), or
+            None to leave the count alone (the job's thread then starts with the process default,
+            what a thread that has not called ``torch.set_num_threads`` gets). On small models one
+            thread is often fastest: a second one can slow a job 5-10x on a busy machine. Applied with
+            ``torch.set_num_threads`` in the job's thread before the first batch. With PyTorch's OpenMP
+            backend (the CPU wheels'), that sets the count of the calling thread and the default of
+            threads that first use PyTorch later, but not the count of threads that already did (the
+            notebook's main thread keeps its count). When the job ends, the default is put back to
+            what it was before the first of the jobs running with ``num_threads`` started, unless
+            something else changed it in the meantime. Other backends have one process-wide pool
+            that cannot be resized once used, so ``num_threads`` is refused there.
         **kernel_kwargs: More options of ``iter_sensitivity``: ``source``, ``probes``,
             ``chunk_size``, ``dtype``, ``mode``, ``reservoir_size``, ``seed``.
 
     Raises:
-        TypeError: For unknown keyword arguments, non-string token labels, or what
-            ``iter_sensitivity`` refuses as a type.
-        ValueError: For a bad ``throttle`` and everything ``iter_sensitivity`` refuses up front
-            (layers, method, sizes, empty data).
+        TypeError: For unknown keyword arguments, non-string token labels, a ``num_threads`` that
+            is not an int, or what ``iter_sensitivity`` refuses as a type.
+        ValueError: For a bad ``throttle``, ``num_threads < 1`` or ``num_threads`` on a PyTorch
+            without the OpenMP backend, and everything ``iter_sensitivity`` refuses up front (layers,
+            method, sizes, empty data).
 
     Example:
         >>> explorer = SensitivityExplorer(model, ids, layers="all", token_labels=labels)  # doctest: +SKIP
@@ -146,6 +176,8 @@ class SensitivityExplorer(anywidget.AnyWidget):
     label_note = traitlets.Unicode("").tag(sync=True)
     quantity = traitlets.Unicode(QUANTITY).tag(sync=True)
     method = traitlets.Unicode("").tag(sync=True)
+    # Marks this explorer's static pictures in the page (their data-picture-id): the model id.
+    picture_id = traitlets.Unicode("").tag(sync=True)
 
     # Data, as binary buffers: the statistic [S, S] (float32 on the wire), the counts [S, S]
     # (int32 on the wire) and the selected cell's details (scalars + reservoir samples).
@@ -176,6 +208,7 @@ class SensitivityExplorer(anywidget.AnyWidget):
         token_labels: Sequence[str] | None = None,
         start: bool = True,
         throttle: float = 0.1,
+        num_threads: int | None = None,
         **kernel_kwargs,
     ):
         unknown = sorted(set(kernel_kwargs) - _KERNEL_OPTIONS)
@@ -191,6 +224,17 @@ class SensitivityExplorer(anywidget.AnyWidget):
             or throttle < MIN_THROTTLE_S
         ):
             raise ValueError(f"throttle must be a number of seconds >= {MIN_THROTTLE_S}, got {throttle!r}")
+        if num_threads is not None:
+            if not _is_int(num_threads):
+                raise TypeError(f"num_threads must be a positive int or None, got {type(num_threads).__name__}")
+            if num_threads < 1:
+                raise ValueError(f"num_threads must be a positive int or None, got {num_threads}")
+            if not _openmp_backend():
+                raise ValueError(
+                    "num_threads needs PyTorch's OpenMP parallel backend (see torch.__config__.parallel_info()); "
+                    "with this build call torch.set_num_threads once, before any work, instead"
+                )
+            num_threads = int(num_threads)
         if token_labels is not None:
             if isinstance(token_labels, str) or not all(isinstance(t, str) for t in token_labels):
                 raise TypeError("token_labels must be a sequence of strings, one per position")
@@ -213,6 +257,7 @@ class SensitivityExplorer(anywidget.AnyWidget):
         self._model, self._data, self._tokenizer = model, data, tokenizer
         self._explicit_labels = token_labels
         self._throttle = float(throttle)
+        self._num_threads = num_threads
         self._kernel_kwargs = dict(
             layers=layers,
             method=method,
@@ -232,6 +277,7 @@ class SensitivityExplorer(anywidget.AnyWidget):
             self.layer_options = list(options)
             self.set_trait("layer", options[-1])
             self.method = method
+            self.picture_id = self.model_id
         self._new_job(run)
         self.on_msg(self._on_custom_msg)
         if start:
@@ -427,8 +473,10 @@ class SensitivityExplorer(anywidget.AnyWidget):
 
     # ------------------------------------------------------------------ job plumbing
     def _new_run(self):
-        """A fresh ``iter_sensitivity`` generator (its arguments are checked here, in the caller)."""
-        return iter_sensitivity(self._model, self._data, **self._kernel_kwargs)
+        """A fresh ``iter_sensitivity`` generator (its arguments are checked here, in the caller), run
+        with ``num_threads`` intra-op threads if given."""
+        run = iter_sensitivity(self._model, self._data, **self._kernel_kwargs)
+        return run if self._num_threads is None else _intra_op_threads(run, self._num_threads)
 
     def _new_job(self, run) -> None:
         """A fresh (not started) job on the generator ``run``, subscribed to this widget."""
@@ -459,26 +507,29 @@ class SensitivityExplorer(anywidget.AnyWidget):
 
     # ------------------------------------------------------------------ outputs and their static picture
     def _repr_mimebundle_(self, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``(data, metadata)``: the widget view plus a ``text/html`` picture of the current heatmap."""
+        """``(data, metadata)`` of the widget output: the widget view and a short ``text/plain``.
+
+        The picture is an output of its own (:meth:`_picture_bundle`), displayed next to it by
+        :meth:`_ipython_display_`; see the module docstring for why.
+        """
         bundle = super()._repr_mimebundle_(**kwargs)
         data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
         data = dict(data or {})
-        try:
-            data["text/html"] = self._static_html()
-        except Exception:  # the live view must still show if the picture cannot be made
-            logger.warning("could not draw the static picture of the explorer", exc_info=True)
+        data["text/plain"] = WIDGET_TEXT
         return data, dict(metadata or {})
 
     def _ipython_display_(self) -> None:
-        """Display with a display id, so that the picture can be replaced when the job ends."""
+        """Display the widget output, then the picture output with a display id (updated when the job
+        ends and by :meth:`wait`)."""
         from IPython import get_ipython
         from IPython.display import display
 
         if self.comm is None:  # closed: only the picture is left
-            display({"text/plain": repr(self), "text/html": self._static_html()}, raw=True)
+            display(self._picture_bundle(paired=False), raw=True)
             return
         data, metadata = self._repr_mimebundle_()
-        handle = display(data, metadata=metadata, raw=True, display_id=True)
+        display(data, metadata=metadata, raw=True)
+        handle = display(self._picture_bundle(), raw=True, display_id=True)
         shell = get_ipython()
         if handle is None or not hasattr(shell, "kernel"):  # no Jupyter kernel: nothing to update later
             return
@@ -487,7 +538,7 @@ class SensitivityExplorer(anywidget.AnyWidget):
             self._displays.append((handle.display_id, dict(parent) if parent else None))
 
     def _refresh_displays(self, *, own_cells: bool) -> None:
-        """Replace the outputs showing this explorer by a fresh bundle (widget view + current picture).
+        """Replace the picture outputs of this explorer by the current picture.
 
         Args:
             own_cells: Address each update to the cell that displayed the explorer (the front end
@@ -500,33 +551,59 @@ class SensitivityExplorer(anywidget.AnyWidget):
         from IPython import get_ipython
         from IPython.display import update_display
 
-        data, metadata = self._repr_mimebundle_()
+        data = self._picture_bundle()
         publisher = getattr(get_ipython(), "display_pub", None)
         for display_id, parent in displays:
             token = None
             if own_cells and parent and hasattr(publisher, "set_thread_parent"):
                 token = publisher.set_thread_parent(parent)  # ipykernel 7: a parent header per thread
             try:
-                update_display(data, metadata=metadata, raw=True, display_id=display_id)
+                update_display(data, raw=True, display_id=display_id)
             except Exception:
                 logger.warning("could not refresh the static picture of output %s", display_id, exc_info=True)
             finally:
                 if token is not None:
                     publisher.reset_thread_parent(token)
 
-    def _static_html(self) -> str:
-        """The current heatmap as self-contained HTML (layer, statistic and colour scale as selected)."""
+    def _picture_bundle(self, *, paired: bool = True) -> dict[str, str]:
+        """The picture output's data: ``text/html`` (the heatmap as selected, see ``_static``) and a
+        one-line ``text/plain``.
+
+        Args:
+            paired: The output follows the widget output: add the style that shows only one of them.
+        """
+        title, status, _ = self._picture_lines()
+        plain = f"{title} ({status})"
+        try:
+            picture = self._static_html()
+        except Exception:  # the live view must still show if the picture cannot be made
+            logger.warning("could not draw the static picture of the explorer", exc_info=True)
+            return {"text/plain": plain}
+        if paired and self.picture_id:
+            picture = stand_in_style(self.picture_id, LIVE_VIEW_SELECTOR) + picture
+        return {"text/plain": plain, "text/html": picture}
+
+    def _picture_lines(self) -> tuple[str, str, str]:
+        """Title line, status line and colour-bar title of the picture."""
         snap = self.snapshot
         layer, stat = self.layer, self.statistic
         value_title = STATISTICS_TITLES.get(stat, stat) + ("" if stat == "count" else f" {QUANTITY}")
         title = f"SensitivityExplorer · {_layer_title(layer)} · {value_title}"
         status = f"job {self._job.status}"
-        values = None
         if snap is not None and layer in snap.layers:
-            values = getattr(snap.stats[layer], stat).to(torch.float64).numpy()
             status = f"{self._samples_text(snap)} · {status}"
             if self._job.status == "error":
                 status += f": {self._job.message}"
+        return title, status, value_title
+
+    def _static_html(self) -> str:
+        """The current heatmap as self-contained HTML (layer, statistic and colour scale as selected)."""
+        snap = self.snapshot
+        layer, stat = self.layer, self.statistic
+        title, status, value_title = self._picture_lines()
+        values = None
+        if snap is not None and layer in snap.layers:
+            values = getattr(snap.stats[layer], stat).to(torch.float64).numpy()
         labels = (self._axis_labels(values.shape[0]) if values is not None else None) or []
         return heatmap_html(
             values,
@@ -536,6 +613,7 @@ class SensitivityExplorer(anywidget.AnyWidget):
             log=bool(self.log_scale) and stat != "count",
             value_title=value_title,
             attrs={
+                "picture-id": self.picture_id,
                 "layer": str(layer),
                 "statistic": stat,
                 "status": self._job.status,
@@ -740,6 +818,62 @@ class SensitivityExplorer(anywidget.AnyWidget):
 
 
 _PYTHON_TRAITS = frozenset(SensitivityExplorer.class_own_traits(sync=True)) - set(_BROWSER_TRAITS)
+
+
+def _openmp_backend() -> bool:
+    """True if PyTorch's intra-op parallelism runs on OpenMP (per-thread counts; see ``_intra_op_threads``)."""
+    return "ATen parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+class _ThreadDefault:
+    """Bookkeeping of the process default of intra-op threads while jobs run with their own count."""
+
+    lock = threading.Lock()
+    active = 0  # jobs in their run with their own count
+    before: int | None = None  # the default before the first of them started
+    last_set: int | None = None  # the count the latest of them set
+
+
+def _default_threads() -> int:
+    """The intra-op thread count a thread that first uses PyTorch now would get (the process default).
+
+    A fresh thread initialises its count from the default on its first call; the thread ends at once.
+    """
+    out: list[int] = []
+    probe = threading.Thread(target=lambda: out.append(torch.get_num_threads()), name="tscope-thread-probe")
+    probe.start()
+    probe.join()
+    return out[0]
+
+
+def _intra_op_threads(run: Iterator, num_threads: int) -> Iterator:
+    """Yield from ``run`` with ``num_threads`` PyTorch intra-op threads in the thread that iterates.
+
+    Everything happens in the job's thread: the count is set before the first batch, and when the run
+    ends (exhausted, failed, or closed by the job after a stop) the process default is put back to its
+    value from before the first of the overlapping runs started, if it still is the count the latest
+    of them set (else something else changed it, and it is left alone). With the OpenMP backend the
+    count of threads that already used PyTorch (the notebook's main thread) never changes; threads
+    that first use PyTorch while a run is in flight start with its count.
+    """
+    owner = threading.get_ident()
+    with _ThreadDefault.lock:
+        if _ThreadDefault.active == 0:
+            _ThreadDefault.before = _default_threads()
+        _ThreadDefault.active += 1
+        _ThreadDefault.last_set = num_threads
+        torch.set_num_threads(num_threads)
+    try:
+        yield from run
+    finally:
+        with _ThreadDefault.lock:
+            _ThreadDefault.active -= 1
+            if (
+                _ThreadDefault.active == 0
+                and threading.get_ident() == owner
+                and _default_threads() == _ThreadDefault.last_set
+            ):
+                torch.set_num_threads(_ThreadDefault.before)
 
 
 def _layer_title(layer) -> str:

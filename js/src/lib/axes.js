@@ -46,9 +46,12 @@ export function positionLabel(i, tokens, maxChars = 10) {
 
 /**
  * Draw tick labels and titles around a heatmap layout on a 2D context: column labels below
- * (vertical text), row labels to the left (right-aligned).
+ * (vertical text), row labels to the left (right-aligned). Labels read `"i:token"` unless
+ * `rowLabel(i)` / `colLabel(j)` name them otherwise.
  */
-export function drawAxes(ctx, layout, { tokens, theme, xTitle, yTitle, spacingPx = 12 }) {
+export function drawAxes(ctx, layout, { tokens, theme, xTitle, yTitle, spacingPx = 12, rowLabel, colLabel }) {
+  const rowText = rowLabel ?? ((i) => positionLabel(i, tokens));
+  const colText = colLabel ?? ((j) => positionLabel(j, tokens));
   const { x, y, width, height, rows, cols } = layout;
   ctx.save();
   ctx.fillStyle = theme.fg;
@@ -65,7 +68,7 @@ export function drawAxes(ctx, layout, { tokens, theme, xTitle, yTitle, spacingPx
     ctx.moveTo(x - 3, cy);
     ctx.lineTo(x, cy);
     ctx.stroke();
-    ctx.fillText(positionLabel(i, tokens), x - 5, cy);
+    ctx.fillText(rowText(i), x - 5, cy);
   }
   for (const j of thinTicks(cols, maxTicksFor(width, spacingPx))) {
     const cx = x + (j + 0.5) * cw;
@@ -76,7 +79,7 @@ export function drawAxes(ctx, layout, { tokens, theme, xTitle, yTitle, spacingPx
     ctx.save();
     ctx.translate(cx, y + height + 5);
     ctx.rotate(-Math.PI / 2);
-    ctx.fillText(positionLabel(j, tokens), 0, 0);
+    ctx.fillText(colText(j), 0, 0);
     ctx.restore();
   }
   ctx.font = `11px ${theme.font}`;

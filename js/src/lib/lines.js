@@ -36,11 +36,17 @@ export function valueExtent(ys, log = false) {
   return lo <= hi ? [lo, hi] : null;
 }
 
+// Ids of the overlays' clip paths: unique within a page, also across bundles that each hold this module.
+const clipPrefix = `tscope-clip-${Math.random().toString(36).slice(2, 10)}`;
+let clipCount = 0;
+
 /**
  * A line chart of `ys` against `xs` with dots, an optional vertical marker at `markerX`
  * and a log y axis when `log` (non-positive values are left out).
+ * `overlays`: extra dashed curves `{xs, ys, label, color?}` (e.g. a model to compare with), clipped to
+ * the plot area and named in a legend; the y axis is fitted to `ys` alone.
  */
-export function lineChart(xs, ys, { width = 290, height = 130, xLabel = "", yLabel = "", markerX = null, log = false, theme }) {
+export function lineChart(xs, ys, { width = 290, height = 130, xLabel = "", yLabel = "", markerX = null, log = false, theme, overlays = [] }) {
   const m = { left: 42, right: 10, top: 8, bottom: 30 };
   const svg = s("svg", { width, height, class: "tscope-chart" });
   const extent = valueExtent(ys, log);
@@ -56,6 +62,20 @@ export function lineChart(xs, ys, { width = 290, height = 130, xLabel = "", yLab
   const skip = log ? (v) => !(Number.isFinite(v) && v > 0) : (v) => !Number.isFinite(v);
   if (markerX !== null && Number.isFinite(markerX)) {
     svg.append(s("line", { x1: x(markerX), x2: x(markerX), y1: m.top, y2: height - m.bottom, stroke: theme.accent, "stroke-dasharray": "3 2" }));
+  }
+  if (overlays.length) {
+    const id = `${clipPrefix}-${++clipCount}`;
+    svg.append(s("clipPath", { id }, s("rect", { x: m.left, y: m.top, width: width - m.left - m.right, height: height - m.top - m.bottom })));
+    overlays.forEach((o, k) => {
+      const color = o.color ?? theme.accent;
+      svg.append(s("path", { d: linePath(o.xs, o.ys, x, y, skip), fill: "none", stroke: color, "stroke-width": 1.5, "stroke-dasharray": "5 3", "clip-path": `url(#${id})`, class: "tscope-overlay" }));
+      const ly = m.top + 8 + 12 * k;
+      svg.append(
+        s("rect", { x: width - m.right - 124, y: ly - 6, width: 124, height: 12, fill: theme.bg, opacity: 0.85 }),
+        s("line", { x1: width - m.right - 120, x2: width - m.right - 104, y1: ly, y2: ly, stroke: color, "stroke-width": 1.5, "stroke-dasharray": "5 3" }),
+        s("text", { x: width - m.right - 100, y: ly + 3, fill: theme.fg, "font-size": 10 }, o.label ?? ""),
+      );
+    });
   }
   svg.append(s("path", { d: linePath(xs, ys, x, y, skip), fill: "none", stroke: theme.fg, "stroke-width": 1.5 }));
   const dots = s("g", { fill: theme.fg });

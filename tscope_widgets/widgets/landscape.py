@@ -1,0 +1,833 @@
+r"""``LandscapeWidget``: a loss landscape in JupyterLab, filled in row by row.
+
+The widget evaluates :math:`f(\alpha, \beta) = L(\theta + \alpha d_1 + \beta d_2)` on a grid around the
+model's parameters :math:`\theta` with :func:`~tscope_widgets.kernels.landscape.slice_2d` in a background
+:class:`~tscope_widgets.jobs.Job`, and shows it as a heatmap with contour lines, colour bar and hover values
+(or as a 3D surface), the two 1D slices through a clicked grid point (the grid's row and column; nothing is
+recomputed), a training trajectory projected onto the plane, and, along Hessian eigenvectors, the quadratic
+model :math:`L_0 + \tfrac12 \lambda \alpha^2` on the slices through the origin (Li et al., NeurIPS 2018).
+It holds no maths: directions, projections, slices and the quadratic model come from
+:mod:`tscope_widgets.kernels.landscape`; this module builds the directions the user asked for and turns the
+latest :class:`~tscope_widgets.kernels.landscape.LandscapeSlice` into traits.
+
+Traits the browser may change (``selected_point``, ``log_scale``, ``view``, ``quantity``,
+``show_contours``) are untrusted input: a value that makes no sense is logged as a warning and the trait is
+put back to its previous value (which is sent back to the page); it never raises in the kernel. Buttons send
+custom messages ``{"type": "command", "command": "pause" | "resume" | "stop"}``, validated the same way.
+The grid travels as binary buffers (``_codec``; float32 on the wire, NaN for points not computed yet), at
+most once per ``throttle`` seconds (the Job coalesces rows), plus once when the job pauses and once when it
+ends.
+
+The 3D surface uses three.js, bundled apart (``static/landscape_surface.js``, about 0.6 MB): its code is
+sent to the page (trait ``_surface_esm``) only once a view switches to 3D, so that 2D use stays light.
+
+Static fallback: as the :class:`~tscope_widgets.widgets.SensitivityExplorer` does, each output showing the
+widget also carries a ``text/html`` picture of the heatmap (inline SVG, see ``_landscape_static``) next to
+the widget view, refreshed when the job ends and by :meth:`LandscapeWidget.wait`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import numpy as np
+import torch
+import traitlets
+from torch import Tensor
+
+from ..jobs import Job
+from ..kernels.landscape import (
+    checkpoint_direction,
+    eigen_directions,
+    pca_directions,
+    project_trajectory,
+    quadratic_model,
+    random_direction,
+    slice_2d,
+)
+from ..models.registry import adapt
+from ._codec import to_json_tree
+from ._landscape_static import landscape_html
+
+__all__ = ["LandscapeWidget", "DIRECTION_KINDS", "QUANTITIES", "VIEWS"]
+
+logger = logging.getLogger(__name__)
+
+_STATIC = Path(__file__).resolve().parent.parent / "static"
+BUNDLE = _STATIC / "landscape_widget.js"
+SURFACE_BUNDLE = _STATIC / "landscape_surface.js"
+if not BUNDLE.is_file():
+    raise ImportError(
+        f"the widget's JavaScript bundle {BUNDLE} is missing; build it from the repository root with "
+        "`npm --prefix js ci && npm --prefix js run build` (a wheel ships it prebuilt)"
+    )
+
+DIRECTION_KINDS = ("random", "eigen", "pca", "checkpoints")
+QUANTITIES = ("loss", "accuracy")
+QUANTITY_TITLES = {
+    "loss": "loss (token cross-entropy, nats)",
+    "accuracy": "accuracy (fraction of targets right)",
+}
+VIEWS = ("2d", "3d")
+COMMANDS = ("pause", "resume", "stop")
+MIN_THROTTLE_S = 0.05  # at most 20 data updates per second reach the browser
+MIN_RESOLUTION = 2
+CHECKPOINT_MARGIN = 0.5  # default grid of "checkpoints": [-0.5, 1.5] in both directions
+
+_BROWSER_TRAITS = ("selected_point", "log_scale", "view", "quantity", "show_contours")
+_TERMINAL = ("done", "cancelled", "error")
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, Real) and not isinstance(x, (bool, np.bool_))
+
+
+def _direction_norm(d: Mapping[str, Tensor]) -> float:
+    """:math:`\\lVert d \\rVert_2` over all parameters, in float64."""
+    return math.sqrt(sum(float(t.detach().to(torch.float64).pow(2).sum()) for t in d.values()))
+
+
+def _grid(values, span: float, resolution: int, what: str, lo: float | None = None, hi: float | None = None) -> Tensor:
+    """``values`` as a float64 tensor, or ``resolution`` points from ``-span`` to ``span`` (``lo`` to ``hi``)."""
+    if values is not None:
+        try:
+            t = torch.as_tensor(values).detach().to("cpu", torch.float64)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"{what} must be a 1-D sequence of numbers ({e})") from e
+        if t.ndim != 1 or t.numel() < 1 or not torch.isfinite(t).all():
+            raise ValueError(f"{what} must be a non-empty 1-D sequence of finite numbers, got shape {list(t.shape)}")
+        if t.numel() > 1 and not (t[1:] > t[:-1]).all():
+            raise ValueError(f"{what} must be strictly increasing")
+        return t
+    lo = -span if lo is None else lo
+    hi = span if hi is None else hi
+    t = torch.linspace(lo, hi, resolution, dtype=torch.float64)
+    t[t.abs() < 1e-12 * max(abs(lo), abs(hi))] = 0.0  # the origin exactly, not 5.6e-17
+    return t
+
+
+class LandscapeWidget(anywidget.AnyWidget):
+    r"""Live 2D loss landscape :math:`L(\theta + \alpha d_1 + \beta d_2)` around a model.
+
+    Args:
+        model: A :class:`~tscope_widgets.models.TinyTransformer`, a supported Hugging Face model, or a
+            :class:`~tscope_widgets.models.ModelAdapter`; evaluated on a private copy, never modified.
+        data: What :func:`~tscope_widgets.kernels.landscape.slice_2d` takes: a batch dict (``input_ids``,
+            optional ``attention_mask``, ``labels``) or a list of them; an id tensor ``[N, S]`` is taken as
+            ``{"input_ids": ids}``.
+        directions: ``"random"`` (Gaussian, filter-normalised, seeded by ``seed``), ``"eigen"`` (the top two
+            Hessian eigenvectors on ``data``, unit norm, found by Lanczos here in the constructor, which
+            blocks for as long as that takes), ``"pca"`` (the top two principal directions of
+            ``trajectory``), ``"checkpoints"`` (the plane through the model and the two ``checkpoints``:
+            :math:`d_1 = \theta_a - \theta`, :math:`d_2 = \theta_b - \theta`, so ``a`` sits at (1, 0) and
+            ``b`` at (0, 1)), or a pair ``(d1, d2)`` of directions ``{parameter name: Tensor}``.
+        span: The grid runs from ``-span`` to ``span`` along both directions; ``None``: 1.0, or
+            ``[-0.5, 1.5]`` for ``"checkpoints"``.
+        resolution: Grid points per direction (``>= 2``; odd numbers put a point on the origin).
+        alphas, betas: Explicit increasing grid coordinates (override ``span``/``resolution``).
+        trajectory: Checkpoints (state dicts, models or safetensors paths) to project onto the plane and
+            draw as a path with step markers (required for ``"pca"``).
+        trajectory_steps: Step numbers of the trajectory's checkpoints (default ``0 .. T-1``).
+        checkpoints: ``(a, b)`` for ``directions="checkpoints"``.
+        eigenvalues: Hessian eigenvalues :math:`(\lambda_1, \lambda_2)` of directions given as ``(d1, d2)``
+            (``None`` for one without): the quadratic model uses them. ``"eigen"`` computes its own.
+        log_scale: Logarithmic colour scale (and contours in log values) to start with.
+        seed: Seed of the random directions (and of the Lanczos start vector for ``"eigen"``).
+        start: Start the job now; otherwise call :meth:`start`.
+        throttle: Least seconds between two data updates sent to the browser (``>= 0.05``).
+        points_per_call: Grid points per vmapped call (see ``slice_2d``); ``None`` = automatic.
+        dtype: Compute dtype of the slices (``None`` = the model's, at least float32).
+
+    Raises:
+        TypeError: For arguments of the wrong type.
+        ValueError: For bad sizes, a missing ``trajectory``/``checkpoints``, eigenvalues with
+            non-eigenvector directions, and everything the kernel refuses up front (directions that do not
+            match the model, data without targets).
+
+    Example:
+        >>> w = LandscapeWidget(model, {"input_ids": ids}, directions="random", resolution=21)  # doctest: +SKIP
+        >>> w  # doctest: +SKIP
+    """
+
+    _esm = BUNDLE
+
+    # View state: the browser may set these; validated in `_validate_view_state`.
+    selected_point = traitlets.Any(None).tag(sync=True)
+    log_scale = traitlets.Any(False).tag(sync=True)
+    view = traitlets.Any("2d").tag(sync=True)
+    quantity = traitlets.Any("loss").tag(sync=True)
+    show_contours = traitlets.Any(True).tag(sync=True)
+
+    # Choices and labels.
+    direction_kind = traitlets.Unicode("").tag(sync=True)
+    direction_labels = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    quantity_options = traitlets.List(list(QUANTITIES)).tag(sync=True)
+    quantity_titles = traitlets.Dict(dict(QUANTITY_TITLES)).tag(sync=True)
+
+    # Data, as binary buffers: coordinates [A], [B]; loss and accuracy [A, B] (NaN = not computed yet);
+    # the projected trajectory {points [T, 2], steps [T], label}; the quadratic model
+    # {alpha [A] | None, beta [B] | None, eigenvalues [2]} (curves through the origin).
+    _alphas = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
+    _betas = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
+    _loss = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
+    _accuracy = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
+    _trajectory = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
+    _quadratic = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
+    rows_done = traitlets.Int(0).tag(sync=True)
+    origin_loss = traitlets.Float(None, allow_none=True).tag(sync=True)
+
+    # The 3D view's code, sent once a view asks for 3D; or why it cannot be sent.
+    _surface_esm = traitlets.Unicode("").tag(sync=True)
+    _surface_error = traitlets.Unicode("").tag(sync=True)
+
+    # Job status.
+    status = traitlets.Unicode("pending").tag(sync=True)
+    message = traitlets.Unicode("").tag(sync=True)
+    done = traitlets.Int(0).tag(sync=True)
+    total = traitlets.Int(None, allow_none=True).tag(sync=True)
+    rate = traitlets.Float(0.0).tag(sync=True)
+    eta = traitlets.Float(None, allow_none=True).tag(sync=True)
+    elapsed = traitlets.Float(0.0).tag(sync=True)
+
+    def __init__(
+        self,
+        model,
+        data,
+        *,
+        directions="random",
+        span: float | None = None,
+        resolution: int = 25,
+        alphas: Sequence[float] | Tensor | None = None,
+        betas: Sequence[float] | Tensor | None = None,
+        trajectory: Sequence[Any] | None = None,
+        trajectory_steps: Sequence[int] | None = None,
+        checkpoints: tuple[Any, Any] | None = None,
+        eigenvalues: Sequence[float | None] | Tensor | None = None,
+        log_scale: bool = False,
+        seed: int = 0,
+        start: bool = True,
+        throttle: float = 0.1,
+        points_per_call: int | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        if (
+            isinstance(throttle, bool)
+            or not isinstance(throttle, (int, float))
+            or not math.isfinite(throttle)
+            or throttle < MIN_THROTTLE_S
+        ):
+            raise ValueError(f"throttle must be a number of seconds >= {MIN_THROTTLE_S}, got {throttle!r}")
+        if isinstance(resolution, bool) or not isinstance(resolution, Integral) or resolution < MIN_RESOLUTION:
+            raise ValueError(f"resolution must be an int >= {MIN_RESOLUTION}, got {resolution!r}")
+        if span is not None and (not _is_real(span) or not math.isfinite(span) or span <= 0):
+            raise ValueError(f"span must be a positive number, got {span!r}")
+        if isinstance(seed, bool) or not isinstance(seed, Integral):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        if not isinstance(log_scale, (bool, np.bool_)):
+            raise TypeError(f"log_scale must be True or False, got {log_scale!r}")
+        # Set before traitlets' __init__: observers may fire from there on.
+        self._lock = threading.RLock()
+        self._valid = {
+            "selected_point": None,
+            "log_scale": bool(log_scale),
+            "view": "2d",
+            "quantity": "loss",
+            "show_contours": True,
+        }  # the last valid value of each view-state trait
+        self._job: Job | None = None
+        self._unsubscribe = lambda: None
+        self._stop_requested = False
+        self._displays: list[tuple[str, dict | None]] = []  # (display id, parent header of its cell)
+        self._pictured_job: Job | None = None  # the job whose end the outputs' pictures show
+        self._throttle = float(throttle)
+
+        self._adapter = adapt(model)
+        self._data = {"input_ids": data} if isinstance(data, Tensor) else data
+        kind = directions if isinstance(directions, str) else "given"
+        if kind == "checkpoints" and span is None and alphas is None and betas is None:
+            lo, hi = -CHECKPOINT_MARGIN, 1 + CHECKPOINT_MARGIN
+        else:
+            lo = hi = None
+        span = 1.0 if span is None else float(span)
+        self._alphas_t = _grid(alphas, span, int(resolution), "alphas", lo, hi)
+        self._betas_t = _grid(betas, span, int(resolution), "betas", lo, hi)
+        self._d1, self._d2, labels, self._eigenvalues = self._build_directions(
+            directions, trajectory, checkpoints, eigenvalues, int(seed), dtype
+        )
+        self._norms = (_direction_norm(self._d1), _direction_norm(self._d2))
+        self._trajectory_points, self._trajectory_steps = self._project(trajectory, trajectory_steps)
+        self._kernel_kwargs = {"points_per_call": points_per_call, "dtype": dtype}
+        run = self._new_run()  # the kernel checks directions, grid and data here, before the comm opens
+        super().__init__()
+
+        with self.hold_sync():
+            self.direction_kind = kind
+            self.direction_labels = labels
+            self.set_trait("log_scale", bool(log_scale))
+            self._alphas = self._alphas_t.numpy()
+            self._betas = self._betas_t.numpy()
+            if self._trajectory_points is not None:
+                self._trajectory = {
+                    "points": self._trajectory_points.numpy(),
+                    "steps": self._trajectory_steps,
+                    "label": "trajectory",
+                }
+        self._new_job(run)
+        self.on_msg(self._on_custom_msg)
+        if start:
+            self.start()
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def job(self) -> Job:
+        """The :class:`~tscope_widgets.jobs.Job` running the kernel (a new one after a restart)."""
+        return self._job
+
+    @property
+    def snapshot(self):
+        """The latest :class:`~tscope_widgets.kernels.landscape.LandscapeSlice`, or None before the first row."""
+        return self._job.snapshot
+
+    @property
+    def alphas(self) -> np.ndarray:
+        """``[A]`` float64 grid coordinates along the first direction."""
+        return self._alphas_t.numpy().copy()
+
+    @property
+    def betas(self) -> np.ndarray:
+        """``[B]`` float64 grid coordinates along the second direction."""
+        return self._betas_t.numpy().copy()
+
+    @property
+    def loss(self) -> np.ndarray:
+        """``[A, B]`` float64 loss :math:`L(\\theta + \\alpha_i d_1 + \\beta_j d_2)`; NaN where not computed yet."""
+        return self._grid_values("loss")
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        """``[A, B]`` float64 token accuracy at each grid point; NaN where not computed yet."""
+        return self._grid_values("accuracy")
+
+    @property
+    def directions(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """``(d1, d2)``: the directions ``{parameter name: Tensor}`` of the plane."""
+        return self._d1, self._d2
+
+    @property
+    def eigenvalues(self) -> np.ndarray | None:
+        """``[2]`` float64 Hessian eigenvalues of the directions (NaN for one without), or None."""
+        return None if self._eigenvalues is None else self._eigenvalues.numpy().copy()
+
+    @property
+    def trajectory_points(self) -> np.ndarray | None:
+        """``[T, 2]`` float64 coordinates :math:`(\\alpha_t, \\beta_t)` of the trajectory, or None."""
+        return None if self._trajectory_points is None else self._trajectory_points.numpy().copy()
+
+    @property
+    def selected_index(self) -> tuple[int, int] | None:
+        """``(i, j)`` grid indices of ``selected_point``, or None."""
+        point = self.selected_point
+        if point is None:
+            return None
+        return int(torch.argmin((self._alphas_t - point[0]).abs())), int(torch.argmin((self._betas_t - point[1]).abs()))
+
+    def start(self) -> None:
+        """Start the job; after it ended (done, stopped or failed), start a fresh grid from scratch.
+
+        Raises:
+            RuntimeError: If the job is running or paused (use :meth:`resume`, or :meth:`stop` first).
+        """
+        with self._lock:
+            if self._job.status in ("running", "paused"):
+                raise RuntimeError(f"the job is {self._job.status}; stop() it before starting again")
+            if self._job.status in _TERMINAL:
+                self._new_job(self._new_run())
+            self._stop_requested = False
+            self._job.start()
+            self._sync_status()
+
+    def pause(self) -> None:
+        """Pause after the row in flight (the rows so far stay on screen)."""
+        with self._lock:
+            self._job.pause()
+            self._sync_status()
+
+    def resume(self) -> None:
+        """Continue a paused job."""
+        with self._lock:
+            self._job.resume()
+            self._sync_status()
+
+    def stop(self) -> None:
+        """Stop after the row in flight; the rows done stay. Does not wait (see :meth:`wait`)."""
+        with self._lock:
+            if self._job.status not in _TERMINAL:
+                self._stop_requested = True
+            self._job.cancel()
+            self._sync_status()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job has ended and the widget shows its final state.
+
+        Once ended, the static pictures in the outputs that show this widget are refreshed once more,
+        addressed to the cell that calls ``wait`` (runners such as nbclient take output for the running
+        cell only).
+
+        Args:
+            timeout: Seconds to wait at most; None waits as long as it takes.
+
+        Returns:
+            True if the job has ended, False on timeout.
+
+        Raises:
+            RuntimeError: If the job was never started.
+        """
+        ended = self._job.wait(timeout)
+        if ended:
+            self._refresh_displays(own_cells=False)
+        return ended
+
+    def close(self) -> None:
+        """Stop the job and close the widget (its views disappear from the page)."""
+        job = getattr(self, "_job", None)  # None when the constructor failed (close() runs from __del__)
+        if job is not None:
+            self._unsubscribe()
+            job.cancel()
+        super().close()
+
+    # ----- export
+    def to_bokeh(self, *, quantity: str | None = None, contours: bool | None = None):
+        """The current grid as a static Bokeh figure: heatmap, contour lines, trajectory, colour bar, hover.
+
+        Args:
+            quantity: ``"loss"`` or ``"accuracy"``; None = the one shown.
+            contours: Draw contour lines; None = as shown.
+
+        Returns:
+            A ``bokeh.plotting.figure``; the colour scale is logarithmic when ``log_scale`` is on.
+
+        Raises:
+            RuntimeError: Before the first row is done.
+            ValueError: For an unknown quantity.
+        """
+        from ..export.bokeh import landscape_heatmap
+        from ._landscape_static import contour_levels, contour_lines
+        from ._static import color_domain
+
+        snap = self._require_snapshot()
+        quantity = self.quantity if quantity is None else quantity
+        if quantity not in QUANTITIES:
+            raise ValueError(f"unknown quantity {quantity!r}; choose from {list(QUANTITIES)}")
+        values = self._grid_values(quantity)
+        log = bool(self.log_scale)
+        lines = []
+        if (self.show_contours if contours is None else contours) and np.isfinite(values).sum() >= 4:
+            lines = contour_lines(
+                self.alphas, self.betas, values, contour_levels(color_domain(values, log), log=log), log
+            )
+        labels = self.direction_labels
+        return landscape_heatmap(
+            self.alphas,
+            self.betas,
+            values,
+            title=f"{QUANTITY_TITLES[quantity]} · {self._rows_text(snap)}",
+            value_name=quantity,
+            log=log,
+            contours=lines,
+            trajectory=self.trajectory_points,
+            trajectory_steps=self._trajectory_steps,
+            x_label=f"α · {labels[0]}",
+            y_label=f"β · {labels[1]}",
+        )
+
+    def save_html(self, path: str | os.PathLike, *, title: str = "Loss landscape", notes=None) -> Path:
+        """Write a standalone HTML report (BokehJS inlined: opens offline) of :meth:`to_bokeh`.
+
+        Args:
+            path: Output ``.html`` file.
+            title: Heading.
+            notes: Text under the heading; default: the directions, the grid and the job status.
+
+        Returns:
+            The path written.
+        """
+        from ..export.html import save_report
+
+        snap = self._require_snapshot()
+        figure = self.to_bokeh()
+        if notes is None:
+            a, b = self.alphas, self.betas
+            notes = [
+                f"L(θ + α d1 + β d2) on a {a.size} × {b.size} grid, α in [{a[0]:.4g}, {a[-1]:.4g}], "
+                f"β in [{b[0]:.4g}, {b[-1]:.4g}]; {self._rows_text(snap)}; job {self._job.status}.",
+                f"d1: {self.direction_labels[0]}. d2: {self.direction_labels[1]}.",
+                f"Loss at the origin (the model's parameters): {snap.origin_loss:.6g}.",
+            ]
+        return save_report(path, figure, title, notes)
+
+    # ------------------------------------------------------------------ directions
+    def _build_directions(self, directions, trajectory, checkpoints, eigenvalues, seed, dtype):
+        """``(d1, d2, [label1, label2], eigenvalues [2] or None)`` for the requested kind."""
+        adapter = self._adapter
+        if isinstance(directions, str):
+            if directions not in DIRECTION_KINDS:
+                raise ValueError(f"directions={directions!r}; use one of {list(DIRECTION_KINDS)} or a pair (d1, d2)")
+            if eigenvalues is not None and directions != "eigen":
+                raise ValueError(
+                    "eigenvalues describe Hessian eigenvector directions: pass them with directions=(d1, d2), "
+                    "or use directions='eigen', which computes its own"
+                )
+        if directions == "random":
+            gen = torch.Generator().manual_seed(seed)
+            d1 = random_direction(adapter, generator=gen)
+            d2 = random_direction(adapter, generator=gen)
+            labels = [
+                f"random direction {k} (filter-normalised, seed {seed}, ‖d{k}‖ = {_direction_norm(d):.3g})"
+                for k, d in ((1, d1), (2, d2))
+            ]
+            return d1, d2, labels, None
+        if directions == "eigen":
+            gen = torch.Generator().manual_seed(seed)
+            dirs, evals = eigen_directions(adapter, self._data, k=2, dtype=dtype, generator=gen)
+            evals = torch.as_tensor(evals, dtype=torch.float64).reshape(-1).cpu()
+            labels = [f"Hessian eigenvector {k + 1} (λ{k + 1} = {float(evals[k]):.4g})" for k in range(2)]
+            return dirs[0], dirs[1], labels, evals[:2].clone()
+        if directions == "pca":
+            if trajectory is None or len(trajectory) < 2:
+                raise ValueError("directions='pca' needs trajectory=[checkpoints ...] with at least 2 of them")
+            dirs, ratio = pca_directions(trajectory, k=2, origin=adapter.model, reference=adapter.model)
+            labels = [f"PCA direction {k + 1} ({float(ratio[k]):.1%} of the trajectory's variance)" for k in range(2)]
+            return dirs[0], dirs[1], labels, None
+        if directions == "checkpoints":
+            if not isinstance(checkpoints, (tuple, list)) or len(checkpoints) != 2:
+                raise ValueError("directions='checkpoints' needs checkpoints=(a, b): two state dicts, models or paths")
+            a, b = checkpoints
+            d1 = checkpoint_direction(adapter.model, a, reference=adapter.model)
+            d2 = checkpoint_direction(adapter.model, b, reference=adapter.model)
+            for name, d in (("a", d1), ("b", d2)):
+                if _direction_norm(d) == 0:
+                    raise ValueError(
+                        f"checkpoint {name} equals the model's parameters; the plane needs two other points"
+                    )
+            labels = [
+                f"toward checkpoint a (θa − θ, ‖d1‖ = {_direction_norm(d1):.3g})",
+                f"toward checkpoint b (θb − θ, ‖d2‖ = {_direction_norm(d2):.3g})",
+            ]
+            return d1, d2, labels, None
+        if not isinstance(directions, (tuple, list)) or len(directions) != 2:
+            raise TypeError(
+                f"directions must be one of {list(DIRECTION_KINDS)} or a pair (d1, d2) of dicts "
+                f"{{parameter name: Tensor}}, got {type(directions).__name__}"
+            )
+        d1, d2 = directions
+        for name, d in (("d1", d1), ("d2", d2)):
+            if not isinstance(d, Mapping) or not all(isinstance(t, Tensor) for t in d.values()):
+                raise TypeError(f"{name} must be a dict {{parameter name: Tensor}}, got {type(d).__name__}")
+        evals = self._check_eigenvalues(eigenvalues)
+        labels = []
+        for k, d in ((1, d1), (2, d2)):
+            lam = "" if evals is None or math.isnan(evals[k - 1]) else f", λ{k} = {float(evals[k - 1]):.4g}"
+            labels.append(f"direction {k} (‖d{k}‖ = {_direction_norm(d):.3g}{lam})")
+        return dict(d1), dict(d2), labels, evals
+
+    @staticmethod
+    def _check_eigenvalues(eigenvalues) -> Tensor | None:
+        if eigenvalues is None:
+            return None
+        values = list(eigenvalues.tolist() if isinstance(eigenvalues, Tensor) else eigenvalues)
+        if len(values) != 2 or not all(v is None or (_is_real(v) and math.isfinite(v)) for v in values):
+            raise ValueError(f"eigenvalues must be two finite numbers (or None for one), got {eigenvalues!r}")
+        return torch.tensor([math.nan if v is None else float(v) for v in values], dtype=torch.float64)
+
+    def _project(self, trajectory, steps) -> tuple[Tensor | None, np.ndarray | None]:
+        if trajectory is None:
+            if steps is not None:
+                raise ValueError("trajectory_steps needs a trajectory")
+            return None, None
+        items = list(trajectory)
+        model = self._adapter.model
+        points = project_trajectory(items, self._d1, self._d2, origin=model, reference=model)
+        if steps is None:
+            steps = np.arange(len(items), dtype=np.int64)
+        else:
+            steps = np.asarray(steps)
+            if steps.shape != (len(items),) or steps.dtype.kind not in "iu":
+                raise ValueError(f"trajectory_steps must be {len(items)} ints, one per checkpoint")
+        return points.to(torch.float64).cpu(), steps.astype(np.int64)
+
+    # ------------------------------------------------------------------ job plumbing
+    def _new_run(self):
+        """A fresh ``slice_2d`` generator (its arguments are checked here, in the caller)."""
+        return slice_2d(
+            self._adapter, self._data, self._d1, self._d2, self._alphas_t, self._betas_t, **self._kernel_kwargs
+        )
+
+    def _new_job(self, run) -> None:
+        """A fresh (not started) job on the generator ``run``, subscribed to this widget."""
+        self._unsubscribe()
+        job = Job(lambda: run, name="landscape", throttle=self._throttle, start=False)
+        self._job = job
+        self._unsubscribe = job.subscribe(self._on_snapshot)
+        with self.hold_sync():
+            self._loss = self._accuracy = None
+            self.rows_done = 0
+            self._sync_status()
+
+    def _on_snapshot(self, job: Job, snapshot) -> None:
+        """Job subscriber (job threads, throttled): push the job's state to the traits; at the end,
+        refresh the static pictures in the outputs."""
+        with self._lock:
+            if job is not self._job:
+                return
+            with self.hold_sync():
+                self._sync_status()
+                self._sync_data()
+            ended = job.status in _TERMINAL and self._pictured_job is not job
+            if ended:
+                self._pictured_job = job
+        if ended:
+            self._refresh_displays(own_cells=True)
+
+    def _sync_status(self) -> None:
+        job = self._job
+        p = job.progress
+        status = job.status
+        message = job.message
+        if self._stop_requested and status not in _TERMINAL:
+            message = "stopping after the row in flight"
+        self.status, self.message = status, message
+        self.done, self.total = p.done, p.total
+        self.rate = p.rate if math.isfinite(p.rate) else 0.0
+        self.eta = p.eta_s if p.eta_s is not None and math.isfinite(p.eta_s) else None
+        self.elapsed = p.elapsed_s
+
+    def _sync_data(self) -> None:
+        snap = self._job.snapshot
+        if snap is None:
+            return
+        self._loss = snap.loss.numpy()
+        self._accuracy = snap.accuracy.numpy()
+        self.rows_done = int(snap.rows_done)
+        origin = float(snap.origin_loss)
+        if math.isfinite(origin) and self.origin_loss != origin:
+            self.origin_loss = origin
+            self._quadratic = self._quadratic_curves(origin)
+
+    def _quadratic_curves(self, origin_loss: float) -> dict[str, Any] | None:
+        r""":math:`L_0 + \tfrac12 \lambda_k \lVert d_k \rVert^2 t^2` over each axis (``None`` without eigenvalues)."""
+        if self._eigenvalues is None:
+            return None
+        curves: dict[str, Any] = {"eigenvalues": [float(v) for v in self._eigenvalues]}
+        for key, grid, lam, norm in (
+            ("alpha", self._alphas_t, self._eigenvalues[0], self._norms[0]),
+            ("beta", self._betas_t, self._eigenvalues[1], self._norms[1]),
+        ):
+            curves[key] = None if math.isnan(lam) else quadratic_model(grid * norm, float(lam), origin_loss).numpy()
+        return curves
+
+    def _grid_values(self, quantity: str) -> np.ndarray:
+        snap = self.snapshot
+        if snap is None:
+            return np.full((self._alphas_t.numel(), self._betas_t.numel()), np.nan)
+        return getattr(snap, quantity).to(torch.float64).numpy().copy()
+
+    # ------------------------------------------------------------------ outputs and their static picture
+    def _repr_mimebundle_(self, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(data, metadata)``: the widget view plus a ``text/html`` picture of the current heatmap."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+        data = dict(data or {})
+        try:
+            data["text/html"] = self._static_html()
+        except Exception:  # the live view must still show if the picture cannot be made
+            logger.warning("could not draw the static picture of the landscape", exc_info=True)
+        return data, dict(metadata or {})
+
+    def _ipython_display_(self) -> None:
+        """Display with a display id, so that the picture can be replaced when the job ends."""
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if self.comm is None:  # closed: only the picture is left
+            display({"text/plain": repr(self), "text/html": self._static_html()}, raw=True)
+            return
+        data, metadata = self._repr_mimebundle_()
+        handle = display(data, metadata=metadata, raw=True, display_id=True)
+        shell = get_ipython()
+        if handle is None or not hasattr(shell, "kernel"):  # no Jupyter kernel: nothing to update later
+            return
+        parent = getattr(getattr(shell, "display_pub", None), "parent_header", None)
+        with self._lock:
+            self._displays.append((handle.display_id, dict(parent) if parent else None))
+
+    def _refresh_displays(self, *, own_cells: bool) -> None:
+        """Replace the outputs showing this widget by a fresh bundle (widget view + current picture).
+
+        Args:
+            own_cells: Address each update to the cell that displayed the widget; otherwise to the
+                running cell.
+        """
+        with self._lock:
+            displays = list(self._displays)
+        if not displays or self.comm is None:
+            return
+        from IPython import get_ipython
+        from IPython.display import update_display
+
+        data, metadata = self._repr_mimebundle_()
+        publisher = getattr(get_ipython(), "display_pub", None)
+        for display_id, parent in displays:
+            token = None
+            if own_cells and parent and hasattr(publisher, "set_thread_parent"):
+                token = publisher.set_thread_parent(parent)  # ipykernel 7: a parent header per thread
+            try:
+                update_display(data, metadata=metadata, raw=True, display_id=display_id)
+            except Exception:
+                logger.warning("could not refresh the static picture of output %s", display_id, exc_info=True)
+            finally:
+                if token is not None:
+                    publisher.reset_thread_parent(token)
+
+    def _static_html(self) -> str:
+        """The current heatmap as self-contained HTML (quantity, colour scale and contours as shown)."""
+        snap = self.snapshot
+        quantity = self.quantity
+        labels = list(self.direction_labels) or ["", ""]
+        status = f"job {self._job.status}"
+        if snap is not None:
+            status = f"{self._rows_text(snap)} · {status}"
+        if self._job.status == "error":
+            status += f": {self._job.message}"
+        return landscape_html(
+            self._alphas_t.numpy(),
+            self._betas_t.numpy(),
+            None if snap is None else self._grid_values(quantity),
+            title=f"LandscapeWidget · {QUANTITY_TITLES[quantity]} · {self.direction_kind} directions",
+            status=status,
+            value_title=QUANTITY_TITLES[quantity],
+            x_title=f"α · {labels[0]}",
+            y_title=f"β · {labels[1]}",
+            log=bool(self.log_scale),
+            contours=bool(self.show_contours),
+            trajectory=self.trajectory_points,
+            trajectory_steps=self._trajectory_steps,
+            attrs={"status": self._job.status, "rows": str(snap.rows_done if snap is not None else 0)},
+        )
+
+    # ------------------------------------------------------------------ browser input
+    def set_state(self, sync_data):
+        """Apply state from the browser: drop writes to traits only Python sets, and values that make
+        no sense (each with a logged warning), then send the page the values it must show instead."""
+        sync_data = dict(sync_data)
+        refused = sorted(set(sync_data) & _PYTHON_TRAITS)
+        if refused:
+            logger.warning("ignored front-end writes to read-only traits %s", refused)
+        rejected = []
+        for name in _BROWSER_TRAITS:
+            if name in sync_data:
+                ok, _, why = self._check(name, sync_data[name])
+                if not ok:
+                    logger.warning("ignored %s=%r from the front end: %s", name, sync_data[name], why)
+                    rejected.append(name)
+        for name in refused + rejected:
+            del sync_data[name]
+        super().set_state(sync_data)
+        if refused or rejected:
+            self.send_state(refused + rejected)
+
+    @traitlets.validate(*_BROWSER_TRAITS)
+    def _validate_view_state(self, proposal) -> Any:
+        """Canonical form of a valid value (a point snapped to the grid, sent back to the page if it
+        differs); for nonsense from Python, a warning and the last valid value."""
+        name, value = proposal["trait"].name, proposal["value"]
+        ok, canonical, why = self._check(name, value)
+        if not ok:
+            logger.warning("ignored %s=%r: %s", name, value, why)
+            return self._valid[name]
+        self._valid[name] = canonical
+        return canonical
+
+    @traitlets.observe("view")
+    def _on_view(self, change) -> None:
+        if change["new"] == "3d":
+            self._load_surface_code()
+
+    def _load_surface_code(self) -> None:
+        """Send the 3D view's code to the page (once), or say why it cannot be sent."""
+        if self._surface_esm or self._surface_error:
+            return
+        try:
+            self._surface_esm = SURFACE_BUNDLE.read_text(encoding="utf-8")
+        except OSError as e:
+            why = (
+                f"its JavaScript bundle {SURFACE_BUNDLE.name} could not be read ({e.strerror or e}); "
+                "build it with `npm --prefix js run build`"
+            )
+            logger.warning("3D view unavailable: %s", why)
+            self._surface_error = why
+
+    def _check(self, name: str, value: Any) -> tuple[bool, Any, str]:
+        """``(ok, canonical value, reason if not ok)`` for a view-state trait."""
+        if name in ("log_scale", "show_contours"):
+            if isinstance(value, (bool, np.bool_)):
+                return True, bool(value), ""
+            return False, None, "must be true or false"
+        if name == "view":
+            if isinstance(value, str) and value in VIEWS:
+                return True, value, ""
+            return False, None, f"choose one of {list(VIEWS)}"
+        if name == "quantity":
+            if isinstance(value, str) and value in QUANTITIES:
+                return True, value, ""
+            return False, None, f"choose one of {list(QUANTITIES)}"
+        # selected_point: [alpha, beta] inside the grid (half a step beyond the ends), snapped to it
+        if value is None:
+            return True, None, ""
+        why = "must be null or [alpha, beta], two finite numbers inside the grid"
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            return False, None, why
+        out = []
+        for x, grid in zip(value, (self._alphas_t, self._betas_t), strict=True):
+            if not _is_real(x) or not math.isfinite(x):
+                return False, None, why
+            step = float(grid[-1] - grid[0]) / max(grid.numel() - 1, 1) or 1.0
+            if not float(grid[0]) - step / 2 <= float(x) <= float(grid[-1]) + step / 2:
+                return False, None, f"{why} ([{float(grid[0]):.4g}, {float(grid[-1]):.4g}])"
+            out.append(float(grid[int(torch.argmin((grid - float(x)).abs()))]))
+        return True, out, ""
+
+    def _on_custom_msg(self, _widget, content, _buffers) -> None:
+        command = content.get("command") if isinstance(content, dict) else None
+        if not isinstance(content, dict) or content.get("type") != "command" or command not in COMMANDS:
+            logger.warning(
+                "ignored front-end message %r; expected {'type': 'command', 'command': one of %s}",
+                content,
+                list(COMMANDS),
+            )
+            return
+        {"pause": self.pause, "resume": self.resume, "stop": self.stop}[command]()
+
+    # ------------------------------------------------------------------ helpers
+    def _require_snapshot(self):
+        snap = self.snapshot
+        if snap is None:
+            raise RuntimeError(
+                f"no rows yet: the job ({self._job.status}) has not finished a row; "
+                "start() it and try again after the first update"
+            )
+        return snap
+
+    @staticmethod
+    def _rows_text(snap) -> str:
+        return f"{snap.rows_done} of {snap.total} rows"
+
+
+_PYTHON_TRAITS = frozenset(LandscapeWidget.class_own_traits(sync=True)) - set(_BROWSER_TRAITS)

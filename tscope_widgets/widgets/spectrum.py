@@ -1,0 +1,1065 @@
+r"""``SpectrumWidget``: the Hessian spectrum of a model while it trains, live in JupyterLab.
+
+The widget shows what a :class:`~tscope_widgets.kernels.tracking.SpectrumTracker` records every few
+steps (a :class:`~tscope_widgets.kernels.tracking.SpectrumHistory`), or a fixed history:
+
+- line charts of the tracked series over training steps (loss; the extreme eigenvalues
+  :math:`\lambda_{\max}, \lambda_{\min}` of :math:`\nabla^2 L` with the edge-of-stability line
+  :math:`2/\eta`; the trace with its standard error; per-group gradient norms; the learning rate),
+  on a linear or log y axis;
+- the spectral density (stochastic Lanczos quadrature) recorded nearest to the picked step (the
+  latest by default);
+- the block-norm map :math:`\lVert H_{ab}\rVert_F` across parameter groups (a
+  :class:`~tscope_widgets.kernels.blocks.BlockNorms`, see :meth:`SpectrumWidget.set_block_norms`),
+  with the groups' layers marked;
+- a block × step heatmap of the per-block :math:`\lambda_{\max}(H_{aa})`.
+
+Clicking a block (in either heatmap, or choosing it in the block menu) runs Lanczos on that block's
+Hessian :math:`H_{aa}` in a background :class:`~tscope_widgets.jobs.Job` (the kernel stays
+responsive) on a copy of the weights taken at the click, and shows its top eigenvalues with their
+residual norms :math:`\lVert H v - \theta v\rVert`.
+
+No maths here: numbers come from the tracker, ``block_norms`` and the Lanczos kernel; this module
+turns them into traits. Updates from the tracker (the training loop's thread) are throttled and
+coalesced by :class:`~._throttle.Throttle`: at most one per ``throttle`` seconds reaches the page
+while the loop keeps running, and the newest record is always delivered (the final one at once).
+
+Traits the browser may change (``selected_series``, ``picked_step``, ``selected_block``, ``log_y``)
+are untrusted: a value that makes no sense is logged as a warning and the trait is put back (and
+sent back to the page); nothing raises in the kernel. Buttons send ``{"type": "command", "command":
+"stop" | "recompute"}`` (stop the block job; recompute the selected block), validated the same way.
+
+Static fallback: each output showing the widget also carries a ``text/html`` picture of the charts
+(inline SVG, see ``_static_charts``), for nbconvert's HTML export and kernel-less viewers. Outputs are
+displayed with a display id; their picture is replaced after each cell that changed the charts (an
+IPython ``post_run_cell`` hook: the training loop's cell ends) and when a block job ends.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable
+from numbers import Integral
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import numpy as np
+import torch
+import traitlets
+
+from ..jobs import Job
+from ..kernels.curvature import HessianOperator
+from ..kernels.lanczos import iter_lanczos
+from ..models.registry import adapt
+from ._codec import to_json_tree
+from ._static_charts import line_chart_svg, matrix_svg
+from ._throttle import Throttle
+
+__all__ = ["SpectrumWidget", "SERIES", "PANELS", "block_eigen_kernel"]
+
+logger = logging.getLogger(__name__)
+
+BUNDLE = Path(__file__).resolve().parent.parent / "static" / "spectrum_widget.js"
+if not BUNDLE.is_file():
+    raise ImportError(
+        f"the widget's JavaScript bundle {BUNDLE} is missing; build it from the repository root with "
+        "`npm --prefix js ci && npm --prefix js run build` (a wheel ships it prebuilt)"
+    )
+
+MIN_THROTTLE_S = 0.05  # at most 20 data updates per second reach the browser
+COMMANDS = ("stop", "recompute")
+_TERMINAL = ("done", "cancelled", "error")
+
+# Panels of line charts: key -> (title, y axis label with units).
+PANELS = {
+    "loss": ("training loss", "loss (cross-entropy, nats)"),
+    "curvature": ("extreme Hessian eigenvalues", "eigenvalue of ∇²L"),
+    "trace": ("Hessian trace (band: ± 1 std. error)", "tr ∇²L"),
+    "gradient norms": ("gradient norm per parameter group", "‖∇L‖₂ of the group"),
+    "learning rate": ("learning rate", "learning rate η"),
+    "cost": ("Hessian-vector products per record", "HVPs"),
+}
+# Scalar series of a SpectrumHistory: attribute -> (legend label, panel). Gradient norms are added per group.
+SERIES = {
+    "loss": ("loss on the curvature data", "loss"),
+    "train_loss": ("training loss (batch)", "loss"),
+    "lambda_max": ("λ_max", "curvature"),
+    "lambda_min": ("λ_min", "curvature"),
+    "threshold": ("2/η (edge of stability)", "curvature"),
+    "trace": ("tr ∇²L", "trace"),
+    "lr": ("η", "learning rate"),
+    "matvecs": ("HVPs", "cost"),
+}
+DEFAULT_SERIES = ("loss", "train_loss", "lambda_max", "lambda_min", "threshold", "trace")
+MAX_DEFAULT_GRAD_NORMS = 10
+GRAD_NORM_PREFIX = "grad_norm:"
+_HISTORY_VECTORS = (*SERIES, "trace_stderr")
+_OPTIONAL_VECTORS = ("train_loss",)  # NaN when a history does not record it
+_BROWSER_TRAITS = ("selected_series", "picked_step", "selected_block", "log_y")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, Integral) and not isinstance(x, (bool, np.bool_))
+
+
+def _as_array(x: Any, name: str, dtype=np.float64) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().to(torch.float64 if dtype == np.float64 else torch.int64).numpy()
+    try:
+        return np.asarray(x, dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a numeric array, got {type(x).__name__}: {e}") from None
+
+
+def _check_history(h: Any) -> dict[str, Any]:
+    """The fields of a ``SpectrumHistory`` as numpy arrays, shapes checked.
+
+    Raises:
+        TypeError: For a missing field or a non-numeric array.
+        ValueError: For inconsistent shapes or label counts.
+    """
+    names = (
+        "steps",
+        *_HISTORY_VECTORS,
+        "grad_norms",
+        "grad_norm_labels",
+        "block_lambda_max",
+        "block_labels",
+        "density_steps",
+        "density_grid",
+        "density",
+        "done",
+        "total",
+    )
+    missing = [n for n in names if not hasattr(h, n) and n not in _OPTIONAL_VECTORS]
+    if missing:
+        raise TypeError(
+            f"expected a SpectrumHistory (from SpectrumTracker.history); {type(h).__name__} lacks {missing}"
+        )
+    out: dict[str, Any] = {"steps": _as_array(h.steps, "steps", np.int64).reshape(-1)}
+    T = out["steps"].shape[0]
+    for n in _HISTORY_VECTORS:
+        a = _as_array(getattr(h, n), n) if hasattr(h, n) else np.full(T, np.nan)
+        if a.shape != (T,):
+            raise ValueError(f"history.{n} has shape {a.shape}; expected [{T}] like history.steps")
+        out[n] = a
+    for n, labels_name in (("grad_norms", "grad_norm_labels"), ("block_lambda_max", "block_labels")):
+        labels = getattr(h, labels_name)
+        if isinstance(labels, str) or not all(isinstance(s, str) for s in labels):
+            raise TypeError(f"history.{labels_name} must be a list of strings")
+        a = _as_array(getattr(h, n), n)
+        if a.size == 0 and len(labels) == 0:
+            a = a.reshape(T, 0)
+        if a.shape != (T, len(labels)):
+            raise ValueError(
+                f"history.{n} has shape {a.shape}; expected [{T}, {len(labels)}] (records × {labels_name})"
+            )
+        out[n], out[labels_name] = a, list(labels)
+    ds = _as_array(h.density_steps, "density_steps", np.int64).reshape(-1)
+    D = ds.shape[0]
+    grid, dens = _as_array(h.density_grid, "density_grid"), _as_array(h.density, "density")
+    if D == 0:
+        grid, dens = grid.reshape(0, 0) if grid.size == 0 else grid, dens.reshape(0, 0) if dens.size == 0 else dens
+    if grid.ndim != 2 or grid.shape[0] != D or dens.shape != grid.shape:
+        raise ValueError(
+            f"history.density_grid {grid.shape} and history.density {dens.shape} must both be "
+            f"[{D}, P] (one row per density step)"
+        )
+    out.update(density_steps=ds, density_grid=grid, density=dens)
+    done, total = h.done, h.total
+    if not _is_int(done) or not (total is None or _is_int(total)):
+        raise TypeError(f"history.done must be an int and history.total an int or None, got {done!r}, {total!r}")
+    out.update(done=int(done), total=None if total is None else int(total))
+    return out
+
+
+def _series_wire(h: dict[str, Any]) -> dict[str, Any]:
+    """What the page draws: vectors ``[T]``, gradient norms ``[L, T]``, block λ_max ``[G, T]``."""
+    return {
+        "steps": h["steps"],
+        "values": {n: h[n] for n in _HISTORY_VECTORS},
+        "grad_norms": np.ascontiguousarray(h["grad_norms"].T),
+        "grad_norm_labels": h["grad_norm_labels"],
+        "block_lambda_max": np.ascontiguousarray(h["block_lambda_max"].T) if h["block_labels"] else None,
+        "block_labels": h["block_labels"],
+        "density_steps": h["density_steps"],
+        "done": h["done"],
+        "total": h["total"],
+    }
+
+
+def _check_block_norms(result: Any) -> dict[str, Any]:
+    missing = [n for n in ("labels", "frobenius") if not hasattr(result, n)]
+    if missing:
+        raise TypeError(f"expected a BlockNorms (from block_norms()); {type(result).__name__} lacks {missing}")
+    labels = result.labels
+    if isinstance(labels, str) or not all(isinstance(s, str) for s in labels) or not labels:
+        raise TypeError("block_norms.labels must be a non-empty list of strings")
+    G = len(labels)
+    fro = _as_array(result.frobenius, "frobenius")
+    if fro.shape != (G, G):
+        raise ValueError(f"block_norms.frobenius has shape {fro.shape}; expected [{G}, {G}] for {G} labels")
+    stderr = getattr(result, "frobenius_stderr", None)
+    stderr = None if stderr is None else _as_array(stderr, "frobenius_stderr")
+    if stderr is not None and stderr.shape != (G, G):
+        raise ValueError(f"block_norms.frobenius_stderr has shape {stderr.shape}; expected [{G}, {G}]")
+    spectral = getattr(result, "spectral", None)
+    spectral = None if spectral is None else _as_array(spectral, "spectral").reshape(-1)
+    if spectral is not None and spectral.shape != (G,):
+        raise ValueError(f"block_norms.spectral has shape {spectral.shape}; expected [{G}]")
+    matvecs = getattr(result, "num_matvecs", None)
+    return {
+        "labels": list(labels),
+        "frobenius": fro,
+        "frobenius_stderr": stderr,
+        "spectral": spectral,
+        "exact": bool(getattr(result, "exact", False)),
+        "num_matvecs": int(matvecs) if _is_int(matvecs) else None,
+    }
+
+
+def block_eigen_kernel(adapter, data, groups, k: int = 5, tol: float = 1e-6, *, loss=None, dtype=None, seed: int = 0):
+    r"""Top ``k`` eigenpairs of a diagonal Hessian block :math:`H_{aa}` by Lanczos.
+
+    A thin generator for a :class:`~tscope_widgets.jobs.Job`: builds
+    ``HessianOperator(adapter, data, groups=groups)`` and yields every
+    :class:`~tscope_widgets.kernels.lanczos.LanczosResult` of ``iter_lanczos(op, k, "largest", tol=tol)``
+    (``eigenvalues`` ascending, ``residual_norms``, ``done``/``total``).
+
+    Args:
+        adapter: A :class:`~tscope_widgets.models.ModelAdapter` (its weights must not change meanwhile).
+        data: Batches the loss is averaged over.
+        groups: The block's parameter groups: a name, a glob pattern or a list (see ``resolve_groups``).
+        k: Number of eigenvalues (at most the block's size).
+        tol: Relative residual tolerance.
+        loss, dtype: As in ``HessianOperator``.
+        seed: Seed of the Lanczos start vector.
+    """
+    op = HessianOperator(adapter, data, groups=groups, loss=loss, dtype=dtype)
+    generator = torch.Generator().manual_seed(seed)
+    yield from iter_lanczos(op, k=min(int(k), op.shape[0]), which="largest", tol=tol, generator=generator)
+
+
+class SpectrumWidget(anywidget.AnyWidget):
+    r"""Live charts of the Hessian spectrum during training.
+
+    Args:
+        tracker: A :class:`~tscope_widgets.kernels.tracking.SpectrumTracker` to attach to: the widget
+            subscribes to it and shows each new record (throttled); its ``adapter`` and ``data`` serve
+            the block eigenvalues unless given here.
+        history: A fixed :class:`~tscope_widgets.kernels.tracking.SpectrumHistory` to show (instead
+            of a tracker).
+        block_norms: A :class:`~tscope_widgets.kernels.blocks.BlockNorms` for the block-norm map.
+        adapter: Model or :class:`~tscope_widgets.models.ModelAdapter` for the block eigenvalues.
+        data: Batches (a list of dicts with ``input_ids`` ...) for the block eigenvalues.
+        throttle: Least seconds between two data updates sent to the browser (``>= 0.05``).
+        log_y: Logarithmic y axes and colour scales at first.
+        top_k: Eigenvalues per clicked block.
+        tol: Lanczos tolerance for the clicked block.
+
+    Raises:
+        TypeError: For a tracker without ``history``/``subscribe``, or a history/block norms object
+            that lacks the fields of its dataclass.
+        ValueError: For both a tracker and a history, a bad ``throttle``/``top_k``/``tol``, or arrays
+            of inconsistent shapes.
+
+    Example:
+        >>> tracker = SpectrumTracker(model, batches, every=10)  # doctest: +SKIP
+        >>> SpectrumWidget(tracker)  # doctest: +SKIP
+    """
+
+    _esm = BUNDLE
+
+    # View state: the browser may set these; validated in `_validate_view_state`.
+    selected_series = traitlets.Any([]).tag(sync=True)
+    picked_step = traitlets.Any(None).tag(sync=True)
+    selected_block = traitlets.Any(None).tag(sync=True)
+    log_y = traitlets.Any(True).tag(sync=True)
+
+    # Choices and labels: series_options [{key, label, panel}], panels [{key, title, y_label}].
+    series_options = traitlets.List().tag(sync=True)
+    panels = traitlets.List([{"key": k, "title": t, "y_label": y} for k, (t, y) in PANELS.items()]).tag(sync=True)
+    block_options = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    source = traitlets.Unicode("fixed").tag(sync=True)  # "tracker" or "fixed"
+    can_compute_blocks = traitlets.Bool(False).tag(sync=True)
+
+    # Data as binary buffers (float32 / int32 on the wire): see _series_wire; the density of the
+    # picked step {step, picked, grid [P], values [P]}; the block norms; the clicked block's eigenvalues.
+    series = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
+    density = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
+    norms = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
+    eigen = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
+
+    # Status of the block job.
+    job_status = traitlets.Unicode("idle").tag(sync=True)
+    job_message = traitlets.Unicode("").tag(sync=True)
+    job_done = traitlets.Int(0).tag(sync=True)
+    job_total = traitlets.Int(None, allow_none=True).tag(sync=True)
+    job_rate = traitlets.Float(0.0).tag(sync=True)
+    job_eta = traitlets.Float(None, allow_none=True).tag(sync=True)
+    job_elapsed = traitlets.Float(0.0).tag(sync=True)
+
+    def __init__(
+        self,
+        tracker=None,
+        *,
+        history=None,
+        block_norms=None,
+        adapter=None,
+        data=None,
+        throttle: float = 0.1,
+        log_y: bool = True,
+        top_k: int = 5,
+        tol: float = 1e-6,
+    ):
+        if tracker is not None and history is not None:
+            raise ValueError("pass either a tracker (live) or a history (fixed), not both")
+        if tracker is not None and not (hasattr(tracker, "history") and callable(getattr(tracker, "subscribe", None))):
+            raise TypeError(
+                f"tracker must be a SpectrumTracker (with .history and .subscribe), got {type(tracker).__name__}"
+            )
+        if (
+            isinstance(throttle, bool)
+            or not isinstance(throttle, (int, float))
+            or not math.isfinite(throttle)
+            or throttle < MIN_THROTTLE_S
+        ):
+            raise ValueError(f"throttle must be a number of seconds >= {MIN_THROTTLE_S}, got {throttle!r}")
+        if not _is_int(top_k) or top_k < 1:
+            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
+            raise ValueError(f"tol must be a positive number, got {tol!r}")
+        if not isinstance(log_y, (bool, np.bool_)):
+            raise TypeError(f"log_y must be True or False, got {log_y!r}")
+        shown = tracker.history if tracker is not None else history  # one copy: checked, then shown
+        checked = _check_history(shown) if shown is not None else None
+        norms = _check_block_norms(block_norms) if block_norms is not None else None
+        if tracker is not None:
+            adapter = adapter if adapter is not None else getattr(tracker, "adapter", None)
+            data = data if data is not None else getattr(tracker, "data", None)
+        # Set before traitlets' __init__: observers may fire from there on.
+        self._lock = threading.RLock()
+        self._valid = {"selected_series": [], "picked_step": None, "selected_block": None, "log_y": bool(log_y)}
+        self._tracker = tracker
+        self._history_obj = None
+        self._history: dict[str, Any] | None = None
+        self._step_set: set[int] = set()
+        self._series_chosen = False  # the user picked series: keep them when options change
+        self._syncing_options = False
+        self._block_norms_obj, self._norms = None, None
+        self._adapter = adapt(adapter) if adapter is not None else None
+        self._data = data
+        self._top_k, self._tol = int(top_k), float(tol)
+        self._throttle_s = float(throttle)
+        self._eigen_job: Job | None = None
+        self._eigen_unsubscribe: Callable[[], None] = lambda: None
+        self._eigen_request: dict[str, Any] | None = None
+        self._eigen_results: dict[str, dict[str, Any]] = {}
+        self._unsubscribe: Callable[[], None] = lambda: None
+        self._displays: list[tuple[str, dict | None]] = []
+        self._picture_version = 0  # bumps whenever what the static picture shows changes
+        self._pictured_version = 0  # the version the outputs' pictures show
+        self._hooked_shell = None  # the IPython shell whose post_run_cell refreshes the pictures
+        self._throttle = Throttle(self._apply_history, self._throttle_s, name="tscope-spectrum")
+        super().__init__()
+
+        with self.hold_sync():
+            self.set_trait("log_y", bool(log_y))
+            self.source = "tracker" if tracker is not None else "fixed"
+            self.can_compute_blocks = self._adapter is not None and self._data is not None
+            if norms is not None:
+                self._set_norms(block_norms, norms)
+            if checked is not None:
+                self._apply_checked(shown, checked)
+            else:
+                self._sync_options()
+        self.on_msg(self._on_custom_msg)
+        if tracker is not None:
+            self._unsubscribe = tracker.subscribe(self._on_history)
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def history(self):
+        """The latest history shown (the tracker's ``SpectrumHistory`` object), or None."""
+        return self._history_obj
+
+    @property
+    def block_norms(self):
+        """The :class:`~tscope_widgets.kernels.blocks.BlockNorms` shown, or None."""
+        return self._block_norms_obj
+
+    @property
+    def eigen_job(self) -> Job | None:
+        """The :class:`~tscope_widgets.jobs.Job` of the latest block eigenvalue run, or None."""
+        return self._eigen_job
+
+    @property
+    def block_eigenvalues(self) -> dict[str, dict[str, Any]]:
+        """Finished block runs: ``{label: {"step", "eigenvalues" [k] descending float64, "residuals" [k],
+        "status", "message"}}`` (``step``: the latest recorded step when the weights were copied)."""
+        with self._lock:
+            return {k: dict(v) for k, v in self._eigen_results.items()}
+
+    def set_block_norms(self, result) -> None:
+        """Show a :class:`~tscope_widgets.kernels.blocks.BlockNorms` (from ``block_norms(...)``).
+
+        Raises:
+            TypeError, ValueError: For an object without the fields of ``BlockNorms`` or bad shapes.
+        """
+        norms = _check_block_norms(result)
+        with self._lock, self.hold_sync():
+            self._set_norms(result, norms)
+
+    def pick_step(self, step: int | None) -> None:
+        """Show the density recorded nearest to ``step`` and mark it on every chart (None: the latest).
+
+        Raises:
+            ValueError: If ``step`` is not a recorded step.
+        """
+        ok, _, why = self._check("picked_step", step)
+        if not ok:
+            raise ValueError(f"cannot pick step {step!r}: {why}")
+        self.picked_step = step
+
+    def select_block(self, label: str | None) -> None:
+        """Select a block (as a click does): runs Lanczos on its Hessian block in a background job.
+
+        Raises:
+            ValueError: If ``label`` is not a block of the history or of the block norms.
+        """
+        ok, _, why = self._check("selected_block", label)
+        if not ok:
+            raise ValueError(f"cannot select block {label!r}: {why}")
+        self.selected_block = label
+
+    def recompute_block(self) -> None:
+        """Run the selected block again on the current weights (even if a result is cached)."""
+        with self._lock:
+            if self.selected_block is not None:
+                self._start_block(self.selected_block, force=True)
+
+    def stop_block(self) -> None:
+        """Stop the block job after the Lanczos step in flight (its partial result stays)."""
+        with self._lock:
+            if self._eigen_job is not None:
+                self._eigen_job.cancel()
+
+    def wait_block(self, timeout: float | None = None) -> bool:
+        """Block until the current block job has ended and the widget shows its result.
+
+        Returns:
+            True if it ended (or none ran), False on timeout.
+        """
+        job = self._eigen_job
+        return True if job is None or job.status == "pending" else job.wait(timeout)
+
+    def close(self) -> None:
+        """Detach from the tracker, stop a block job and close the widget."""
+        getattr(self, "_unsubscribe", lambda: None)()
+        throttle = getattr(self, "_throttle", None)
+        if throttle is not None:
+            throttle.close()
+        job = getattr(self, "_eigen_job", None)
+        if job is not None:
+            job.cancel()
+        shell = getattr(self, "_hooked_shell", None)
+        if shell is not None:
+            try:
+                shell.events.unregister("post_run_cell", self._after_cell)
+            except ValueError:
+                pass
+            self._hooked_shell = None
+        super().close()
+
+    # ----- export
+    def to_bokeh(self):
+        """The current charts as a static Bokeh layout (line charts of the selected series, density,
+        block norms, block × step λ_max, and the block eigenvalues computed so far).
+
+        Raises:
+            RuntimeError: When there is nothing to show yet (no record and no block norms).
+        """
+        from bokeh.layouts import column, row
+        from bokeh.models import Div
+
+        from ..export.bokeh import line_figure, matrix_figure
+
+        with self._lock:
+            h, norms, log = self._history, self._norms, bool(self.log_y)
+            selected = list(self.selected_series)
+            options = list(self.series_options)
+            picked = self.picked_step
+            density = self.density
+            eigen = self.block_eigenvalues
+        if (h is None or h["steps"].size == 0) and norms is None:
+            raise RuntimeError("nothing to export yet: no record in the history and no block norms")
+        items = []
+        if h is not None and h["steps"].size:
+            steps = h["steps"]
+            charts = []
+            for key, (title, y_label) in PANELS.items():
+                chosen = [o for o in options if o["panel"] == key and o["key"] in selected]
+                if not chosen:
+                    continue
+                ys = {o["label"]: self._series_values(h, o["key"]) for o in chosen}
+                bands = None
+                if key == "trace":
+                    se = h["trace_stderr"]
+                    bands = {SERIES["trace"][0]: (h["trace"] - se, h["trace"] + se)}
+                charts.append(
+                    line_figure(
+                        steps,
+                        ys,
+                        title=title,
+                        x_label="training step",
+                        y_label=y_label,
+                        log_y=log,
+                        bands=bands,
+                        marker_x=picked,
+                    )
+                )
+            if density is not None:
+                grid = h["density_grid"][density["index"]]
+                charts.append(
+                    line_figure(
+                        grid,
+                        {"φ(λ)": h["density"][density["index"]]},
+                        title=f"spectral density at step {density['step']} (SLQ)",
+                        x_label="eigenvalue λ of ∇²L",
+                        y_label="density φ(λ)",
+                        log_y=log,
+                    )
+                )
+            items.extend(row(*charts[k : k + 2]) for k in range(0, len(charts), 2))
+        heatmaps = []
+        if norms is not None:
+            heatmaps.append(
+                matrix_figure(
+                    norms["frobenius"],
+                    row_labels=norms["labels"],
+                    col_labels=norms["labels"],
+                    title="block norms ‖H_ab‖_F" + (" (exact)" if norms["exact"] else " (estimate)"),
+                    x_label="block b",
+                    y_label="block a",
+                    value_name="‖H_ab‖_F",
+                    log=log,
+                )
+            )
+        if h is not None and h["block_labels"] and h["steps"].size:
+            heatmaps.append(
+                matrix_figure(
+                    h["block_lambda_max"].T,
+                    row_labels=h["block_labels"],
+                    col_labels=[str(s) for s in h["steps"]],
+                    title="λ_max of each Hessian block H_aa",
+                    x_label="training step",
+                    y_label="block a",
+                    value_name="λ_max(H_aa)",
+                    log=log,
+                    square=False,
+                )
+            )
+        if heatmaps:
+            items.append(row(*heatmaps))
+        if eigen:
+            items.append(Div(text=_eigen_table_html(eigen), width=700))
+        return column(*items)
+
+    def save_html(
+        self, path: str | os.PathLike, *, title: str = "Hessian spectrum during training", notes=None
+    ) -> Path:
+        """Write a standalone HTML report (BokehJS inlined: opens offline) of :meth:`to_bokeh`.
+
+        Returns:
+            The path written.
+        """
+        from ..export.html import save_report
+
+        layout = self.to_bokeh()
+        if notes is None:
+            notes = [self._status_text()]
+        return save_report(path, layout, title, notes)
+
+    # ------------------------------------------------------------------ history updates
+    def _on_history(self, history) -> None:
+        """Tracker subscriber (the training loop's thread): check, then hand to the throttle."""
+        try:
+            checked = _check_history(history)
+        except (TypeError, ValueError) as e:
+            logger.warning("SpectrumWidget ignored a tracker update: %s", e)
+            return
+        complete = checked["total"] is not None and checked["done"] >= checked["total"] > 0
+        if complete:
+            self._throttle.flush((history, checked))  # the last record at once, in the caller's thread
+        else:
+            self._throttle((history, checked))
+
+    def _apply_history(self, item) -> None:
+        history, checked = item
+        with self._lock, self.hold_sync():
+            self._apply_checked(history, checked)
+
+    def _apply_checked(self, history, checked: dict[str, Any]) -> None:
+        # Caller holds the lock and hold_sync.
+        self._picture_version += 1
+        self._history_obj, self._history = history, checked
+        self._step_set = {int(s) for s in checked["steps"]}
+        self._sync_options()
+        if self.picked_step is not None and self.picked_step not in self._step_set:
+            self.set_trait("picked_step", None)
+        self.series = _series_wire(checked)
+        self._sync_density()
+
+    @staticmethod
+    def _series_values(h: dict[str, Any], key: str) -> np.ndarray:
+        if key.startswith(GRAD_NORM_PREFIX):
+            return h["grad_norms"][:, h["grad_norm_labels"].index(key[len(GRAD_NORM_PREFIX) :])]
+        return h[key]
+
+    def _sync_options(self) -> None:
+        h = self._history
+        options = [{"key": k, "label": label, "panel": panel} for k, (label, panel) in SERIES.items()]
+        grad_labels = h["grad_norm_labels"] if h is not None else []
+        options += [
+            {"key": GRAD_NORM_PREFIX + g, "label": f"‖∇L‖ {g}", "panel": "gradient norms"} for g in grad_labels
+        ]
+        if options != self.series_options:
+            self.series_options = options
+            keys = [o["key"] for o in options]
+            if self._series_chosen:
+                kept = set(self.selected_series)
+                chosen = [k for k in keys if k in kept]
+            else:
+                defaults = set(DEFAULT_SERIES) | {GRAD_NORM_PREFIX + g for g in grad_labels[:MAX_DEFAULT_GRAD_NORMS]}
+                chosen = [k for k in keys if k in defaults]
+            self._syncing_options = True
+            try:
+                self.set_trait("selected_series", chosen)
+            finally:
+                self._syncing_options = False
+        tracked = h["block_labels"] if h is not None else []
+        blocks = list(dict.fromkeys(tracked + (self._norms["labels"] if self._norms is not None else [])))
+        if blocks != self.block_options:
+            self.block_options = blocks
+
+    def _sync_density(self) -> None:
+        h = self._history
+        if h is None or h["density_steps"].size == 0:
+            if self.density is not None:
+                self.density = None
+            return
+        ds = h["density_steps"]
+        picked = self.picked_step
+        index = len(ds) - 1 if picked is None else int(np.argmin(np.abs(ds - picked)))  # ties: the earlier
+        step = int(ds[index])
+        current = self.density
+        if current is not None and (current["index"], current["step"], current["picked"]) == (index, step, picked):
+            return
+        self.density = {
+            "index": index,
+            "step": step,
+            "picked": picked,
+            "grid": h["density_grid"][index],
+            "values": h["density"][index],
+        }
+
+    def _set_norms(self, result, norms: dict[str, Any]) -> None:
+        self._picture_version += 1
+        self._block_norms_obj, self._norms = result, norms
+        self.norms = norms
+        self._sync_options()
+
+    # ------------------------------------------------------------------ block eigenvalues
+    def _start_block(self, label: str, *, force: bool = False) -> None:
+        # Caller holds the lock.
+        step = self._latest_step()
+        cached = self._eigen_results.get(label)
+        if cached is not None and not force and cached["step"] == step and cached["status"] == "done":
+            self._cancel_block_job()
+            self.eigen = self._eigen_wire(label, step, cached, cached["status"], cached["message"])
+            self._sync_job_status(None)
+            return
+        if self._adapter is None or self._data is None:
+            self.eigen = {
+                "label": label,
+                "step": step,
+                "status": "unavailable",
+                "message": "no model and data to compute with: pass adapter= and data= (or a tracker)",
+            }
+            return
+        self._cancel_block_job()
+        loss = getattr(self._tracker, "loss", None)
+        dtype = getattr(self._tracker, "dtype", None) or torch.promote_types(self._adapter.dtype, torch.float32)
+        try:
+            # A copy of the weights as they are now: training may go on while Lanczos runs.
+            adapter = copy.deepcopy(self._adapter.analysis(dtype))
+        except Exception as e:
+            logger.warning("could not copy the model for block %r", label, exc_info=True)
+            self.eigen = {"label": label, "step": step, "status": "error", "message": f"{type(e).__name__}: {e}"}
+            return
+        job = Job(
+            block_eigen_kernel,
+            adapter,
+            self._data,
+            self._block_groups(label),
+            self._top_k,
+            self._tol,
+            loss=loss,
+            dtype=dtype,
+            name=f"block-eigenvalues-{label}",
+            throttle=self._throttle_s,
+            start=False,
+        )
+        self._eigen_job = job
+        self._eigen_request = {"label": label, "step": step}
+        self._eigen_unsubscribe = job.subscribe(self._on_eigen)
+        self.eigen = {"label": label, "step": step, "status": "running", "message": ""}
+        job.start()
+        self._sync_job_status(job)
+
+    def _block_groups(self, label: str) -> list[str] | str:
+        """The parameter groups of a block: the tracker's definition, the group itself, or (for a layer
+        label such as ``"block0"``) every group under it."""
+        tracked = getattr(self._tracker, "blocks", None)
+        if isinstance(tracked, dict) and label in tracked:
+            return list(tracked[label])
+        return label if label in self._adapter.param_groups() else f"{label}.*"
+
+    def _latest_step(self) -> int | None:
+        h = self._history
+        return int(h["steps"][-1]) if h is not None and h["steps"].size else None
+
+    def _cancel_block_job(self) -> None:
+        self._eigen_unsubscribe()
+        self._eigen_unsubscribe = lambda: None
+        if self._eigen_job is not None:
+            self._eigen_job.cancel()
+
+    def _on_eigen(self, job: Job, snapshot) -> None:
+        """Block job subscriber (job threads, throttled)."""
+        with self._lock:
+            if job is not self._eigen_job:
+                return
+            request = self._eigen_request
+            status = job.status
+            result = None
+            if snapshot is not None:
+                values = _as_array(snapshot.eigenvalues, "eigenvalues").reshape(-1)[::-1].copy()
+                residuals = _as_array(snapshot.residual_norms, "residual_norms").reshape(-1)[::-1].copy()
+                result = {"eigenvalues": values, "residuals": residuals, "converged": bool(snapshot.converged)}
+            message = job.message if status in _TERMINAL else ""
+            with self.hold_sync():
+                self.eigen = self._eigen_wire(request["label"], request["step"], result, status, message)
+                self._sync_job_status(job)
+            ended = status in _TERMINAL
+            if ended:
+                self._picture_version += 1
+                self._eigen_results[request["label"]] = {
+                    "step": request["step"],
+                    "eigenvalues": None if result is None else result["eigenvalues"],
+                    "residuals": None if result is None else result["residuals"],
+                    "converged": None if result is None else result["converged"],
+                    "status": status,
+                    "message": message,
+                }
+        if ended:
+            self._refresh_displays()
+
+    @staticmethod
+    def _eigen_wire(label, step, result, status, message) -> dict[str, Any]:
+        out = {"label": label, "step": step, "status": status, "message": message}
+        if result is not None and result.get("eigenvalues") is not None:
+            out["eigenvalues"] = [float(v) for v in result["eigenvalues"]]  # plain floats: full precision
+            out["residuals"] = [float(v) for v in result["residuals"]]
+            out["converged"] = result.get("converged")
+        return out
+
+    def _sync_job_status(self, job: Job | None) -> None:
+        if job is None:
+            self.job_status, self.job_message = "idle", ""
+            self.job_done, self.job_total, self.job_rate, self.job_eta, self.job_elapsed = 0, None, 0.0, None, 0.0
+            return
+        p = job.progress
+        self.job_status = job.status
+        self.job_message = job.message if job.status in _TERMINAL else ""
+        self.job_done, self.job_total = p.done, p.total
+        self.job_rate = p.rate if math.isfinite(p.rate) else 0.0
+        self.job_eta = p.eta_s if p.eta_s is not None and math.isfinite(p.eta_s) else None
+        self.job_elapsed = p.elapsed_s
+
+    # ------------------------------------------------------------------ browser input
+    def set_state(self, sync_data):
+        """Apply state from the browser: drop writes to traits only Python sets, and values that make
+        no sense (each with a logged warning), then send the page the values it must show instead."""
+        sync_data = dict(sync_data)
+        refused = sorted(set(sync_data) & _PYTHON_TRAITS)
+        if refused:
+            logger.warning("ignored front-end writes to read-only traits %s", refused)
+        rejected = []
+        for name in _BROWSER_TRAITS:
+            if name in sync_data:
+                ok, _, why = self._check(name, sync_data[name])
+                if not ok:
+                    logger.warning("ignored %s=%r from the front end: %s", name, sync_data[name], why)
+                    rejected.append(name)
+        for name in refused + rejected:
+            del sync_data[name]
+        super().set_state(sync_data)
+        if refused or rejected:
+            self.send_state(refused + rejected)
+
+    @traitlets.validate(*_BROWSER_TRAITS)
+    def _validate_view_state(self, proposal) -> Any:
+        """Canonical form of a valid value; for nonsense from Python, a warning and the last valid value."""
+        name, value = proposal["trait"].name, proposal["value"]
+        ok, canonical, why = self._check(name, value)
+        if not ok:
+            logger.warning("ignored %s=%r: %s", name, value, why)
+            return self._valid[name]
+        self._valid[name] = canonical
+        return canonical
+
+    @traitlets.observe(*_BROWSER_TRAITS)
+    def _on_view_state(self, change) -> None:
+        name, old, new = change["name"], change["old"], change["new"]
+        if type(old) is type(new) and old == new:
+            return
+        with self._lock:
+            self._picture_version += 1
+            if name == "picked_step":
+                self._sync_density()
+            elif name == "selected_block" and new is not None:
+                self._start_block(new)
+            elif name == "selected_series" and not self._syncing_options:
+                self._series_chosen = True  # the user's choice: kept when new series appear
+
+    def _check(self, name: str, value: Any) -> tuple[bool, Any, str]:
+        """``(ok, canonical value, reason if not ok)`` for a view-state trait."""
+        if name == "selected_series":
+            keys = [o["key"] for o in self.series_options]
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                unknown = [v for v in value if v not in keys]
+                if not unknown:
+                    chosen = set(value)
+                    return True, [k for k in keys if k in chosen], ""
+                return False, None, f"unknown series {unknown}; choose from {keys}"
+            return False, None, "must be a list of series names"
+        if name == "picked_step":
+            if value is None:
+                return True, None, ""
+            if _is_int(value) and int(value) in self._step_set:
+                return True, int(value), ""
+            return False, None, "must be null (the latest) or one of the recorded steps"
+        if name == "selected_block":
+            if value is None:
+                return True, None, ""
+            options = list(self.block_options)
+            if isinstance(value, str) and value in options:
+                return True, value, ""
+            return False, None, f"not one of the blocks {options}"
+        # log_y
+        if isinstance(value, (bool, np.bool_)):
+            return True, bool(value), ""
+        return False, None, "must be true or false"
+
+    def _on_custom_msg(self, _widget, content, _buffers) -> None:
+        command = content.get("command") if isinstance(content, dict) else None
+        if not isinstance(content, dict) or content.get("type") != "command" or command not in COMMANDS:
+            logger.warning(
+                "ignored front-end message %r; expected {'type': 'command', 'command': one of %s}",
+                content,
+                list(COMMANDS),
+            )
+            return
+        {"stop": self.stop_block, "recompute": self.recompute_block}[command]()
+
+    # ------------------------------------------------------------------ outputs and their static picture
+    def _repr_mimebundle_(self, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(data, metadata)``: the widget view plus a ``text/html`` picture of the current charts."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+        data = dict(data or {})
+        self._pictured_version = self._picture_version
+        try:
+            data["text/html"] = self._static_html()
+        except Exception:  # the live view must still show if the picture cannot be made
+            logger.warning("could not draw the static picture of the spectrum widget", exc_info=True)
+        return data, dict(metadata or {})
+
+    def _ipython_display_(self) -> None:
+        """Display with a display id, so that the picture can be replaced later."""
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if self.comm is None:  # closed: only the picture is left
+            display({"text/plain": repr(self), "text/html": self._static_html()}, raw=True)
+            return
+        data, metadata = self._repr_mimebundle_()
+        handle = display(data, metadata=metadata, raw=True, display_id=True)
+        shell = get_ipython()
+        if handle is None or not hasattr(shell, "kernel"):  # no Jupyter kernel: nothing to update later
+            return
+        parent = getattr(getattr(shell, "display_pub", None), "parent_header", None)
+        with self._lock:
+            self._displays.append((handle.display_id, dict(parent) if parent else None))
+            if self._hooked_shell is None:
+                shell.events.register("post_run_cell", self._after_cell)
+                self._hooked_shell = shell
+
+    def _after_cell(self, _result=None) -> None:
+        """IPython ``post_run_cell`` hook: after a cell that changed the charts (e.g. the training
+        loop), refresh the pictures, addressed to that cell (still running, so runners listen)."""
+        if self._picture_version != self._pictured_version:
+            self._refresh_displays()
+
+    def _refresh_displays(self) -> None:
+        """Replace the outputs showing this widget by a fresh bundle (widget view + current picture).
+
+        From the main thread (after a cell ran) the update goes to the running cell, which headless
+        runners such as nbclient listen to; from other threads (a block job ending) it is addressed to
+        the cell that displayed the widget.
+        """
+        with self._lock:
+            displays = list(self._displays)
+        if not displays or self.comm is None:
+            return
+        from IPython import get_ipython
+        from IPython.display import update_display
+
+        data, metadata = self._repr_mimebundle_()
+        publisher = getattr(get_ipython(), "display_pub", None)
+        own_cells = threading.current_thread() is not threading.main_thread()
+        for display_id, parent in displays:
+            token = None
+            if own_cells and parent and hasattr(publisher, "set_thread_parent"):
+                token = publisher.set_thread_parent(parent)  # ipykernel 7: a parent header per thread
+            try:
+                update_display(data, metadata=metadata, raw=True, display_id=display_id)
+            except Exception:
+                logger.warning("could not refresh the static picture of output %s", display_id, exc_info=True)
+            finally:
+                if token is not None:
+                    publisher.reset_thread_parent(token)
+
+    def _status_text(self) -> str:
+        h = self._history
+        if h is None:
+            return "no history yet" + (" (tracker attached)" if self._tracker is not None else "")
+        T = h["steps"].size
+        of = f" of {h['total']}" if h["total"] is not None else ""
+        where = "tracker" if self._tracker is not None else "fixed history"
+        latest = f" · latest step {int(h['steps'][-1])}" if T else ""
+        return f"{where} · {h['done']}{of} records{latest}"
+
+    def _static_html(self) -> str:
+        """The current charts as self-contained HTML (series, scale and picked step as selected)."""
+        with self._lock:
+            h, norms, log = self._history, self._norms, bool(self.log_y)
+            selected, options = list(self.selected_series), list(self.series_options)
+            marker = self.picked_step
+            density = self.density
+            eigen = self.block_eigenvalues
+            status = self._status_text()
+        esc = html.escape
+        parts = [
+            f'<div class="tscope-static tscope-static-spectrum" data-records="{0 if h is None else h["steps"].size}" '
+            'style="font-family:system-ui, sans-serif;font-size:12px;color:#1f1f1f">'
+            f'<div style="font-weight:600">SpectrumWidget · Hessian spectrum during training</div>'
+            f'<div style="color:#616161">{esc(status)}</div>',
+            '<div style="display:flex;flex-wrap:wrap;gap:8px">',
+        ]
+        if h is not None and h["steps"].size:
+            for key, (title, y_label) in PANELS.items():
+                chosen = [o for o in options if o["panel"] == key and o["key"] in selected]
+                if chosen:
+                    ys = [(o["label"], self._series_values(h, o["key"])) for o in chosen]
+                    parts.append(
+                        line_chart_svg(
+                            h["steps"], ys, title=title, x_label="training step", y_label=y_label, log=log,
+                            marker_x=marker,
+                        )
+                    )
+            if density is not None:
+                i = density["index"]
+                parts.append(
+                    line_chart_svg(
+                        h["density_grid"][i],
+                        [("φ(λ)", h["density"][i])],
+                        title=f"spectral density at step {density['step']} (SLQ)",
+                        x_label="eigenvalue λ of ∇²L",
+                        y_label="density φ(λ)",
+                        log=log,
+                    )
+                )
+        elif norms is None:
+            parts.append('<p style="color:#616161">waiting for the first record…</p>')
+        if norms is not None:
+            parts.append(
+                matrix_svg(
+                    norms["frobenius"],
+                    row_labels=norms["labels"],
+                    col_labels=norms["labels"],
+                    title="block norms ‖H_ab‖_F",
+                    x_label="block b",
+                    y_label="block a",
+                    value_title="‖H_ab‖_F",
+                    log=log,
+                )
+            )
+        if h is not None and h["block_labels"] and h["steps"].size:
+            parts.append(
+                matrix_svg(
+                    h["block_lambda_max"].T,
+                    row_labels=h["block_labels"],
+                    col_labels=[str(int(s)) for s in h["steps"]],
+                    title="λ_max of each Hessian block H_aa",
+                    x_label="training step",
+                    y_label="block a",
+                    value_title="λ_max(H_aa)",
+                    log=log,
+                    row_height=14,
+                )
+            )
+        parts.append("</div>")
+        if eigen:
+            parts.append(_eigen_table_html(eigen))
+        parts.append(
+            '<div style="color:#616161;font-size:11px">Static picture of the live widget, saved with the '
+            "notebook; run the notebook to explore it.</div></div>"
+        )
+        return "".join(parts)
+
+
+def _eigen_table_html(results: dict[str, dict[str, Any]]) -> str:
+    """A small HTML table of the block eigenvalues computed so far."""
+    from ._static import format_value
+
+    esc = html.escape
+    rows = []
+    for label, r in results.items():
+        values = r.get("eigenvalues")
+        text = (
+            ", ".join(f"{format_value(v)} (res {format_value(e)})" for v, e in zip(values, r["residuals"], strict=True))
+            if values is not None
+            else esc(r.get("message", ""))
+        )
+        rows.append(
+            f"<tr><td>{esc(label)}</td><td>{esc(str(r.get('step')))}</td><td>{esc(r['status'])}</td>"
+            f"<td>{esc(text)}</td></tr>"
+        )
+    return (
+        '<table class="tscope-static-eigen" style="font-size:11px;border-collapse:collapse">'
+        "<tr><th>block</th><th>weights of step</th><th>status</th><th>top eigenvalues of H_aa (residual)</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+_PYTHON_TRAITS = frozenset(SpectrumWidget.class_own_traits(sync=True)) - set(_BROWSER_TRAITS)
+
