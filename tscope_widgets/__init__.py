@@ -65,6 +65,13 @@ __all__ = [
     "TrainResult",
     "save_model",
     "load_model",
+    # results files (imported on first use: ``export`` brings in Bokeh)
+    "save_directions",
+    "load_directions",
+    "save_spectrum_history",
+    "load_spectrum_history",
+    "open_state_dict",
+    "LazyStateDict",
     # widgets (imported on first use: they need the front-end bundle and Jupyter packages)
     "SensitivityExplorer",
     "SpectrumWidget",
@@ -73,9 +80,23 @@ __all__ = [
 __version__ = "0.1.0"
 
 
+_EXPORT_NAMES = (
+    "save_directions",
+    "load_directions",
+    "save_spectrum_history",
+    "load_spectrum_history",
+    "open_state_dict",
+    "LazyStateDict",
+)
+
+
 def __getattr__(name: str):
     if name in ("SensitivityExplorer", "SpectrumWidget", "LandscapeWidget"):
         from . import widgets
 
         return getattr(widgets, name)
+    if name in _EXPORT_NAMES:
+        from . import export
+
+        return getattr(export, name)
     raise AttributeError(f"module 'tscope_widgets' has no attribute {name!r}")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Mapping
 from types import SimpleNamespace
 
 import pytest
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from torch.func import functional_call
 
@@ -18,12 +18,10 @@ from tscope_widgets.kernels.landscape import (
     LandscapeSlice,
     checkpoint_direction,
     eigen_directions,
-    load_directions,
     pca_directions,
     project_trajectory,
     quadratic_model,
     random_direction,
-    save_directions,
     slice_1d,
     slice_2d,
 )
@@ -367,31 +365,29 @@ def test_eigen_directions_fused_group_gpt2():
     assert all((d[n] == 0).all() for n in others)
 
 
-# ----------------------------------------------------------------------------- files, PCA, projection
-def test_save_load_bit_for_bit(tmp_path):
-    model = gpt2()
-    d1, d2 = pair_of_directions(model)
-    d2 = {n: t.float() for n, t in d2.items()}  # a float32 direction keeps its dtype
-    d1["transformer.wpe.weight"][0, 0] = -0.0
-    meta = {"kind": "random", "normalization": "filter", "seed": 0}
-    path = tmp_path / "dirs.safetensors"
-    save_directions(path, {"d1": d1, "d2": d2}, meta)
-    loaded, meta2 = load_directions(path)
-    assert meta2 == meta and list(loaded) == ["d1", "d2"]
-    for name, orig in (("d1", d1), ("d2", d2)):
-        assert list(loaded[name]) == list(orig)
-        for n, t in orig.items():
-            got = loaded[name][n]
-            assert got.dtype == t.dtype and got.shape == t.shape
-            assert torch.equal(got.view(torch.int64 if t.dtype == torch.float64 else torch.int32),
-                               t.view(torch.int64 if t.dtype == torch.float64 else torch.int32)), n
-    save_file({"x": torch.zeros(2)}, tmp_path / "other.safetensors")
-    with pytest.raises(ValueError, match="not a tscope_widgets.directions"):
-        load_directions(tmp_path / "other.safetensors")
-    with pytest.raises(ValueError, match="without '/'"):
-        save_directions(tmp_path / "bad.safetensors", {"a/b": d1})
-    with pytest.raises(ValueError, match="JSON"):
-        save_directions(tmp_path / "bad.safetensors", {"a": d1}, {"x": math.nan})
+# ----------------------------------------------------------------------------- PCA, projection
+class CountingStateDict(Mapping):
+    """A lazy state dict in memory: hands out a fresh copy per read, counts reads, describes tensors unread."""
+
+    def __init__(self, tensors: dict):
+        self._tensors = tensors
+        self.reads: dict[str, int] = {}
+
+    def __getitem__(self, key):
+        self.reads[key] = self.reads.get(key, 0) + 1
+        return self._tensors[key].clone()
+
+    def __iter__(self):
+        return iter(self._tensors)
+
+    def __len__(self):
+        return len(self._tensors)
+
+    def __contains__(self, key):
+        return key in self._tensors
+
+    def shape_and_dtype(self, key):
+        return tuple(self._tensors[key].shape), self._tensors[key].dtype
 
 
 def plane_trajectory(T: int = 6, seed: int = 0):
@@ -416,7 +412,7 @@ def plane_trajectory(T: int = 6, seed: int = 0):
                            unflat=unflat, flat=lambda d: torch.cat([d[n].reshape(-1) for n in shapes]))
 
 
-def test_pca_directions_find_the_plane(tmp_path):
+def test_pca_directions_find_the_plane():
     c = plane_trajectory()
     dirs, ratio = pca_directions(c.traj, k=2)
     D = torch.stack([c.flat(d) for d in dirs], 1)  # [P, 2]
@@ -425,15 +421,13 @@ def test_pca_directions_find_the_plane(tmp_path):
     assert ratio.sum().item() == pytest.approx(1.0, abs=1e-12) and ratio[0] >= ratio[1]
     # the first checkpoint sits on the positive side of each direction
     assert ((c.flat(c.traj[0]) - c.flat(c.origin)) @ D >= 0).all()
-    # from safetensors files: the same directions
-    paths = []
-    for t, sd in enumerate(c.traj):
-        paths.append(tmp_path / f"ckpt{t}.safetensors")
-        save_file(sd, paths[-1])
-    dirs_f, ratio_f = pca_directions(paths, k=2)
+    # from lazy state dicts: the same directions, each tensor read exactly twice (Gram pass, assembly pass)
+    lazy = [CountingStateDict(sd) for sd in c.traj]
+    dirs_f, ratio_f = pca_directions(lazy, k=2)
     torch.testing.assert_close(ratio_f, ratio, rtol=0, atol=1e-14)
     for d, e in zip(dirs, dirs_f, strict=True):
         torch.testing.assert_close(c.flat(d), c.flat(e), rtol=0, atol=1e-13)
+    assert all(sd.reads == {n: 2 for n in c.traj[0]} for sd in lazy)
     with pytest.raises(ValueError, match="spans 2 dimension"):
         pca_directions(c.traj, k=3)
     with pytest.raises(ValueError, match="at least 2"):
@@ -460,6 +454,9 @@ def test_project_trajectory_recovers_coordinates():
     xy = project_trajectory(c.traj, d1, d2, origin=c.origin)
     a, b = c.coef[:, 0], c.coef[:, 1]
     torch.testing.assert_close(xy, torch.stack([a, (b - 0.5 * a) / 2], 1), rtol=0, atol=1e-12)
+    lazy, lazy_origin = [CountingStateDict(sd) for sd in c.traj], CountingStateDict(c.origin)
+    assert torch.equal(project_trajectory(lazy, d1, d2, origin=lazy_origin), xy)
+    assert all(sd.reads == {n: 1 for n in c.origin} for sd in [*lazy, lazy_origin])  # one pass, one read each
     dirs, _ = pca_directions(c.traj)
     xy = project_trajectory(c.traj, dirs[0], dirs[1], origin=c.traj[-1])
     recon = [c.flat(c.origin) + xy[t, 0] * c.flat(dirs[0]) + xy[t, 1] * c.flat(dirs[1]) for t in range(len(c.traj))]
@@ -521,3 +518,7 @@ def test_bad_input_errors():
         slice_1d(model, [], d1, [0.0])
     with pytest.raises(ValueError, match=r"blocks\.0\.ln1\.weight.*shape"):
         checkpoint_direction(model, {**model.state_dict(), "blocks.0.ln1.weight": torch.zeros(3)})
+    with pytest.raises(TypeError, match=r"checkpoint b.*str.*open_state_dict"):
+        checkpoint_direction(model, "ckpt.safetensors")  # files are read by tscope_widgets.export
+    with pytest.raises(TypeError, match=r"trajectory\[1\].*'head\.weight' must be a tensor"):
+        pca_directions([model.state_dict(), {**model.state_dict(), "head.weight": [0.0]}], reference=model)

@@ -1,5 +1,6 @@
 """SpectrumTracker and SpectrumHistory: records against dense float64 Hessians, training untouched."""
 
+import json
 import logging
 import math
 import re
@@ -99,7 +100,7 @@ def test_warm_start_saves_products_on_a_slowly_changing_model():
     assert w.matvecs[1] <= 0.8 * min(c.matvecs[0] for c in cold)
 
 
-def test_history_save_load_round_trip_bit_for_bit(tmp_path):
+def test_history_state_round_trip_bit_for_bit():
     model = _tiny(1)
     batch = model_zoo.random_batch(adapt(model), 2, 5)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -107,9 +108,13 @@ def test_history_save_load_round_trip_bit_for_bit(tmp_path):
                               density_probes=2, density_steps=5, optimizer=opt, **CHEAP)
     for step in range(3):
         tracker.step(step=10 * step, loss=0.5 if step != 1 else None)
-    path = tmp_path / "history.safetensors"
-    tracker.save(path)
-    h, back = tracker.history, SpectrumHistory.load(path)
+    h = tracker.history
+    tensors = h.state_dict()
+    assert all(isinstance(t, torch.Tensor) and t.is_contiguous() for t in tensors.values())
+    meta = json.loads(json.dumps(h.meta(), allow_nan=False))  # what a Job checkpoint stores
+    assert meta["done"] == 3 and meta["total"] is None
+    back = SpectrumHistory.from_state(tensors, meta)
+    tensors["lambda_max"][0] = 123.0  # the rebuilt history does not share memory with the tensors
     assert len(back) == 3 and back.density_steps.tolist() == [0, 20] and back.total is None
     for name, value in h.to_dict().items():
         other = back.to_dict()[name]
@@ -123,13 +128,23 @@ def test_history_save_load_round_trip_bit_for_bit(tmp_path):
     np.testing.assert_allclose(back.threshold, 76.0)  # (2 + 2 * 0.9) / 0.05
 
 
-def test_load_refuses_other_files(tmp_path):
-    from safetensors.numpy import save_file
-
-    path = tmp_path / "other.safetensors"
-    save_file({"x": np.zeros(2)}, str(path), metadata={"format": "something else"})
+def test_from_state_refuses_other_states():
+    h = SpectrumHistory.empty(["embed", "final"], ["b"])
+    h.append(dict(steps=0, loss=1.0, train_loss=1.0, lambda_max=2.0, lambda_min=-1.0, trace=1.0, trace_stderr=0.1,
+                  grad_norms=[1.0, 2.0], block_lambda_max=[0.5], threshold=4.0, lr=0.5, matvecs=10, converged=True))
+    tensors, meta = h.state_dict(), h.meta()
     with pytest.raises(ValueError, match="not a spectrum history"):
-        SpectrumHistory.load(path)
+        SpectrumHistory.from_state(tensors, {**meta, "kind": "landscape_slice"})
+    with pytest.raises(ValueError, match=r"lacks arrays \['lambda_min'\]"):
+        SpectrumHistory.from_state({k: v for k, v in tensors.items() if k != "lambda_min"}, meta)
+    with pytest.raises(ValueError, match=r"'steps' is float64.*expected int64"):
+        SpectrumHistory.from_state({**tensors, "steps": tensors["steps"].double()}, meta)
+    with pytest.raises(ValueError, match=r"'grad_norms'.*one per label"):
+        SpectrumHistory.from_state(tensors, {**meta, "grad_norm_labels": ["embed", "block0", "final"]})
+    with pytest.raises(ValueError, match=r"'lambda_max' has shape \(2,\); expected 1 records"):
+        SpectrumHistory.from_state({**tensors, "lambda_max": torch.zeros(2, dtype=torch.float64)}, meta)
+    with pytest.raises(ValueError, match="total"):
+        SpectrumHistory.from_state(tensors, {**meta, "total": "3"})
 
 
 def test_every_is_respected_and_steps_label_records():

@@ -1,4 +1,4 @@
-"""Pure torch math over tensors and adapters: no widgets, no threads.
+"""Pure torch math over tensors and adapters: no widgets, no threads, no file I/O (that is in ``export``).
 
 Long computations are generators yielding partial results (``done``/``total``) so a Job can stream them.
 """
@@ -12,12 +12,10 @@ from .landscape import (
     LandscapeSlice,
     checkpoint_direction,
     eigen_directions,
-    load_directions,
     pca_directions,
     project_trajectory,
     quadratic_model,
     random_direction,
-    save_directions,
     slice_1d,
     slice_2d,
 )
@@ -76,6 +74,4 @@ __all__ = [
     "slice_1d",
     "slice_2d",
     "quadratic_model",
-    "save_directions",
-    "load_directions",
 ]

@@ -21,8 +21,13 @@ A :data:`Direction` is a ``dict[str, Tensor]`` keyed by the names of ``model.nam
 :func:`slice_1d` and :func:`slice_2d` are generators that evaluate the grid on a private analysis copy
 of the model with ``torch.func.functional_call`` (several grid points per call through ``vmap``) and
 yield a :class:`LandscapeSlice` as rows complete, so a Job can stream it. The user's model is never
-modified. :func:`save_directions` / :func:`load_directions` keep directions in one safetensors file
-(no pickle).
+modified.
+
+A checkpoint is a model, an adapter or a state dict: any ``Mapping[str, Tensor]``, read one tensor at a
+time, so a lazy mapping over a file (``tscope_widgets.export.open_state_dict(path)``) lets
+:func:`pca_directions` stream a trajectory too large for memory. Files are written and read in
+``tscope_widgets.export`` (``save_directions``, ``load_directions``, ``open_state_dict``); nothing here
+touches the disk.
 
 References:
     Li, H., Xu, Z., Taylor, G., Studer, C. & Goldstein, T. (2018). Visualizing the Loss Landscape of
@@ -33,19 +38,14 @@ References:
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
@@ -56,6 +56,8 @@ from .sensitivity import analysis_adapter
 
 __all__ = [
     "Direction",
+    "ModelState",
+    "TensorDescriptions",
     "LandscapeSlice",
     "random_direction",
     "eigen_directions",
@@ -65,8 +67,6 @@ __all__ = [
     "slice_1d",
     "slice_2d",
     "quadratic_model",
-    "save_directions",
-    "load_directions",
     "default_points_per_call",
     "POINTS_MEMORY_BUDGET",
 ]
@@ -81,8 +81,6 @@ POINTS_MEMORY_BUDGET = 256 * 2**20
 # 2-layer d=64 model; a GPT-2-shaped d=8 model went from 2.3 ms to 0.5 ms per point at 16).
 MAX_POINTS_PER_CALL = {"cpu": 16}
 MAX_POINTS_PER_CALL_DEFAULT = 256
-DIRECTIONS_FORMAT = "tscope_widgets.directions"
-DIRECTIONS_VERSION = "1"
 
 
 # ======================================================================================
@@ -109,58 +107,87 @@ def _tied_aliases(module: nn.Module) -> dict[str, list[str]]:
     return aliases
 
 
-class _StateReader:
-    """Read-only access to the parameters of one checkpoint.
+@runtime_checkable
+class TensorDescriptions(Protocol):
+    """A state dict that can tell a tensor's shape and dtype without reading it (a lazy file reader).
 
-    A checkpoint is a model or adapter (its ``named_parameters()``), a state dict, or the path of a
-    safetensors file (read lazily, one tensor at a time, through ``safe_open``).
+    :func:`pca_directions` and its companions check names and shapes before they read values; a
+    ``Mapping`` that also has this method (``tscope_widgets.export.LazyStateDict`` does) answers those
+    checks from the file's header instead of loading every tensor an extra time.
     """
 
-    def __init__(self, item: Any, stack: ExitStack, what: str):
+    def shape_and_dtype(self, key: str) -> tuple[tuple[int, ...], torch.dtype]:
+        """``(shape, dtype)`` of the tensor under ``key``."""
+        ...
+
+
+# Where parameters come from: a model, an adapter, or a state dict (eager or lazy).
+ModelState = ModelAdapter | nn.Module | Mapping[str, Tensor]
+
+
+class _StateReader:
+    """Read-only access to the parameters of one checkpoint, one tensor at a time.
+
+    A checkpoint is a model or adapter (its ``named_parameters()``) or a state dict: any
+    ``Mapping[str, Tensor]``, possibly lazy (values read on access). Its values are read only through
+    :meth:`get`, one key at a time, and never copied as a whole.
+    """
+
+    def __init__(self, item: Any, what: str):
         self.what = what
-        self._file = None
         if isinstance(item, (ModelAdapter, nn.Module)):
-            self._tensors = {n: p.detach() for n, p in _as_module(item).named_parameters()}
+            self._tensors: Mapping[str, Tensor] = {n: p.detach() for n, p in _as_module(item).named_parameters()}
+            self._described = False
         elif isinstance(item, Mapping):
-            bad = [k for k, v in item.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
+            bad = [k for k in item if not isinstance(k, str)]
             if bad:
-                raise TypeError(f"{what}: a state dict must map parameter names to tensors; bad entries {bad[:5]}")
-            self._tensors = dict(item)
-        elif isinstance(item, (str, os.PathLike)):
-            try:
-                self._file = stack.enter_context(safe_open(os.fspath(item), framework="pt", device="cpu"))
-            except Exception as e:  # safetensors raises its own error types for bad files
-                raise ValueError(f"{what}: cannot read {os.fspath(item)!r} as a safetensors file ({e})") from e
-            self._tensors = None
+                raise TypeError(f"{what}: a state dict must map parameter names (str) to tensors; bad keys {bad[:5]}")
+            self._tensors = item
+            self._described = isinstance(item, TensorDescriptions)
         else:
+            hint = (
+                "; to read a safetensors file use tscope_widgets.export.open_state_dict(path)"
+                if isinstance(item, (str, bytes)) or hasattr(item, "__fspath__")
+                else ""
+            )
             raise TypeError(
-                f"{what}: expected a model, an adapter, a state dict or a safetensors path, got {type(item).__name__}"
+                f"{what}: expected a model, an adapter or a state dict (a Mapping {{name: Tensor}}), "
+                f"got {type(item).__name__}{hint}"
             )
 
     def keys(self) -> list[str]:
-        return list(self._file.keys()) if self._file is not None else list(self._tensors)
+        return list(self._tensors)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._tensors
+
+    def _tensor(self, key: str) -> Tensor:
+        t = self._tensors[key]
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{self.what}: entry {key!r} must be a tensor, got {type(t).__name__}")
+        return t
+
+    def shape_and_dtype(self, key: str) -> tuple[tuple[int, ...], torch.dtype]:
+        if self._described:
+            shape, dtype = self._tensors.shape_and_dtype(key)
+            return tuple(shape), dtype
+        t = self._tensor(key)
+        return tuple(t.shape), t.dtype
 
     def shape(self, key: str) -> tuple[int, ...]:
-        if self._file is not None:
-            return tuple(self._file.get_slice(key).get_shape())
-        return tuple(self._tensors[key].shape)
-
-    def is_floating(self, key: str) -> bool:
-        if self._file is not None:
-            return self._file.get_slice(key).get_dtype() in ("F64", "F32", "F16", "BF16")
-        return self._tensors[key].is_floating_point()
+        return self.shape_and_dtype(key)[0]
 
     def get(self, key: str) -> Tensor:
-        return self._file.get_tensor(key) if self._file is not None else self._tensors[key].detach()
+        return self._tensor(key).detach()
 
     def untied_float_keys(self) -> list[str]:
         """Floating-point keys, without a second name of a tied tensor (same storage, shape and strides)."""
         seen, out = set(), []
         for key in self.keys():
-            if not self.is_floating(key):
+            if not self.shape_and_dtype(key)[1].is_floating_point:
                 continue
-            if self._file is None:
-                t = self._tensors[key]
+            if not self._described:  # a lazy mapping reads fresh copies: no shared storage to compare
+                t = self._tensor(key)
                 ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
                 if t.numel() and ident in seen:
                     continue
@@ -194,8 +221,7 @@ def _resolve_keys(
     for name in names:
         keys = []
         for r in readers:
-            present = r.keys()
-            key = next((a for a in aliases.get(name, [name]) if a in present), None)
+            key = next((a for a in aliases.get(name, [name]) if a in r), None)
             if key is None:
                 hint = "" if reference is not None else " (pass reference=model to match tied or renamed weights)"
                 raise ValueError(f"{r.what} has no parameter {name!r}{hint}")
@@ -337,8 +363,8 @@ def _normalize_filters(d: Tensor, w: Tensor, axis: int) -> Tensor:
 
 
 def checkpoint_direction(
-    a: Any,
-    b: Any,
+    a: ModelState,
+    b: ModelState,
     *,
     reference: ModelAdapter | nn.Module | None = None,
 ) -> Direction:
@@ -348,7 +374,8 @@ def checkpoint_direction(
     :math:`L((1 - \alpha)\theta_a + \alpha \theta_b)` of Goodfellow et al. (2015); ``alpha = 1`` is ``b``.
 
     Args:
-        a, b: Models, adapters, state dicts or safetensors paths.
+        a, b: Models, adapters or state dicts (any ``Mapping[str, Tensor]``, e.g. a lazy
+            ``tscope_widgets.export.open_state_dict(path)``).
         reference: Model or adapter whose ``named_parameters()`` give the direction's names (tied
             weights once; a checkpoint may hold a tied weight under any of its names). Defaults to
             ``a`` or ``b`` when one of them is a model or adapter; with two state dicts and no
@@ -356,29 +383,29 @@ def checkpoint_direction(
             duplicates of a live state dict removed).
 
     Returns:
-        :data:`Direction` on the CPU for files, else on the checkpoints' device, in their dtype
-        promoted to at least float32 (so a float32 difference is rounded to float32).
+        :data:`Direction` on the device of ``b``'s tensors, in the checkpoints' dtype promoted to at
+        least float32 (so a float32 difference is rounded to float32).
 
     Raises:
         ValueError: A parameter missing from ``b`` or with another shape, naming it.
+        TypeError: A checkpoint that is not a model, adapter or state dict (a path, say).
     """
     if reference is None:
         reference = next((x for x in (a, b) if isinstance(x, (ModelAdapter, nn.Module))), None)
-    with ExitStack() as stack:
-        ra, rb = _StateReader(a, stack, "checkpoint a"), _StateReader(b, stack, "checkpoint b")
-        out: Direction = {}
-        for name, (ka, kb) in _resolve_keys([ra, rb], None, reference):
-            ta, tb = ra.get(ka), rb.get(kb)
-            dtype = _float_dtype(torch.promote_types(ta.dtype, tb.dtype))
-            out[name] = tb.to(dtype) - ta.to(device=tb.device, dtype=dtype)
+    ra, rb = _StateReader(a, "checkpoint a"), _StateReader(b, "checkpoint b")
+    out: Direction = {}
+    for name, (ka, kb) in _resolve_keys([ra, rb], None, reference):
+        ta, tb = ra.get(ka), rb.get(kb)
+        dtype = _float_dtype(torch.promote_types(ta.dtype, tb.dtype))
+        out[name] = tb.to(dtype) - ta.to(device=tb.device, dtype=dtype)
     return out
 
 
 def pca_directions(
-    trajectory: Sequence[Any],
+    trajectory: Sequence[ModelState],
     k: int = 2,
     *,
-    origin: Any = None,
+    origin: ModelState | None = None,
     center: bool = False,
     reference: ModelAdapter | nn.Module | None = None,
 ) -> tuple[list[Direction], Tensor]:
@@ -389,7 +416,9 @@ def pca_directions(
     :math:`v_i = M^\top u_i / \sigma_i` (unit norm, orthonormal in the flat parameter space), found
     without forming a :math:`P \times P` matrix: the :math:`T \times T` Gram matrix :math:`M M^\top` is
     accumulated one parameter at a time in float64 and eigendecomposed (``T`` is small), then
-    :math:`v_i` is assembled per parameter. Checkpoint files are read one tensor at a time.
+    :math:`v_i` is assembled per parameter. Checkpoints are read one tensor at a time, so lazy state dicts
+    (``tscope_widgets.export.open_state_dict``) stream a trajectory that does not fit in memory: at most
+    ``T + 1`` tensors of one parameter are held at once, and each is read twice.
 
     By default the rows are not centered, so :math:`\mathrm{span}(v_1, v_2)` is the plane through the
     origin that best fits the trajectory, which is the plane a slice around :math:`\theta_o` draws.
@@ -400,7 +429,8 @@ def pca_directions(
     :math:`\ge 0` along it.
 
     Args:
-        trajectory: ``T >= 2`` checkpoints: models, adapters, state dicts or safetensors paths.
+        trajectory: ``T >= 2`` checkpoints: models, adapters or state dicts (any ``Mapping[str, Tensor]``,
+            lazy ones included).
         k: Number of directions, ``1 <= k <= T``.
         origin: The origin :math:`\theta_o` (a checkpoint of the same kinds); ``None`` = the last
             checkpoint, as in Li et al.
@@ -425,48 +455,48 @@ def pca_directions(
         raise ValueError(f"k must be an int in [1, {T}] (the number of checkpoints), got {k!r}")
     if reference is None:
         reference = next((x for x in [*items, origin] if isinstance(x, (ModelAdapter, nn.Module))), None)
-    with ExitStack() as stack:
-        readers = [_StateReader(x, stack, f"trajectory[{t}]") for t, x in enumerate(items)]
-        o_reader = readers[-1] if origin is None else _StateReader(origin, stack, "origin")
-        keys = _resolve_keys([*readers, o_reader], None, reference)
+    readers = [_StateReader(x, f"trajectory[{t}]") for t, x in enumerate(items)]
+    o_reader = readers[-1] if origin is None else _StateReader(origin, "origin")
+    keys = _resolve_keys([*readers, o_reader], None, reference)
 
-        def rows(ks: list[str]) -> Tensor:
-            o = _flat64(o_reader.get(ks[-1]))
-            M = torch.stack([_flat64(r.get(key)) for r, key in zip(readers, ks[:-1], strict=True)]) - o  # [T, n]
-            return M - M.mean(0) if center else M
+    def rows(ks: list[str]) -> Tensor:
+        o = _flat64(o_reader.get(ks[-1]))
+        flat = [o if r is o_reader else _flat64(r.get(key)) for r, key in zip(readers, ks[:-1], strict=True)]
+        M = torch.stack(flat) - o  # [T, n]
+        return M - M.mean(0) if center else M
 
-        gram = torch.zeros(T, T, dtype=torch.float64)
-        for _, ks in keys:
-            M = rows(ks)
-            gram += M @ M.T
-        evals, U = torch.linalg.eigh(gram)  # ascending
-        evals, U = evals.flip(0).clamp_min(0), U.flip(1)
-        total = float(evals.sum())
-        # sigma_i / sigma_1 below 1e-6 is rounding in the Gram matrix (its errors are ~eps * sigma_1^2)
-        cutoff = 1e-12 * float(evals[0])
-        if total == 0 or evals[k - 1] <= cutoff:
-            rank = int((evals > cutoff).sum()) if total > 0 else 0
-            raise ValueError(
-                f"the trajectory spans {rank} dimension(s) around the origin; cannot find k={k} directions"
-            )
-        sigma = evals[:k].sqrt()  # [k]
-        U = U[:, :k] * torch.where(U[0, :k] < 0, -1.0, 1.0)  # first checkpoint on the positive side
-        directions: list[Direction] = [{} for _ in range(k)]
-        for name, ks in keys:
-            M = rows(ks)
-            V = (U.T @ M) / sigma[:, None]  # [k, n]
-            shape = o_reader.shape(ks[-1])
-            for i in range(k):
-                directions[i][name] = V[i].reshape(shape)
+    gram = torch.zeros(T, T, dtype=torch.float64)
+    for _, ks in keys:
+        M = rows(ks)
+        gram += M @ M.T
+    evals, U = torch.linalg.eigh(gram)  # ascending
+    evals, U = evals.flip(0).clamp_min(0), U.flip(1)
+    total = float(evals.sum())
+    # sigma_i / sigma_1 below 1e-6 is rounding in the Gram matrix (its errors are ~eps * sigma_1^2)
+    cutoff = 1e-12 * float(evals[0])
+    if total == 0 or evals[k - 1] <= cutoff:
+        rank = int((evals > cutoff).sum()) if total > 0 else 0
+        raise ValueError(
+            f"the trajectory spans {rank} dimension(s) around the origin; cannot find k={k} directions"
+        )
+    sigma = evals[:k].sqrt()  # [k]
+    U = U[:, :k] * torch.where(U[0, :k] < 0, -1.0, 1.0)  # first checkpoint on the positive side
+    directions: list[Direction] = [{} for _ in range(k)]
+    for name, ks in keys:
+        M = rows(ks)
+        V = (U.T @ M) / sigma[:, None]  # [k, n]
+        shape = o_reader.shape(ks[-1])
+        for i in range(k):
+            directions[i][name] = V[i].reshape(shape)
     return directions, evals[:k] / total
 
 
 def project_trajectory(
-    trajectory: Sequence[Any],
+    trajectory: Sequence[ModelState],
     d1: Mapping[str, Tensor],
     d2: Mapping[str, Tensor],
     *,
-    origin: Any,
+    origin: ModelState,
     reference: ModelAdapter | nn.Module | None = None,
 ) -> Tensor:
     r"""Coordinates of each checkpoint in the plane :math:`\theta_o + \mathrm{span}(d_1, d_2)`.
@@ -477,7 +507,8 @@ def project_trajectory(
     Dot products run over the direction's parameters, in float64.
 
     Args:
-        trajectory: ``T`` checkpoints: models, adapters, state dicts or safetensors paths.
+        trajectory: ``T`` checkpoints: models, adapters or state dicts (any ``Mapping[str, Tensor]``,
+            lazy ones included; read one tensor at a time).
         d1, d2: Directions with the same parameter names and shapes.
         origin: The origin :math:`\theta_o` (checkpoint of the same kinds).
         reference: Model or adapter whose tied-weight names let a checkpoint hold a parameter under
@@ -505,20 +536,19 @@ def project_trajectory(
     T = len(items)
     gram = torch.zeros(2, 2, dtype=torch.float64)
     rhs = torch.zeros(T, 2, dtype=torch.float64)
-    with ExitStack() as stack:
-        readers = [_StateReader(x, stack, f"trajectory[{t}]") for t, x in enumerate(items)]
-        o_reader = _StateReader(origin, stack, "origin")
-        for name, ks in _resolve_keys([*readers, o_reader], list(d1), reference):
-            if o_reader.shape(ks[-1]) != tuple(d1[name].shape):
-                raise ValueError(
-                    f"parameter {name!r}: directions have shape {list(d1[name].shape)}, "
-                    f"checkpoints {list(o_reader.shape(ks[-1]))}"
-                )
-            D = torch.stack([_flat64(d1[name]), _flat64(d2[name])])  # [2, n]
-            o = _flat64(o_reader.get(ks[-1]))
-            M = torch.stack([_flat64(r.get(key)) for r, key in zip(readers, ks[:-1], strict=True)]) - o  # [T, n]
-            gram += D @ D.T
-            rhs += M @ D.T
+    readers = [_StateReader(x, f"trajectory[{t}]") for t, x in enumerate(items)]
+    o_reader = _StateReader(origin, "origin")
+    for name, ks in _resolve_keys([*readers, o_reader], list(d1), reference):
+        if o_reader.shape(ks[-1]) != tuple(d1[name].shape):
+            raise ValueError(
+                f"parameter {name!r}: directions have shape {list(d1[name].shape)}, "
+                f"checkpoints {list(o_reader.shape(ks[-1]))}"
+            )
+        D = torch.stack([_flat64(d1[name]), _flat64(d2[name])])  # [2, n]
+        o = _flat64(o_reader.get(ks[-1]))
+        M = torch.stack([_flat64(r.get(key)) for r, key in zip(readers, ks[:-1], strict=True)]) - o  # [T, n]
+        gram += D @ D.T
+        rhs += M @ D.T
     det = gram[0, 0] * gram[1, 1] - gram[0, 1] ** 2
     if not det > 1e-12 * gram[0, 0] * gram[1, 1]:
         raise ValueError("d1 and d2 are (nearly) parallel or zero; they do not span a plane")
@@ -1069,81 +1099,3 @@ def _resumed(resume: Any, alphas: Tensor, betas: Tensor | None, origin_loss: flo
             "it comes from another model or data"
         )
     return state
-
-
-# ======================================================================================
-# files
-# ======================================================================================
-def save_directions(
-    path: str | os.PathLike, directions: Mapping[str, Mapping[str, Tensor]], meta: Mapping[str, Any] | None = None
-) -> None:
-    """Write named directions to one safetensors file, with JSON metadata in its header.
-
-    Keys are ``"<direction name>/<parameter name>"``; the header holds the format, the order of
-    directions and parameters, and ``meta`` as JSON. Tensors are written as they are (dtype kept), so
-    :func:`load_directions` returns them bit for bit (on the CPU).
-
-    Args:
-        path: File to write (replaced if it exists).
-        directions: ``{name: Direction}``; names are non-empty and contain no ``/``.
-        meta: JSON-serialisable dict (e.g. how the directions were made), or ``None``.
-
-    Raises:
-        ValueError: Bad names, empty directions, non-tensor values or metadata that is not JSON.
-    """
-    if not isinstance(directions, Mapping) or not directions:
-        raise ValueError("directions must be a non-empty dict {name: {parameter name: Tensor}}")
-    tensors: dict[str, Tensor] = {}
-    order: dict[str, list[str]] = {}
-    for dname, d in directions.items():
-        if not isinstance(dname, str) or not dname or "/" in dname:
-            raise ValueError(f"direction name {dname!r} must be a non-empty string without '/'")
-        if not isinstance(d, Mapping) or not d:
-            raise ValueError(f"direction {dname!r} must be a non-empty dict {{parameter name: Tensor}}")
-        order[dname] = []
-        for pname, t in d.items():
-            if not isinstance(pname, str) or not isinstance(t, Tensor):
-                raise ValueError(f"direction {dname!r}: entry {pname!r} must map a name to a tensor")
-            tensors[f"{dname}/{pname}"] = t.detach().to("cpu").contiguous().clone()  # clone: no shared storage
-            order[dname].append(pname)
-    try:
-        meta_json = json.dumps({} if meta is None else dict(meta), allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"meta must be JSON-serialisable (finite numbers, strings, lists, dicts): {e}") from e
-    header = {
-        "format": DIRECTIONS_FORMAT,
-        "version": DIRECTIONS_VERSION,
-        "order": json.dumps(order),
-        "meta": meta_json,
-    }
-    save_file(tensors, os.fspath(path), metadata=header)
-
-
-def load_directions(path: str | os.PathLike) -> tuple[dict[str, Direction], dict[str, Any]]:
-    """Read a file written by :func:`save_directions` (safetensors + JSON header; no pickle).
-
-    Returns:
-        ``({name: Direction}, meta)`` with CPU tensors, bit for bit as saved, in the saved order.
-
-    Raises:
-        ValueError: If the file is not a directions file of this version or its header is inconsistent.
-    """
-    with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
-        header = f.metadata() or {}
-        if header.get("format") != DIRECTIONS_FORMAT:
-            raise ValueError(f"{os.fspath(path)!r} is not a {DIRECTIONS_FORMAT} file")
-        if header.get("version") != DIRECTIONS_VERSION:
-            raise ValueError(
-                f"{os.fspath(path)!r} has version {header.get('version')!r}; this code reads {DIRECTIONS_VERSION}"
-            )
-        try:
-            order = json.loads(header["order"])
-            meta = json.loads(header["meta"])
-        except (KeyError, json.JSONDecodeError) as e:
-            raise ValueError(f"{os.fspath(path)!r}: bad header ({e})") from e
-        keys = set(f.keys())
-        listed = {f"{d}/{p}" for d, ps in order.items() for p in ps}
-        if keys != listed:
-            raise ValueError(f"{os.fspath(path)!r}: header lists {len(listed)} tensors, file holds {len(keys)}")
-        directions = {d: {p: f.get_tensor(f"{d}/{p}") for p in ps} for d, ps in order.items()}
-    return directions, meta

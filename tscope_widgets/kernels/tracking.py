@@ -36,13 +36,11 @@ are untouched, and a training run with the tracker gives bitwise the same parame
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,12 +54,10 @@ from .density import slq_density
 from .lanczos import lanczos
 from .trace import hutchpp_trace
 
-__all__ = ["SpectrumHistory", "SpectrumTracker", "sgd_stability_threshold", "layer_of_group", "HISTORY_FORMAT"]
+__all__ = ["SpectrumHistory", "SpectrumTracker", "sgd_stability_threshold", "layer_of_group"]
 
 logger = logging.getLogger(__name__)
 
-HISTORY_FORMAT = "tscope_widgets.spectrum_history"
-HISTORY_VERSION = 1
 _BLOCK_GROUP = re.compile(r"block(\d+)\.")
 
 
@@ -262,52 +258,77 @@ class SpectrumHistory:
     def _items(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    def save(self, path: str | Path) -> None:
-        """Write one safetensors file: every array as a tensor, labels and ``total`` as JSON metadata.
+    def state_dict(self) -> dict[str, Tensor]:
+        """Every array as a tensor (a contiguous copy, same dtype and shape), keyed by field name.
 
-        Args:
-            path: File to write (conventionally ``*.safetensors``).
+        With :meth:`meta` this is the whole history (for Job checkpoints and ``export.save_spectrum_history``).
         """
-        from safetensors.numpy import save_file
-
-        arrays = {k: np.ascontiguousarray(v) for k, v in self._items().items() if isinstance(v, np.ndarray)}
-        meta = {
-            "format": HISTORY_FORMAT,
-            "version": str(HISTORY_VERSION),
-            "grad_norm_labels": json.dumps(self.grad_norm_labels),
-            "block_labels": json.dumps(self.block_labels),
-            "total": json.dumps(self.total),
+        return {
+            k: torch.from_numpy(np.ascontiguousarray(v).copy()) for k, v in self._items().items()
+            if isinstance(v, np.ndarray)
         }
-        save_file(arrays, str(path), metadata=meta)
+
+    def meta(self) -> dict[str, Any]:
+        """JSON values: ``kind``, the label lists, ``done`` and ``total``."""
+        return {
+            "kind": "spectrum_history",
+            "grad_norm_labels": list(self.grad_norm_labels),
+            "block_labels": list(self.block_labels),
+            "done": self.done,
+            "total": self.total,
+        }
 
     @classmethod
-    def load(cls, path: str | Path) -> SpectrumHistory:
-        """Read a file written by :meth:`save` (safetensors; nothing is unpickled).
+    def from_state(cls, tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> SpectrumHistory:
+        """Rebuild a history from :meth:`state_dict` and :meth:`meta`, bit for bit (CPU tensors become arrays).
 
         Raises:
-            ValueError: If the file is not a spectrum history of a known version, or lacks an array.
+            ValueError: If ``meta`` is not that of a spectrum history, an array is missing or has another dtype,
+                or the arrays disagree on the number of records or with the labels.
         """
-        from safetensors import safe_open
-        from safetensors.numpy import load_file
-
-        with safe_open(str(path), framework="np") as f:
-            meta = f.metadata() or {}
-        if meta.get("format") != HISTORY_FORMAT:
-            raise ValueError(f"{path} is not a spectrum history (format {meta.get('format')!r})")
-        if meta.get("version") != str(HISTORY_VERSION):
-            raise ValueError(f"{path}: unsupported spectrum history version {meta.get('version')!r}")
-        arrays = load_file(str(path))
-        names = [f.name for f in fields(cls) if f.name not in ("grad_norm_labels", "block_labels", "total")]
-        missing = [n for n in names if n not in arrays]
+        if meta.get("kind") != "spectrum_history":
+            raise ValueError(f"not a spectrum history (meta kind={meta.get('kind')!r})")
+        labels = {}
+        for name in ("grad_norm_labels", "block_labels"):
+            value = meta.get(name)
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise ValueError(f"spectrum history: meta[{name!r}] must be a list of strings, got {value!r}")
+            labels[name] = list(value)
+        total = meta.get("total")
+        if total is not None and (isinstance(total, bool) or not isinstance(total, int)):
+            raise ValueError(f"spectrum history: meta['total'] must be an int or None, got {total!r}")
+        template = cls.empty(labels["grad_norm_labels"], labels["block_labels"])
+        names = [k for k, v in template._items().items() if isinstance(v, np.ndarray)]
+        missing = [n for n in names if n not in tensors]
         if missing:
-            raise ValueError(f"{path} lacks arrays {missing}")
-        total = json.loads(meta["total"])
-        return cls(
-            **{n: arrays[n] for n in names},
-            grad_norm_labels=list(json.loads(meta["grad_norm_labels"])),
-            block_labels=list(json.loads(meta["block_labels"])),
-            total=None if total is None else int(total),
-        )
+            raise ValueError(f"spectrum history lacks arrays {missing}")
+        arrays = {}
+        for name in names:
+            t = tensors[name]
+            if not isinstance(t, Tensor):
+                raise ValueError(f"spectrum history: {name!r} must be a tensor, got {type(t).__name__}")
+            a = t.detach().cpu().numpy().copy()
+            want = getattr(template, name)
+            if a.dtype != want.dtype or a.ndim != want.ndim:
+                raise ValueError(
+                    f"spectrum history: {name!r} is {a.dtype} with {a.ndim} dims, "
+                    f"expected {want.dtype} with {want.ndim}"
+                )
+            arrays[name] = a
+        T, D = arrays["steps"].shape[0], arrays["density_steps"].shape[0]
+        widths = {"grad_norms": len(labels["grad_norm_labels"]), "block_lambda_max": len(labels["block_labels"])}
+        for name in _RECORD_FIELDS:
+            if arrays[name].shape[0] != T or (name in widths and arrays[name].shape[1] != widths[name]):
+                raise ValueError(
+                    f"spectrum history: {name!r} has shape {arrays[name].shape}; expected {T} records"
+                    + (f" of {widths[name]} values (one per label)" if name in widths else "")
+                )
+        if arrays["density_grid"].shape != arrays["density"].shape or arrays["density"].shape[0] != D:
+            raise ValueError(
+                f"spectrum history: density_grid {arrays['density_grid'].shape} and density "
+                f"{arrays['density'].shape} must both be [{D}, P] (one row per density step)"
+            )
+        return cls(**arrays, **labels, total=total)
 
 
 # ======================================================================================
@@ -430,10 +451,6 @@ class SpectrumTracker:
                 self._subscribers.remove(callback)
 
         return unsubscribe
-
-    def save(self, path: str | Path) -> None:
-        """Write the history to a safetensors file (see :meth:`SpectrumHistory.save`)."""
-        self._history.save(path)
 
     def step(self, model: nn.Module | ModelAdapter | None = None, batch=None, *, step: int | None = None,
              loss: float | Tensor | None = None) -> bool:
