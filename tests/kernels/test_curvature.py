@@ -131,6 +131,19 @@ def test_hessian_products_match_the_dense_hessian(name, route):
     assert rel_err(op @ V[:, 1:2], Hp @ V[:, 1:2]) < 1e-10
 
 
+@pytest.mark.parametrize("kind", ["hessian", "ggn", "functional"])
+@pytest.mark.parametrize("route", ROUTES)
+def test_groups_the_loss_does_not_use_have_zero_curvature(kind, route):
+    model = mz.tiny(d_mlp=0)  # attention-only: the MLP norms ln2 feed nothing
+    data = make_data(adapt(model).analysis(torch.float64))
+    op = HessianOperator(model, data, groups="block*.ln2", kind=kind, route=route)
+    assert op.num_params > 0
+    V = probes(op.num_params, 2)
+    assert torch.equal(op @ V, torch.zeros_like(V)) and torch.equal(op.gradient(), torch.zeros(op.num_params))
+    mixed = op.restrict("block0.ln2", col_groups="block0.attn.q")  # rows unused, columns used
+    assert torch.equal(mixed @ probes(mixed.shape[1], 2), torch.zeros(mixed.shape[0], 2, dtype=torch.float64))
+
+
 def test_double_backward_without_graph_reuse():
     model, data, ref, H, _ = case("gpt2")
     G = case("gpt2")[4]

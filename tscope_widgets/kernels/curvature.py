@@ -80,6 +80,8 @@ KINDS = ("hessian", "ggn", "functional")
 ROUTES = ("auto", "double_backward", "forward_over_reverse")
 DENSE_HESSIAN_MAX_BYTES = 256 * 2**20
 DENSE_CHUNK_COLUMNS = 64  # identity columns per vmapped product in dense_hessian
+# Parameters the loss does not use (e.g. an MLP norm of an attention-only model) get zero derivatives.
+_UNUSED_IS_ZERO = dict(allow_unused=True, materialize_grads=True)
 
 LossFn = Callable[[ModelAdapter, Mapping[str, Tensor]], Tensor]
 GroupSpec = str | Sequence[str] | None
@@ -411,7 +413,7 @@ class HessianOperator(LinearOperator):
         total = torch.zeros((), dtype=self.dtype, device=self.device)
         with torch.enable_grad():
             for b in range(len(self.data)):
-                (g,) = torch.autograd.grad(self._problem.batch_loss(theta, self._layout, b), theta)
+                (g,) = torch.autograd.grad(self._problem.batch_loss(theta, self._layout, b), theta, **_UNUSED_IS_ZERO)
                 total = total + g
         return total[: self.num_params]
 
@@ -462,7 +464,7 @@ class HessianOperator(LinearOperator):
         theta = self._theta0.clone().requires_grad_()
         with torch.enable_grad():
             loss = sum(self._problem.batch_loss(theta, self._layout, b) for b in range(len(self.data)))
-            (g,) = torch.autograd.grad(loss, theta, create_graph=True)
+            (g,) = torch.autograd.grad(loss, theta, create_graph=True, **_UNUSED_IS_ZERO)
         self._graph["hessian"] = (theta, g)
         return theta, g
 
@@ -492,7 +494,7 @@ class HessianOperator(LinearOperator):
         with torch.enable_grad():
             zs = [self._problem.batch_logits(theta, self._layout, b) for b in range(len(self.data))]
             us = [torch.zeros_like(z, requires_grad=True) for z in zs]
-            (gu,) = torch.autograd.grad(zs, theta, us, create_graph=True)  # J^T u, linear in u
+            (gu,) = torch.autograd.grad(zs, theta, us, create_graph=True, **_UNUSED_IS_ZERO)  # J^T u, linear in u
         hz = [self._problem.output_hessian(b, z) for b, z in enumerate(zs)]
         self._graph["ggn"] = (theta, zs, us, gu, hz)
         return self._graph["ggn"]
@@ -517,7 +519,7 @@ def _backward(g: Tensor, theta: Tensor, V: Tensor, retain: bool) -> Tensor:
     if not g.requires_grad:  # the loss is linear in these parameters
         return torch.zeros_like(V)
     K = V.shape[1]
-    opts = dict(allow_unused=True, materialize_grads=True)
+    opts = _UNUSED_IS_ZERO
     if K == 1 or not _BATCHED_DOUBLE_BACKWARD:
         cols = [torch.autograd.grad(g, theta, V[:, k], retain_graph=retain or k < K - 1, **opts)[0] for k in range(K)]
         return torch.stack(cols, dim=1)
