@@ -1,4 +1,5 @@
-"""The ``tscope`` command line: demo and run end to end, config validation, the induction reading."""
+"""The ``tscope`` command line: demo and run end to end (sensitivity, curvature, landscape), config validation,
+the induction reading."""
 
 from __future__ import annotations
 
@@ -10,10 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from tscope_widgets.cli import ConfigError, induction_reading, main, validate_config
+from tscope_widgets.cli import ANALYSIS_KEYS, ConfigError, induction_reading, load_config, main, validate_config
 from tscope_widgets.export import load_statistics
+from tscope_widgets.export.directions import load_directions
+from tscope_widgets.export.results import load_results
+from tscope_widgets.kernels.curvature import HessianOperator, dense_hessian
+from tscope_widgets.kernels.density import slq_density
+from tscope_widgets.kernels.lanczos import lanczos
+from tscope_widgets.kernels.landscape import slice_2d
+from tscope_widgets.kernels.trace import hutchpp_trace
 from tscope_widgets.kernels.welford import WelfordState
-from tscope_widgets.training import load_model
+from tscope_widgets.models import adapt
+from tscope_widgets.training import load_model, save_model, train_tiny
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FAST = ["--no-progress", "--threads", "1"]
@@ -43,6 +52,14 @@ def test_demo_writes_statistics_model_and_report(demo_dir, capsys):
         assert torch.equal(state.mean.triu(1), torch.zeros(17, 17, dtype=torch.float64))
     reading = meta["induction_reading"]
     assert set(reading) == {"0", "1", "final"} and reading["1"]["ratio"] > 1
+    curvature = meta["curvature"]  # extreme eigenvalues and trace of the trained model's loss
+    assert curvature["samples"] == 32 and curvature["lanczos"]["converged"]
+    eigenvalues = curvature["lanczos"]["eigenvalues"]
+    assert len(eigenvalues) == 6 and eigenvalues == sorted(eigenvalues)
+    assert curvature["summary"]["sharpness"] == eigenvalues[-1] > 0
+    assert curvature["trace"]["method"] == "hutch++" and curvature["trace"]["num_matvecs"] == 30
+    assert curvature["density"] is None and curvature["block_norms"] is None
+    assert "Hutch++" in (demo_dir / "report.html").read_text(encoding="utf-8")
     model, info = load_model(demo_dir)
     assert info["training"]["task"] == "induction" and info["training"]["steps"] == 300
     assert model.config.n_layer == 2
@@ -224,7 +241,7 @@ def test_valid_config_defaults_and_negative_layers():
 
 def test_run_hf_config_model_on_a_text_file_with_a_local_tokenizer(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     words = ["[PAD]", "[UNK]", "start", "the", "cat", "sat", "on", "mat", "a", "dog"]
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
@@ -259,3 +276,310 @@ batch_size = 2
     real = (torch.arange(7)[None, :] < torch.tensor([7, 4, 3])[:, None]).double()  # [N, S]
     assert torch.equal(stats["final"].count, real.T @ real)
     assert meta["token_labels"] == ["start", "", "", "", "", "", ""]
+
+    # A landscape of the same model on the same texts: batches padded on the right to their longest text.
+    landscape = config.replace('layers = "final"', 'kind = "landscape"\nresolution = 3\nspan = 0.1')
+    out = tmp_path / "landscape"
+    assert main(["run", str(write_config(tmp_path, landscape)), "--out", str(out), *FAST]) == 0
+    tensors, meta = load_results(out)
+    assert meta["samples"] == 3 and meta["batches"] == 2 and not any(k.startswith("data.") for k in tensors)
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    batches = [
+        tokenizer(texts, padding="longest", padding_side="right", return_tensors="pt")
+        for texts in (["start the cat sat on the mat", "start a dog sat"], ["start the dog"])
+    ]
+    batches = [{"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]} for b in batches]
+    assert [b["input_ids"].shape[1] for b in batches] == [7, 3]
+    origin = token_weighted_loss(model, batches)
+    assert meta["origin_loss"] == pytest.approx(origin, rel=1e-12)
+    assert tensors["loss"][1, 1].item() == pytest.approx(origin, rel=1e-12)
+
+
+# ======================================================================================
+# kind = "curvature" and kind = "landscape"
+# ======================================================================================
+SMALL_TASK = {"num_symbols": 8, "k_max": 4, "k_min": 2}  # sequences [BOS, r1..r4, r1..r4]: 9 tokens
+
+
+@pytest.fixture(scope="module")
+def small_model_dir(tmp_path_factory) -> Path:
+    """A one-layer d=8 induction model (568 parameters) after 40 training steps, saved as tscope saves models."""
+    out = tmp_path_factory.mktemp("small_model")
+    result = train_tiny(
+        "induction",
+        steps=40,
+        seed=0,
+        config={"d_model": 8, "n_layer": 1, "n_head": 2},
+        task_kwargs=SMALL_TASK,
+        progress=False,
+        num_threads=1,
+    )
+    save_model(out, result)
+    return out
+
+
+def small_config(model_dir: Path, analysis: str, output: str = "") -> str:
+    return f"""
+[model]
+kind = "tiny"
+path = "{model_dir.as_posix()}"
+[data]
+samples = 16
+[analysis]
+batch_size = 8
+{analysis}
+[output]
+{output}
+"""
+
+
+def saved_batches(tensors: dict, batch_size: int = 8) -> list[dict]:
+    """The loss batches a run used, rebuilt from its results file."""
+    ids, labels = tensors["data.input_ids"], tensors["data.labels"]
+    return [
+        {"input_ids": ids[a : a + batch_size], "labels": labels[a : a + batch_size]}
+        for a in range(0, len(ids), batch_size)
+    ]
+
+
+def token_weighted_loss(model, batches) -> float:
+    """The loss every curvature and landscape kernel uses: the mean over all labelled tokens, in float64."""
+    adapter = adapt(model).analysis(torch.float64)
+    with torch.no_grad():
+        total = sum(adapter.loss(b).item() * adapter.num_targets(b) for b in batches)
+    return total / sum(adapter.num_targets(b) for b in batches)
+
+
+def test_run_curvature_matches_the_kernels_and_the_dense_hessian(tmp_path, small_model_dir):
+    analysis = """kind = "curvature"
+k = 2
+tol = 1e-9
+trace_matvecs = 12
+density_probes = 3
+density_steps = 20
+seed = 3"""
+    out = tmp_path / "out"
+    config = write_config(tmp_path, small_config(small_model_dir, analysis, "save_model = false"))
+    assert main(["run", str(config), "--out", str(out), *FAST]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["curvature.safetensors", "meta.json", "report.html"]
+    tensors, meta = load_results(out)
+    assert meta["analysis"] == "curvature" and meta["samples"] == 16 and meta["batches"] == 2
+    model, _ = load_model(small_model_dir)
+    batches = saved_batches(tensors)
+    assert tensors["data.input_ids"].shape == (16, 9)
+
+    # Truth: the dense float64 Hessian of the same loss.
+    H = dense_hessian(model, batches)
+    exact = torch.linalg.eigvalsh(H)
+    eigenvalues, residuals = tensors["eigenvalues"], tensors["residual_norms"]
+    assert meta["lanczos"]["converged"] and meta["lanczos"]["eigenvalues"] == eigenvalues.tolist()
+    torch.testing.assert_close(eigenvalues, torch.cat([exact[:2], exact[-2:]]), rtol=0, atol=1e-7 * exact.abs().max())
+    assert residuals.max() <= 1e-9 * exact.abs().max()
+    summary = meta["summary"]
+    lam_min, lam_max = eigenvalues[0].item(), eigenvalues[-1].item()
+    assert summary["sharpness"] == lam_max and summary["lambda_min"] == lam_min
+    assert summary["condition_number"] == pytest.approx(abs(lam_max / lam_min), rel=1e-14)
+    assert meta["operator"]["num_params"] == H.shape[0] == 568 and meta["operator"]["kind"] == "hessian"
+    assert meta["operator"]["loss"] == pytest.approx(token_weighted_loss(model, batches), rel=1e-12)
+
+    # The same kernels called directly, each with a generator seeded with [analysis].seed, give the same numbers.
+    op = HessianOperator(model, batches, dtype=torch.float64)
+    direct = lanczos(op, 2, "both", tol=1e-9, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(eigenvalues, direct.eigenvalues, rtol=1e-10, atol=0)
+    trace = hutchpp_trace(op, 12, generator=torch.Generator().manual_seed(3))
+    assert meta["trace"]["value"] == pytest.approx(trace.value, rel=1e-10)
+    assert meta["trace"]["stderr"] == pytest.approx(trace.stderr, rel=1e-8)
+    assert abs(meta["trace"]["value"] - H.trace().item()) <= 4 * meta["trace"]["stderr"]
+    density = slq_density(op, 3, 20, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(tensors["density.grid"], density.grid, rtol=1e-10, atol=0)
+    torch.testing.assert_close(tensors["density.values"], density.density, rtol=1e-8, atol=1e-12)
+    assert summary["negative_fraction"] == pytest.approx(density.mass_below(0.0), abs=1e-12)
+    area = torch.trapezoid(tensors["density.values"], tensors["density.grid"]).item()
+    assert area == pytest.approx(1.0, abs=1e-3)
+
+    # Block norms: exact here (568 <= 4096 parameters), so they equal the blocks of the dense Hessian.
+    labels = meta["block_norms"]["labels"]
+    assert meta["block_norms"]["exact"] and labels == list(op.offsets)
+    blocks = [[H[op.offsets[a], op.offsets[b]] for b in labels] for a in labels]
+    frobenius = torch.tensor([[block.norm().item() for block in row] for row in blocks], dtype=torch.float64)
+    torch.testing.assert_close(tensors["blocks.frobenius"], frobenius, rtol=1e-9, atol=1e-12)
+    spectral = [torch.linalg.eigvalsh(row[i]).abs().max().item() for i, row in enumerate(blocks)]
+    spectral = torch.tensor(spectral, dtype=torch.float64)
+    torch.testing.assert_close(tensors["blocks.spectral"], spectral, rtol=1e-9, atol=1e-12)
+
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert_self_contained(out / "report.html")
+    assert "Spectral density of the Hessian" in report and "block0.attn.q" in report
+
+
+# torch's forward-mode AD (the GGN's jvp route) loads decompositions that call the deprecated torch.jit.script.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("kind", ["ggn", "functional"])
+def test_run_curvature_of_the_gauss_newton_and_functional_parts(tmp_path, small_model_dir, kind):
+    analysis = f"kind = 'curvature'\nhessian_kind = '{kind}'\nk = 1\ntol = 1e-9\ntrace_matvecs = 0\ndensity_probes = 0"
+    out = tmp_path / "out"
+    config = small_config(small_model_dir, f"{analysis}\nblock_norms = false", "report = false\nsave_model = false")
+    assert main(["run", str(write_config(tmp_path, config)), "--out", str(out), *FAST]) == 0
+    tensors, meta = load_results(out)
+    assert meta["operator"]["kind"] == kind and meta["trace"] is meta["density"] is meta["block_norms"] is None
+    exact = torch.linalg.eigvalsh(dense_hessian(load_model(small_model_dir)[0], saved_batches(tensors), kind=kind))
+    expected = torch.stack([exact[0], exact[-1]])
+    torch.testing.assert_close(tensors["eigenvalues"], expected, rtol=0, atol=1e-7 * exact.abs().max())
+    if kind == "ggn":  # positive semi-definite with a null space (384 scored logits directions < 568 parameters)
+        assert abs(meta["summary"]["lambda_min"]) < 1e-8 * meta["summary"]["sharpness"]
+        assert any("condition number is ill-defined" in w for w in meta["warnings"])
+
+
+def test_run_curvature_says_when_lanczos_did_not_converge(tmp_path, capsys, small_model_dir):
+    analysis = "kind = 'curvature'\nk = 1\nmax_iter = 3\ntrace_matvecs = 0\ndensity_probes = 0\nblock_norms = false"
+    out = tmp_path / "out"
+    config = write_config(tmp_path, small_config(small_model_dir, analysis, "report = false\nsave_model = false"))
+    assert main(["run", str(config), "--out", str(out), *FAST]) == 0
+    _, meta = load_results(out)
+    assert not meta["lanczos"]["converged"] and meta["lanczos"]["num_iterations"] == 3
+    assert meta["warnings"][0].startswith("Lanczos stopped after 3 steps without reaching tol=1e-06")
+    captured = capsys.readouterr()
+    assert "NOT converged" in captured.out and "warning: Lanczos stopped after 3 steps" in captured.err
+
+
+def test_run_landscape_is_reproducible_from_its_files(tmp_path, small_model_dir):
+    out = tmp_path / "out"
+    analysis = 'kind = "landscape"\nresolution = 5\nspan = 0.5\nseed = 2'
+    config = write_config(tmp_path, small_config(small_model_dir, analysis, "log = true"))
+    assert main(["run", str(config), "--out", str(out), *FAST]) == 0
+    tensors, meta = load_results(out)
+    grid = torch.tensor([-0.5, -0.25, 0.0, 0.25, 0.5], dtype=torch.float64)
+    assert torch.equal(tensors["alphas"], grid) and torch.equal(tensors["betas"], grid)
+    assert tensors["loss"].shape == tensors["accuracy"].shape == (5, 5)
+
+    # The slice again from the saved model and directions: the same numbers.
+    directions, how = load_directions(out / "directions.safetensors")
+    assert list(directions) == ["d1", "d2"] and how["kind"] == "random" and how["seed"] == 2
+    saved, _ = load_model(out)
+    model, _ = load_model(small_model_dir)
+    for name, p in model.state_dict().items():
+        assert torch.equal(saved.state_dict()[name], p), name
+    d1, d2 = directions["d1"], directions["d2"]
+    assert set(d1) == {n for n, _ in model.named_parameters()} and d1["wte.weight"].dtype == torch.float64
+    assert not torch.equal(d1["wte.weight"], d2["wte.weight"])
+    batches = saved_batches(tensors)
+    again = list(slice_2d(saved, batches, d1, d2, grid, grid, dtype=torch.float64))[-1]
+    torch.testing.assert_close(tensors["loss"], again.loss, rtol=1e-12, atol=0)
+    torch.testing.assert_close(tensors["accuracy"], again.accuracy, rtol=0, atol=0)
+
+    # The centre of the grid is the model itself.
+    origin = token_weighted_loss(model, batches)
+    assert meta["origin_loss"] == pytest.approx(origin, rel=1e-12)
+    assert tensors["loss"][2, 2].item() == pytest.approx(origin, rel=1e-12)
+    assert tensors["origin"][0].item() == meta["origin_loss"]
+    assert meta["loss_min"] == tensors["loss"].min().item() and meta["nonfinite_points"] == 0
+    assert_self_contained(out / "report.html")
+    assert "MultiLine" in (out / "report.html").read_text(encoding="utf-8")  # contour lines
+
+
+def test_run_landscape_along_hessian_eigenvectors(tmp_path, small_model_dir):
+    out = tmp_path / "out"
+    span = 1e-3
+    analysis = f'kind = "landscape"\ndirections = "eigen"\nresolution = 3\nspan = {span}\ntol = 1e-10'
+    config = write_config(tmp_path, small_config(small_model_dir, analysis, "report = false\nsave_model = false"))
+    assert main(["run", str(config), "--out", str(out), *FAST]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["directions.safetensors", "landscape.safetensors", "meta.json"]
+    tensors, meta = load_results(out)
+    directions, how = load_directions(out / "directions.safetensors")
+    model, _ = load_model(small_model_dir)
+    op = HessianOperator(model, saved_batches(tensors), dtype=torch.float64)
+    top = lanczos(op, 2, "largest", tol=1e-10, generator=torch.Generator().manual_seed(1)).eigenvalues.flip(0)
+    assert how["kind"] == "eigen" and how["eigenvalues"] == meta["directions"]["eigenvalues"]
+    assert how["eigenvalues"] == pytest.approx(top.tolist(), rel=1e-8)
+    for d in directions.values():  # unit norm in the flat parameter space
+        assert sum(t.square().sum() for t in d.values()).item() == pytest.approx(1.0, rel=1e-10)
+    # Second differences of the slice along each unit eigenvector give its eigenvalue.
+    loss = tensors["loss"]
+    along_1 = (loss[0, 1] + loss[2, 1] - 2 * loss[1, 1]) / span**2
+    along_2 = (loss[1, 0] + loss[1, 2] - 2 * loss[1, 1]) / span**2
+    assert along_1.item() == pytest.approx(how["eigenvalues"][0], rel=1e-3)
+    assert along_2.item() == pytest.approx(how["eigenvalues"][1], rel=1e-3)
+
+
+def test_examples_of_curvature_and_landscape_run_on_a_small_model(tmp_path, small_model_dir):
+    for name, written in (("tiny_curvature", "curvature.safetensors"), ("tiny_landscape", "landscape.safetensors")):
+        text = (EXAMPLES / f"{name}.toml").read_text()
+        kind = name.removeprefix("tiny_")
+        assert load_config(EXAMPLES / f"{name}.toml")["analysis"]["kind"] == kind
+        model_table = 'kind = "tiny"\ntask = "induction"\nseed = 0\n'
+        assert model_table in text and "samples = 64" in text
+        text = text.replace(model_table, f'kind = "tiny"\npath = "{small_model_dir.as_posix()}"\n')
+        text = text.replace("samples = 64", "samples = 16")
+        out = tmp_path / name
+        assert main(["run", str(write_config(tmp_path, text)), "--out", str(out), *FAST]) == 0
+        assert (out / written).is_file() and (out / "report.html").is_file()
+        _, meta = load_results(out)
+        assert meta["config"]["analysis"]["kind"] == kind and meta["samples"] == 16
+    _, meta = load_results(tmp_path / "tiny_curvature")
+    assert meta["block_norms"]["labels"] == [f"block0.attn.{x}" for x in "qkvo"]
+
+
+ANALYSIS_ERRORS = [
+    ("kind = 'hessian'", r"\[analysis\]\.kind = 'hessian'; choose one of \['sensitivity', 'curvature', 'landscape'\]"),
+    ("kind = 'curvature'\nk = 0", r"\[analysis\]\.k must be >= 1, got 0"),
+    ("kind = 'curvature'\ntol = 0", r"\[analysis\]\.tol must be a number in \(0, 1\), got 0"),
+    ("kind = 'curvature'\ntol = 'small'", r"\[analysis\]\.tol must be a number, got str 'small'"),
+    ("kind = 'curvature'\ntrace_matvecs = 2", r"trace_matvecs must be 0 \(off\) or >= 3 .* got 2"),
+    ("kind = 'curvature'\ndensity_probes = -1", r"density_probes must be >= 0 \(0 = no density\), got -1"),
+    ("kind = 'curvature'\ndensity_steps = 0", r"\[analysis\]\.density_steps must be >= 1, got 0"),
+    ("kind = 'curvature'\nblock_norms = 'all'", r"block_norms must be true/false or a list, got str 'all'"),
+    ("kind = 'curvature'\nblock_norms = []", r"block_norms must be true, false or a non-empty list"),
+    ("kind = 'curvature'\nhessian_kind = 'fisher'", r"choose one of \['hessian', 'ggn', 'functional'\]"),
+    ("kind = 'landscape'\ndirections = 'pca'", r"directions = 'pca'; choose one of \['random', 'eigen'\]"),
+    ("kind = 'landscape'\nspan = -1.5", r"\[analysis\]\.span must be a positive number, got -1.5"),
+    ("kind = 'landscape'\nresolution = 1", r"resolution must be >= 2 grid points per direction, got 1"),
+    ("k = 3", r"key\(s\) \['k'\] do not apply to kind = 'sensitivity' \(they belong to k: curvature\)"),
+    ("kind = 'curvature'\nlayers = 'all'\nspan = 1", r"\['layers', 'span'\] do not apply to kind = 'curvature'"),
+    ("kind = 'landscape'\nk = 2", r"\(they belong to k: curvature\)"),
+    ("kind = 'landscape'\n[output]\nstatistics = ['mean']", r"\[output\]\.statistics applies to kind = 'sensitivity'"),
+]
+
+
+@pytest.mark.parametrize(("analysis", "message"), ANALYSIS_ERRORS)
+def test_bad_curvature_and_landscape_keys_are_rejected(tmp_path, capsys, analysis, message):
+    import tomllib
+
+    text = f"[model]\nkind = 'tiny'\n[analysis]\n{analysis}\n"
+    with pytest.raises(ConfigError, match=message):
+        validate_config(tomllib.loads(text))
+    assert main(["run", str(write_config(tmp_path, text)), *FAST]) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_valid_curvature_and_landscape_configs_keep_only_their_keys():
+    import tomllib
+
+    cfg = validate_config(tomllib.loads("[model]\nkind = 'tiny'\n[analysis]\nkind = 'curvature'\ntol = 1e-3\n"))
+    assert cfg["analysis"]["tol"] == 1e-3 and cfg["analysis"]["k"] == 3 and cfg["analysis"]["block_norms"] is True
+    assert set(cfg["analysis"]) == {"kind", "batch_size", "max_seq_len", "dtype", "seed", *ANALYSIS_KEYS["curvature"]}
+    assert "statistics" not in cfg["output"]
+    cfg = validate_config(tomllib.loads("[model]\nkind = 'tiny'\n[analysis]\nkind = 'landscape'\nspan = 2\n"))
+    assert cfg["analysis"]["span"] == 2 and cfg["analysis"]["directions"] == "random"
+    assert cfg["analysis"]["resolution"] == 21 and "k" not in cfg["analysis"] and "layers" not in cfg["analysis"]
+
+
+def test_curvature_and_landscape_errors_found_while_running(tmp_path, capsys, monkeypatch, small_model_dir):
+    quick = "kind = 'curvature'\nk = 1\ntol = 1e-2\ntrace_matvecs = 0\ndensity_probes = 0"
+    cases = [
+        (f"{quick}\nblock_norms = ['nope.*']", "[analysis].block_norms: unknown parameter group 'nope.*'"),
+        ("kind = 'curvature'\nk = 1000", "[analysis]: k must be an int in [1, N=568]"),
+    ]
+    for analysis, message in cases:
+        config = write_config(tmp_path, small_config(small_model_dir, analysis))
+        assert main(["run", str(config), "--out", str(tmp_path / "o"), *FAST]) == 2
+        assert message in capsys.readouterr().err
+    config = write_config(tmp_path, small_config(small_model_dir, quick))
+    assert main(["run", str(config), "--out", str(tmp_path / "o"), "--resume", *FAST]) == 2
+    assert "--resume continues a sensitivity run" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as under torchrun --nproc-per-node 2
+    for kind in ("curvature", "landscape"):
+        config = write_config(tmp_path, small_config(small_model_dir, f"kind = '{kind}'"))
+        assert main(["run", str(config), "--out", str(tmp_path / "o"), *FAST]) == 2
+        err = capsys.readouterr().err
+        assert f"kind = '{kind}' runs in one process" in err and "WORLD_SIZE = 2" in err
+    assert not (tmp_path / "o").exists()

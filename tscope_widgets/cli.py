@@ -7,19 +7,37 @@ hundred induction sequences, and writes to ``--out`` (default ``results/demo``):
 - ``statistics.safetensors`` + ``meta.json``: per-layer Welford statistics
   (:mod:`tscope_widgets.export.results`);
 - ``model.safetensors`` + ``model.json``: the trained model;
-- ``report.html``: mean and std heatmaps per layer, self-contained (opens offline).
+- ``report.html``: mean and std heatmaps per layer, self-contained (opens offline);
 
-``tscope run CONFIG.toml`` does the same for a model, data set and analysis described in a TOML file
-(see ``examples/``; :data:`CONFIG_SCHEMA` lists every key).
+and, on the first 64 sequences, the 3 largest and smallest Hessian eigenvalues of the loss (Lanczos) and
+its trace (Hutch++), printed and shown in the report (``meta["curvature"]``; about 5 s more).
+
+``tscope run CONFIG.toml`` runs the analysis a TOML file describes for a model and data set (see
+``examples/``; :data:`CONFIG_SCHEMA` lists every key, :data:`ANALYSIS_KEYS` which apply to which kind):
+
+- ``[analysis] kind = "sensitivity"``: as the demo; ``statistics.safetensors`` + ``meta.json``.
+- ``kind = "curvature"``: extreme eigenvalues with residuals, trace, spectral density, block norm map
+  and summary (sharpness, λ_min, condition number, negative mass) of the Hessian, its Gauss–Newton or
+  its functional part (:func:`run_curvature`); ``curvature.safetensors`` + ``meta.json``.
+- ``kind = "landscape"``: the loss on a 2D grid along random (filter-normalized) or Hessian eigenvector
+  directions (:func:`run_landscape`); ``landscape.safetensors`` + ``meta.json`` and
+  ``directions.safetensors``, from which the slice can be recomputed exactly.
+
+Each also writes the model (unless ``[output] save_model = false``) and a self-contained ``report.html``.
+Curvature and landscapes run in one process: under ``torchrun`` with more than one process they refuse.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +57,7 @@ from .models import ModelAdapter, adapt
 Layer = int | str
 
 STATISTICS_SHOWN = ("mean", "std")
+DEMO_CURVATURE_SAMPLES = 64  # sequences whose loss `tscope demo` takes the Hessian spectrum and trace of
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
@@ -59,12 +78,40 @@ class Key:
     choices: tuple | None = None
 
 
-_INT, _STR, _BOOL = (int,), (str,), (bool,)
+_INT, _STR, _BOOL, _NUMBER = (int,), (str,), (bool,), (float, int)
 # Integer keys that count something and must be >= 1.
 _COUNTS = frozenset(
-    {"steps", "samples", "limit", "batch_size", "max_seq_len", "probes", "chunk_size", "checkpoint_every"}
+    {
+        "steps",
+        "samples",
+        "limit",
+        "batch_size",
+        "max_seq_len",
+        "probes",
+        "chunk_size",
+        "checkpoint_every",
+        "k",
+        "max_iter",
+        "density_steps",
+    }
 )
 _LAYERS = (str, int, list)
+ANALYSES = ("sensitivity", "curvature", "landscape")
+# [analysis] keys of one kind of analysis only; the others (kind, batch_size, max_seq_len, dtype, seed) apply to all.
+ANALYSIS_KEYS = {
+    "sensitivity": ("layers", "method", "mode", "source", "probes", "chunk_size", "checkpoint_every"),
+    "curvature": (
+        "k",
+        "tol",
+        "max_iter",
+        "trace_matvecs",
+        "density_probes",
+        "density_steps",
+        "block_norms",
+        "hessian_kind",
+    ),
+    "landscape": ("directions", "span", "resolution", "tol", "max_iter"),
+}
 
 CONFIG_SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
@@ -90,7 +137,7 @@ CONFIG_SCHEMA: dict[str, dict[str, Key]] = {
         "limit": Key(_INT, None, "text/ids: use only the first N samples"),
     },
     "analysis": {
-        "kind": Key(_STR, "sensitivity", "the analysis to run", ("sensitivity",)),
+        "kind": Key(_STR, "sensitivity", "the analysis to run", ANALYSES),
         "layers": Key(_LAYERS, "all", "'all' (every block and 'final'), an int, 'final' or a list"),
         "method": Key(_STR, "exact", "'exact', 'hutchinson' or 'full'", ("exact", "hutchinson", "full")),
         "mode": Key(_STR, "auto", "'auto', 'reverse' or 'forward'", ("auto", "reverse", "forward")),
@@ -101,7 +148,22 @@ CONFIG_SCHEMA: dict[str, dict[str, Key]] = {
         "chunk_size": Key(_INT, None, "vectors per vmapped pass (default: by memory budget)"),
         "dtype": Key(_STR, "float64", "compute dtype", tuple(_DTYPES)),
         "checkpoint_every": Key(_INT, None, "save a resumable checkpoint every N batches"),
-        "seed": Key(_INT, 0, "seed of Hutchinson probes and the sample reservoir"),
+        "seed": Key(_INT, 0, "seed of every random draw: probes, reservoir, Lanczos starts, random directions"),
+        # curvature
+        "k": Key(_INT, 3, "curvature: eigenvalues at each end of the spectrum (Lanczos, which = 'both')"),
+        "tol": Key(_NUMBER, 1e-6, "curvature, landscape (eigen): Lanczos relative residual tolerance"),
+        "max_iter": Key(_INT, None, "curvature, landscape (eigen): Lanczos steps at most (default: the kernel's)"),
+        "trace_matvecs": Key(_INT, 30, "curvature: Hutch++ products for the trace (0 = off, else >= 3)"),
+        "density_probes": Key(_INT, 4, "curvature: SLQ probes for the spectral density (0 = off)"),
+        "density_steps": Key(_INT, 30, "curvature: Lanczos steps per SLQ probe"),
+        "block_norms": Key(
+            (bool, list), True, "curvature: map ||H_ab||_F over all parameter groups (true), none (false) or a list"
+        ),
+        "hessian_kind": Key(_STR, "hessian", "curvature: the matrix", ("hessian", "ggn", "functional")),
+        # landscape
+        "directions": Key(_STR, "random", "landscape: 'random' (filter-normalized) or 'eigen'", ("random", "eigen")),
+        "span": Key(_NUMBER, 1.0, "landscape: the grid covers [-span, span] along both directions"),
+        "resolution": Key(_INT, 21, "landscape: grid points per direction (odd: the origin is on the grid)"),
     },
     "output": {
         "dir": Key(_STR, None, "output folder (the --out option wins)"),
@@ -122,6 +184,8 @@ def _type_name(types: tuple[type, ...]) -> str:
         dict: "a table",
         list: "a list",
     }
+    if float in types:  # an integer is a number too
+        types = tuple(t for t in types if t is not int)
     return " or ".join(dict.fromkeys(names[t] for t in types))
 
 
@@ -165,8 +229,55 @@ def validate_config(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                 raise ConfigError(f"[{table}].seed must be >= 0, got {value}")
             values[name] = value
         out[table] = values
+    _check_analysis(out, raw.get("analysis", {}), raw.get("output", {}))
     _check_combinations(out)
     return out
+
+
+def _check_analysis(cfg: dict[str, dict[str, Any]], given: Mapping[str, Any], output: Mapping[str, Any]) -> None:
+    """Refuse keys of another kind of analysis, check the ranges of the chosen kind's keys, drop the rest."""
+    analysis = cfg["analysis"]
+    kind = analysis["kind"]
+    stray = [k for k in given if k not in ANALYSIS_KEYS[kind] and any(k in keys for keys in ANALYSIS_KEYS.values())]
+    if stray:
+        owners = "; ".join(f"{k}: {' or '.join(o for o in ANALYSES if k in ANALYSIS_KEYS[o])}" for k in stray)
+        raise ConfigError(f"[analysis] key(s) {stray} do not apply to kind = {kind!r} (they belong to {owners})")
+    if kind != "sensitivity" and "statistics" in output:
+        raise ConfigError(f"[output].statistics applies to kind = 'sensitivity' only, not to kind = {kind!r}")
+    for keys in ANALYSIS_KEYS.values():
+        for key in keys:
+            if key not in ANALYSIS_KEYS[kind]:
+                analysis.pop(key, None)
+    if kind != "sensitivity":
+        cfg["output"].pop("statistics")
+    if "tol" in analysis:
+        tol = analysis["tol"]
+        if not (math.isfinite(tol) and 0 < tol < 1):
+            raise ConfigError(f"[analysis].tol must be a number in (0, 1), got {tol!r}")
+    if kind == "curvature":
+        if analysis["trace_matvecs"] < 0 or analysis["trace_matvecs"] in (1, 2):
+            raise ConfigError(
+                f"[analysis].trace_matvecs must be 0 (off) or >= 3 (Hutch++ spends a third of its products on "
+                f"a sketch), got {analysis['trace_matvecs']}"
+            )
+        if analysis["density_probes"] < 0:
+            raise ConfigError(
+                f"[analysis].density_probes must be >= 0 (0 = no density), got {analysis['density_probes']}"
+            )
+        blocks = analysis["block_norms"]
+        if isinstance(blocks, list) and not (blocks and all(isinstance(g, str) and g for g in blocks)):
+            raise ConfigError(
+                "[analysis].block_norms must be true, false or a non-empty list of parameter group names or "
+                f"patterns such as ['block0.attn.*', 'head'], got {blocks!r}"
+            )
+    if kind == "landscape":
+        span = analysis["span"]
+        if not (math.isfinite(span) and span > 0):
+            raise ConfigError(f"[analysis].span must be a positive number, got {span!r}")
+        if analysis["resolution"] < 2:
+            raise ConfigError(
+                f"[analysis].resolution must be >= 2 grid points per direction, got {analysis['resolution']}"
+            )
 
 
 def _check_combinations(cfg: dict[str, dict[str, Any]]) -> None:
@@ -202,14 +313,14 @@ def _check_combinations(cfg: dict[str, dict[str, Any]]) -> None:
         raise ConfigError("[data].tokenizer applies to text data only")
     if data["task_kwargs"] is not None and model["kind"] == "tiny":
         raise ConfigError("[data].task_kwargs: a tiny model brings its own task; set [model].task_kwargs")
-    layers = cfg["analysis"]["layers"]
+    layers = cfg["analysis"].get("layers")
     if isinstance(layers, list) and not all(
         isinstance(v, (int, str)) and not isinstance(v, bool) for v in layers
     ):
         raise ConfigError(f"[analysis].layers list must hold ints and 'final', got {layers!r}")
     unknown = [
         s
-        for s in cfg["output"]["statistics"]
+        for s in cfg["output"].get("statistics", ())
         if s not in ("mean", "std", "var", "sem", "cv", "min", "max", "count")
     ]
     if unknown:
@@ -358,6 +469,7 @@ class Dataset:
     tokenizer: Any = None
     num_samples: int = 0
     extra: dict[str, Tensor] = field(default_factory=dict)
+    labels: Tensor | None = None  # [N, S] targets of a synthetic task (-100: not scored), for losses
 
 
 def _task_dataset(task, samples: int, seed: int) -> Dataset:
@@ -366,18 +478,19 @@ def _task_dataset(task, samples: int, seed: int) -> Dataset:
     g = torch.Generator().manual_seed(seed)
     if isinstance(task, InductionTask):
         # The fixed layout (k = k_max, no padding) so that every position has one role.
-        ids = task.sample(samples, g, k=task.k_max)["input_ids"]
+        batch = task.sample(samples, g, k=task.k_max)
         roles = task.role_labels(task.k_max)
     else:
-        ids = task.sample(samples, g, **({"split": "test"} if task.name == "modadd" else {}))["input_ids"]
+        batch = task.sample(samples, g, **({"split": "test"} if task.name == "modadd" else {}))
         roles = ["a", "b", "=", "c"] if task.name == "modadd" else None
     desc = {"kind": "task", "task": task.name, "task_kwargs": task.config(), "samples": samples, "seed": seed}
     if task.name == "induction":
         desc["layout"] = f"[BOS, r1 … r{task.k_max}, r1 … r{task.k_max}] (fixed k = {task.k_max})"
     if task.name == "modadd":
         desc["split"] = "test"
+    ids = batch["input_ids"]
     labels = (lambda ids, mask: list(roles)) if roles else None
-    return Dataset(ids, desc, labels, num_samples=samples, extra={"input_ids": ids})
+    return Dataset(ids, desc, labels, num_samples=samples, extra={"input_ids": ids}, labels=batch["labels"])
 
 
 def _read_ids(path: Path) -> tuple[Tensor, Tensor | None]:
@@ -738,6 +851,514 @@ def _print_paths(paths: Mapping[str, Path], stream=None) -> None:
 
 
 # ======================================================================================
+# Curvature and loss landscapes
+# ======================================================================================
+def loss_batches(dataset: Dataset, analysis: Mapping[str, Any]) -> list[dict[str, Tensor]]:
+    """The analysis data as loss batches ``{"input_ids": [B, S], "attention_mask"?, "labels"?}``.
+
+    Batches hold ``[analysis].batch_size`` samples, cut to ``max_seq_len`` positions. A synthetic task
+    brings its labels (only its predictable tokens are scored, as in training); other data are scored on
+    every next token (:meth:`ModelAdapter.targets`). Texts are padded on the right to the longest text of
+    their batch, as the sensitivity analysis pads them.
+    """
+    size, cut = analysis["batch_size"], analysis["max_seq_len"]
+    data = dataset.data
+    if isinstance(data, list):
+        trunc = {"truncation": True, "max_length": cut} if cut else {}
+        batches = []
+        for a in range(0, len(data), size):
+            enc = dataset.tokenizer(
+                data[a : a + size], padding="longest", padding_side="right", return_tensors="pt", **trunc
+            )
+            batches.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+        return batches
+    fields = dict(data) if isinstance(data, Mapping) else {"input_ids": data}
+    if dataset.labels is not None:
+        fields["labels"] = dataset.labels
+    fields = {k: v[:, :cut] for k, v in fields.items() if v is not None}
+    n = fields["input_ids"].shape[0]
+    return [{k: v[a : a + size] for k, v in fields.items()} for a in range(0, n, size)]
+
+
+def _data_tensors(batches: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
+    """``{"data.input_ids": [N, S], ...}``: the batches joined, when they share one length (else ``{}``)."""
+    if len({b["input_ids"].shape[1] for b in batches}) != 1:
+        return {}
+    return {f"data.{k}": torch.cat([b[k] for b in batches]) for k in batches[0]}
+
+
+def _last_snapshot(snapshots, desc: str, unit: str, progress: bool):
+    """Run a kernel generator to its last snapshot (each has ``done``/``total``) under a progress bar."""
+    last = None
+    with tqdm(desc=desc, unit=unit, disable=not progress) as bar:
+        for last in snapshots:
+            bar.total = last.total
+            bar.update(last.done - bar.n)
+        if last is not None:  # an iteration that converged early ends the bar there
+            bar.total = last.done
+            bar.refresh()
+    return last
+
+
+@contextmanager
+def _kernel_errors(where: str, caught: list[str]):
+    """Turn the kernels' argument errors into :class:`ConfigError`; collect their ``UserWarning`` messages
+    (Lanczos not converged, an ill-defined condition number) in ``caught``, and pass other warnings on."""
+    try:
+        with warnings.catch_warnings(record=True) as records:
+            warnings.simplefilter("always", UserWarning)
+            yield
+    except (TypeError, ValueError, MemoryError, FloatingPointError) as err:
+        raise ConfigError(f"{where}: {err}") from None
+    finally:
+        for w in records:
+            if issubclass(w.category, UserWarning):
+                caught.append(str(w.message))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
+def _world_size() -> int:
+    """Processes of the run: torch.distributed's world, else torchrun's ``WORLD_SIZE``, else 1."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+@dataclass
+class CurvatureResult:
+    """What :func:`run_curvature` computed: kernel results (float64 on the CPU) and how long each took."""
+
+    kind: str  # "hessian", "ggn" or "functional"
+    num_params: int
+    group_sizes: dict[str, int]
+    loss: float  # the token-weighted loss the operator differentiates
+    lanczos: Any  # LanczosResult, which = "both"
+    summary: Any  # CurvatureSummary
+    trace: Any = None  # TraceEstimate (Hutch++)
+    density: Any = None  # SpectralDensity (SLQ)
+    blocks: Any = None  # BlockNorms
+    seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_curvature(
+    model: torch.nn.Module, batches: list[dict[str, Tensor]], analysis: Mapping[str, Any], progress: bool
+) -> CurvatureResult:
+    r"""Extreme eigenvalues, trace, spectral density and block norms of one curvature operator.
+
+    The operator is :class:`~tscope_widgets.kernels.curvature.HessianOperator` of the token-weighted LM
+    loss over ``batches`` (``[analysis].hessian_kind``: Hessian, Gauss–Newton or functional part), in
+    ``[analysis].dtype``. Lanczos with full reorthogonalization gives the ``k`` largest and ``k``
+    smallest eigenvalues with residual norms; Hutch++ the trace :math:`\pm` its standard error; SLQ the
+    smoothed spectral density; the block map :math:`\lVert H_{ab} \rVert_F` over parameter groups is
+    exact when the groups hold at most ``AUTO_EXACT_MAX_PARAMS`` parameters (spectral norms of the
+    diagonal blocks come with it), else estimated from 16 probes per group. Every estimator draws from
+    its own generator seeded with ``[analysis].seed``, so each can be repeated alone. Generators are
+    streamed under progress bars.
+
+    Raises:
+        ConfigError: for arguments the kernels refuse (unknown groups, ``k`` above the parameter count, a
+            loss that is not finite, ...), with the kernel's message.
+    """
+    from .kernels.blocks import AUTO_EXACT_MAX_PARAMS, iter_block_norms
+    from .kernels.curvature import HessianOperator
+    from .kernels.density import iter_slq
+    from .kernels.lanczos import curvature_summary, iter_lanczos
+    from .kernels.trace import hutchpp_trace
+
+    dtype, kind, seed = _DTYPES[analysis["dtype"]], analysis["hessian_kind"], analysis["seed"]
+    caught: list[str] = []
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = round(now - clock, 3)
+        clock = now
+
+    with _kernel_errors("[analysis]", caught):
+        op = HessianOperator(model, batches, kind=kind, dtype=dtype)
+        lanczos_steps = iter_lanczos(
+            op,
+            analysis["k"],
+            "both",
+            tol=analysis["tol"],
+            max_iter=analysis["max_iter"],
+            generator=torch.Generator().manual_seed(seed),
+        )
+        eig = _last_snapshot(lanczos_steps, f"lanczos ({kind})", "step", progress)
+        lap("lanczos")
+        if not eig.converged:
+            caught.append(
+                f"Lanczos stopped after {eig.num_iterations} steps without reaching tol={analysis['tol']:g} "
+                f"(residual norms {', '.join(f'{r:.2g}' for r in eig.residual_norms.tolist())}); raise "
+                "[analysis].max_iter or tol"
+            )
+        trace = density = blocks = None
+        if analysis["trace_matvecs"]:
+            trace = hutchpp_trace(op, analysis["trace_matvecs"], generator=torch.Generator().manual_seed(seed))
+            lap("trace")
+        if analysis["density_probes"]:
+            slq = iter_slq(
+                op,
+                analysis["density_probes"],
+                analysis["density_steps"],
+                generator=torch.Generator().manual_seed(seed),
+            )
+            density = _last_snapshot(slq, "density (SLQ)", "matvec", progress)
+            lap("density")
+        summary = curvature_summary(eig, density)
+    if analysis["block_norms"] is not False:
+        groups = None if analysis["block_norms"] is True else list(analysis["block_norms"])
+        with _kernel_errors("[analysis].block_norms", caught):
+            exact = (op if groups is None else op.restrict(groups)).shape[0] <= AUTO_EXACT_MAX_PARAMS
+            stream = iter_block_norms(
+                model,
+                batches,
+                groups,
+                kind=kind,
+                exact=exact,
+                spectral=exact,  # free from the dense diagonal blocks when exact; Lanczos per group otherwise
+                dtype=dtype,
+                generator=torch.Generator().manual_seed(seed),
+            )
+            blocks = _last_snapshot(stream, "block norms", "group", progress)
+            lap("block_norms")
+    return CurvatureResult(
+        kind=kind,
+        num_params=op.num_params,
+        group_sizes=dict(op.group_sizes),
+        loss=op.loss_value(),
+        lanczos=eig,
+        summary=summary,
+        trace=trace,
+        density=density,
+        blocks=blocks,
+        seconds=seconds,
+        warnings=caught,
+    )
+
+
+def curvature_tensors(result: CurvatureResult) -> dict[str, Tensor]:
+    """The arrays of a curvature run, keyed as in ``curvature.safetensors`` (all float64)."""
+    tensors = {"eigenvalues": result.lanczos.eigenvalues, "residual_norms": result.lanczos.residual_norms}
+    if result.density is not None:
+        d = result.density
+        tensors |= {
+            "density.grid": d.grid,
+            "density.values": d.density,
+            "density.nodes": d.nodes,
+            "density.weights": d.weights,
+        }
+    if result.blocks is not None:
+        b = result.blocks
+        tensors |= {
+            "blocks.frobenius": b.frobenius,
+            "blocks.frobenius_stderr": b.frobenius_stderr,
+            "blocks.spectral": b.spectral,
+        }
+    return tensors
+
+
+def curvature_meta(result: CurvatureResult) -> dict[str, Any]:
+    """The numbers of a curvature run for ``meta.json`` (eigenvalues repeated as lists for JSON readers)."""
+    lz, s = result.lanczos, result.summary
+    meta: dict[str, Any] = {
+        "operator": {
+            "kind": result.kind,
+            "num_params": result.num_params,
+            "group_sizes": result.group_sizes,
+            "loss": result.loss,
+        },
+        "lanczos": {
+            "which": lz.which,
+            "k": lz.k,
+            "eigenvalues": lz.eigenvalues.tolist(),
+            "residual_norms": lz.residual_norms.tolist(),
+            "num_matvecs": lz.num_matvecs,
+            "num_iterations": lz.num_iterations,
+            "converged": lz.converged,
+        },
+        "summary": {
+            "sharpness": s.sharpness,
+            "lambda_min": s.lambda_min,
+            "condition_number": s.condition_number,
+            "negative_fraction": s.negative_fraction,
+        },
+        "trace": None,
+        "density": None,
+        "block_norms": None,
+        "seconds": result.seconds,
+        "warnings": result.warnings,
+    }
+    if result.trace is not None:
+        t = result.trace
+        meta["trace"] = {"value": t.value, "stderr": t.stderr, "num_matvecs": t.num_matvecs, "method": t.method}
+    if result.density is not None:
+        d = result.density
+        meta["density"] = {
+            "num_probes": d.nodes.shape[0],
+            "num_steps": d.nodes.shape[1],
+            "sigma": d.sigma,
+            "num_matvecs": d.num_matvecs,
+            "grid_points": d.grid.numel(),
+        }
+    if result.blocks is not None:
+        b = result.blocks
+        meta["block_norms"] = {
+            "labels": b.labels,
+            "exact": b.exact,
+            "num_probes": None if b.exact else b.num_probes,
+            "num_matvecs": b.num_matvecs,
+        }
+    return meta
+
+
+DENSITY_LOG_RANGE = 1e-6  # the density plot's log axis stops this far below its peak
+
+
+def curvature_figures(result: CurvatureResult, log: bool) -> list:
+    """Bokeh figures: the SLQ density (log axis) with the Lanczos eigenvalues marked, and the block-norm map."""
+    import numpy as np
+    from bokeh.models import ColumnDataSource, HoverTool, Span
+
+    from .export.bokeh import line_figure, matrix_figure
+
+    name = {"hessian": "Hessian", "ggn": "Gauss–Newton part", "functional": "functional part"}[result.kind]
+    lz = result.lanczos
+    eigenvalues, residuals = lz.eigenvalues.numpy(), lz.residual_norms.numpy()
+    figures = []
+    if result.density is not None:
+        grid, values = result.density.grid.numpy(), result.density.density.numpy()
+        floor = max(float(values.max()), 1e-300) * DENSITY_LOG_RANGE
+        fig = line_figure(
+            grid,
+            {"SLQ density": np.maximum(values, floor)},
+            title=f"Spectral density of the {name} (SLQ, σ = {result.density.sigma:.3g}); ▲ Lanczos eigenvalues",
+            x_label="eigenvalue λ",
+            y_label="density φ(λ)",
+            log_y=True,
+            width=760,
+            height=320,
+        )
+        marker_y = np.maximum(np.interp(eigenvalues, grid, values), floor)
+    else:
+        fig = line_figure(
+            np.arange(eigenvalues.size),
+            {"Lanczos eigenvalues": eigenvalues},
+            title=f"Extreme eigenvalues of the {name} (Lanczos)",
+            x_label="index (ascending)",
+            y_label="eigenvalue λ",
+            width=760,
+            height=320,
+        )
+        marker_y = eigenvalues
+    xs = eigenvalues if result.density is not None else np.arange(eigenvalues.size)
+    for lam in eigenvalues if result.density is not None else ():
+        fig.add_layout(Span(location=float(lam), dimension="height", line_color="#d62728", line_dash="dotted"))
+    source = ColumnDataSource({"x": xs, "y": marker_y, "lam": eigenvalues, "residual": residuals})
+    marks = fig.scatter("x", "y", source=source, marker="triangle", size=9, color="#d62728")
+    fig.add_tools(
+        HoverTool(
+            renderers=[marks],
+            tooltips=[("λ", "@lam{%.6g}"), ("residual", "@residual{%.2e}")],
+            formatters={"@lam": "printf", "@residual": "printf"},
+        )
+    )
+    figures.append(fig)
+    if result.blocks is not None:
+        b = result.blocks
+        figures.append(
+            matrix_figure(
+                b.frobenius,
+                row_labels=b.labels,
+                col_labels=b.labels,
+                title=f"Block norms ‖H_ab‖_F of the {name}"
+                + ("" if b.exact else f" ({b.num_probes} probes per group)"),
+                x_label="group b",
+                y_label="group a",
+                value_name="‖H_ab‖_F",
+                log=log,
+                width=max(460, 24 * len(b.labels) + 200),
+            )
+        )
+    return figures
+
+
+def curvature_lines(result: CurvatureResult) -> list[str]:
+    """Plain sentences with the run's numbers, for the terminal and the report."""
+    name = {"hessian": "Hessian", "ggn": "Gauss–Newton part", "functional": "functional part"}[result.kind]
+    lz, s = result.lanczos, result.summary
+    state = "converged" if lz.converged else "NOT converged"
+    lines = [
+        f"{name} of the loss {result.loss:.6g} over {result.num_params:,} parameters: Lanczos ({lz.num_iterations} "
+        f"steps, {state}, residuals <= {lz.residual_norms.max().item():.2g}) gives eigenvalues "
+        f"{', '.join(f'{v:.6g}' for v in lz.eigenvalues.tolist())}.",
+        f"Sharpness λ_max = {s.sharpness:.6g}, λ_min = {s.lambda_min:.6g}, condition number |λ_max/λ_min| = "
+        f"{s.condition_number:.4g}"
+        + ("" if s.negative_fraction is None else f", negative spectral mass {s.negative_fraction:.3f} (SLQ)")
+        + ".",
+    ]
+    if result.trace is not None:
+        t = result.trace
+        lines.append(
+            f"Trace ≈ {t.value:.6g} ± {t.stderr:.2g} (Hutch++, {t.num_matvecs} products); mean eigenvalue "
+            f"{t.value / result.num_params:.3g}."
+        )
+    if result.blocks is not None:
+        b = result.blocks
+        F = b.frobenius.nan_to_num(0.0)
+        i, j = divmod(int(F.argmax()), F.shape[1])
+        lines.append(
+            f"Largest block norm ‖H_ab‖_F = {F[i, j].item():.4g} at ({b.labels[i]}, {b.labels[j]}) of "
+            f"{len(b.labels)} groups ({'exact' if b.exact else f'{b.num_probes} probes per group'})."
+        )
+    return lines
+
+
+def landscape_grid(span: float, resolution: int) -> Tensor:
+    """``resolution`` evenly spaced float64 points from ``-span`` to ``span``, symmetric about 0 bit for bit
+    (``linspace`` is not), with an exact 0 in the middle when ``resolution`` is odd."""
+    return (torch.arange(resolution, dtype=torch.float64) - (resolution - 1) / 2) * (2 * span / (resolution - 1))
+
+
+@dataclass
+class LandscapeResult:
+    """What :func:`run_landscape` computed: the slice, its two directions and how they were made."""
+
+    slice: Any  # LandscapeSlice, loss [A, B]
+    directions: dict[str, dict[str, Tensor]]  # {"d1": Direction, "d2": Direction}
+    how: dict[str, Any]  # kind of directions, seed, normalization or eigenvalues
+    seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_landscape(
+    model: torch.nn.Module, batches: list[dict[str, Tensor]], analysis: Mapping[str, Any], progress: bool
+) -> LandscapeResult:
+    r"""The 2D slice :math:`L(\theta + \alpha d_1 + \beta d_2)` on a square grid around the model.
+
+    Directions: ``"random"``, two Gaussian directions with filter normalization (Li et al., NeurIPS 2018;
+    biases and norm gains held fixed), drawn in ``[analysis].dtype`` from one generator seeded with
+    ``[analysis].seed``; or ``"eigen"``, the two top Hessian eigenvectors (unit norm, Lanczos to
+    ``tol``). ``alphas = betas = linspace(-span, span, resolution)``; rows stream under a progress bar.
+
+    Raises:
+        ConfigError: for arguments the kernels refuse, with the kernel's message.
+    """
+    from .kernels.landscape import eigen_directions, random_direction, slice_2d
+
+    dtype, seed = _DTYPES[analysis["dtype"]], analysis["seed"]
+    generator = torch.Generator().manual_seed(seed)
+    caught: list[str] = []
+    start = time.perf_counter()
+    with _kernel_errors("[analysis]", caught):
+        if analysis["directions"] == "random":
+            copy = adapt(model).analysis(dtype)
+            d1, d2 = (random_direction(copy, normalization="filter", generator=generator) for _ in range(2))
+            how = {"kind": "random", "normalization": "filter", "ignore": ["bias", "norm"], "seed": seed}
+        else:
+            (d1, d2), eigenvalues = eigen_directions(
+                model,
+                batches,
+                2,
+                which="largest",
+                tol=analysis["tol"],
+                max_iter=analysis["max_iter"],
+                dtype=dtype,
+                generator=generator,
+            )
+            how = {"kind": "eigen", "which": "largest", "eigenvalues": eigenvalues.tolist(), "seed": seed}
+        directions_seconds = round(time.perf_counter() - start, 3)
+        grid = landscape_grid(analysis["span"], analysis["resolution"])
+        rows = slice_2d(model, batches, d1, d2, grid, grid, dtype=dtype)
+        landscape = _last_snapshot(rows, "landscape", "row", progress)
+    seconds = {"directions": directions_seconds, "slice": round(time.perf_counter() - start - directions_seconds, 3)}
+    return LandscapeResult(landscape, {"d1": d1, "d2": d2}, how, seconds, caught)
+
+
+def landscape_meta(result: LandscapeResult) -> dict[str, Any]:
+    """The numbers of a landscape run for ``meta.json``."""
+    s = result.slice
+    finite = s.loss[torch.isfinite(s.loss)]
+    return {
+        "directions": result.how,
+        "grid": {"alphas": s.alphas.tolist(), "betas": s.betas.tolist()},
+        "origin_loss": s.origin_loss,
+        "origin_accuracy": s.origin_accuracy,
+        "loss_min": finite.min().item() if finite.numel() else None,
+        "loss_max": finite.max().item() if finite.numel() else None,
+        "nonfinite_points": int((~torch.isfinite(s.loss)).sum()),
+        "seconds": result.seconds,
+        "warnings": result.warnings,
+    }
+
+
+def landscape_figures(result: LandscapeResult, log: bool) -> list:
+    """Bokeh figures: loss heatmap with contour lines, accuracy heatmap, and the cuts through the origin."""
+    import numpy as np
+
+    from .export.bokeh import landscape_heatmap, line_figure
+    from .widgets._landscape_static import contour_levels, contour_lines
+    from .widgets._static import color_domain
+
+    s = result.slice
+    alphas, betas = s.alphas.numpy(), s.betas.numpy()
+    loss, accuracy = s.loss.numpy(), s.accuracy.numpy()
+    eigen = result.how["kind"] == "eigen"
+    names = ("top eigenvector v1", "second eigenvector v2") if eigen else ("random d1", "random d2")
+    lines = []
+    if np.isfinite(loss).sum() >= 4:
+        lines = contour_lines(alphas, betas, loss, contour_levels(color_domain(loss, log), log=log), log)
+    figures = [
+        landscape_heatmap(
+            alphas,
+            betas,
+            loss,
+            title="Loss L(θ + α d1 + β d2)" + (" (log colours)" if log else ""),
+            value_name="loss",
+            log=log,
+            contours=lines,
+            x_label=f"α · {names[0]}",
+            y_label=f"β · {names[1]}",
+        ),
+        landscape_heatmap(
+            alphas,
+            betas,
+            accuracy,
+            title="Token accuracy",
+            value_name="accuracy",
+            x_label=f"α · {names[0]}",
+            y_label=f"β · {names[1]}",
+        ),
+    ]
+    ia, ib = np.flatnonzero(alphas == 0), np.flatnonzero(betas == 0)
+    if ia.size and ib.size:  # the grid goes through the origin: cuts along each direction
+        series = {f"along {names[0]} (β = 0)": loss[:, ib[0]], f"along {names[1]} (α = 0)": loss[ia[0], :]}
+        if eigen:
+            for label, lam in zip(("v1", "v2"), result.how["eigenvalues"], strict=True):
+                series[f"L0 + ½λ α² ({label}, λ = {lam:.4g})"] = s.origin_loss + 0.5 * lam * alphas**2
+        figures.append(
+            line_figure(
+                alphas,
+                series,
+                title="Cuts through θ" + (" and the quadratic model of each eigenvalue" if eigen else ""),
+                x_label="step along the direction",
+                y_label="loss",
+                marker_x=0.0,
+                width=760,
+                height=300,
+            )
+        )
+    return figures
+
+
+# ======================================================================================
 # Commands
 # ======================================================================================
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -774,6 +1395,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     task = prepared.task
     dataset = _task_dataset(task, samples, args.seed + 1)
     snapshot, seconds, layers = run_sensitivity(prepared, dataset, analysis, progress=not args.no_progress)
+    # Curvature of the trained model's loss on the first sequences: extreme eigenvalues and the trace.
+    n_curv = min(samples, DEMO_CURVATURE_SAMPLES)
+    curvature_analysis = {
+        **analysis,
+        **{k: CONFIG_SCHEMA["analysis"][k].default for k in ANALYSIS_KEYS["curvature"]},
+        "density_probes": 0,
+        "block_norms": False,
+    }
+    subset = Dataset(dataset.data[:n_curv], dataset.description, labels=dataset.labels[:n_curv])
+    curvature = run_curvature(
+        prepared.model, loss_batches(subset, curvature_analysis), curvature_analysis, not args.no_progress
+    )
+    curvature_text = [f"Curvature of the loss over the first {n_curv} sequences:", *curvature_lines(curvature)]
     adapter = adapt(prepared.model)
     roles = task.role_labels(task.k_max)
     reading = induction_reading(snapshot.stats, task.k_max)
@@ -784,6 +1418,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "model": prepared.description,
         "data": dataset.description,
         "induction_reading": {str(k): v for k, v in reading.items()},
+        "curvature": {"samples": n_curv, **curvature_meta(curvature)},
         "total_seconds": round(time.perf_counter() - start, 3),
     }
     notes = [
@@ -795,6 +1430,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "input position, labelled by role. Colours are logarithmic (four decades); exact zeros, as above "
         "the diagonal of this causal model, take the lowest colour; grey = no data.",
         paragraph,
+        " ".join(curvature_text),
     ]
     paths = write_outputs(
         out,
@@ -814,12 +1450,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - start:.1f} s."
     )
     print(paragraph)
+    print(" ".join(curvature_text), f"({sum(curvature.seconds.values()):.1f} s)")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``tscope run CONFIG``: the analysis a TOML file describes."""
     cfg = load_config(args.config)
+    kind = cfg["analysis"]["kind"]
+    world = _world_size()
+    if kind != "sensitivity" and world > 1:
+        raise ConfigError(
+            f"[analysis].kind = {kind!r} runs in one process (Hessian-vector products are not distributed "
+            f"yet), but this is one of {world} processes (WORLD_SIZE = {world}); start it without torchrun: "
+            f"tscope run {args.config}"
+        )
+    if args.resume and kind != "sensitivity":
+        raise ConfigError(f"--resume continues a sensitivity run from its checkpoint; kind = {kind!r} has none")
     out = Path(args.out or cfg["output"]["dir"] or Path("results") / Path(args.config).stem)
     start = time.perf_counter()
     model_cfg = cfg["model"]
@@ -834,6 +1481,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         prepared = prepare_hf(model_cfg)
     dataset = prepare_data(cfg["data"], model_cfg, prepared)
+    run = {"sensitivity": _run_sensitivity, "curvature": _run_curvature, "landscape": _run_landscape}[kind]
+    return run(args, cfg, out, prepared, dataset, start)
+
+
+def _run_header(args: argparse.Namespace, cfg, prepared: Prepared, dataset: Dataset, start: float) -> dict:
+    return {
+        "command": f"tscope run {args.config}",
+        "config": cfg,
+        "model": prepared.description,
+        "data": dataset.description,
+        "total_seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def _save_model(paths: dict[str, Path], out: Path, prepared: Prepared, output: Mapping[str, Any]) -> None:
+    if output["save_model"] and prepared.save is not None:
+        paths["model"] = prepared.save(out)[0]
+
+
+def _run_sensitivity(args, cfg, out: Path, prepared: Prepared, dataset: Dataset, start: float) -> int:
     checkpoint_dir = out / "checkpoint" if cfg["analysis"]["checkpoint_every"] or args.resume else None
     snapshot, seconds, layers = run_sensitivity(
         prepared,
@@ -847,15 +1514,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     token_labels = position_token_labels(dataset, snapshot.seq_len)
     meta = {
         **_analysis_meta(snapshot, layers, seconds, cfg["analysis"], adapter),
-        "command": f"tscope run {args.config}",
-        "config": cfg,
-        "model": prepared.description,
-        "data": dataset.description,
-        "total_seconds": round(time.perf_counter() - start, 3),
+        **_run_header(args, cfg, prepared, dataset, start),
     }
     notes = [
         f"Model: {_model_summary(prepared, adapter)}.",
-        f"Data: {json.dumps(dataset.description, default=str)}.",
+        f"Data: {json.dumps(dataset.description, default=str, ensure_ascii=False)}.",
         f"Cells show s_ij = ||∂h_i/∂e_j||²_F over {snapshot.done} samples ({snapshot.method}, "
         f"{cfg['analysis']['dtype']}): row i = output position, column j = input position. Grey = no data.",
     ]
@@ -874,6 +1537,112 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     _print_paths(paths)
     print(f"sensitivity over {snapshot.done} samples took {seconds:.1f} s.")
+    return 0
+
+
+def _run_curvature(args, cfg, out: Path, prepared: Prepared, dataset: Dataset, start: float) -> int:
+    from .export.html import save_report
+    from .export.results import save_results
+
+    analysis, output = cfg["analysis"], cfg["output"]
+    batches = loss_batches(dataset, analysis)
+    result = run_curvature(prepared.model, batches, analysis, not args.no_progress)
+    adapter = adapt(prepared.model)
+    lines = curvature_lines(result)
+    meta = {
+        "analysis": "curvature",
+        **curvature_meta(result),
+        "samples": sum(len(b["input_ids"]) for b in batches),
+        "batches": len(batches),
+        "dtype": analysis["dtype"],
+        "quantity": "curvature of the token-weighted mean LM loss over the data (HessianOperator)",
+        **_run_header(args, cfg, prepared, dataset, start),
+    }
+    paths = {"results": save_results(out, "curvature", curvature_tensors(result) | _data_tensors(batches), meta)}
+    paths["meta"] = out / "meta.json"
+    _save_model(paths, out, prepared, output)
+    if output["report"]:
+        notes = [
+            f"Model: {_model_summary(prepared, adapter)}.",
+            f"Data: {json.dumps(dataset.description, default=str, ensure_ascii=False)}; {meta['samples']} samples in "
+            f"{len(batches)} batches, {analysis['dtype']}.",
+            *lines,
+            *(f"Warning: {w}" for w in result.warnings),
+        ]
+        if result.density is not None:
+            notes.append(
+                f"The density is drawn on a log axis, clipped at {DENSITY_LOG_RANGE:g} × its peak; red triangles "
+                "and dotted lines mark the extreme eigenvalues from Lanczos (hover: value and residual)."
+            )
+        figures = curvature_figures(result, log=output["log"])
+        paths["report"] = save_report(out / "report.html", figures, title=f"tscope run: {Path(args.config).name}",
+                                      notes=notes)
+    _print_paths(paths)
+    for line in lines:
+        print(line)
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    parts = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+    print(f"curvature took {sum(result.seconds.values()):.1f} s ({parts}).")
+    return 0
+
+
+def _run_landscape(args, cfg, out: Path, prepared: Prepared, dataset: Dataset, start: float) -> int:
+    from .export.directions import save_directions
+    from .export.html import save_report
+    from .export.results import save_results
+
+    analysis, output = cfg["analysis"], cfg["output"]
+    batches = loss_batches(dataset, analysis)
+    result = run_landscape(prepared.model, batches, analysis, not args.no_progress)
+    adapter = adapt(prepared.model)
+    s = result.slice
+    meta = {
+        "analysis": "landscape",
+        **landscape_meta(result),
+        "samples": sum(len(b["input_ids"]) for b in batches),
+        "batches": len(batches),
+        "dtype": analysis["dtype"],
+        "quantity": "L(θ + α d1 + β d2): token-weighted mean LM loss over the data; accuracy of the argmax",
+        **_run_header(args, cfg, prepared, dataset, start),
+    }
+    tensors = s.state_dict() | _data_tensors(batches)
+    paths = {"results": save_results(out, "landscape", tensors, meta), "meta": out / "meta.json"}
+    paths["directions"] = save_directions(
+        out / "directions.safetensors", result.directions, {**result.how, "dtype": analysis["dtype"]}
+    )
+    _save_model(paths, out, prepared, output)
+    how = result.how
+    if how["kind"] == "eigen":
+        lam1, lam2 = how["eigenvalues"]
+        made = f"d1, d2 = the two top Hessian eigenvectors (unit norm; λ = {lam1:.5g}, {lam2:.5g})"
+    else:
+        made = f"d1, d2 = Gaussian directions with filter normalization (Li et al. 2018), seed {how['seed']}"
+    summary = (
+        f"Loss at θ: {s.origin_loss:.6g} (token accuracy {s.origin_accuracy:.4f}); over the "
+        f"{s.loss.shape[0]}×{s.loss.shape[1]} grid α, β ∈ [−{analysis['span']:g}, {analysis['span']:g}] the loss "
+        f"runs from {meta['loss_min']:.6g} to {meta['loss_max']:.6g}."
+    )
+    if output["report"]:
+        notes = [
+            f"Model: {_model_summary(prepared, adapter)}.",
+            f"Data: {json.dumps(dataset.description, default=str, ensure_ascii=False)}; {meta['samples']} samples, "
+            f"{analysis['dtype']}.",
+            f"{made}. directions.safetensors holds them, so the slice can be recomputed exactly.",
+            summary,
+            *(f"Warning: {w}" for w in result.warnings),
+        ]
+        paths["report"] = save_report(
+            out / "report.html",
+            landscape_figures(result, log=output["log"]),
+            title=f"tscope run: {Path(args.config).name}",
+            notes=notes,
+        )
+    _print_paths(paths)
+    print(summary)
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"landscape took {sum(result.seconds.values()):.1f} s.")
     return 0
 
 

@@ -45,6 +45,19 @@ Checkpoints
 to temporary names, flushed and moved into place with ``os.replace``; ``meta.json`` is replaced last
 and names the tensors file, so a process killed at any moment leaves either the previous checkpoint
 or the new one, never a mix. No pickle is written or read. One writer per directory.
+
+Threads
+-------
+``Job(..., num_threads=n)`` runs the kernel with ``n`` PyTorch intra-op threads in the job's thread
+(on small models one thread is often fastest: a second one can slow a job 5-10x on a busy machine).
+The job's thread calls ``torch.set_num_threads(n)`` before it calls the kernel. With PyTorch's OpenMP
+backend (the CPU wheels'), that sets the count of the calling thread and the process default, which
+threads that first use PyTorch later start with, but not the count of threads that already did (the
+notebook's main thread keeps its count). When the run ends (exhausted, failed, or closed after a
+cancel), the job's thread puts the default back to what it was before the first of the overlapping
+runs with ``num_threads`` started, once the last of them ends, unless something else changed it in
+the meantime (then it is left alone). Other backends have one process-wide pool that cannot be
+resized once used, so ``num_threads`` is refused there (:func:`check_num_threads`).
 """
 
 from __future__ import annotations
@@ -59,6 +72,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +86,8 @@ __all__ = [
     "JobError",
     "Progress",
     "STATUSES",
+    "check_num_threads",
+    "default_num_threads",
     "load_checkpoint",
     "save_checkpoint",
 ]
@@ -318,6 +334,79 @@ def load_checkpoint(path_dir: str | os.PathLike) -> Checkpoint:
     return Checkpoint(tensors=tensors, meta=meta, done=done, total=total)
 
 
+# ---------------------------------------------------------------------------- intra-op threads
+def _openmp_backend() -> bool:
+    """True if PyTorch's intra-op parallelism runs on OpenMP (per-thread counts; see the module docstring)."""
+    return "ATen parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def check_num_threads(num_threads: Any) -> int | None:
+    """``num_threads`` as an int, or None; refused if it is not a positive int or PyTorch cannot honour it.
+
+    Args:
+        num_threads: PyTorch intra-op threads for a job's thread (see the module docstring), or None.
+
+    Returns:
+        ``int(num_threads)``, or None.
+
+    Raises:
+        TypeError: If it is not an int (``bool`` included) or None.
+        ValueError: If it is below 1, or PyTorch's parallel backend is not OpenMP.
+    """
+    if num_threads is None:
+        return None
+    if not isinstance(num_threads, Integral) or isinstance(num_threads, bool):
+        raise TypeError(f"num_threads must be a positive int or None, got {type(num_threads).__name__}")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be a positive int or None, got {num_threads}")
+    if not _openmp_backend():
+        raise ValueError(
+            "num_threads needs PyTorch's OpenMP parallel backend (see torch.__config__.parallel_info()); "
+            "with this build call torch.set_num_threads once, before any work, instead"
+        )
+    return int(num_threads)
+
+
+def default_num_threads() -> int:
+    """The intra-op thread count a thread that first uses PyTorch now would get (the process default).
+
+    A fresh thread initialises its count from the default on its first call; the probe thread ends at once.
+    """
+    out: list[int] = []
+    probe = threading.Thread(target=lambda: out.append(torch.get_num_threads()), name="tscope-thread-probe")
+    probe.start()
+    probe.join()
+    return out[0]
+
+
+class _ThreadDefault:
+    """Bookkeeping of the process default of intra-op threads while jobs run with their own count."""
+
+    lock = threading.Lock()
+    active = 0  # runs with their own count, in flight
+    before: int | None = None  # the default before the first of them started
+    last_set: int | None = None  # the count the latest of them set
+
+
+def _claim_threads(num_threads: int) -> None:
+    """Set ``num_threads`` intra-op threads in the calling thread (a job's, before its run)."""
+    with _ThreadDefault.lock:
+        before = default_num_threads() if _ThreadDefault.active == 0 else _ThreadDefault.before
+        torch.set_num_threads(num_threads)
+        _ThreadDefault.before = before
+        _ThreadDefault.active += 1
+        _ThreadDefault.last_set = num_threads
+
+
+def _release_threads() -> None:
+    """End of a run of :func:`_claim_threads`: the last run in flight puts the default back, unless
+    something else changed it meanwhile."""
+    with _ThreadDefault.lock:
+        _ThreadDefault.active -= 1
+        if _ThreadDefault.active == 0 and default_num_threads() == _ThreadDefault.last_set:
+            torch.set_num_threads(_ThreadDefault.before)
+
+
 # ---------------------------------------------------------------------------- Job
 @dataclass
 class _Timing:
@@ -358,6 +447,10 @@ class Job:
             passed to the kernel as ``resume=``.
         throttle: Minimum seconds between subscriber calls (0 delivers every snapshot).
         start: Start the thread now; otherwise call :meth:`start`.
+        num_threads: PyTorch intra-op threads of the job's thread while the kernel runs (a positive
+            int), or None to leave the count alone (the job's thread then starts with the process
+            default). Set before the kernel is called; the process default is put back when the run
+            ends (see "Threads" in the module docstring).
         **kwargs: Keyword arguments for the kernel.
 
     Status goes ``pending`` -> ``running`` (<-> ``paused``) -> ``done`` | ``cancelled`` | ``error``.
@@ -365,9 +458,9 @@ class Job:
     snapshot is kept.
 
     Raises:
-        TypeError: If ``kernel`` is not callable.
-        ValueError: On a bad ``throttle`` or ``checkpoint_every``, or ``checkpoint_every`` without
-            ``checkpoint_dir``.
+        TypeError: If ``kernel`` is not callable, or ``num_threads`` is not an int or None.
+        ValueError: On a bad ``throttle`` or ``checkpoint_every``, ``checkpoint_every`` without
+            ``checkpoint_dir``, or a ``num_threads`` that :func:`check_num_threads` refuses.
         FileNotFoundError: If ``resume_from`` holds no checkpoint.
     """
 
@@ -381,6 +474,7 @@ class Job:
         resume_from: str | os.PathLike | Checkpoint | None = None,
         throttle: float = 0.1,
         start: bool = True,
+        num_threads: int | None = None,
         **kwargs: Any,
     ):
         if not callable(kernel):
@@ -392,6 +486,7 @@ class Job:
                 raise ValueError("checkpoint_every needs checkpoint_dir (where to write the checkpoints)")
         if not isinstance(throttle, (int, float)) or not math.isfinite(throttle) or throttle < 0:
             raise ValueError(f"throttle must be a finite number of seconds >= 0, got {throttle!r}")
+        self._num_threads = check_num_threads(num_threads)
 
         self.name = str(name) if name is not None else getattr(kernel, "__name__", type(kernel).__name__)
         self._kernel, self._args, self._kwargs = kernel, args, kwargs
@@ -681,8 +776,12 @@ class Job:
         gen = None
         outcome, error = "done", None
         n_snapshots = saved_at = 0
+        claimed = False
         self._set_active(True)
         try:
+            if self._num_threads is not None:
+                _claim_threads(self._num_threads)
+                claimed = True
             kwargs = dict(self._kwargs)
             if self._resume is not None:
                 kwargs["resume"] = self._resume
@@ -727,6 +826,8 @@ class Job:
                 gen.close()
             except Exception:
                 logger.exception("kernel of job %r raised while being closed", self.name)
+        if claimed:
+            _release_threads()
 
         self._set_active(False)
         with self._lock:

@@ -8,6 +8,9 @@
 // (selected_point, log_scale, view, quantity, show_contours); pause/resume/stop go as custom messages.
 // The 3D code (three.js) is not in this bundle: Python sends it as `_surface_esm` once a view asks
 // for 3D. Every render() keeps its own state and returns a cleanup, so the widget can be shown twice.
+//
+// Each output showing the widget is followed by a static picture of it (see tscope_widgets/widgets/_display.py);
+// while a view is in the page it hides every picture of its model (lib/picture.js).
 import { scaleLinear } from "d3-scale";
 import { decode, decodeTree } from "./lib/codec.js";
 import { drawColorbar } from "./lib/colorbar.js";
@@ -26,6 +29,7 @@ import {
   isOrigin,
   slicesThrough,
 } from "./lib/grid.js";
+import { pictureHidingCSS } from "./lib/picture.js";
 import { colorDomain, colorIndexer, colormapLUT, formatValue } from "./lib/scales.js";
 import { buttonStates, statusText } from "./lib/status.js";
 import { cssToRGBA, themeColors } from "./lib/theme.js";
@@ -140,7 +144,7 @@ function render({ model, el }) {
   const root = h(
     "div",
     { class: "tscope-landscape" },
-    h("style", {}, CSS),
+    h("style", {}, CSS + pictureHidingCSS(model.get("picture_id"))),
     toolbar,
     statusLine,
     h("div", { class: "tscope-main" }, h("div", {}, plot, plotCaption), detailPane),

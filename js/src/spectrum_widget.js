@@ -6,12 +6,16 @@
 // status. This view draws them and writes back only view state: selected_series, picked_step,
 // selected_block, log_y; stop/recompute go as custom messages. Every render() keeps its own state and
 // returns a cleanup that removes its listeners, so a widget can be shown twice or re-rendered.
+//
+// Each output showing the widget is followed by a static picture of it (see tscope_widgets/widgets/_display.py);
+// while a view is in the page it hides every picture of its model (lib/picture.js).
 import { drawAxes } from "./lib/axes.js";
 import { decodeTree } from "./lib/codec.js";
 import { drawColorbar } from "./lib/colorbar.js";
 import { h } from "./lib/dom.js";
 import { cellAt, cellRect, fillRGBA, heatmapLayout, paintGrid } from "./lib/heatmap.js";
 import { multiLineChart, seriesColor } from "./lib/multiline.js";
+import { pictureHidingCSS } from "./lib/picture.js";
 import { colorDomain, colorIndexer, colormapLUT, formatValue } from "./lib/scales.js";
 import {
   blockMapMargins,
@@ -190,7 +194,7 @@ function render({ model, el }) {
   const root = h(
     "div",
     { class: "tscope-spectrum" },
-    h("style", {}, CSS),
+    h("style", {}, CSS + pictureHidingCSS(model.get("picture_id"))),
     toolbar,
     statusLine,
     h("div", { class: "tscope-row" }, chartsPane, densityPane),
@@ -435,6 +439,7 @@ function render({ model, el }) {
       theme,
     });
     normsCanvas.dataset.rows = String(G);
+    normsCanvas.dataset.plot = `${L.x},${L.y},${L.width},${L.height}`; // for browser tests: the cells' area
   }
 
   function drawSteps() {
@@ -484,6 +489,8 @@ function render({ model, el }) {
       theme,
     });
     stepsCanvas.dataset.rows = String(G);
+    stepsCanvas.dataset.cols = String(T);
+    stepsCanvas.dataset.plot = `${L.x},${L.y},${L.width},${L.height}`; // for browser tests: the cells' area
   }
 
   function pointerCell(canvas, layout, event) {

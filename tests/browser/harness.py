@@ -23,6 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Page
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -34,12 +38,20 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SERVER_START_S = 60
+STEP_MS = 20_000  # default wait of one step in a page
 
 # Kernel ready in JupyterLab: the status bar's "<kernel> | Idle" (the notebook's execution indicator alone
 # reads "idle" too early on a fresh workspace, and a Run All sent then is dropped).
 KERNEL_IDLE_LAB = """() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]
       .some(e => / \\| Idle$/.test(e.textContent.trim()))
   && !!document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]')"""
+
+
+ALL_CELLS_RUN = """() => {
+  const cells = [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell')];
+  return cells.length > 0 && cells.every(c => /\\[\\d+\\]/.test(c.querySelector('.jp-InputPrompt').textContent))
+    && !!document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]');
+}"""
 
 
 @dataclass(frozen=True)
@@ -173,3 +185,38 @@ def launch_chromium(playwright):
     if not Path(CHROMIUM).is_file():
         raise FileNotFoundError(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+class PageLog:
+    """Console errors and uncaught exceptions of a page, for failure messages."""
+
+    def __init__(self, page: Page):
+        self.lines: list[str] = []
+        page.on("console", lambda m: self.lines.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.lines.append(f"pageerror: {e}"))
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines[-20:]) or "(no console errors)"
+
+
+def wait_for(page: Page, expression: str, what: str, log: PageLog, timeout_ms: int = STEP_MS, arg=None):
+    """``page.wait_for_function`` that fails with ``what``, the page's status bar and console errors."""
+    try:
+        return page.wait_for_function(expression, arg=arg, timeout=timeout_ms, polling=100)
+    except PlaywrightError as err:
+        if "Timeout" not in str(err):
+            raise
+        status = page.evaluate(
+            "() => [...document.querySelectorAll('.jp-StatusBar-TextItem, .jp-KernelStatus')]"
+            ".map(e => e.textContent.trim()).join(' | ')"
+        )
+        errors = page.evaluate(
+            "() => [...document.querySelectorAll("
+            "'.jp-OutputArea-output[data-mime-type=\"application/vnd.jupyter.stderr\"]')]"
+            ".map(e => e.textContent.slice(0, 500)).join('\\n')"
+        )
+        pytest.fail(
+            f"timed out after {timeout_ms / 1000:.0f} s waiting for {what}\nstatus bar: {status}\n"
+            f"stderr outputs: {errors or '(none)'}\n{log}",
+            pytrace=False,
+        )

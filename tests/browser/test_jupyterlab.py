@@ -35,10 +35,9 @@ import pytest
 from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 from nbformat.v4 import new_code_cell, new_notebook
-from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import sync_playwright
 
-from tests.browser.harness import KERNEL_IDLE_LAB, jupyterlab, launch_chromium
+from tests.browser.harness import ALL_CELLS_RUN, KERNEL_IDLE_LAB, PageLog, jupyterlab, launch_chromium, wait_for
 
 pytestmark = pytest.mark.slow  # end to end: a kernel per notebook, about a minute
 
@@ -74,41 +73,6 @@ def browser():
         b.close()
 
 
-class PageLog:
-    """Console errors and uncaught exceptions of a page, for failure messages."""
-
-    def __init__(self, page: Page):
-        self.lines: list[str] = []
-        page.on("console", lambda m: self.lines.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.lines.append(f"pageerror: {e}"))
-
-    def __str__(self) -> str:
-        return "\n".join(self.lines[-20:]) or "(no console errors)"
-
-
-def wait_for(page: Page, expression: str, what: str, log: PageLog, timeout_ms: int = STEP_MS, arg=None):
-    """``page.wait_for_function`` that fails with ``what``, the page's status bar and console errors."""
-    try:
-        return page.wait_for_function(expression, arg=arg, timeout=timeout_ms, polling=100)
-    except PlaywrightError as err:
-        if "Timeout" not in str(err):
-            raise
-        status = page.evaluate(
-            "() => [...document.querySelectorAll('.jp-StatusBar-TextItem, .jp-KernelStatus')]"
-            ".map(e => e.textContent.trim()).join(' | ')"
-        )
-        errors = page.evaluate(
-            "() => [...document.querySelectorAll("
-            "'.jp-OutputArea-output[data-mime-type=\"application/vnd.jupyter.stderr\"]')]"
-            ".map(e => e.textContent.slice(0, 500)).join('\\n')"
-        )
-        pytest.fail(
-            f"timed out after {timeout_ms / 1000:.0f} s waiting for {what}\nstatus bar: {status}\n"
-            f"stderr outputs: {errors or '(none)'}\n{log}",
-            pytrace=False,
-        )
-
-
 EXPLORER_DONE = """(rows) => {
   const root = document.querySelector('.jp-OutputArea-output .tscope-explorer');
   const canvas = root && root.querySelector('canvas.tscope-heatmap');
@@ -131,13 +95,6 @@ PAINTED_FRACTION = """(canvas) => {
     if (Math.abs(d[k] - bg[0]) + Math.abs(d[k + 1] - bg[1]) + Math.abs(d[k + 2] - bg[2]) > 30) painted++;
   return painted / (d.length / 4);
 }""".replace("SIDE", str(S * C))
-
-ALL_CELLS_RUN = """() => {
-  const cells = [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell')];
-  return cells.length > 0 && cells.every(c => /\\[\\d+\\]/.test(c.querySelector('.jp-InputPrompt').textContent))
-    && !!document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]');
-}"""
-
 
 def _cell_centre() -> dict[str, float]:
     i, j = CELL

@@ -1,8 +1,9 @@
-"""Results files: bit-for-bit round trips of Welford statistics through safetensors, JSON and npz."""
+"""Results files: bit-for-bit round trips of Welford statistics and named results through safetensors, JSON, npz."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import safetensors.torch
 import torch
 
 from tscope_widgets.export import load_extra_tensors, load_npz, load_statistics, save_npz, save_statistics
+from tscope_widgets.export.results import RESULTS_FORMAT, load_results, save_results
 from tscope_widgets.kernels.welford import WelfordState
 
 
@@ -119,3 +121,63 @@ def test_bad_inputs_and_files(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(ValueError, match="not a tscope_widgets statistics"):
         load_statistics(tmp_path)
+
+
+# ----- generic results: save_results / load_results ------------------------------------------------
+def test_results_round_trip_is_bit_exact(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    values = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    values[0, 0], values[1, 1], values[2, 2] = float("nan"), float("inf"), -0.0
+    tensors = {
+        "eigenvalues": torch.tensor([-1.5, 2.0, 1e300], dtype=torch.float64),
+        "blocks.frobenius": values,
+        "data.input_ids": torch.randint(0, 9, (5, 7), generator=g),
+        "single": torch.randn(2, generator=g, dtype=torch.float32),
+        "view": values[:, 1],  # a non-contiguous view is stored as its values
+    }
+    meta = {"summary": {"sharpness": 2.0, "condition_number": math.inf}, "labels": ("a", "b"), "n": np.int64(3)}
+    path = save_results(tmp_path, "curvature", tensors, meta)
+    assert path == tmp_path / "curvature.safetensors"
+    loaded, info = load_results(tmp_path)
+    assert list(loaded) == list(tensors)
+    for key, t in tensors.items():
+        assert loaded[key].dtype == t.dtype and loaded[key].shape == t.shape, key
+        assert torch.equal(bits(loaded[key]), bits(t.contiguous())), key
+    assert info["format"] == RESULTS_FORMAT and info["results"] == "curvature"
+    assert info["summary"] == {"sharpness": 2.0, "condition_number": "inf"} and info["labels"] == ["a", "b"]
+    assert info["n"] == 3 and info["tensors"]["data.input_ids"] == {"shape": [5, 7], "dtype": "int64"}
+    # readable without this package: safetensors + JSON
+    raw = safetensors.torch.load_file(str(path))
+    assert torch.equal(raw["eigenvalues"], tensors["eigenvalues"])
+    assert json.loads((tmp_path / "meta.json").read_text()) == info
+
+
+def test_results_refuse_bad_inputs_and_files(tmp_path):
+    t = {"x": torch.zeros(2)}
+    with pytest.raises(ValueError, match="must be an identifier"):
+        save_results(tmp_path, "../escape", t)
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        save_results(tmp_path, "r", {})
+    with pytest.raises(TypeError, match=r"tensors\['x'\] must be a torch.Tensor, got list"):
+        save_results(tmp_path, "r", {"x": [1.0]})
+    with pytest.raises(TypeError, match="JSON cannot hold"):
+        save_results(tmp_path, "r", t, {"bad": object()})
+    with pytest.raises(FileNotFoundError, match="meta.json not found"):
+        load_results(tmp_path / "nothing")
+    save_statistics(tmp_path / "stats", make_stats(), {})
+    with pytest.raises(ValueError, match="not a tscope_widgets results description"):
+        load_results(tmp_path / "stats")
+    save_results(tmp_path / "r", "landscape", {"loss": torch.ones(2, 2), "alphas": torch.zeros(2)})
+    meta_path = tmp_path / "r" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["tensors"]["loss"]["shape"] = [4]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"tensor 'loss' is .*meta.json says"):
+        load_results(tmp_path / "r")
+    del meta["tensors"]["alphas"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"holds \['alphas', 'loss'\], .* lists \['loss'\]"):
+        load_results(tmp_path / "r")
+    (tmp_path / "r" / "landscape.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="landscape.safetensors not found"):
+        load_results(tmp_path / "r")

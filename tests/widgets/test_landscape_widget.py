@@ -18,16 +18,19 @@ import numpy as np
 import pytest
 import torch
 from bokeh.models import GlyphRenderer, MultiLine, Rect
+from IPython.utils.capture import capture_output
 from PIL import Image
 
 from tests.model_zoo import tiny
+from tests.widgets.pictures import heatmaps, picture_svgs
+from tscope_widgets.jobs import default_num_threads
 from tscope_widgets.kernels.landscape import LandscapeSlice, quadratic_model, random_direction
 from tscope_widgets.models.registry import adapt
 from tscope_widgets.widgets import landscape as landscape_module
 from tscope_widgets.widgets._codec import array_from_json
 from tscope_widgets.widgets._landscape_static import contour_levels, contour_lines, nice_ticks
-from tscope_widgets.widgets._static import PALETTE, color_domain, color_indices
-from tscope_widgets.widgets.landscape import LandscapeWidget
+from tscope_widgets.widgets._static import PALETTE, color_domain, color_indices, stand_in_style
+from tscope_widgets.widgets.landscape import WIDGET_TEXT, LandscapeWidget
 
 WAIT = 60.0  # upper bound for waits; never reached unless something is broken
 LOGGER = "tscope_widgets.widgets.landscape"
@@ -215,8 +218,10 @@ def test_an_error_shows_its_message_and_keeps_the_partial_rows(model, ids, monke
     assert w.rows_done == 2 and w.done == 2 and w.total == 5
     assert np.isfinite(w.loss[:2]).all() and np.isnan(w.loss[2:]).all()
     assert np.isfinite(w._loss[:2]).all() and np.isnan(w._loss[2:]).all()
-    html = w._repr_mimebundle_()[0]["text/html"]
-    assert 'data-status="error"' in html and "RuntimeError: boom" in html and "grey: not computed" in html
+    html = w._picture_bundle()["text/html"]
+    assert 'data-status="error"' in html and "RuntimeError: boom" in html
+    (svg,) = picture_svgs(html.split("</style>", 1)[1])
+    assert "grey: not computed" in svg
 
 
 def test_pause_resume_stop_from_python_and_from_the_browser(model, ids, monkeypatch):
@@ -429,26 +434,87 @@ def test_constructor_refuses_bad_arguments(model, ids):
 
 
 # ---------------------------------------------------------------------------- static picture and export
-def test_the_mime_bundle_carries_a_picture_of_the_grid(model, ids, finished):
+def test_the_picture_is_an_output_of_its_own_after_the_view(model, ids, kernel_shell, monkeypatch):
     pending = LandscapeWidget(model, ids, resolution=3, start=False)
-    data, metadata = pending._repr_mimebundle_()
-    assert data[WIDGET_VIEW]["model_id"] == pending.model_id and isinstance(metadata, dict)
-    assert 'data-status="pending"' in data["text/html"] and "waiting for the first row" in data["text/html"]
-    html = finished._repr_mimebundle_()[0]["text/html"]
-    assert 'data-status="done"' in html and f'data-rows="{RES}"' in html
-    assert "loss (token cross-entropy, nats)" in html and "α · random direction 1" in html
-    assert int(re.search(r'data-contour-lines="(\d+)"', html).group(1)) > 0
-    png = re.search(r'class="tscope-static-heatmap"[^>]*href="data:image/png;base64,([^"]+)"', html).group(1)
+    assert pending.picture_id == pending.model_id
+    with capture_output() as captured:
+        pending._ipython_display_()
+    view, picture = captured.outputs
+    assert set(view.data) == {WIDGET_VIEW, "text/plain"} and view.data["text/plain"] == WIDGET_TEXT
+    assert view.data[WIDGET_VIEW]["model_id"] == pending.model_id and not view.transient
+    html = picture.data["text/html"]
+    assert html.startswith(stand_in_style(pending.model_id, ".tscope-landscape"))
+    assert f'class="tscope-static" data-picture-id="{pending.model_id}" data-status="pending"' in html
+    assert "waiting for the first row" in html and "<img" not in html
+    assert picture.data["text/plain"] == (
+        "LandscapeWidget · loss (token cross-entropy, nats) · random directions (job pending)"
+    )
+    pending.close()
+
+    monkeypatch.setattr(landscape_module, "slice_2d", synthetic_kernel())
+    w = LandscapeWidget(model, ids, resolution=RES, start=False)
+    with capture_output() as captured:
+        w._ipython_display_()
+        w._ipython_display_()  # shown twice: two pairs of outputs, both pictures updated
+    ids_shown = [captured.outputs[k].transient["display_id"] for k in (1, 3)]
+    with capture_output() as captured:
+        w.start()
+        assert w.wait(WAIT)
+    updates = [o for o in captured.outputs if o.update]
+    assert not any(WIDGET_VIEW in o.data for o in captured.outputs)
+    last = {o.transient["display_id"]: o for o in updates}  # wait()'s refresh comes last
+    assert sorted(last) == sorted(ids_shown)
+    for o in last.values():
+        assert o.data["text/plain"].endswith(f"({RES} of {RES} rows · job done)")
+        html = o.data["text/html"]
+        assert 'data-status="done"' in html and f'data-rows="{RES}"' in html
+        (svg,) = picture_svgs(html.split("</style>", 1)[1])
+        ((rows, cols, pixels),) = heatmaps(svg)
+        loss = w.loss  # [A, B]; the picture puts the largest beta in the top row
+        assert (rows, cols) == (RES, RES) and "α · random direction 1" in svg
+        np.testing.assert_array_equal(pixels, color_indices(loss.T[::-1], color_domain(loss)))
+        assert svg.count('class="tscope-static-contour"') > 0
+
+    w.quantity = "accuracy"  # the picture shows the view as selected, refreshed at the end of the cell
+    w.log_scale = True
+    with capture_output() as captured:
+        w._after_cell()
+    assert sorted(o.transient["display_id"] for o in captured.outputs) == sorted(ids_shown)
+    (svg,) = picture_svgs(captured.outputs[-1].data["text/html"].split("</style>", 1)[1])
+    acc = w.accuracy
+    expected = color_indices(acc.T[::-1], color_domain(acc, log=True), log=True)
+    np.testing.assert_array_equal(heatmaps(svg)[0][2], expected)
+    assert "accuracy (fraction of targets right) (log)" in svg
+    w.close()
+
+
+def test_the_picture_of_a_real_grid_uses_the_palette(finished):
+    html = finished._picture_bundle()["text/html"]
+    (svg,) = picture_svgs(html.split("</style>", 1)[1])
+    png = re.search(r'class="tscope-static-heatmap"[^>]*href="data:image/png;base64,([^"]+)"', svg).group(1)
     image = Image.open(io.BytesIO(base64.b64decode(png)))
-    pixels = np.array(image)  # [B, A]: the largest beta in the top row
     loss = finished.loss
-    np.testing.assert_array_equal(pixels, color_indices(loss.T[::-1], color_domain(loss)))
+    np.testing.assert_array_equal(np.array(image), color_indices(loss.T[::-1], color_domain(loss)))
     assert np.array_equal(np.array(image.getpalette(), dtype=np.uint8).reshape(-1, 3)[:256], PALETTE)
-    finished.log_scale = True
-    try:
-        assert "(log)" in finished._static_html()
-    finally:
-        finished.log_scale = False
+    assert "loss (token cross-entropy, nats)" in html and "α · random direction 1" in svg
+
+
+def test_num_threads_applies_to_the_job_thread(model, ids, monkeypatch):
+    seen: list[int] = []
+    inner = synthetic_kernel()
+
+    def counting_kernel(*args, **kwargs):
+        for snapshot in inner(*args, **kwargs):
+            seen.append(torch.get_num_threads())
+            yield snapshot
+
+    monkeypatch.setattr(landscape_module, "slice_2d", counting_kernel)
+    w = LandscapeWidget(model, ids, resolution=3, num_threads=2)
+    assert w.wait(WAIT) and w.status == "done"
+    assert seen == [2, 2, 2] and torch.get_num_threads() == 1 and default_num_threads() == 1
+    for bad, error in ((0, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="num_threads must be a positive int"):
+            LandscapeWidget(model, ids, resolution=3, num_threads=bad, start=False)
 
 
 def test_to_bokeh_and_save_html(finished, model, ids, tmp_path):

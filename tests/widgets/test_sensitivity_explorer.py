@@ -17,6 +17,7 @@ from bokeh.plotting import figure
 
 from tests.model_zoo import tiny
 from tscope_widgets.export import load_extra_tensors, load_statistics
+from tscope_widgets.jobs import default_num_threads
 from tscope_widgets.widgets import SensitivityExplorer
 from tscope_widgets.widgets import sensitivity as explorer_module
 from tscope_widgets.widgets._codec import array_from_json
@@ -425,6 +426,8 @@ def test_constructor_refuses_bad_arguments(model, ids):
 
 
 # ---------------------------------------------------------------------------- intra-op threads
+# The explorer hands num_threads to its Job; the rules of the process default (a default changed
+# meanwhile, stop, error, overlapping runs) are tested on Job itself in tests/test_jobs.py.
 def gated_kernel(snapshot, seen: list, gate: threading.Event | None = None, reached: threading.Event | None = None):
     """An iter_sensitivity stand-in of 3 snapshots recording the job thread's intra-op thread count;
     with ``gate``, it sets ``reached`` after the first snapshot and waits for ``gate`` before the next."""
@@ -446,7 +449,7 @@ def gated_kernel(snapshot, seen: list, gate: threading.Event | None = None, reac
 @pytest.fixture
 def default_threads():
     """The process default of intra-op threads is 1 (tests/conftest.py); put it back after the test."""
-    assert torch.get_num_threads() == 1 and explorer_module._default_threads() == 1
+    assert torch.get_num_threads() == 1 and default_num_threads() == 1
     yield 1
     torch.set_num_threads(1)
 
@@ -470,67 +473,17 @@ def test_num_threads_applies_to_the_job_thread_only_and_the_default_comes_back(
     w = SensitivityExplorer(model, ids, num_threads=3)
     assert reached.wait(WAIT)
     assert torch.get_num_threads() == 1  # the main thread keeps its count while the job runs with 3
-    assert explorer_module._default_threads() == 3  # threads that first use torch now start with 3
+    assert default_num_threads() == 3  # threads that first use torch now start with 3
     gate.set()
     assert w.wait(WAIT) and w.status == "done"
     assert seen == [3, 3, 3]
-    assert torch.get_num_threads() == 1 and explorer_module._default_threads() == 1  # put back
+    assert torch.get_num_threads() == 1 and default_num_threads() == 1  # put back
     w.start()  # a restart runs with the same count
-    assert w.wait(WAIT) and seen[3:] == [3, 3, 3] and explorer_module._default_threads() == 1
+    assert w.wait(WAIT) and seen[3:] == [3, 3, 3] and default_num_threads() == 1
 
     seen.clear()
     w = SensitivityExplorer(model, ids)  # None: the job thread starts with the process default
     assert w.wait(WAIT) and seen == [1, 1, 1]
-
-
-def test_num_threads_leaves_a_default_changed_meanwhile_and_restores_after_stop_and_error(
-    model, ids, real_snapshot, monkeypatch, default_threads
-):
-    seen: list[int] = []
-    gate, reached = threading.Event(), threading.Event()
-    monkeypatch.setattr(explorer_module, "iter_sensitivity", gated_kernel(real_snapshot, seen, gate, reached))
-    w = SensitivityExplorer(model, ids, num_threads=2)
-    assert reached.wait(WAIT)
-    torch.set_num_threads(4)  # the user changes the default (and the main thread's count) meanwhile
-    gate.set()
-    assert w.wait(WAIT) and seen == [2, 2, 2]
-    assert explorer_module._default_threads() == 4 and torch.get_num_threads() == 4  # not clobbered
-    torch.set_num_threads(1)
-
-    # Stopped: the job closes the run in its own thread, which puts the default back.
-    gate, reached = threading.Event(), threading.Event()
-    monkeypatch.setattr(explorer_module, "iter_sensitivity", gated_kernel(real_snapshot, [], gate, reached))
-    w = SensitivityExplorer(model, ids, num_threads=2)
-    assert reached.wait(WAIT) and explorer_module._default_threads() == 2
-    w.stop()
-    gate.set()
-    assert w.wait(WAIT) and w.status == "cancelled" and explorer_module._default_threads() == 1
-
-    # Failed (the real kernel, on batches that raise): the same.
-    monkeypatch.undo()
-    w = SensitivityExplorer(model, FailingBatches(ids), layers=[1], num_threads=2)
-    assert w.wait(WAIT) and w.status == "error" and explorer_module._default_threads() == 1
-
-
-def test_overlapping_runs_with_num_threads_restore_the_default_once_the_last_ends(
-    model, ids, real_snapshot, monkeypatch, default_threads
-):
-    gates = [threading.Event(), threading.Event()]
-    reached = [threading.Event(), threading.Event()]
-    seen: list[list[int]] = [[], []]
-    explorers = []
-    for k, n in enumerate((2, 3)):
-        kernel = gated_kernel(real_snapshot, seen[k], gates[k], reached[k])
-        monkeypatch.setattr(explorer_module, "iter_sensitivity", kernel)
-        explorers.append(SensitivityExplorer(model, ids, num_threads=n))
-        assert reached[k].wait(WAIT)
-    assert explorer_module._default_threads() == 3  # the latest count set
-    gates[0].set()
-    assert explorers[0].wait(WAIT)
-    assert explorer_module._default_threads() == 3  # the second run is still in flight
-    gates[1].set()
-    assert explorers[1].wait(WAIT)
-    assert seen == [[2, 2, 2], [3, 3, 3]] and explorer_module._default_threads() == 1
 
 
 def test_num_threads_gives_the_same_statistics(model, ids, finished, default_threads):
@@ -541,4 +494,4 @@ def test_num_threads_gives_the_same_statistics(model, ids, finished, default_thr
             np.testing.assert_allclose(
                 getattr(w.stats[layer], stat), getattr(finished.stats[layer], stat), rtol=1e-12, atol=0
             )
-    assert explorer_module._default_threads() == 1
+    assert default_num_threads() == 1

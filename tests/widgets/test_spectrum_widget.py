@@ -4,12 +4,9 @@ No browser: messages are captured where the comm would send them."""
 
 from __future__ import annotations
 
-import base64
 import copy
-import io
 import json
 import logging
-import re
 import threading
 import time
 
@@ -18,16 +15,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from bokeh.models import Column
-from PIL import Image
+from IPython.utils.capture import capture_output
 
 from tests.model_zoo import tiny
+from tests.widgets.pictures import heatmaps, picture_svgs
 from tscope_widgets.kernels.blocks import block_norms
 from tscope_widgets.kernels.tracking import SpectrumHistory, SpectrumTracker
 from tscope_widgets.widgets import spectrum as spectrum_module
 from tscope_widgets.widgets._codec import array_from_json
-from tscope_widgets.widgets._static import color_domain, color_indices
+from tscope_widgets.widgets._static import color_domain, color_indices, format_value, stand_in_style
 from tscope_widgets.widgets._throttle import Throttle
-from tscope_widgets.widgets.spectrum import SpectrumWidget
+from tscope_widgets.widgets.spectrum import WIDGET_TEXT, SpectrumWidget
 
 WAIT = 60.0  # upper bound for waits; never reached unless something is broken
 LOGGER = "tscope_widgets.widgets.spectrum"
@@ -519,42 +517,85 @@ def test_attached_to_a_real_tracker_in_a_training_loop(small):
 
 
 # ---------------------------------------------------------------------------- static picture and exports
-def test_the_output_carries_a_picture_of_the_charts(small, history):
+def test_the_picture_is_an_output_of_its_own_after_the_view(small, history, kernel_shell):
     _, _, _, norms = small
     w = SpectrumWidget(history=history, block_norms=norms, log_y=False)
-    data, metadata = w._repr_mimebundle_()
-    assert data[WIDGET_VIEW]["model_id"] == w.model_id and isinstance(metadata, dict)
-    html = data["text/html"]
-    assert 'data-records="5"' in html and "fixed history · 5 records · latest step 40" in html
-    assert html.count('class="tscope-static-lines"') == 5  # loss, curvature, trace, gradient norms, density
-    assert "λ_max" in html and "2/η (edge of stability)" in html and "spectral density at step 40" in html
-    assert "training step" in html and "eigenvalue of ∇²L" in html  # axis titles with units
-    pngs = re.findall(r'class="tscope-static-heatmap" data-rows="(\d+)" data-cols="(\d+)"[^>]*base64,([^"]+)"', html)
-    assert [(r, c) for r, c, _ in pngs] == [("3", "3"), ("3", "5")]  # block norms, then blocks × steps
-    pixels = np.array(Image.open(io.BytesIO(base64.b64decode(pngs[0][2]))))
+    assert w.picture_id == w.model_id
+    with capture_output() as captured:
+        w._ipython_display_()
+    view, picture = captured.outputs
+    assert set(view.data) == {WIDGET_VIEW, "text/plain"} and view.data["text/plain"] == WIDGET_TEXT
+    assert view.data[WIDGET_VIEW]["model_id"] == w.model_id and not view.transient
+    assert picture.transient["display_id"] and set(picture.data) == {"text/html", "text/plain"}
+    assert picture.data["text/plain"] == (
+        "SpectrumWidget · Hessian spectrum during training (fixed history · 5 records · latest step 40)"
+    )
+    html = picture.data["text/html"]
+    style = stand_in_style(w.model_id, ".tscope-spectrum")
+    assert html.startswith(style)
+    html = html[len(style) :]
+    assert f'<div class="tscope-static" data-picture-id="{w.model_id}" data-status="done" data-records="5"' in html
+    assert "fixed history · 5 records · latest step 40" in html
+    (svg,) = picture_svgs(html)  # one <img> of one SVG document, nothing a sanitizer strips
+    assert svg.count('class="tscope-static-lines"') == 5  # loss, curvature, trace, gradient norms, density
+    assert "λ_max" in svg and "2/η (edge of stability)" in svg and "spectral density at step 40" in svg
+    assert "training step" in svg and "eigenvalue of ∇²L" in svg  # axis titles with units
+    maps = heatmaps(svg)
+    assert [(r, c) for r, c, _ in maps] == [(3, 3), (3, 5)]  # block norms, then blocks × steps
     fro = norms.frobenius.numpy()
-    np.testing.assert_array_equal(pixels, color_indices(fro, color_domain(fro)))
-    assert "waiting for the first record" in SpectrumWidget(FakeTracker(make_history(0)))._static_html()
+    np.testing.assert_array_equal(maps[0][2], color_indices(fro, color_domain(fro)))
+    lam = history.block_lambda_max.T  # [G, T]
+    np.testing.assert_array_equal(maps[1][2], color_indices(lam, color_domain(lam)))
+
+    empty = SpectrumWidget(FakeTracker(make_history(0)))._picture_bundle()["text/html"]
+    assert 'data-status="pending"' in empty and "waiting for the first record" in empty and "<img" not in empty
     w.close()
+    with capture_output() as captured:
+        w._ipython_display_()  # closed: the picture alone, without the pairing style
+    (alone,) = captured.outputs
+    assert "<style>" not in alone.data["text/html"] and 'data-status="done"' in alone.data["text/html"]
 
 
-def test_pictures_are_refreshed_after_a_cell_that_changed_the_charts(monkeypatch):
-    import IPython.display
-
-    calls = []
-    monkeypatch.setattr(IPython.display, "update_display", lambda data, **kw: calls.append((data, kw)))
+def test_pictures_are_refreshed_after_a_cell_that_changed_the_charts(kernel_shell):
     tracker = FakeTracker(make_history(1))
     w = SpectrumWidget(tracker, throttle=0.05)
-    w._displays.append(("display-1", None))  # as _ipython_display_ records it
-    w._repr_mimebundle_()
-    w._after_cell()
-    assert calls == []  # nothing changed since the picture was drawn
-    tracker.push(make_history(3))
-    w._after_cell()
-    assert len(calls) == 1 and calls[0][1]["display_id"] == "display-1"
-    assert 'data-records="3"' in calls[0][0]["text/html"] and WIDGET_VIEW in calls[0][0]
-    w._after_cell()
-    assert len(calls) == 1
+    with capture_output() as captured:
+        w._ipython_display_()
+    display_id = captured.outputs[1].transient["display_id"]
+    assert w._after_cell in kernel_shell.events.callbacks["post_run_cell"]
+    with capture_output() as captured:
+        w._after_cell()
+    assert captured.outputs == []  # nothing changed since the picture was drawn
+    tracker.push(make_history(2))
+    tracker.push(make_history(3))  # held back by the throttle: flushed before the picture is drawn
+    with capture_output() as captured:
+        w._after_cell()
+    (update,) = captured.outputs
+    assert update.update and update.transient["display_id"] == display_id and WIDGET_VIEW not in update.data
+    assert 'data-records="3"' in update.data["text/html"] and 'data-status="done"' in update.data["text/html"]
+    with capture_output() as captured:
+        w._after_cell()
+    assert captured.outputs == []
+    w.close()
+    assert w._after_cell not in kernel_shell.events.callbacks["post_run_cell"]
+
+
+def test_the_picture_shows_a_block_job_and_its_result(small, history, kernel_shell):
+    model, _, data, norms = small
+    w = SpectrumWidget(history=history, block_norms=norms, adapter=model, data=data, top_k=2, num_threads=1)
+    with capture_output() as captured:
+        w._ipython_display_()
+    display_id = captured.outputs[1].transient["display_id"]
+    with capture_output() as captured:
+        w.select_block("head")
+        assert w.wait_block(WAIT)
+    updates = [o for o in captured.outputs if o.update]
+    assert updates and {o.transient["display_id"] for o in updates} == {display_id}
+    html = updates[-1].data["text/html"]  # the last one, from wait_block()
+    assert 'data-status="done"' in html and 'data-block-job="done"' in html
+    values = w.block_eigenvalues["head"]["eigenvalues"]
+    assert '<table class="tscope-static-eigen"' in html and "<td>head</td>" in html
+    assert format_value(values[0]) in html and len(picture_svgs(html)) == 1
     w.close()
 
 
@@ -584,6 +625,10 @@ def test_constructor_refuses_bad_arguments(history):
         SpectrumWidget(history=history, throttle=0.01)
     with pytest.raises(ValueError, match="top_k"):
         SpectrumWidget(history=history, top_k=0)
+    with pytest.raises(ValueError, match="num_threads must be a positive int"):
+        SpectrumWidget(history=history, num_threads=0)
+    with pytest.raises(TypeError, match="num_threads must be a positive int"):
+        SpectrumWidget(history=history, num_threads=1.5)
     with pytest.raises(TypeError, match="lacks"):
         SpectrumWidget(history=object())
     bad = make_history(3)

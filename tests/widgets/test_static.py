@@ -1,6 +1,7 @@
 """The static picture of the explorer: PNG encoder, colour rules shared with the live view, HTML (an <img> of
 an SVG document), the style pairing the picture with the widget output, and the outputs the explorer
-displays (widget output, then picture output; the picture updated at the end of the job and by wait())."""
+displays (widget output, then picture output; the picture updated at the end of the job and by wait()).
+Then the same two outputs for every widget (explorer, spectrum, landscape: one shared mechanism)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import base64
 import io
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from IPython.utils.capture import capture_output
 from PIL import Image
 
 from tests.model_zoo import tiny
+from tscope_widgets.kernels.tracking import SpectrumHistory
 from tscope_widgets.widgets._static import (
     LEVELS,
     NAN_INDEX,
@@ -27,9 +30,13 @@ from tscope_widgets.widgets._static import (
     encode_png,
     format_value,
     heatmap_html,
+    picture_html,
     stand_in_style,
+    svg_image,
 )
+from tscope_widgets.widgets.landscape import LandscapeWidget
 from tscope_widgets.widgets.sensitivity import WIDGET_TEXT, SensitivityExplorer
+from tscope_widgets.widgets.spectrum import SpectrumWidget
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 SVG_IMG = re.compile(r'<img class="tscope-static-picture"[^>]*src="data:image/svg\+xml;base64,([^"]+)"')
@@ -210,3 +217,101 @@ def test_explorer_displays_its_view_then_its_picture_and_updates_the_picture(ker
     (alone,) = captured.outputs
     assert set(alone.data) == {"text/html", "text/plain"} and "<style>" not in alone.data["text/html"]
     assert 'data-status="done"' in alone.data["text/html"]  # it had ended: close() leaves "done"
+
+
+# ---------------------------------------------------------------------------- the same outputs for every widget
+def _ended_explorer():
+    ids = torch.randint(0, 11, (4, 5), generator=torch.Generator().manual_seed(2))
+    w = SensitivityExplorer(tiny(), ids, batch_size=4)
+    assert w.wait(60)
+    return w
+
+
+def _fixed_spectrum():
+    history = SpectrumHistory.empty(["block0"], ["block0"])
+    for t in range(3):
+        history.append(
+            dict(steps=t, loss=1.0 / (t + 1), train_loss=1.0, lambda_max=2.0 + t, lambda_min=-0.5, trace=3.0,
+                 trace_stderr=0.1, grad_norms=[0.5], block_lambda_max=[1.0 + t], threshold=20.0, lr=0.1,
+                 matvecs=10, converged=True)
+        )
+    return SpectrumWidget(history=history)
+
+
+def _ended_landscape():
+    ids = torch.randint(0, 11, (3, 5), generator=torch.Generator().manual_seed(2))
+    w = LandscapeWidget(tiny(), ids, resolution=3, span=0.5)
+    assert w.wait(60)
+    return w
+
+
+# builder, live view's root selector, front end (whose root element it must match)
+PICTURED_WIDGETS = {
+    "explorer": (_ended_explorer, ".tscope-explorer", "sensitivity_explorer.js"),
+    "spectrum": (_fixed_spectrum, ".tscope-spectrum", "spectrum_widget.js"),
+    "landscape": (_ended_landscape, ".tscope-landscape", "landscape_widget.js"),
+}
+
+
+@pytest.mark.parametrize("kind", list(PICTURED_WIDGETS))
+def test_every_widget_shows_its_view_then_a_picture_that_stands_in_for_it(kind, kernel_shell):
+    build, selector, front_end = PICTURED_WIDGETS[kind]
+    w = build()
+    assert w.picture_id == w.model_id and w.live_selector == selector
+    with capture_output() as captured:
+        w._ipython_display_()
+    view, picture = captured.outputs
+    assert set(view.data) == {WIDGET_VIEW, "text/plain"} and not view.transient  # no picture inside the view
+    assert view.data[WIDGET_VIEW]["model_id"] == w.model_id
+    display_id = picture.transient["display_id"]
+    assert display_id and set(picture.data) == {"text/html", "text/plain"}
+    assert picture.data["text/plain"].startswith(type(w).__name__)
+    style = stand_in_style(w.model_id, selector)
+    html = picture.data["text/html"]
+    assert html.startswith(style) and html.count("<style") == 1
+    body = html[len(style) :]
+    outer = re.match(r'<div class="tscope-static" data-picture-id="([^"]+)"([^>]*)>', body)
+    assert outer and outer.group(1) == w.model_id and 'data-status="done"' in outer.group(2)
+    assert "<svg" not in body  # sanitizers strip inline SVG: the picture is an <img> of an SVG document
+    (b64,) = re.findall(r'<img class="tscope-static-picture"[^>]*src="data:image/svg\+xml;base64,([^"]+)"', body)
+    svg = base64.b64decode(b64).decode("utf-8")
+    assert ET.fromstring(svg).tag == "{http://www.w3.org/2000/svg}svg" and HEATMAP_PNG.search(svg)
+
+    # The live view is the front end's root element, and it hides the pictures of its model.
+    js = (Path(__file__).resolve().parents[2] / "js" / "src" / front_end).read_text(encoding="utf-8")
+    assert f'{{ class: "{selector[1:]}" }}' in js and 'pictureHidingCSS(model.get("picture_id"))' in js
+
+    # picture_id is Python's: a write from the browser is refused.
+    w._handle_msg({"content": {"data": {"method": "update", "state": {"picture_id": "x"}, "buffer_paths": []}},
+                   "buffers": []})
+    assert w.picture_id == w.model_id
+
+    # At the end of a cell that changed what it shows, the picture (only) is replaced, for the running cell.
+    assert w._after_cell in kernel_shell.events.callbacks["post_run_cell"]
+    w._picture_changed()
+    with capture_output() as captured:
+        w._after_cell()
+    (update,) = captured.outputs
+    assert update.update and update.transient["display_id"] == display_id and WIDGET_VIEW not in update.data
+
+    w.close()  # closed: no more refreshes; displaying it again shows the picture alone
+    assert w._after_cell not in kernel_shell.events.callbacks["post_run_cell"]
+    with capture_output() as captured:
+        w._ipython_display_()
+    (alone,) = captured.outputs
+    assert "<style" not in alone.data["text/html"] and alone.data["text/html"].startswith('<div class="tscope-static"')
+
+
+def test_svg_image_and_picture_html():
+    svg = '<svg xmlns="http://www.w3.org/2000/svg" width="10.6" height="20" viewBox="0 0 10.6 20"></svg>'
+    img = svg_image(svg, 'a "b"')
+    assert img.startswith('<img class="tscope-static-picture" alt="a &quot;b&quot;" width="11" height="20" ')
+    assert base64.b64decode(re.search(r'base64,([^"]+)"', img).group(1)).decode() == svg
+    with pytest.raises(ValueError, match="width and height"):
+        svg_image("<div/>", "x")
+    out = picture_html(svg, title="<t>", status="s", alt="x", attrs={"status": "done"}, noun="thing",
+                       extra_html="<table></table>")
+    assert out.startswith('<div class="tscope-static" data-status="done" ') and "&lt;t&gt;" in out
+    assert "<table></table>" in out and "Static picture of the live thing" in out and "<svg" not in out
+    waiting = picture_html(None, title="t", status="s", alt="x", waiting="soon…")
+    assert "soon…" in waiting and "<img" not in waiting

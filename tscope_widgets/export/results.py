@@ -1,4 +1,4 @@
-"""Results files: per-layer Welford statistics as safetensors (or npz) plus a JSON description.
+"""Results files: per-layer Welford statistics (and other named results) as safetensors plus JSON.
 
 Layout of a results folder::
 
@@ -10,6 +10,10 @@ are only meaningful where ``count > 0``; ``min``/``max`` hold ``±inf`` there), 
 :func:`load_statistics` a bit-for-bit round trip. ``std`` (Bessel, NaN where ``count < 2``) is added for
 readers that do not use this package; it is recomputed, not read, on load. Nothing is pickled:
 safetensors, ``numpy.load(allow_pickle=False)`` and JSON only.
+
+Other results (a Hessian spectrum, a loss-landscape grid) use :func:`save_results` /
+:func:`load_results`: named tensors in ``{name}.safetensors`` plus the same ``meta.json``, which lists
+every tensor's shape and dtype.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from torch import Tensor
 
 from ..kernels.welford import WelfordState
 from ..models.adapter import LayerDict
+from ._atomic import write_safetensors
 
 STATISTICS_FILE = "statistics.safetensors"
 META_FILE = "meta.json"
@@ -232,3 +237,95 @@ def load_npz(path: str | Path) -> LayerDict:
     with np.load(path, allow_pickle=False) as data:
         tensors = {name: torch.from_numpy(data[name].copy()) for name in data.files}
     return _states_from_tensors(tensors, None, path)
+
+
+# ======================================================================================
+# Generic results: named tensors + JSON (curvature spectra, landscape grids, ...)
+# ======================================================================================
+RESULTS_FORMAT = "tscope_widgets.results/1"
+_RESULTS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def save_results(
+    directory: str | Path, name: str, tensors: Mapping[str, Tensor], meta: Mapping[str, Any] | None = None
+) -> Path:
+    """Write ``{name}.safetensors`` (the tensors) and ``meta.json`` (the description) into ``directory``.
+
+    For results that are not Welford statistics (those go through :func:`save_statistics`): a Hessian
+    spectrum, a loss-landscape grid, ... Tensors keep their dtype and shape bit for bit; the tensor file
+    is written under a temporary name and moved into place.
+
+    Args:
+        directory: Output folder (created if needed).
+        name: File stem, an identifier such as ``"curvature"`` or ``"landscape"``.
+        tensors: ``{key: Tensor}``; keys are non-empty strings (dots group them, e.g. ``"density.grid"``).
+        meta: JSON-serialisable description. The keys ``format``, ``results``, ``tensors``, ``versions``
+            and ``created`` are filled in here (``tensors``: ``{key: {"shape", "dtype"}}``).
+
+    Returns:
+        The path of ``{name}.safetensors``.
+
+    Raises:
+        ValueError: for a bad name, no tensors, or an empty key. TypeError: for a value that is not a tensor
+            or meta that JSON cannot hold.
+    """
+    if not isinstance(name, str) or not _RESULTS_NAME.fullmatch(name):
+        raise ValueError(f"results name {name!r} must be an identifier such as 'curvature'")
+    if not isinstance(tensors, Mapping) or not tensors:
+        raise ValueError("tensors must be a non-empty mapping {key: Tensor}")
+    flat: dict[str, Tensor] = {}
+    for key, t in tensors.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"tensor keys must be non-empty strings, got {key!r}")
+        if not isinstance(t, Tensor):
+            raise TypeError(f"tensors[{key!r}] must be a torch.Tensor, got {type(t).__name__}")
+        flat[key] = t.detach().cpu().contiguous().clone()  # clone: safetensors refuses shared storage
+    info = _jsonable(dict(meta or {}), "")
+    info.update(
+        format=RESULTS_FORMAT,
+        results=name,
+        tensors={k: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for k, t in flat.items()},
+        versions=_versions(),
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = write_safetensors(directory / f"{name}.safetensors", flat, {"format": RESULTS_FORMAT, "results": name})
+    (directory / META_FILE).write_text(json.dumps(info, indent=2, allow_nan=False))
+    return path
+
+
+def load_results(directory: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read a folder written by :func:`save_results` (safetensors and JSON; nothing is pickled).
+
+    Returns:
+        ``(tensors, meta)``: ``{key: Tensor}`` bit for bit as saved, in the saved order, and the parsed
+        ``meta.json`` (``meta["results"]`` names the tensor file).
+
+    Raises:
+        FileNotFoundError: when a file is missing. ValueError: for a folder of another format, or a tensor
+            file whose keys, shapes or dtypes differ from what ``meta.json`` lists.
+    """
+    directory = Path(directory)
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} not found; expected a folder written by save_results")
+    meta = json.loads(meta_path.read_text())
+    if not isinstance(meta, dict) or meta.get("format") != RESULTS_FORMAT:
+        raise ValueError(f"{meta_path} is not a tscope_widgets results description (format {RESULTS_FORMAT!r})")
+    name = meta.get("results")
+    if not isinstance(name, str) or not _RESULTS_NAME.fullmatch(name):
+        raise ValueError(f"{meta_path}: 'results' must name the tensor file, got {name!r}")
+    path = directory / f"{name}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; {meta_path} refers to it")
+    tensors = safetensors.torch.load_file(str(path))
+    listed = meta.get("tensors")
+    if not isinstance(listed, dict) or set(listed) != set(tensors):
+        raise ValueError(f"{path} holds {sorted(tensors)}, {meta_path} lists {sorted(listed or {})}")
+    for key, want in listed.items():
+        t = tensors[key]
+        got = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+        if got != want:
+            raise ValueError(f"{path}: tensor {key!r} is {got}, {meta_path} says {want}")
+    return {key: tensors[key] for key in listed}, meta

@@ -1,5 +1,6 @@
-r"""The static picture of a :class:`~tscope_widgets.widgets.landscape.LandscapeWidget`, for outputs where the
-live view cannot run (a notebook converted by nbconvert, a viewer without a kernel).
+r"""The static picture of a :class:`~tscope_widgets.widgets.landscape.LandscapeWidget` (an SVG document, shown
+as an ``<img>`` by ``_static.picture_html``), for outputs where the live view cannot run (a notebook converted
+by nbconvert, a viewer without a kernel).
 
 It draws what the live 2D view draws, with the colour rules of :mod:`._static` (viridis over the finite
 values, the positive ones on a log scale; grey for points not computed yet): the grid ``[A, B]`` as an
@@ -21,7 +22,7 @@ import numpy as np
 
 from ._static import LEVELS, PALETTE, color_domain, color_indices, encode_png, format_value
 
-__all__ = ["contour_levels", "contour_lines", "landscape_html", "nice_ticks"]
+__all__ = ["contour_levels", "contour_lines", "landscape_svg", "nice_ticks"]
 
 _FONT = "system-ui, -apple-system, 'Segoe UI', sans-serif"
 _PLOT_PX = 400  # plot area side, as in the live view (js/src/landscape_widget.js)
@@ -135,13 +136,11 @@ def _polyline(xs: np.ndarray, ys: np.ndarray) -> str:
     return " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
 
 
-def landscape_html(
+def landscape_svg(
     alphas: np.ndarray,
     betas: np.ndarray,
-    values: np.ndarray | None,
+    values: np.ndarray,
     *,
-    title: str,
-    status: str,
     value_title: str,
     x_title: str = "α",
     y_title: str = "β",
@@ -149,52 +148,36 @@ def landscape_html(
     contours: bool = True,
     trajectory: np.ndarray | None = None,
     trajectory_steps: Sequence[int] | None = None,
-    attrs: dict[str, str] | None = None,
 ) -> str:
-    """A self-contained HTML fragment (inline SVG, embedded PNG) of a landscape grid.
+    """An SVG document of a landscape grid: the cells as an embedded PNG, contour lines
+    (``<polyline class="tscope-static-contour">``), the trajectory, the origin, axes and a colour bar.
 
     Args:
         alphas: ``[A]`` ascending coordinates along the first direction (across).
         betas: ``[B]`` ascending coordinates along the second direction (upwards).
-        values: ``[A, B]`` floats (NaN = not computed yet), or ``None`` before there is data.
-        title: First line.
-        status: Second line (rows done, job status).
+        values: ``[A, B]`` floats (NaN = not computed yet).
         value_title: Colour-bar title (quantity and units).
         x_title, y_title: Axis titles.
         log: Logarithmic colour scale (and contours in log values).
         contours: Draw contour lines.
         trajectory: ``[T, 2]`` points ``(alpha, beta)`` drawn as a path, or ``None``.
         trajectory_steps: ``[T]`` step numbers for the first and last point's labels (default ``0..T-1``).
-        attrs: Extra ``data-*`` attributes of the outer element (names without the prefix).
 
     Returns:
-        HTML text.
+        SVG text; every caller string is escaped.
 
     Raises:
-        ValueError: For ``values`` whose shape is not ``[A, B]``.
+        ValueError: For ``values`` whose shape is not ``[A, B]``, or without a finite value.
     """
     esc = html.escape
-
-    def head(extra: dict[str, str]) -> str:
-        data_attrs = "".join(f' data-{esc(k)}="{esc(str(v))}"' for k, v in {**(attrs or {}), **extra}.items())
-        return (
-            f'<div class="tscope-static tscope-static-landscape"{data_attrs} '
-            f'style="font-family:{_FONT};font-size:12px;color:#1f1f1f">'
-            f'<div style="font-weight:600">{esc(title)}</div><div style="color:#616161">{esc(status)}</div>'
-        )
-
-    note = (
-        '<div style="color:#616161;font-size:11px">Static picture of the live loss landscape, saved with the '
-        "notebook; run the notebook to explore it.</div></div>"
-    )
     alphas = np.asarray(alphas, dtype=np.float64)
     betas = np.asarray(betas, dtype=np.float64)
     A, B = alphas.size, betas.size
-    if values is None or not np.isfinite(np.asarray(values, dtype=np.float64)).any():
-        return head({}) + '<p style="color:#616161">waiting for the first row…</p>' + note
     values = np.asarray(values, dtype=np.float64)
     if values.shape != (A, B):
         raise ValueError(f"values must have shape [A, B] = [{A}, {B}], got {list(values.shape)}")
+    if not np.isfinite(values).any():
+        raise ValueError("values has no finite entry: nothing to draw yet")
     m = _MARGIN
     x0, y0, w, h = m["left"], m["top"], _PLOT_PX, _PLOT_PX
     cw, ch = w / A, h / B
@@ -207,16 +190,15 @@ def landscape_html(
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w:g}" height="{total_h:g}" '
         f'viewBox="0 0 {total_w:g} {total_h:g}" font-family="{_FONT}" font-size="10" fill="#1f1f1f">',
-        f'<image class="tscope-static-heatmap" data-rows="{A}" x="{x0}" y="{y0}" width="{w}" height="{h}" '
-        f'preserveAspectRatio="none" style="image-rendering:pixelated" href="{_png_uri(image)}"/>',
+        # the PNG's rows are the B values of beta (largest at the top), its columns the A values of alpha
+        f'<image class="tscope-static-heatmap" data-rows="{B}" data-cols="{A}" x="{x0}" y="{y0}" width="{w}" '
+        f'height="{h}" preserveAspectRatio="none" style="image-rendering:pixelated" href="{_png_uri(image)}"/>',
         # a nested viewport clips the overlays to the plot area (no ids needed)
         f'<svg x="{x0}" y="{y0}" width="{w}" height="{h}" viewBox="{x0} {y0} {w} {h}" overflow="hidden">',
     ]
-    n_lines = 0
     if contours:
         for _, lines in contour_lines(alphas, betas, values, contour_levels(domain, log=log), log):
             for line in lines:
-                n_lines += 1
                 parts.append(
                     f'<polyline class="tscope-static-contour" points="{_polyline(fx(line[:, 0]), fy(line[:, 1]))}" '
                     'fill="none" stroke="#ffffff" stroke-opacity="0.75" stroke-width="1"/>'
@@ -282,4 +264,4 @@ def landscape_html(
     if np.isnan(values).any():
         parts.append(f'<text x="{bx:g}" y="{y0 + h + 16:g}" fill="#616161">grey: not computed</text>')
     parts.append("</svg>")
-    return head({"contour-lines": str(n_lines)}) + "".join(parts) + note
+    return "".join(parts)

@@ -1,9 +1,10 @@
 """Static pictures of a widget's state, for outputs where the live view cannot run.
 
 A notebook converted to HTML with nbconvert, reopened without its kernel or widget state, or shown by
-a viewer without a kernel cannot run a widget's live view. :func:`heatmap_html` makes a ``text/html``
-picture of a heatmap for such places: an ``<img>`` whose source is an SVG document (a ``data:`` URI)
-with the cells as an embedded PNG (one pixel per cell, palette-indexed, scaled up without smoothing),
+a viewer without a kernel cannot run a widget's live view. :func:`picture_html` makes a ``text/html``
+picture for such places: title and status lines and an ``<img>`` whose source is an SVG document (a
+``data:`` URI). :func:`heatmap_svg` draws the explorer's heatmap as such a document, with the cells as an
+embedded PNG (one pixel per cell, palette-indexed, scaled up without smoothing),
 token labels on both axes and a colour bar. An ``<img>`` with a ``data:`` source survives HTML
 sanitizers that drop inline ``<svg>`` and ``<style>`` (JupyterLab's, for notebooks it does not
 trust). Colours follow the live view (``js/src/lib/scales.js``): viridis over the finite values (the
@@ -35,8 +36,13 @@ __all__ = [
     "color_domain",
     "color_indices",
     "encode_png",
+    "heatmap_alt",
     "heatmap_html",
+    "heatmap_svg",
+    "picture_html",
     "stand_in_style",
+    "svg_image",
+    "svg_size",
 ]
 
 LEVELS = 254  # colour-map entries; the palette's last two entries mark NaN and "<= 0 on a log scale"
@@ -56,6 +62,7 @@ _FONT = "system-ui, -apple-system, 'Segoe UI', sans-serif"
 # One output of a cell: JupyterLab, Notebook 7 and nbconvert's lab template; classic Notebook/nbconvert.
 _OUTPUT = ":is(.jp-OutputArea-child, .output_area)"
 _PICTURE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_SVG_SIZE = re.compile(r'<svg [^>]*?\bwidth="(?P<width>[0-9.]+)" height="(?P<height>[0-9.]+)"')
 
 
 def encode_png(indices: np.ndarray, palette: np.ndarray) -> bytes:
@@ -169,34 +176,65 @@ def _png_uri(indices: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(encode_png(indices, PALETTE)).decode("ascii")
 
 
-def heatmap_html(
-    values: np.ndarray | None,
+def svg_size(svg: str) -> tuple[float, float]:
+    """``(width, height)`` in pixels of the SVG document ``svg`` (its root element's attributes).
+
+    Raises:
+        ValueError: If ``svg`` does not start with an ``<svg ...>`` element with ``width`` and ``height``.
+    """
+    size = _SVG_SIZE.match(svg)
+    if size is None:
+        raise ValueError("svg must start with an <svg ...> element that has width and height in pixels")
+    return float(size["width"]), float(size["height"])
+
+
+def svg_image(svg: str, alt: str) -> str:
+    """An ``<img class="tscope-static-picture">`` showing the SVG document ``svg`` (a ``data:`` URI).
+
+    Args:
+        svg: An SVG document whose root element carries ``width`` and ``height`` in pixels.
+        alt: What the image shows, in words (escaped here).
+
+    Raises:
+        ValueError: If the root element has no ``width``/``height``.
+    """
+    width, height = svg_size(svg)
+    uri = "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    return (
+        f'<img class="tscope-static-picture" alt="{html.escape(alt)}" width="{round(width)}" '
+        f'height="{round(height)}" style="max-width:100%;height:auto" src="{uri}"/>'
+    )
+
+
+def picture_html(
+    svg: str | None,
     *,
     title: str,
     status: str,
-    token_labels: Sequence[str] = (),
-    log: bool = False,
-    value_title: str = "",
+    alt: str,
     attrs: dict[str, str] | None = None,
+    waiting: str = "waiting for data…",
+    noun: str = "widget",
+    extra_html: str = "",
 ) -> str:
-    """A self-contained HTML fragment showing a heatmap ``[S, S]``: title and status lines, then an
-    ``<img class="tscope-static-picture">`` whose source is an SVG document (``data:image/svg+xml``)
-    holding the cells (``<image class="tscope-static-heatmap" data-rows="S">``, a palette PNG), axes
-    and colour bar.
+    """A self-contained HTML fragment showing a widget's state: title and status lines, then the SVG
+    document ``svg`` as an ``<img>`` (:func:`svg_image`), then ``extra_html`` and a note.
 
-    Row ``i`` (output position) runs down, column ``j`` (input position) across, as in the live view.
+    Only ``<div>``, ``<p>``, ``<img>`` and what ``extra_html`` holds: nothing a notebook sanitizer strips
+    (inline ``<svg>`` and ``<style>`` would be, in notebooks JupyterLab does not trust).
 
     Args:
-        values: ``[S, S]`` floats, or ``None`` before there is data (a note is shown instead).
-        title: First line (e.g. layer and statistic).
-        status: Second line (e.g. samples done and job status).
-        token_labels: Names of the positions (``i:token`` on the axes); may be empty.
-        log: Logarithmic colour scale.
-        value_title: Colour-bar title.
-        attrs: Extra ``data-*`` attributes for the outer element (names without the prefix).
+        svg: An SVG document, or None before there is anything to draw (``waiting`` is shown instead).
+        title: First line.
+        status: Second line.
+        alt: What the image shows, in words.
+        attrs: ``data-*`` attributes of the outer ``<div class="tscope-static">`` (names without the prefix).
+        waiting: The note shown without ``svg``.
+        noun: What the picture stands in for, in the note under it ("explorer", "widget", ...).
+        extra_html: Trusted HTML shown under the image (callers escape what they put in).
 
     Returns:
-        HTML text; every string from the caller is escaped.
+        HTML text; every string but ``extra_html`` is escaped here.
     """
     esc = html.escape
     data_attrs = "".join(f' data-{esc(k)}="{esc(str(v))}"' for k, v in (attrs or {}).items())
@@ -204,12 +242,39 @@ def heatmap_html(
         f'<div class="tscope-static"{data_attrs} style="font-family:{_FONT};font-size:12px;color:#1f1f1f">'
         f'<div style="font-weight:600">{esc(title)}</div><div style="color:#616161">{esc(status)}</div>'
     )
+    body = svg_image(svg, alt) if svg is not None else f'<p style="color:#616161">{esc(waiting)}</p>'
     note = (
-        '<div style="color:#616161;font-size:11px">Static picture of the live explorer, saved with the '
+        f'<div style="color:#616161;font-size:11px">Static picture of the live {esc(noun)}, saved with the '
         "notebook; run the notebook to explore it.</div></div>"
     )
-    if values is None:
-        return head + '<p style="color:#616161">waiting for the first batch…</p>' + note
+    return head + body + extra_html + note
+
+
+def heatmap_svg(
+    values: np.ndarray,
+    *,
+    token_labels: Sequence[str] = (),
+    log: bool = False,
+    value_title: str = "",
+) -> str:
+    """An SVG document of a heatmap ``[S, S]``: the cells (``<image class="tscope-static-heatmap"
+    data-rows="S">``, a palette PNG), position labels on both axes and a colour bar.
+
+    Row ``i`` (output position) runs down, column ``j`` (input position) across, as in the live view.
+
+    Args:
+        values: ``[S, S]`` floats.
+        token_labels: Names of the positions (``i:token`` on the axes); may be empty.
+        log: Logarithmic colour scale.
+        value_title: Colour-bar title.
+
+    Returns:
+        SVG text; every string from the caller is escaped.
+
+    Raises:
+        ValueError: For an empty or non-2-D array.
+    """
+    esc = html.escape
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or 0 in values.shape:
         raise ValueError(f"expected a non-empty [S, S] array, got shape {values.shape}")
@@ -261,20 +326,57 @@ def heatmap_html(
     if np.isnan(values).any():
         parts.append(f'<text x="{bx:g}" y="{y0 + h + 16:g}" fill="#616161">grey: no data</text>')
     parts.append("</svg>")
-    svg_uri = "data:image/svg+xml;base64," + base64.b64encode("".join(parts).encode("utf-8")).decode("ascii")
-    alt = f"{title}: heatmap of {value_title or 'the values'}, output position i (rows) by input position j"
-    picture = (
-        f'<img class="tscope-static-picture" alt="{esc(alt)}" width="{round(total_w)}" height="{round(total_h)}" '
-        f'style="max-width:100%;height:auto" src="{svg_uri}"/>'
+    return "".join(parts)
+
+
+def heatmap_alt(title: str, value_title: str) -> str:
+    """The ``alt`` text of a sensitivity heatmap picture."""
+    return f"{title}: heatmap of {value_title or 'the values'}, output position i (rows) by input position j"
+
+
+def heatmap_html(
+    values: np.ndarray | None,
+    *,
+    title: str,
+    status: str,
+    token_labels: Sequence[str] = (),
+    log: bool = False,
+    value_title: str = "",
+    attrs: dict[str, str] | None = None,
+) -> str:
+    """A self-contained HTML fragment showing a heatmap ``[S, S]`` (:func:`picture_html` of
+    :func:`heatmap_svg`): title and status lines, then an ``<img class="tscope-static-picture">`` whose
+    source is the SVG document.
+
+    Args:
+        values: ``[S, S]`` floats, or ``None`` before there is data (a note is shown instead).
+        title: First line (e.g. layer and statistic).
+        status: Second line (e.g. samples done and job status).
+        token_labels: Names of the positions (``i:token`` on the axes); may be empty.
+        log: Logarithmic colour scale.
+        value_title: Colour-bar title.
+        attrs: Extra ``data-*`` attributes for the outer element (names without the prefix).
+
+    Returns:
+        HTML text; every string from the caller is escaped.
+    """
+    svg = None if values is None else heatmap_svg(values, token_labels=token_labels, log=log, value_title=value_title)
+    return picture_html(
+        svg,
+        title=title,
+        status=status,
+        alt=heatmap_alt(title, value_title),
+        attrs=attrs,
+        waiting="waiting for the first batch…",
+        noun="explorer",
     )
-    return head + picture + note
 
 
 def stand_in_style(picture_id: str, live_selector: str) -> str:
     """A ``<style>`` element that lets a picture output stand in for the widget output just before it.
 
     A widget is displayed as two outputs of a cell: the widget view, then the picture (``text/html``
-    from :func:`heatmap_html` with ``attrs={"picture-id": picture_id}``, preceded by this style). The
+    from :func:`picture_html` with ``attrs={"picture-id": picture_id}``, preceded by this style). The
     rules, for JupyterLab, Notebook 7 and nbconvert's HTML (``.jp-OutputArea-child``) and classic
     Notebook (``.output_area``):
 

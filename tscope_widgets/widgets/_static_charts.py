@@ -1,11 +1,13 @@
 """Static SVG charts for the pictures that stand in for a live widget (saved or converted notebooks).
 
-Two building blocks, each returning one self-contained ``<svg>`` element as text:
+Two building blocks, each returning one self-contained ``<svg>`` element as text, and a layout:
 
 - :func:`line_chart_svg`: several series against a shared x axis (linear or log y), with a legend,
   a dashed marker and min/max tick labels.
 - :func:`matrix_svg`: a rectangular heatmap ``[R, C]`` drawn as an embedded PNG (one pixel per cell,
   palette-indexed, scaled without smoothing), row and column labels, and a colour bar.
+- :func:`compose_svg`: several such charts laid out in rows, as one SVG document (one picture, shown
+  as an ``<img>``: see ``_static.picture_html``).
 
 Colours follow the live views: the heatmap uses the colour rules of :mod:`._static` (viridis,
 grey for NaN, background for values <= 0 on a log scale), the lines the Tableau 10 scheme of
@@ -22,9 +24,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._static import LEVELS, PALETTE, color_domain, color_indices, encode_png, format_value
+from ._static import LEVELS, PALETTE, color_domain, color_indices, encode_png, format_value, svg_size
 
-__all__ = ["SERIES_COLORS", "line_chart_svg", "matrix_svg"]
+__all__ = ["SERIES_COLORS", "compose_svg", "line_chart_svg", "matrix_svg"]
 
 # d3-scale-chromatic's schemeTableau10 (the live view's series colours, same order).
 SERIES_COLORS = (
@@ -98,7 +100,8 @@ def line_chart_svg(
     m = {"left": 56, "right": 12, "top": 20, "bottom": 34}
     legend = _legend_layout([label for label, _ in series], m["left"], width - m["right"])
     legend_rows = legend[-1][1] + 1 if legend else 0
-    total_h = height + 14 * legend_rows
+    legend_top = height + 10  # legend rows start below the x-axis title (at height - 8)
+    total_h = legend_top + 14 * legend_rows - (4 if legend_rows else 10)
     parts = [_svg_open(width, total_h, "tscope-static-lines")]
     parts.append(f'<text x="{m["left"]}" y="12" font-weight="600">{esc(title)}</text>')
     xs = np.asarray(xs, dtype=np.float64)
@@ -144,7 +147,7 @@ def line_chart_svg(
             i = int(np.flatnonzero(ok)[0])
             parts.append(f'<circle cx="{px(xs[i]):.1f}" cy="{py(ys[i]):.1f}" r="2" fill="{color}"/>')
         lx, row = legend[k]
-        ly = height + 14 * row
+        ly = legend_top + 14 * row
         parts.append(
             f'<rect x="{lx:g}" y="{ly - 7:g}" width="10" height="3" fill="{color}"/>'
             f'<text x="{lx + 14:g}" y="{ly:g}">{esc(label)}</text>'
@@ -221,7 +224,9 @@ def matrix_svg(
     left = 12 + 6 * min(24, max((len(s) for s in row_labels), default=1))
     bottom = 24 + 6 * min(16, max((len(s) for s in col_labels), default=1))
     x0, y0 = left, 22
-    total_w, total_h = x0 + w + 100, y0 + h + bottom
+    bar_title = value_title + (" (log)" if log else "")
+    bar_h = max(h, 40, 6 * len(bar_title) + 8)  # room for the bar's rotated title (about 6 px a character)
+    total_w, total_h = x0 + w + 100, max(y0 + h + bottom, y0 + bar_h + 18)
     domain = color_domain(values, log)
     heat_uri = _png_uri(color_indices(values, domain, log))
     bar_uri = _png_uri(np.arange(LEVELS - 1, -1, -1, dtype=np.uint8)[:, None])
@@ -244,12 +249,12 @@ def matrix_svg(
             f'dominant-baseline="middle">{esc(col_labels[j])}</text>'
         )
     parts.append(
-        f'<text x="{x0 + w / 2:g}" y="{total_h - 4:g}" text-anchor="middle" font-size="11">{esc(x_label)}</text>'
+        f'<text x="{x0 + w / 2:g}" y="{y0 + h + bottom - 4:g}" text-anchor="middle" font-size="11">'
+        f"{esc(x_label)}</text>"
         f'<text transform="translate(10,{y0 + h / 2:g}) rotate(-90)" text-anchor="middle" font-size="11">'
         f"{esc(y_label)}</text>"
     )
     bx = x0 + w + 12
-    bar_h = max(h, 40)
     parts.append(
         f'<image x="{bx:g}" y="{y0}" width="12" height="{bar_h:g}" preserveAspectRatio="none" '
         f'style="image-rendering:pixelated" href="{bar_uri}"/>'
@@ -257,9 +262,43 @@ def matrix_svg(
         f'<text x="{bx + 16:g}" y="{y0 + bar_h - 4:g}" dominant-baseline="middle">'
         f"{esc(format_value(domain[0]))}</text>"
         f'<text transform="translate({bx + 80:g},{y0 + bar_h / 2:g}) rotate(-90)" text-anchor="middle">'
-        f"{esc(value_title + (' (log)' if log else ''))}</text>"
+        f"{esc(bar_title)}</text>"
     )
     if np.isnan(values).any():
         parts.append(f'<text x="{bx:g}" y="{y0 + bar_h + 14:g}" fill="{_FG2}">grey: no data</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def compose_svg(charts: Sequence[str], *, max_width: float = 880, gap: float = 12) -> str:
+    """Lay out chart SVGs left to right, wrapping into rows no wider than ``max_width``, as one SVG document.
+
+    Each chart keeps its size and content (nested ``<svg>`` elements placed with ``x``/``y``).
+
+    Args:
+        charts: SVG elements as text (from :func:`line_chart_svg`, :func:`matrix_svg`, ...), each with
+            ``width`` and ``height`` in pixels; at least one.
+        max_width: Widest row in pixels (a wider chart gets a row of its own).
+        gap: Space between charts in pixels.
+
+    Returns:
+        An ``<svg>`` document as text.
+
+    Raises:
+        ValueError: Without charts, or for a chart without a size.
+    """
+    if not charts:
+        raise ValueError("compose_svg needs at least one chart")
+    placed, x, y, row_h, width = [], 0.0, 0.0, 0.0, 0.0
+    for chart in charts:
+        w, h = svg_size(chart)
+        if x > 0 and x + w > max_width:
+            x, y, row_h = 0.0, y + row_h + gap, 0.0
+        placed.append(f'<svg x="{x:g}" y="{y:g}" ' + chart[len("<svg ") :])
+        width, row_h = max(width, x + w), max(row_h, h)
+        x += w + gap
+    height = y + row_h
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="tscope-static-charts" width="{width:g}" '
+        f'height="{height:g}" viewBox="0 0 {width:g} {height:g}">' + "".join(placed) + "</svg>"
+    )

@@ -21,9 +21,14 @@ ends.
 The 3D surface uses three.js, bundled apart (``static/landscape_surface.js``, about 0.6 MB): its code is
 sent to the page (trait ``_surface_esm``) only once a view switches to 3D, so that 2D use stays light.
 
-Static fallback: as the :class:`~tscope_widgets.widgets.SensitivityExplorer` does, each output showing the
-widget also carries a ``text/html`` picture of the heatmap (inline SVG, see ``_landscape_static``) next to
-the widget view, refreshed when the job ends and by :meth:`LandscapeWidget.wait`.
+Static fallback: displaying the widget makes two outputs in the cell, the widget view and then a picture
+of the heatmap (an ``<img>`` of an SVG document, see ``_landscape_static``) that stands in for the view
+where it cannot run (a notebook reopened without widget state, nbconvert's HTML export, nbviewer,
+untrusted notebooks). The picture is replaced by the final grid when the job ends and again by
+:meth:`LandscapeWidget.wait`; see ``_display`` for how the two outputs are paired.
+
+Threads: ``num_threads`` sets PyTorch's intra-op thread count of the job's thread only for the run (see
+:class:`~tscope_widgets.jobs.Job`).
 """
 
 from __future__ import annotations
@@ -37,13 +42,12 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-import anywidget
 import numpy as np
 import torch
 import traitlets
 from torch import Tensor
 
-from ..jobs import Job
+from ..jobs import Job, check_num_threads
 from ..kernels.landscape import (
     checkpoint_direction,
     eigen_directions,
@@ -55,7 +59,8 @@ from ..kernels.landscape import (
 )
 from ..models.registry import adapt
 from ._codec import to_json_tree
-from ._landscape_static import landscape_html
+from ._display import Caption, PicturedWidget, python_traits
+from ._landscape_static import landscape_svg
 
 __all__ = ["LandscapeWidget", "DIRECTION_KINDS", "QUANTITIES", "VIEWS"]
 
@@ -84,6 +89,8 @@ CHECKPOINT_MARGIN = 0.5  # default grid of "checkpoints": [-0.5, 1.5] in both di
 
 _BROWSER_TRAITS = ("selected_point", "log_scale", "view", "quantity", "show_contours")
 _TERMINAL = ("done", "cancelled", "error")
+LIVE_VIEW_SELECTOR = ".tscope-landscape"  # root element of a rendered view (js/src/landscape_widget.js)
+WIDGET_TEXT = "LandscapeWidget: live view (needs its running kernel, or widget state saved with a trusted notebook)"
 
 
 def _is_real(x: Any) -> bool:
@@ -114,7 +121,7 @@ def _grid(values, span: float, resolution: int, what: str, lo: float | None = No
     return t
 
 
-class LandscapeWidget(anywidget.AnyWidget):
+class LandscapeWidget(PicturedWidget):
     r"""Live 2D loss landscape :math:`L(\theta + \alpha d_1 + \beta d_2)` around a model.
 
     Args:
@@ -145,6 +152,10 @@ class LandscapeWidget(anywidget.AnyWidget):
         throttle: Least seconds between two data updates sent to the browser (``>= 0.05``).
         points_per_call: Grid points per vmapped call (see ``slice_2d``); ``None`` = automatic.
         dtype: Compute dtype of the slices (``None`` = the model's, at least float32).
+        num_threads: PyTorch intra-op threads of the job's thread while it evaluates the grid (a positive
+            int), or None to leave the count alone; the process default is put back when the run ends
+            (see "Threads" in :mod:`tscope_widgets.jobs`). ``"eigen"`` directions are computed in the
+            constructor, in the calling thread, with its count.
 
     Raises:
         TypeError: For arguments of the wrong type.
@@ -158,6 +169,10 @@ class LandscapeWidget(anywidget.AnyWidget):
     """
 
     _esm = BUNDLE
+    live_selector = LIVE_VIEW_SELECTOR
+    widget_text = WIDGET_TEXT
+    picture_noun = "loss landscape"
+    picture_waiting = "waiting for the first row…"
 
     # View state: the browser may set these; validated in `_validate_view_state`.
     selected_point = traitlets.Any(None).tag(sync=True)
@@ -217,6 +232,7 @@ class LandscapeWidget(anywidget.AnyWidget):
         throttle: float = 0.1,
         points_per_call: int | None = None,
         dtype: torch.dtype | None = None,
+        num_threads: int | None = None,
     ):
         if (
             isinstance(throttle, bool)
@@ -233,6 +249,7 @@ class LandscapeWidget(anywidget.AnyWidget):
             raise TypeError(f"seed must be an int, got {seed!r}")
         if not isinstance(log_scale, (bool, np.bool_)):
             raise TypeError(f"log_scale must be True or False, got {log_scale!r}")
+        self._num_threads = check_num_threads(num_threads)
         # Set before traitlets' __init__: observers may fire from there on.
         self._lock = threading.RLock()
         self._valid = {
@@ -245,8 +262,6 @@ class LandscapeWidget(anywidget.AnyWidget):
         self._job: Job | None = None
         self._unsubscribe = lambda: None
         self._stop_requested = False
-        self._displays: list[tuple[str, dict | None]] = []  # (display id, parent header of its cell)
-        self._pictured_job: Job | None = None  # the job whose end the outputs' pictures show
         self._throttle = float(throttle)
 
         self._adapter = adapt(model)
@@ -390,10 +405,7 @@ class LandscapeWidget(anywidget.AnyWidget):
         Raises:
             RuntimeError: If the job was never started.
         """
-        ended = self._job.wait(timeout)
-        if ended:
-            self._refresh_displays(own_cells=False)
-        return ended
+        return self._wait_for(self._job, timeout)
 
     def close(self) -> None:
         """Stop the job and close the widget (its views disappear from the page)."""
@@ -573,7 +585,9 @@ class LandscapeWidget(anywidget.AnyWidget):
     def _new_job(self, run) -> None:
         """A fresh (not started) job on the generator ``run``, subscribed to this widget."""
         self._unsubscribe()
-        job = Job(lambda: run, name="landscape", throttle=self._throttle, start=False)
+        job = Job(
+            lambda: run, name="landscape", throttle=self._throttle, start=False, num_threads=self._num_threads
+        )
         self._job = job
         self._unsubscribe = job.subscribe(self._on_snapshot)
         with self.hold_sync():
@@ -590,11 +604,7 @@ class LandscapeWidget(anywidget.AnyWidget):
             with self.hold_sync():
                 self._sync_status()
                 self._sync_data()
-            ended = job.status in _TERMINAL and self._pictured_job is not job
-            if ended:
-                self._pictured_job = job
-        if ended:
-            self._refresh_displays(own_cells=True)
+        self._after_job_update(job)
 
     def _sync_status(self) -> None:
         job = self._job
@@ -639,87 +649,40 @@ class LandscapeWidget(anywidget.AnyWidget):
             return np.full((self._alphas_t.numel(), self._betas_t.numel()), np.nan)
         return getattr(snap, quantity).to(torch.float64).numpy().copy()
 
-    # ------------------------------------------------------------------ outputs and their static picture
-    def _repr_mimebundle_(self, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``(data, metadata)``: the widget view plus a ``text/html`` picture of the current heatmap."""
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
-        data = dict(data or {})
-        try:
-            data["text/html"] = self._static_html()
-        except Exception:  # the live view must still show if the picture cannot be made
-            logger.warning("could not draw the static picture of the landscape", exc_info=True)
-        return data, dict(metadata or {})
-
-    def _ipython_display_(self) -> None:
-        """Display with a display id, so that the picture can be replaced when the job ends."""
-        from IPython import get_ipython
-        from IPython.display import display
-
-        if self.comm is None:  # closed: only the picture is left
-            display({"text/plain": repr(self), "text/html": self._static_html()}, raw=True)
-            return
-        data, metadata = self._repr_mimebundle_()
-        handle = display(data, metadata=metadata, raw=True, display_id=True)
-        shell = get_ipython()
-        if handle is None or not hasattr(shell, "kernel"):  # no Jupyter kernel: nothing to update later
-            return
-        parent = getattr(getattr(shell, "display_pub", None), "parent_header", None)
-        with self._lock:
-            self._displays.append((handle.display_id, dict(parent) if parent else None))
-
-    def _refresh_displays(self, *, own_cells: bool) -> None:
-        """Replace the outputs showing this widget by a fresh bundle (widget view + current picture).
-
-        Args:
-            own_cells: Address each update to the cell that displayed the widget; otherwise to the
-                running cell.
-        """
-        with self._lock:
-            displays = list(self._displays)
-        if not displays or self.comm is None:
-            return
-        from IPython import get_ipython
-        from IPython.display import update_display
-
-        data, metadata = self._repr_mimebundle_()
-        publisher = getattr(get_ipython(), "display_pub", None)
-        for display_id, parent in displays:
-            token = None
-            if own_cells and parent and hasattr(publisher, "set_thread_parent"):
-                token = publisher.set_thread_parent(parent)  # ipykernel 7: a parent header per thread
-            try:
-                update_display(data, metadata=metadata, raw=True, display_id=display_id)
-            except Exception:
-                logger.warning("could not refresh the static picture of output %s", display_id, exc_info=True)
-            finally:
-                if token is not None:
-                    publisher.reset_thread_parent(token)
-
-    def _static_html(self) -> str:
-        """The current heatmap as self-contained HTML (quantity, colour scale and contours as shown)."""
+    # ------------------------------------------------------------------ static picture
+    def _picture_caption(self) -> Caption:
         snap = self.snapshot
         quantity = self.quantity
-        labels = list(self.direction_labels) or ["", ""]
         status = f"job {self._job.status}"
         if snap is not None:
             status = f"{self._rows_text(snap)} · {status}"
         if self._job.status == "error":
             status += f": {self._job.message}"
-        return landscape_html(
+        title = f"LandscapeWidget · {QUANTITY_TITLES[quantity]} · {self.direction_kind} directions"
+        return Caption(
+            title=title,
+            status=status,
+            alt=f"{title}: heatmap of {quantity} over the plane (α across, β upwards) with contour lines",
+            attrs={"status": self._job.status, "rows": str(snap.rows_done if snap is not None else 0)},
+        )
+
+    def _picture_svg(self) -> str | None:
+        """The current grid (quantity, colour scale and contours as shown), or None before the first row."""
+        values = self._grid_values(self.quantity) if self.snapshot is not None else None
+        if values is None or not np.isfinite(values).any():
+            return None
+        labels = list(self.direction_labels) or ["", ""]
+        return landscape_svg(
             self._alphas_t.numpy(),
             self._betas_t.numpy(),
-            None if snap is None else self._grid_values(quantity),
-            title=f"LandscapeWidget · {QUANTITY_TITLES[quantity]} · {self.direction_kind} directions",
-            status=status,
-            value_title=QUANTITY_TITLES[quantity],
+            values,
+            value_title=QUANTITY_TITLES[self.quantity],
             x_title=f"α · {labels[0]}",
             y_title=f"β · {labels[1]}",
             log=bool(self.log_scale),
             contours=bool(self.show_contours),
             trajectory=self.trajectory_points,
             trajectory_steps=self._trajectory_steps,
-            attrs={"status": self._job.status, "rows": str(snap.rows_done if snap is not None else 0)},
         )
 
     # ------------------------------------------------------------------ browser input
@@ -754,6 +717,11 @@ class LandscapeWidget(anywidget.AnyWidget):
             return self._valid[name]
         self._valid[name] = canonical
         return canonical
+
+    @traitlets.observe("quantity", "log_scale", "show_contours")  # what the static picture draws
+    def _on_view_state(self, change) -> None:
+        if type(change["old"]) is not type(change["new"]) or change["old"] != change["new"]:
+            self._picture_changed()
 
     @traitlets.observe("view")
     def _on_view(self, change) -> None:
@@ -830,4 +798,4 @@ class LandscapeWidget(anywidget.AnyWidget):
         return f"{snap.rows_done} of {snap.total} rows"
 
 
-_PYTHON_TRAITS = frozenset(LandscapeWidget.class_own_traits(sync=True)) - set(_BROWSER_TRAITS)
+_PYTHON_TRAITS = python_traits(LandscapeWidget, _BROWSER_TRAITS)

@@ -14,29 +14,14 @@ kernel. Buttons send custom messages ``{"type": "command", "command": "pause" | 
 arrive at most once per ``throttle`` seconds (the Job coalesces snapshots), plus one when the job
 pauses and one when it ends.
 
-Static fallback: displaying the explorer makes two outputs in the cell. The first is the widget
-view (``application/vnd.jupyter.widget-view+json`` and a short ``text/plain``); the second, with a
-display id, is a picture of the heatmap (``text/html``: an ``<img>`` of an SVG document, see
-``_static``; plus a ``text/plain`` summary). A picture of its own survives where the view cannot
-run: JupyterLab and Notebook 7 reopening a notebook saved without widget state (jupyter-widgets
-then shows "Error displaying widget: model not found" in place of the view, and never falls back to
-another mime type of the same output), nbconvert's HTML export with widget state (it picks the
-widget view, which needs the internet and a CDN, over any other mime type of the output) or without
-it, nbviewer, and notebooks JupyterLab does not trust (it renders no widget views there, and strips
-inline ``<svg>`` and ``<style>``). The picture carries a ``<style>`` (``_static.stand_in_style``)
-keyed by the explorer's ``picture_id``: the widget output just before it is hidden unless it holds a
-live view, and the picture is hidden while the live view next to it is there; each live view also
-hides every picture of its model (``js/src/sensitivity_explorer.js``), for front ends whose outputs
-are laid out differently. So a live notebook shows the view only, a reopened or converted one the
-picture only, and a closed explorer's outputs fall back to the picture.
-
-The picture is replaced by the final heatmap when the job ends (from the job's thread, addressed to
-the cell that displayed the explorer) and again by :meth:`SensitivityExplorer.wait` (addressed to the
-running cell, which is what headless runners such as nbclient listen to). Displaying the explorer
-twice makes two such pairs; both pictures are updated.
+Static fallback: displaying the explorer makes two outputs in the cell, the widget view and then a
+picture of the heatmap (an ``<img>`` of an SVG document, see ``_static.heatmap_svg``) that stands in for
+the view where it cannot run (a notebook reopened without widget state, nbconvert's HTML export,
+nbviewer, untrusted notebooks). The picture is replaced by the final heatmap when the job ends and again
+by :meth:`SensitivityExplorer.wait`; see ``_display`` for how the two outputs are paired.
 
 Threads: ``num_threads`` sets PyTorch's intra-op thread count of the job's thread only for the run
-(see :class:`SensitivityExplorer` and ``_intra_op_threads``).
+(see :class:`SensitivityExplorer` and :class:`~tscope_widgets.jobs.Job`).
 """
 
 from __future__ import annotations
@@ -46,21 +31,21 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from numbers import Integral
 from pathlib import Path
 from typing import Any
 
-import anywidget
 import numpy as np
 import torch
 import traitlets
 
-from ..jobs import Job
+from ..jobs import Job, check_num_threads
 from ..kernels.sensitivity import iter_sensitivity
 from ..models.registry import adapt
 from ._codec import to_json_tree
-from ._static import heatmap_html, stand_in_style
+from ._display import Caption, PicturedWidget, python_traits
+from ._static import heatmap_alt, heatmap_svg
 
 __all__ = ["SensitivityExplorer", "STATISTICS", "VIEWS"]
 
@@ -108,7 +93,7 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, Integral) and not isinstance(x, (bool, np.bool_))
 
 
-class SensitivityExplorer(anywidget.AnyWidget):
+class SensitivityExplorer(PicturedWidget):
     r"""Live explorer of position-to-position sensitivity :math:`\lVert J_{ij}\rVert_F^2`.
 
     Shows, for the chosen layer and statistic, the ``[S, S]`` heatmap (row ``i`` = output position,
@@ -135,14 +120,10 @@ class SensitivityExplorer(anywidget.AnyWidget):
         num_threads: PyTorch intra-op threads of the job's thread while it runs (a positive int), or
             None to leave the count alone (the job's thread then starts with the process default,
             what a thread that has not called ``torch.set_num_threads`` gets). On small models one
-            thread is often fastest: a second one can slow a job 5-10x on a busy machine. Applied with
-            ``torch.set_num_threads`` in the job's thread before the first batch. With PyTorch's OpenMP
-            backend (the CPU wheels'), that sets the count of the calling thread and the default of
-            threads that first use PyTorch later, but not the count of threads that already did (the
-            notebook's main thread keeps its count). When the job ends, the default is put back to
-            what it was before the first of the jobs running with ``num_threads`` started, unless
-            something else changed it in the meantime. Other backends have one process-wide pool
-            that cannot be resized once used, so ``num_threads`` is refused there.
+            thread is often fastest: a second one can slow a job 5-10x on a busy machine. Applied by the
+            :class:`~tscope_widgets.jobs.Job` in its thread before the first batch; the process default
+            is put back when the run ends (see "Threads" in :mod:`tscope_widgets.jobs`). Refused on
+            PyTorch builds without the OpenMP backend.
         **kernel_kwargs: More options of ``iter_sensitivity``: ``source``, ``probes``,
             ``chunk_size``, ``dtype``, ``mode``, ``reservoir_size``, ``seed``.
 
@@ -159,6 +140,10 @@ class SensitivityExplorer(anywidget.AnyWidget):
     """
 
     _esm = BUNDLE
+    live_selector = LIVE_VIEW_SELECTOR
+    widget_text = WIDGET_TEXT
+    picture_noun = "explorer"
+    picture_waiting = "waiting for the first batch…"
 
     # View state: the browser may set these; validated in `_validate_view_state`.
     layer = traitlets.Any(None).tag(sync=True)
@@ -176,8 +161,6 @@ class SensitivityExplorer(anywidget.AnyWidget):
     label_note = traitlets.Unicode("").tag(sync=True)
     quantity = traitlets.Unicode(QUANTITY).tag(sync=True)
     method = traitlets.Unicode("").tag(sync=True)
-    # Marks this explorer's static pictures in the page (their data-picture-id): the model id.
-    picture_id = traitlets.Unicode("").tag(sync=True)
 
     # Data, as binary buffers: the statistic [S, S] (float32 on the wire), the counts [S, S]
     # (int32 on the wire) and the selected cell's details (scalars + reservoir samples).
@@ -224,17 +207,7 @@ class SensitivityExplorer(anywidget.AnyWidget):
             or throttle < MIN_THROTTLE_S
         ):
             raise ValueError(f"throttle must be a number of seconds >= {MIN_THROTTLE_S}, got {throttle!r}")
-        if num_threads is not None:
-            if not _is_int(num_threads):
-                raise TypeError(f"num_threads must be a positive int or None, got {type(num_threads).__name__}")
-            if num_threads < 1:
-                raise ValueError(f"num_threads must be a positive int or None, got {num_threads}")
-            if not _openmp_backend():
-                raise ValueError(
-                    "num_threads needs PyTorch's OpenMP parallel backend (see torch.__config__.parallel_info()); "
-                    "with this build call torch.set_num_threads once, before any work, instead"
-                )
-            num_threads = int(num_threads)
+        num_threads = check_num_threads(num_threads)
         if token_labels is not None:
             if isinstance(token_labels, str) or not all(isinstance(t, str) for t in token_labels):
                 raise TypeError("token_labels must be a sequence of strings, one per position")
@@ -252,8 +225,6 @@ class SensitivityExplorer(anywidget.AnyWidget):
         self._unsubscribe = lambda: None
         self._stop_requested = False
         self._labels_pending = True  # name the positions from the next snapshot
-        self._displays: list[tuple[str, dict | None]] = []  # (display id, parent header of its cell)
-        self._pictured_job: Job | None = None  # the job whose end the outputs' pictures show
         self._model, self._data, self._tokenizer = model, data, tokenizer
         self._explicit_labels = token_labels
         self._throttle = float(throttle)
@@ -277,7 +248,6 @@ class SensitivityExplorer(anywidget.AnyWidget):
             self.layer_options = list(options)
             self.set_trait("layer", options[-1])
             self.method = method
-            self.picture_id = self.model_id
         self._new_job(run)
         self.on_msg(self._on_custom_msg)
         if start:
@@ -340,7 +310,7 @@ class SensitivityExplorer(anywidget.AnyWidget):
 
         Once the job has ended, the static pictures of the heatmap in the outputs that show this
         explorer are refreshed once more, addressed to the cell that calls ``wait`` (runners such as
-        nbclient take output for the running cell only; see the module docstring).
+        nbclient take output for the running cell only; see ``_display``).
 
         Args:
             timeout: Seconds to wait at most; None waits as long as it takes.
@@ -351,10 +321,7 @@ class SensitivityExplorer(anywidget.AnyWidget):
         Raises:
             RuntimeError: If the job was never started.
         """
-        ended = self._job.wait(timeout)
-        if ended:
-            self._refresh_displays(own_cells=False)
-        return ended
+        return self._wait_for(self._job, timeout)
 
     def close(self) -> None:
         """Stop the job and close the widget (its views disappear from the page)."""
@@ -473,15 +440,15 @@ class SensitivityExplorer(anywidget.AnyWidget):
 
     # ------------------------------------------------------------------ job plumbing
     def _new_run(self):
-        """A fresh ``iter_sensitivity`` generator (its arguments are checked here, in the caller), run
-        with ``num_threads`` intra-op threads if given."""
-        run = iter_sensitivity(self._model, self._data, **self._kernel_kwargs)
-        return run if self._num_threads is None else _intra_op_threads(run, self._num_threads)
+        """A fresh ``iter_sensitivity`` generator (its arguments are checked here, in the caller)."""
+        return iter_sensitivity(self._model, self._data, **self._kernel_kwargs)
 
     def _new_job(self, run) -> None:
         """A fresh (not started) job on the generator ``run``, subscribed to this widget."""
         self._unsubscribe()
-        job = Job(lambda: run, name="sensitivity", throttle=self._throttle, start=False)
+        job = Job(
+            lambda: run, name="sensitivity", throttle=self._throttle, start=False, num_threads=self._num_threads
+        )
         self._job = job
         self._unsubscribe = job.subscribe(self._on_snapshot)
         self._labels_pending = True
@@ -499,90 +466,9 @@ class SensitivityExplorer(anywidget.AnyWidget):
             with self.hold_sync():
                 self._sync_status()
                 self._sync_data()
-            ended = job.status in _TERMINAL and self._pictured_job is not job
-            if ended:
-                self._pictured_job = job
-        if ended:
-            self._refresh_displays(own_cells=True)
+        self._after_job_update(job)
 
-    # ------------------------------------------------------------------ outputs and their static picture
-    def _repr_mimebundle_(self, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``(data, metadata)`` of the widget output: the widget view and a short ``text/plain``.
-
-        The picture is an output of its own (:meth:`_picture_bundle`), displayed next to it by
-        :meth:`_ipython_display_`; see the module docstring for why.
-        """
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
-        data = dict(data or {})
-        data["text/plain"] = WIDGET_TEXT
-        return data, dict(metadata or {})
-
-    def _ipython_display_(self) -> None:
-        """Display the widget output, then the picture output with a display id (updated when the job
-        ends and by :meth:`wait`)."""
-        from IPython import get_ipython
-        from IPython.display import display
-
-        if self.comm is None:  # closed: only the picture is left
-            display(self._picture_bundle(paired=False), raw=True)
-            return
-        data, metadata = self._repr_mimebundle_()
-        display(data, metadata=metadata, raw=True)
-        handle = display(self._picture_bundle(), raw=True, display_id=True)
-        shell = get_ipython()
-        if handle is None or not hasattr(shell, "kernel"):  # no Jupyter kernel: nothing to update later
-            return
-        parent = getattr(getattr(shell, "display_pub", None), "parent_header", None)
-        with self._lock:
-            self._displays.append((handle.display_id, dict(parent) if parent else None))
-
-    def _refresh_displays(self, *, own_cells: bool) -> None:
-        """Replace the picture outputs of this explorer by the current picture.
-
-        Args:
-            own_cells: Address each update to the cell that displayed the explorer (the front end
-                routes it there even after that cell finished); otherwise to the running cell.
-        """
-        with self._lock:
-            displays = list(self._displays)
-        if not displays or self.comm is None:
-            return
-        from IPython import get_ipython
-        from IPython.display import update_display
-
-        data = self._picture_bundle()
-        publisher = getattr(get_ipython(), "display_pub", None)
-        for display_id, parent in displays:
-            token = None
-            if own_cells and parent and hasattr(publisher, "set_thread_parent"):
-                token = publisher.set_thread_parent(parent)  # ipykernel 7: a parent header per thread
-            try:
-                update_display(data, raw=True, display_id=display_id)
-            except Exception:
-                logger.warning("could not refresh the static picture of output %s", display_id, exc_info=True)
-            finally:
-                if token is not None:
-                    publisher.reset_thread_parent(token)
-
-    def _picture_bundle(self, *, paired: bool = True) -> dict[str, str]:
-        """The picture output's data: ``text/html`` (the heatmap as selected, see ``_static``) and a
-        one-line ``text/plain``.
-
-        Args:
-            paired: The output follows the widget output: add the style that shows only one of them.
-        """
-        title, status, _ = self._picture_lines()
-        plain = f"{title} ({status})"
-        try:
-            picture = self._static_html()
-        except Exception:  # the live view must still show if the picture cannot be made
-            logger.warning("could not draw the static picture of the explorer", exc_info=True)
-            return {"text/plain": plain}
-        if paired and self.picture_id:
-            picture = stand_in_style(self.picture_id, LIVE_VIEW_SELECTOR) + picture
-        return {"text/plain": plain, "text/html": picture}
-
+    # ------------------------------------------------------------------ static picture
     def _picture_lines(self) -> tuple[str, str, str]:
         """Title line, status line and colour-bar title of the picture."""
         snap = self.snapshot
@@ -596,29 +482,34 @@ class SensitivityExplorer(anywidget.AnyWidget):
                 status += f": {self._job.message}"
         return title, status, value_title
 
-    def _static_html(self) -> str:
-        """The current heatmap as self-contained HTML (layer, statistic and colour scale as selected)."""
+    def _picture_caption(self) -> Caption:
         snap = self.snapshot
-        layer, stat = self.layer, self.statistic
         title, status, value_title = self._picture_lines()
-        values = None
-        if snap is not None and layer in snap.layers:
-            values = getattr(snap.stats[layer], stat).to(torch.float64).numpy()
-        labels = (self._axis_labels(values.shape[0]) if values is not None else None) or []
-        return heatmap_html(
-            values,
+        return Caption(
             title=title,
             status=status,
-            token_labels=labels,
-            log=bool(self.log_scale) and stat != "count",
-            value_title=value_title,
+            alt=heatmap_alt(title, value_title),
             attrs={
-                "picture-id": self.picture_id,
-                "layer": str(layer),
-                "statistic": stat,
+                "layer": str(self.layer),
+                "statistic": self.statistic,
                 "status": self._job.status,
                 "done": str(snap.done if snap is not None else 0),
             },
+        )
+
+    def _picture_svg(self) -> str | None:
+        """The current heatmap (layer, statistic and colour scale as selected), or None before data."""
+        snap = self.snapshot
+        layer, stat = self.layer, self.statistic
+        if snap is None or layer not in snap.layers:
+            return None
+        values = getattr(snap.stats[layer], stat).to(torch.float64).numpy()
+        _, _, value_title = self._picture_lines()
+        return heatmap_svg(
+            values,
+            token_labels=self._axis_labels(values.shape[0]) or [],
+            log=bool(self.log_scale) and stat != "count",
+            value_title=value_title,
         )
 
     def _sync_status(self) -> None:
@@ -741,6 +632,8 @@ class SensitivityExplorer(anywidget.AnyWidget):
     def _on_view_state(self, change) -> None:
         old, new = change["old"], change["new"]
         changed = type(old) is not type(new) or old != new
+        if changed:
+            self._picture_changed()
         if changed and change["name"] in ("layer", "statistic", "selected_cell"):
             with self._lock:
                 self._sync_data()
@@ -817,63 +710,7 @@ class SensitivityExplorer(anywidget.AnyWidget):
         return f"{snap.done}{of} samples"
 
 
-_PYTHON_TRAITS = frozenset(SensitivityExplorer.class_own_traits(sync=True)) - set(_BROWSER_TRAITS)
-
-
-def _openmp_backend() -> bool:
-    """True if PyTorch's intra-op parallelism runs on OpenMP (per-thread counts; see ``_intra_op_threads``)."""
-    return "ATen parallel backend: OpenMP" in torch.__config__.parallel_info()
-
-
-class _ThreadDefault:
-    """Bookkeeping of the process default of intra-op threads while jobs run with their own count."""
-
-    lock = threading.Lock()
-    active = 0  # jobs in their run with their own count
-    before: int | None = None  # the default before the first of them started
-    last_set: int | None = None  # the count the latest of them set
-
-
-def _default_threads() -> int:
-    """The intra-op thread count a thread that first uses PyTorch now would get (the process default).
-
-    A fresh thread initialises its count from the default on its first call; the thread ends at once.
-    """
-    out: list[int] = []
-    probe = threading.Thread(target=lambda: out.append(torch.get_num_threads()), name="tscope-thread-probe")
-    probe.start()
-    probe.join()
-    return out[0]
-
-
-def _intra_op_threads(run: Iterator, num_threads: int) -> Iterator:
-    """Yield from ``run`` with ``num_threads`` PyTorch intra-op threads in the thread that iterates.
-
-    Everything happens in the job's thread: the count is set before the first batch, and when the run
-    ends (exhausted, failed, or closed by the job after a stop) the process default is put back to its
-    value from before the first of the overlapping runs started, if it still is the count the latest
-    of them set (else something else changed it, and it is left alone). With the OpenMP backend the
-    count of threads that already used PyTorch (the notebook's main thread) never changes; threads
-    that first use PyTorch while a run is in flight start with its count.
-    """
-    owner = threading.get_ident()
-    with _ThreadDefault.lock:
-        if _ThreadDefault.active == 0:
-            _ThreadDefault.before = _default_threads()
-        _ThreadDefault.active += 1
-        _ThreadDefault.last_set = num_threads
-        torch.set_num_threads(num_threads)
-    try:
-        yield from run
-    finally:
-        with _ThreadDefault.lock:
-            _ThreadDefault.active -= 1
-            if (
-                _ThreadDefault.active == 0
-                and threading.get_ident() == owner
-                and _default_threads() == _ThreadDefault.last_set
-            ):
-                torch.set_num_threads(_ThreadDefault.before)
+_PYTHON_TRAITS = python_traits(SensitivityExplorer, _BROWSER_TRAITS)
 
 
 def _layer_title(layer) -> str:

@@ -29,10 +29,17 @@ are untrusted: a value that makes no sense is logged as a warning and the trait 
 sent back to the page); nothing raises in the kernel. Buttons send ``{"type": "command", "command":
 "stop" | "recompute"}`` (stop the block job; recompute the selected block), validated the same way.
 
-Static fallback: each output showing the widget also carries a ``text/html`` picture of the charts
-(inline SVG, see ``_static_charts``), for nbconvert's HTML export and kernel-less viewers. Outputs are
-displayed with a display id; their picture is replaced after each cell that changed the charts (an
-IPython ``post_run_cell`` hook: the training loop's cell ends) and when a block job ends.
+Static fallback: displaying the widget makes two outputs in the cell, the widget view and then a picture
+of the charts (one ``<img>`` of an SVG document, see ``_static_charts.compose_svg``, and a table of the
+block eigenvalues) that stands in for the view where it cannot run (a notebook reopened without widget
+state, nbconvert's HTML export, nbviewer, untrusted notebooks). The picture is replaced at the end of each
+cell that changed the charts (the training loop's cell), when a block job ends and by
+:meth:`SpectrumWidget.wait_block`; see ``_display`` for how the two outputs are paired. Its
+``data-status`` is ``pending`` before there is anything to draw, ``running`` while a block job runs or a
+tracker update waits in the throttle, and ``done`` when everything the widget received is drawn.
+
+Threads: ``num_threads`` sets PyTorch's intra-op thread count of the block job's thread only for its run
+(see :class:`~tscope_widgets.jobs.Job`).
 """
 
 from __future__ import annotations
@@ -48,17 +55,18 @@ from numbers import Integral
 from pathlib import Path
 from typing import Any
 
-import anywidget
 import numpy as np
 import torch
 import traitlets
 
-from ..jobs import Job
+from ..jobs import Job, check_num_threads
 from ..kernels.curvature import HessianOperator
 from ..kernels.lanczos import iter_lanczos
 from ..models.registry import adapt
 from ._codec import to_json_tree
-from ._static_charts import line_chart_svg, matrix_svg
+from ._display import Caption, PicturedWidget, python_traits
+from ._static import format_value
+from ._static_charts import compose_svg, line_chart_svg, matrix_svg
 from ._throttle import Throttle
 
 __all__ = ["SpectrumWidget", "SERIES", "PANELS", "block_eigen_kernel"]
@@ -102,6 +110,8 @@ GRAD_NORM_PREFIX = "grad_norm:"
 _HISTORY_VECTORS = (*SERIES, "trace_stderr")
 _OPTIONAL_VECTORS = ("train_loss",)  # NaN when a history does not record it
 _BROWSER_TRAITS = ("selected_series", "picked_step", "selected_block", "log_y")
+LIVE_VIEW_SELECTOR = ".tscope-spectrum"  # root element of a rendered view (js/src/spectrum_widget.js)
+WIDGET_TEXT = "SpectrumWidget: live view (needs its running kernel, or widget state saved with a trusted notebook)"
 
 
 def _is_int(x: Any) -> bool:
@@ -246,7 +256,7 @@ def block_eigen_kernel(adapter, data, groups, k: int = 5, tol: float = 1e-6, *, 
     yield from iter_lanczos(op, k=min(int(k), op.shape[0]), which="largest", tol=tol, generator=generator)
 
 
-class SpectrumWidget(anywidget.AnyWidget):
+class SpectrumWidget(PicturedWidget):
     r"""Live charts of the Hessian spectrum during training.
 
     Args:
@@ -262,12 +272,15 @@ class SpectrumWidget(anywidget.AnyWidget):
         log_y: Logarithmic y axes and colour scales at first.
         top_k: Eigenvalues per clicked block.
         tol: Lanczos tolerance for the clicked block.
+        num_threads: PyTorch intra-op threads of the block job's thread while it runs (a positive int), or
+            None to leave the count alone; the process default is put back when the run ends (see
+            "Threads" in :mod:`tscope_widgets.jobs`).
 
     Raises:
         TypeError: For a tracker without ``history``/``subscribe``, or a history/block norms object
             that lacks the fields of its dataclass.
-        ValueError: For both a tracker and a history, a bad ``throttle``/``top_k``/``tol``, or arrays
-            of inconsistent shapes.
+        ValueError: For both a tracker and a history, a bad ``throttle``/``top_k``/``tol``/``num_threads``,
+            or arrays of inconsistent shapes.
 
     Example:
         >>> tracker = SpectrumTracker(model, batches, every=10)  # doctest: +SKIP
@@ -275,6 +288,9 @@ class SpectrumWidget(anywidget.AnyWidget):
     """
 
     _esm = BUNDLE
+    live_selector = LIVE_VIEW_SELECTOR
+    widget_text = WIDGET_TEXT
+    picture_waiting = "waiting for the first record…"
 
     # View state: the browser may set these; validated in `_validate_view_state`.
     selected_series = traitlets.Any([]).tag(sync=True)
@@ -317,6 +333,7 @@ class SpectrumWidget(anywidget.AnyWidget):
         log_y: bool = True,
         top_k: int = 5,
         tol: float = 1e-6,
+        num_threads: int | None = None,
     ):
         if tracker is not None and history is not None:
             raise ValueError("pass either a tracker (live) or a history (fixed), not both")
@@ -337,6 +354,7 @@ class SpectrumWidget(anywidget.AnyWidget):
             raise ValueError(f"tol must be a positive number, got {tol!r}")
         if not isinstance(log_y, (bool, np.bool_)):
             raise TypeError(f"log_y must be True or False, got {log_y!r}")
+        num_threads = check_num_threads(num_threads)
         shown = tracker.history if tracker is not None else history  # one copy: checked, then shown
         checked = _check_history(shown) if shown is not None else None
         norms = _check_block_norms(block_norms) if block_norms is not None else None
@@ -357,15 +375,12 @@ class SpectrumWidget(anywidget.AnyWidget):
         self._data = data
         self._top_k, self._tol = int(top_k), float(tol)
         self._throttle_s = float(throttle)
+        self._num_threads = num_threads
         self._eigen_job: Job | None = None
         self._eigen_unsubscribe: Callable[[], None] = lambda: None
         self._eigen_request: dict[str, Any] | None = None
         self._eigen_results: dict[str, dict[str, Any]] = {}
         self._unsubscribe: Callable[[], None] = lambda: None
-        self._displays: list[tuple[str, dict | None]] = []
-        self._picture_version = 0  # bumps whenever what the static picture shows changes
-        self._pictured_version = 0  # the version the outputs' pictures show
-        self._hooked_shell = None  # the IPython shell whose post_run_cell refreshes the pictures
         self._throttle = Throttle(self._apply_history, self._throttle_s, name="tscope-spectrum")
         super().__init__()
 
@@ -453,11 +468,15 @@ class SpectrumWidget(anywidget.AnyWidget):
     def wait_block(self, timeout: float | None = None) -> bool:
         """Block until the current block job has ended and the widget shows its result.
 
+        Once it has ended, the static pictures in the outputs that show this widget are refreshed,
+        addressed to the cell that calls ``wait_block`` (runners such as nbclient take output for the
+        running cell only; see ``_display``).
+
         Returns:
             True if it ended (or none ran), False on timeout.
         """
         job = self._eigen_job
-        return True if job is None or job.status == "pending" else job.wait(timeout)
+        return True if job is None or job.status == "pending" else self._wait_for(job, timeout)
 
     def close(self) -> None:
         """Detach from the tracker, stop a block job and close the widget."""
@@ -468,13 +487,6 @@ class SpectrumWidget(anywidget.AnyWidget):
         job = getattr(self, "_eigen_job", None)
         if job is not None:
             job.cancel()
-        shell = getattr(self, "_hooked_shell", None)
-        if shell is not None:
-            try:
-                shell.events.unregister("post_run_cell", self._after_cell)
-            except ValueError:
-                pass
-            self._hooked_shell = None
         super().close()
 
     # ----- export
@@ -607,7 +619,7 @@ class SpectrumWidget(anywidget.AnyWidget):
 
     def _apply_checked(self, history, checked: dict[str, Any]) -> None:
         # Caller holds the lock and hold_sync.
-        self._picture_version += 1
+        self._picture_changed()
         self._history_obj, self._history = history, checked
         self._step_set = {int(s) for s in checked["steps"]}
         self._sync_options()
@@ -670,7 +682,7 @@ class SpectrumWidget(anywidget.AnyWidget):
         }
 
     def _set_norms(self, result, norms: dict[str, Any]) -> None:
-        self._picture_version += 1
+        self._picture_changed()
         self._block_norms_obj, self._norms = result, norms
         self.norms = norms
         self._sync_options()
@@ -715,6 +727,7 @@ class SpectrumWidget(anywidget.AnyWidget):
             name=f"block-eigenvalues-{label}",
             throttle=self._throttle_s,
             start=False,
+            num_threads=self._num_threads,
         )
         self._eigen_job = job
         self._eigen_request = {"label": label, "step": step}
@@ -757,9 +770,7 @@ class SpectrumWidget(anywidget.AnyWidget):
             with self.hold_sync():
                 self.eigen = self._eigen_wire(request["label"], request["step"], result, status, message)
                 self._sync_job_status(job)
-            ended = status in _TERMINAL
-            if ended:
-                self._picture_version += 1
+            if status in _TERMINAL:
                 self._eigen_results[request["label"]] = {
                     "step": request["step"],
                     "eigenvalues": None if result is None else result["eigenvalues"],
@@ -768,8 +779,7 @@ class SpectrumWidget(anywidget.AnyWidget):
                     "status": status,
                     "message": message,
                 }
-        if ended:
-            self._refresh_displays()
+        self._after_job_update(job)
 
     @staticmethod
     def _eigen_wire(label, step, result, status, message) -> dict[str, Any]:
@@ -831,7 +841,7 @@ class SpectrumWidget(anywidget.AnyWidget):
         if type(old) is type(new) and old == new:
             return
         with self._lock:
-            self._picture_version += 1
+            self._picture_changed()
             if name == "picked_step":
                 self._sync_density()
             elif name == "selected_block" and new is not None:
@@ -879,107 +889,52 @@ class SpectrumWidget(anywidget.AnyWidget):
             return
         {"stop": self.stop_block, "recompute": self.recompute_block}[command]()
 
-    # ------------------------------------------------------------------ outputs and their static picture
-    def _repr_mimebundle_(self, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``(data, metadata)``: the widget view plus a ``text/html`` picture of the current charts."""
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
-        data = dict(data or {})
-        self._pictured_version = self._picture_version
-        try:
-            data["text/html"] = self._static_html()
-        except Exception:  # the live view must still show if the picture cannot be made
-            logger.warning("could not draw the static picture of the spectrum widget", exc_info=True)
-        return data, dict(metadata or {})
+    # ------------------------------------------------------------------ static picture
+    def _flush_updates(self) -> None:
+        """Apply a tracker update the throttle holds back (at the end of a cell, before its picture)."""
+        self._throttle.flush()
 
-    def _ipython_display_(self) -> None:
-        """Display with a display id, so that the picture can be replaced later."""
-        from IPython import get_ipython
-        from IPython.display import display
-
-        if self.comm is None:  # closed: only the picture is left
-            display({"text/plain": repr(self), "text/html": self._static_html()}, raw=True)
-            return
-        data, metadata = self._repr_mimebundle_()
-        handle = display(data, metadata=metadata, raw=True, display_id=True)
-        shell = get_ipython()
-        if handle is None or not hasattr(shell, "kernel"):  # no Jupyter kernel: nothing to update later
-            return
-        parent = getattr(getattr(shell, "display_pub", None), "parent_header", None)
+    def _picture_caption(self) -> Caption:
         with self._lock:
-            self._displays.append((handle.display_id, dict(parent) if parent else None))
-            if self._hooked_shell is None:
-                shell.events.register("post_run_cell", self._after_cell)
-                self._hooked_shell = shell
+            h, norms = self._history, self._norms
+            records = 0 if h is None else int(h["steps"].size)
+            job = self._eigen_job
+            job_status = "idle" if job is None else job.status
+            status = self._status_text()
+            eigen = self.block_eigenvalues
+        if job is not None and job_status not in _TERMINAL:
+            state = "running"
+            status += f" · block {self._eigen_request['label']}: Lanczos {job_status}"
+        elif self._throttle.pending:
+            state = "running"
+        elif records == 0 and norms is None:
+            state = "pending"
+        else:
+            state = "done"
+        title = "SpectrumWidget · Hessian spectrum during training"
+        return Caption(
+            title=title,
+            status=status,
+            alt=f"{title}: line charts of the tracked series over training steps, the spectral density, "
+            "and heatmaps of the Hessian block norms and of each block's λ_max over steps",
+            attrs={"status": state, "records": str(records), "block-job": job_status},
+            extra_html=_eigen_table_html(eigen) if eigen else "",
+        )
 
-    def _after_cell(self, _result=None) -> None:
-        """IPython ``post_run_cell`` hook: after a cell that changed the charts (e.g. the training
-        loop), refresh the pictures, addressed to that cell (still running, so runners listen)."""
-        if self._picture_version != self._pictured_version:
-            self._refresh_displays()
-
-    def _refresh_displays(self) -> None:
-        """Replace the outputs showing this widget by a fresh bundle (widget view + current picture).
-
-        From the main thread (after a cell ran) the update goes to the running cell, which headless
-        runners such as nbclient listen to; from other threads (a block job ending) it is addressed to
-        the cell that displayed the widget.
-        """
-        with self._lock:
-            displays = list(self._displays)
-        if not displays or self.comm is None:
-            return
-        from IPython import get_ipython
-        from IPython.display import update_display
-
-        data, metadata = self._repr_mimebundle_()
-        publisher = getattr(get_ipython(), "display_pub", None)
-        own_cells = threading.current_thread() is not threading.main_thread()
-        for display_id, parent in displays:
-            token = None
-            if own_cells and parent and hasattr(publisher, "set_thread_parent"):
-                token = publisher.set_thread_parent(parent)  # ipykernel 7: a parent header per thread
-            try:
-                update_display(data, metadata=metadata, raw=True, display_id=display_id)
-            except Exception:
-                logger.warning("could not refresh the static picture of output %s", display_id, exc_info=True)
-            finally:
-                if token is not None:
-                    publisher.reset_thread_parent(token)
-
-    def _status_text(self) -> str:
-        h = self._history
-        if h is None:
-            return "no history yet" + (" (tracker attached)" if self._tracker is not None else "")
-        T = h["steps"].size
-        of = f" of {h['total']}" if h["total"] is not None else ""
-        where = "tracker" if self._tracker is not None else "fixed history"
-        latest = f" · latest step {int(h['steps'][-1])}" if T else ""
-        return f"{where} · {h['done']}{of} records{latest}"
-
-    def _static_html(self) -> str:
-        """The current charts as self-contained HTML (series, scale and picked step as selected)."""
+    def _picture_svg(self) -> str | None:
+        """The current charts (series, scale and picked step as selected), or None before any data."""
         with self._lock:
             h, norms, log = self._history, self._norms, bool(self.log_y)
             selected, options = list(self.selected_series), list(self.series_options)
             marker = self.picked_step
             density = self.density
-            eigen = self.block_eigenvalues
-            status = self._status_text()
-        esc = html.escape
-        parts = [
-            f'<div class="tscope-static tscope-static-spectrum" data-records="{0 if h is None else h["steps"].size}" '
-            'style="font-family:system-ui, sans-serif;font-size:12px;color:#1f1f1f">'
-            f'<div style="font-weight:600">SpectrumWidget · Hessian spectrum during training</div>'
-            f'<div style="color:#616161">{esc(status)}</div>',
-            '<div style="display:flex;flex-wrap:wrap;gap:8px">',
-        ]
+        charts = []
         if h is not None and h["steps"].size:
             for key, (title, y_label) in PANELS.items():
                 chosen = [o for o in options if o["panel"] == key and o["key"] in selected]
                 if chosen:
                     ys = [(o["label"], self._series_values(h, o["key"])) for o in chosen]
-                    parts.append(
+                    charts.append(
                         line_chart_svg(
                             h["steps"], ys, title=title, x_label="training step", y_label=y_label, log=log,
                             marker_x=marker,
@@ -987,7 +942,7 @@ class SpectrumWidget(anywidget.AnyWidget):
                     )
             if density is not None:
                 i = density["index"]
-                parts.append(
+                charts.append(
                     line_chart_svg(
                         h["density_grid"][i],
                         [("φ(λ)", h["density"][i])],
@@ -997,10 +952,8 @@ class SpectrumWidget(anywidget.AnyWidget):
                         log=log,
                     )
                 )
-        elif norms is None:
-            parts.append('<p style="color:#616161">waiting for the first record…</p>')
         if norms is not None:
-            parts.append(
+            charts.append(
                 matrix_svg(
                     norms["frobenius"],
                     row_labels=norms["labels"],
@@ -1013,7 +966,7 @@ class SpectrumWidget(anywidget.AnyWidget):
                 )
             )
         if h is not None and h["block_labels"] and h["steps"].size:
-            parts.append(
+            charts.append(
                 matrix_svg(
                     h["block_lambda_max"].T,
                     row_labels=h["block_labels"],
@@ -1026,20 +979,21 @@ class SpectrumWidget(anywidget.AnyWidget):
                     row_height=14,
                 )
             )
-        parts.append("</div>")
-        if eigen:
-            parts.append(_eigen_table_html(eigen))
-        parts.append(
-            '<div style="color:#616161;font-size:11px">Static picture of the live widget, saved with the '
-            "notebook; run the notebook to explore it.</div></div>"
-        )
-        return "".join(parts)
+        return compose_svg(charts) if charts else None
+
+    def _status_text(self) -> str:
+        h = self._history
+        if h is None:
+            return "no history yet" + (" (tracker attached)" if self._tracker is not None else "")
+        T = h["steps"].size
+        of = f" of {h['total']}" if h["total"] is not None else ""
+        where = "tracker" if self._tracker is not None else "fixed history"
+        latest = f" · latest step {int(h['steps'][-1])}" if T else ""
+        return f"{where} · {h['done']}{of} records{latest}"
 
 
 def _eigen_table_html(results: dict[str, dict[str, Any]]) -> str:
     """A small HTML table of the block eigenvalues computed so far."""
-    from ._static import format_value
-
     esc = html.escape
     rows = []
     for label, r in results.items():
@@ -1054,12 +1008,13 @@ def _eigen_table_html(results: dict[str, dict[str, Any]]) -> str:
             f"<td>{esc(text)}</td></tr>"
         )
     return (
-        '<table class="tscope-static-eigen" style="font-size:11px;border-collapse:collapse">'
+        '<table class="tscope-static-eigen" '
+        'style="font-size:11px;border-collapse:separate;border-spacing:10px 1px;margin-left:-10px">'
         "<tr><th>block</th><th>weights of step</th><th>status</th><th>top eigenvalues of H_aa (residual)</th></tr>"
         + "".join(rows)
         + "</table>"
     )
 
 
-_PYTHON_TRAITS = frozenset(SpectrumWidget.class_own_traits(sync=True)) - set(_BROWSER_TRAITS)
+_PYTHON_TRAITS = python_traits(SpectrumWidget, _BROWSER_TRAITS)
 

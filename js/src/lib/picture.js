@@ -2,7 +2,8 @@
 //
 // A notebook output showing a widget is followed by a picture of it, an HTML element
 // `.tscope-static[data-picture-id="<id>"]` (the id is the widget's model id). A live view puts the CSS
-// below into the page while it is there, so that the page does not show the widget twice.
+// below into the page while it is there, so that the page does not show the widget twice. Every
+// widget's view does this (the Python side is shared too: tscope_widgets/widgets/_display.py).
 
 const PICTURE_ID = /^[A-Za-z0-9_-]{1,128}$/;
 

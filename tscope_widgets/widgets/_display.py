@@ -1,0 +1,271 @@
+"""How the package's widgets show up in a notebook: the live view, then a static picture standing in for it.
+
+Displaying a :class:`PicturedWidget` makes two outputs in the cell. The first is the widget view
+(``application/vnd.jupyter.widget-view+json`` and a short ``text/plain``); the second, with a display
+id, is a picture of the widget's current state (``text/html``: an ``<img>`` of an SVG document, see
+``_static.picture_html``, plus a one-line ``text/plain``). A picture of its own survives where the view
+cannot run: JupyterLab and Notebook 7 reopening a notebook saved without widget state (jupyter-widgets
+then shows "Error displaying widget: model not found" in place of the view, and never falls back to
+another mime type of the same output), nbconvert's HTML export with widget state (it picks the widget
+view, which needs the internet and a CDN, over any other mime type of the output) or without it,
+nbviewer, and notebooks JupyterLab does not trust (it renders no widget views there, and strips inline
+``<svg>`` and ``<style>``, hence the ``<img>`` with a ``data:`` source).
+
+The picture carries a ``<style>`` (``_static.stand_in_style``) keyed by the widget's ``picture_id`` (its
+model id, a synced trait): the widget output just before it is hidden unless it holds a live view (an
+element matching the class's ``live_selector``), and the picture is hidden while the live view next to
+it is there; each live view also hides every picture of its model (``pictureHidingCSS`` in
+``js/src/lib/picture.js``), for front ends whose outputs are laid out differently. So a live notebook
+shows the view only, a reopened or converted one the picture only, and a closed widget's outputs fall
+back to the picture.
+
+The pictures are replaced by the current state (addressed by display id):
+
+- when a job the widget watches ends (:meth:`PicturedWidget._after_job_update`, from the job's thread,
+  addressed to the cell that displayed the widget: the front end routes it there even after that cell
+  finished);
+- by ``wait()`` methods (:meth:`PicturedWidget._wait_for`, addressed to the running cell, which is what
+  headless runners such as nbclient listen to);
+- at the end of every cell during which what the picture shows changed (an IPython ``post_run_cell``
+  hook, addressed to that cell): a training loop's cell, or the cell after a job ended unseen.
+
+Displaying a widget twice makes two such pairs; both pictures are updated. A subclass provides only
+what to draw: :meth:`PicturedWidget._picture_caption` (title, status, state attributes) and
+:meth:`PicturedWidget._picture_svg` (an SVG document of its current state), and calls
+:meth:`PicturedWidget._picture_changed` when that changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import anywidget
+import traitlets
+
+from ._static import picture_html, stand_in_style
+
+__all__ = ["Caption", "PicturedWidget", "python_traits"]
+
+logger = logging.getLogger(__name__)
+
+TERMINAL = ("done", "cancelled", "error")
+
+
+@dataclass(frozen=True)
+class Caption:
+    """The text around a widget's picture.
+
+    Attributes:
+        title: First line (what is shown, e.g. layer and statistic).
+        status: Second line (progress and job status).
+        alt: What the image shows, in words (the ``<img>``'s ``alt``).
+        attrs: State as ``data-*`` attributes of the picture's outer element (names without the prefix),
+            e.g. ``{"status": "done"}``; the base class puts ``picture-id`` first.
+        extra_html: Trusted HTML (callers escape what they put in) shown under the image, e.g. a table.
+    """
+
+    title: str
+    status: str
+    alt: str
+    attrs: dict[str, str] = field(default_factory=dict)
+    extra_html: str = ""
+
+
+class PicturedWidget(anywidget.AnyWidget):
+    """Base of the package's widgets: the widget output, then a picture output (see the module docstring).
+
+    Subclasses set ``live_selector`` (CSS selector of the root element of a rendered view),
+    ``widget_text`` (``text/plain`` of the widget output), ``picture_noun`` and ``picture_waiting``
+    (the note shown before there is anything to draw), and write :meth:`_picture_caption` and
+    :meth:`_picture_svg`. Their ``__init__`` calls ``super().__init__()`` as usual.
+    """
+
+    # Marks this widget's static pictures in the page (their data-picture-id): the model id.
+    picture_id = traitlets.Unicode("").tag(sync=True)
+
+    live_selector: ClassVar[str] = ""
+    widget_text: ClassVar[str] = ""
+    picture_noun: ClassVar[str] = "widget"
+    picture_waiting: ClassVar[str] = "waiting for data…"
+
+    def __init__(self, **kwargs: Any):
+        self._displays: list[tuple[str, dict | None]] = []  # (display id, parent header of its cell)
+        self._displays_lock = threading.Lock()
+        self._refreshing = threading.RLock()  # one refresh at a time: pictures go out in order
+        self._picture_version = 0  # bumped whenever what the picture shows changes
+        self._pictured_version = 0  # the version every picture output shows
+        self._pictured_job = None  # the latest ended job whose end the pictures show
+        self._hooked_shell = None  # the IPython shell whose post_run_cell refreshes the pictures
+        super().__init__(**kwargs)
+        self.picture_id = self.model_id
+
+    # ------------------------------------------------------------------ what subclasses provide
+    def _picture_caption(self) -> Caption:
+        """Title, status and state of the picture (cheap: no drawing)."""
+        raise NotImplementedError
+
+    def _picture_svg(self) -> str | None:
+        """The current state as an SVG document (``<svg xmlns=... width=... height=...>``), or None when
+        there is nothing to draw yet."""
+        raise NotImplementedError
+
+    def _flush_updates(self) -> None:
+        """Apply updates held back by a throttle before a picture is drawn at the end of a cell."""
+
+    # ------------------------------------------------------------------ what subclasses call
+    def _picture_changed(self) -> None:
+        """Note that what the picture shows has changed (refreshed at the end of the running cell)."""
+        self._picture_version += 1
+
+    def _after_job_update(self, job) -> None:
+        """Call after a job's update reached the traits, outside the widget's locks (job threads): once
+        per ended job, the pictures are refreshed, addressed to the cells that displayed the widget."""
+        self._picture_changed()
+        if job.status not in TERMINAL:
+            return
+        with self._displays_lock:
+            first = self._pictured_job is not job
+            self._pictured_job = job
+        if first:
+            self._refresh_pictures(own_cells=True)
+
+    def _wait_for(self, job, timeout: float | None) -> bool:
+        """``job.wait(timeout)``; once it has ended, refresh the pictures, addressed to the running cell."""
+        ended = job.wait(timeout)
+        if ended:
+            self._refresh_pictures(own_cells=False)
+        return ended
+
+    # ------------------------------------------------------------------ outputs
+    def _repr_mimebundle_(self, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(data, metadata)`` of the widget output: the widget view and a short ``text/plain``.
+
+        The picture is an output of its own (:meth:`_picture_bundle`), displayed next to it by
+        :meth:`_ipython_display_`.
+        """
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+        data = dict(data or {})
+        data["text/plain"] = self.widget_text or f"{type(self).__name__}: live view"
+        return data, dict(metadata or {})
+
+    def _ipython_display_(self) -> None:
+        """Display the widget output, then the picture output with a display id (updated later)."""
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if self.comm is None:  # closed: only the picture is left
+            display(self._picture_bundle(paired=False), raw=True)
+            return
+        data, metadata = self._repr_mimebundle_()
+        display(data, metadata=metadata, raw=True)
+        with self._refreshing:
+            version = self._picture_version
+            handle = display(self._picture_bundle(), raw=True, display_id=True)
+            shell = get_ipython()
+            if handle is None or not hasattr(shell, "kernel"):  # no Jupyter kernel: nothing to update later
+                return
+            parent = getattr(getattr(shell, "display_pub", None), "parent_header", None)
+            with self._displays_lock:
+                if not self._displays:
+                    self._pictured_version = version
+                self._displays.append((handle.display_id, dict(parent) if parent else None))
+            if self._hooked_shell is None:
+                shell.events.register("post_run_cell", self._after_cell)
+                self._hooked_shell = shell
+
+    def _after_cell(self, _result=None) -> None:
+        """IPython ``post_run_cell`` hook: after a cell during which the picture's content changed,
+        refresh the pictures, addressed to that cell (still running, so runners listen)."""
+        try:
+            self._flush_updates()
+        except Exception:
+            logger.warning("%s could not apply its pending updates", type(self).__name__, exc_info=True)
+        if self._picture_version != self._pictured_version:
+            self._refresh_pictures(own_cells=False)
+
+    def _refresh_pictures(self, *, own_cells: bool) -> None:
+        """Replace the picture outputs of this widget by the current picture.
+
+        Args:
+            own_cells: Address each update to the cell that displayed the widget (the front end routes
+                it there even after that cell finished); otherwise to the running cell.
+        """
+        if self.comm is None:
+            return
+        with self._refreshing:
+            with self._displays_lock:
+                displays = list(self._displays)
+            if not displays:
+                return
+            from IPython import get_ipython
+            from IPython.display import update_display
+
+            version = self._picture_version
+            data = self._picture_bundle()
+            publisher = getattr(get_ipython(), "display_pub", None)
+            for display_id, parent in displays:
+                token = None
+                if own_cells and parent and hasattr(publisher, "set_thread_parent"):
+                    token = publisher.set_thread_parent(parent)  # ipykernel 7: a parent header per thread
+                try:
+                    update_display(data, raw=True, display_id=display_id)
+                except Exception:
+                    logger.warning("could not refresh the static picture of output %s", display_id, exc_info=True)
+                finally:
+                    if token is not None:
+                        publisher.reset_thread_parent(token)
+            self._pictured_version = version
+
+    def _picture_bundle(self, *, paired: bool = True) -> dict[str, str]:
+        """The picture output's data: ``text/html`` (see ``_static.picture_html``) and a one-line
+        ``text/plain`` (title and status).
+
+        Args:
+            paired: The output follows the widget output: add the style that shows only one of them.
+        """
+        name = type(self).__name__
+        try:
+            caption = self._picture_caption()
+        except Exception:  # the live view must still show if the picture cannot be made
+            logger.warning("could not describe the static picture of the %s", name, exc_info=True)
+            return {"text/plain": name}
+        plain = f"{caption.title} ({caption.status})"
+        try:
+            svg = self._picture_svg()
+            picture = picture_html(
+                svg,
+                title=caption.title,
+                status=caption.status,
+                alt=caption.alt,
+                attrs={"picture-id": self.picture_id, **caption.attrs},
+                waiting=self.picture_waiting,
+                noun=self.picture_noun,
+                extra_html=caption.extra_html,
+            )
+        except Exception:
+            logger.warning("could not draw the static picture of the %s", name, exc_info=True)
+            return {"text/plain": plain}
+        if paired and self.picture_id:
+            picture = stand_in_style(self.picture_id, self.live_selector) + picture
+        return {"text/plain": plain, "text/html": picture}
+
+    def close(self) -> None:
+        """Stop refreshing the pictures, then close the widget (its views disappear from the page)."""
+        shell = getattr(self, "_hooked_shell", None)
+        if shell is not None:
+            try:
+                shell.events.unregister("post_run_cell", self._after_cell)
+            except ValueError:
+                pass
+            self._hooked_shell = None
+        super().close()
+
+
+def python_traits(cls: type[PicturedWidget], browser_traits) -> frozenset[str]:
+    """Synced traits only Python sets: those ``cls`` and :class:`PicturedWidget` define, less ``browser_traits``."""
+    own = set(cls.class_own_traits(sync=True)) | set(PicturedWidget.class_own_traits(sync=True))
+    return frozenset(own - set(browser_traits))
