@@ -4,7 +4,15 @@ from .bokeh import landscape_heatmap, line_figure, matrix_figure, sensitivity_fi
 from .directions import load_directions, save_directions
 from .html import save_report
 from .lazy_state_dict import LazyStateDict, open_state_dict
-from .results import load_extra_tensors, load_npz, load_results, load_statistics, save_npz, save_results, save_statistics
+from .results import (
+    load_extra_tensors,
+    load_npz,
+    load_results,
+    load_statistics,
+    save_npz,
+    save_results,
+    save_statistics,
+)
 from .spectrum_history import load_spectrum_history, save_spectrum_history
 
 __all__ = [
