@@ -64,6 +64,7 @@ batched call is kept (one autograd call per product).
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -405,8 +406,17 @@ class HessianOperator(LinearOperator):
         """The combined loss :math:`\\sum_b w_b L_b` at the current parameters."""
         return float(sum(w * v for w, v in zip(self._problem.weights, self._problem.losses, strict=True)))
 
+    @functools.cached_property
+    def _uses_parameters(self) -> bool:
+        """Whether the loss depends on the operator's parameters at all (one forward per batch, once)."""
+        theta = self._theta0.clone().requires_grad_()
+        with torch.enable_grad():
+            return any(self._problem.batch_loss(theta, self._layout, b).requires_grad for b in range(len(self.data)))
+
     def gradient(self) -> Tensor:
         """Flat gradient ``[P_rows]`` of the combined loss with respect to the row groups."""
+        if not self._uses_parameters:
+            return self._theta0.new_zeros(self.num_params)
         if "hessian" in self._graph:
             return self._graph["hessian"][1].detach()[: self.num_params].clone()
         theta = self._theta0.clone().requires_grad_()
@@ -432,6 +442,8 @@ class HessianOperator(LinearOperator):
 
     def _matmat(self, V: Tensor) -> Tensor:
         K = V.shape[1]
+        if not self._uses_parameters:  # e.g. only the MLP norms of an attention-only model
+            return V.new_zeros(self.num_params, K)
         if self._col_index is None:
             Vu = V
         else:
