@@ -37,6 +37,8 @@ test: $(STAMP) $(BUNDLE)
 bench: $(STAMP)
 	$(PY) benchmarks/sensitivity.py
 	$(PY) benchmarks/widget_repaint.py
+	$(PY) benchmarks/curvature.py
+	$(PY) benchmarks/landscape.py
 
 lint: $(STAMP)
 	$(PIP) install -q -c constraints.txt ruff

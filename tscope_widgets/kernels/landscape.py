@@ -273,7 +273,7 @@ def random_direction(
     parameter that is not ignored is one filter (scaled to its norm as a whole).
 
     A filter of the weight that is all zero gets a zero direction filter (no division by zero, where the
-    ``loss-landscapes`` package produces NaN).
+    ``loss-landscapes`` package raises ``ZeroDivisionError``).
 
     ``ignore`` sets the direction of some parameters to zero, as Li et al. do for biases and BatchNorm:
     ``"bias"`` matches one-dimensional parameters whose own name (after the last dot) contains ``bias``;
