@@ -3,9 +3,19 @@ the induction reading."""
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import re
 import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import nullcontext, redirect_stderr, redirect_stdout
+from datetime import timedelta
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -24,7 +34,8 @@ from tscope_widgets.kernels.welford import WelfordState
 from tscope_widgets.models import adapt
 from tscope_widgets.training import load_model, save_model, train_tiny
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
 FAST = ["--no-progress", "--threads", "1"]
 
 
@@ -583,3 +594,264 @@ def test_curvature_and_landscape_errors_found_while_running(tmp_path, capsys, mo
         err = capsys.readouterr().err
         assert f"kind = '{kind}' runs in one process" in err and "WORLD_SIZE = 2" in err
     assert not (tmp_path / "o").exists()
+
+
+# ======================================================================================
+# Under torchrun: 2 gloo processes on the CPU
+# ======================================================================================
+# Rank 0 holds samples 0, 2, 4, 6 (batches of 2, 2), rank 1 samples 1, 3, 5 (batches of 2, 1).
+TORCHRUN_TRAIN = """
+[model]
+kind = "tiny"
+task = "induction"
+steps = 20
+tiny_config = {d_model = 8, n_layer = 1, n_head = 2}
+task_kwargs = {num_symbols = 8, k_max = 4, k_min = 2}
+[data]
+samples = 7
+[analysis]
+layers = "all"
+batch_size = 2
+checkpoint_every = 1
+"""
+DIST_TIMEOUT_S = 5  # of the worker's own group; a wait inside a scenario takes well under a second
+SLEEP_ON_RANK1_S = 8  # rank 1 is this late at the merge in the timeout scenario
+
+
+def loaded_config(model_dir: Path) -> str:
+    """The sensitivity analysis of TORCHRUN_TRAIN on the model that run saved, writing only statistics."""
+    return f"""
+[model]
+kind = "tiny"
+path = "{model_dir.as_posix()}"
+[data]
+samples = 7
+[analysis]
+layers = "all"
+batch_size = 2
+checkpoint_every = 1
+[output]
+report = false
+save_model = false
+"""
+
+
+def file_barrier(work: Path, name: str, rank: int, world: int = 2) -> None:
+    """Wait until every rank has reached ``name`` (files, so that no collective can time out meanwhile)."""
+    (work / f"barrier-{name}-{rank}").touch()
+    deadline = time.monotonic() + 120
+    while not all((work / f"barrier-{name}-{r}").exists() for r in range(world)):
+        assert time.monotonic() < deadline, f"rank {rank}: the other rank never reached {name}"
+        time.sleep(0.05)
+
+
+def fail_on_second_batch(real):
+    calls = []
+
+    def position_sensitivity(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("injected failure in the second batch of rank 1")
+        return real(*args, **kwargs)
+
+    return position_sensitivity
+
+
+def late(real):
+    calls = []
+
+    def position_sensitivity(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(SLEEP_ON_RANK1_S)
+        return real(*args, **kwargs)
+
+    return position_sensitivity
+
+
+def torchrun_worker(work: Path) -> None:
+    """One rank of ``python -m torch.distributed.run --nproc-per-node 2 -m tests.test_cli WORK``.
+
+    First ``tscope run`` exactly as the command runs it (main() joins torchrun's process group and leaves
+    it), printing to the real stdout. Then scenarios with faults injected on rank 1, in a group of the
+    worker's own (torchrun's store takes no second group) with a short timeout, their output captured;
+    everything main() returned or raised goes to WORK/results<rank>.json.
+    """
+    import torch.distributed as dist
+
+    import tscope_widgets.cli as cli
+    from tscope_widgets import jobs
+    from tscope_widgets.kernels import sensitivity
+
+    rank = int(os.environ["RANK"])
+    results = {"run": main(["run", str(work / "train.toml"), "--out", str(work / "run"), *FAST])}
+    file_barrier(work, "run", rank)
+    dist.init_process_group("gloo", store=dist.FileStore(str(work / "store"), 2), rank=rank, world_size=2,
+                            timeout=timedelta(seconds=DIST_TIMEOUT_S))
+    loaded = str(work / "loaded.toml")
+
+    def scenario(name: str, argv: list[str], fault=None) -> None:
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err), (fault if rank == 1 and fault else nullcontext()):
+            try:
+                rc = main(argv)
+            except Exception as exc:  # noqa: BLE001 - recorded for the test
+                rc = f"{type(exc).__name__}: {exc}"
+        results[name] = [rc, out.getvalue(), err.getvalue()]
+        file_barrier(work, name, rank)
+
+    def perturbed_model(*args, **kwargs):
+        prepared = real_prepare_tiny(*args, **kwargs)
+        with torch.no_grad():
+            prepared.model.blocks[0].attn.k.weight[0, 0] += 1e-6
+        return prepared
+
+    real_prepare_tiny = cli.prepare_tiny
+    scenario("data_failure", ["run", loaded, "--out", str(work / "never"), *FAST],
+             mock.patch.object(cli, "prepare_data", side_effect=ConfigError("[data].ids: injected on rank 1")))
+    scenario("resume_missing", ["run", loaded, "--out", str(work / "never"), "--resume", *FAST])
+    scenario("model_differs", ["run", loaded, "--out", str(work / "never"), *FAST],
+             mock.patch.object(cli, "prepare_tiny", perturbed_model))
+    interrupted = ["run", loaded, "--out", str(work / "interrupted"), *FAST]
+    real_sensitivity = sensitivity.position_sensitivity
+    scenario("shard_failure", interrupted,
+             mock.patch.object(sensitivity, "position_sensitivity", fail_on_second_batch(real_sensitivity)))
+    scenario("resume", [*interrupted, "--resume"])
+    disk_full = mock.patch.object(jobs, "save_checkpoint", side_effect=OSError("disk full (injected on rank 1)"))
+    scenario("checkpoint_failure", ["run", loaded, "--out", str(work / "unsaved"), *FAST], disk_full)
+    scenario("demo", ["demo", "--quick", "--steps", "10", "--samples", "3", "--layers", "final",
+                      "--out", str(work / "demo"), *FAST])
+    scenario("timeout", ["run", loaded, "--out", str(work / "late"), *FAST],
+             mock.patch.object(sensitivity, "position_sensitivity", late(real_sensitivity)))
+    (work / f"results{rank}.json").write_text(json.dumps(results))
+
+
+def loopback_interface() -> str:
+    names = [name for _, name in socket.if_nameindex() if name.startswith("lo")]
+    return names[0] if names else "lo"
+
+
+@pytest.fixture(scope="module")
+def torchrun_work(tmp_path_factory) -> tuple[Path, str]:
+    """Runs :func:`torchrun_worker` on 2 ranks; returns the work folder and torchrun's output."""
+    work = tmp_path_factory.mktemp("torchrun")
+    (work / "train.toml").write_text(TORCHRUN_TRAIN)
+    (work / "loaded.toml").write_text(loaded_config(work / "run"))
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME=loopback_interface(), PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "tests.test_cli", str(work)]
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, f"torchrun exited with {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return work, proc.stdout
+
+
+def rank_results(work: Path) -> list[dict]:
+    return [json.loads((work / f"results{r}.json").read_text()) for r in range(2)]
+
+
+def assert_same_statistics(got: dict, want: dict, exact: bool) -> None:
+    assert list(got) == list(want)
+    for layer in want:
+        for key in ("count", "min", "max", "rows"):
+            assert torch.equal(got[layer].state_dict()[key], want[layer].state_dict()[key]), (layer, key)
+        for key in ("mean", "std"):
+            tol = {"rtol": 0, "atol": 0} if exact else {"rtol": 1e-12, "atol": 0}
+            torch.testing.assert_close(getattr(got[layer], key), getattr(want[layer], key), equal_nan=True,
+                                       msg=f"{layer} {key}", **tol)
+
+
+def test_torchrun_sensitivity_equals_one_process_and_rank0_writes_once(torchrun_work, tmp_path):
+    work, stdout = torchrun_work
+    assert [r["run"] for r in rank_results(work)] == [0, 0]
+    reference = tmp_path / "reference"
+    assert main(["run", str(work / "train.toml"), "--out", str(reference), *FAST]) == 0
+    stats, meta = load_statistics(work / "run")
+    want, want_meta = load_statistics(reference)
+    assert_same_statistics(stats, want, exact=False)
+    assert stats[0].total_count == 7 and stats[0].count.max() == 7 and meta["samples"] == 7
+    assert (meta["world_size"], meta["merged"], meta["batches"]) == (2, True, 4)
+    assert meta["token_labels"] == want_meta["token_labels"]
+    # Rank 0 trained the model and broadcast it: the model of a one-process run, bit for bit.
+    model, _ = load_model(work / "run")
+    one_process, _ = load_model(reference)
+    for key, value in one_process.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    # One set of files, as in one process, and one checkpoint folder per rank; rank 0 alone printed.
+    assert sorted(p.name for p in (work / "run").iterdir()) == sorted(p.name for p in reference.iterdir())
+    assert sorted(p.name for p in (work / "run" / "checkpoint").iterdir()) == ["rank0-of-2", "rank1-of-2"]
+    assert stdout.count("wrote:") == 1 and stdout.count("trained tiny model") == 1
+    assert stdout.count("sensitivity over 7 samples") == 1
+
+
+def test_torchrun_failures_stop_every_rank_with_the_message(torchrun_work):
+    work, _ = torchrun_work
+    rank0, rank1 = rank_results(work)
+    # A rank that fails while preparing: every rank stops; rank 0 reports it once.
+    assert rank0["data_failure"][0] == rank1["data_failure"][0] == 2
+    assert "rank(s) [1] failed while preparing the data: ConfigError: [data].ids: injected on rank 1" in (
+        rank0["data_failure"][2])
+    assert rank1["data_failure"][2] == ""
+    # --resume without checkpoints: refused on every rank before anything runs.
+    assert rank0["resume_missing"][0] == rank1["resume_missing"][0] == 2
+    assert (f"rank(s) [0, 1] failed while looking for the checkpoint: ConfigError: --resume: "
+            f"{work / 'never' / 'checkpoint'} has no rank<r>-of-2 checkpoints") in rank0["resume_missing"][2]
+    assert rank1["resume_missing"][2] == ""
+    # Ranks whose weights differ refuse (here: one weight off by 1e-6 on rank 1).
+    for rank in (rank0, rank1):
+        assert rank["model_differs"][0] == 2
+        assert "the model differs between rank 0 and rank 1 (first at 'blocks.0.attn.k.weight')" in (
+            rank["model_differs"][2])
+    # A rank that fails inside its shard: its own error there, the message on rank 0, no hang.
+    assert rank0["shard_failure"][0] == 1
+    assert ("rank(s) [1] failed while processing their shard: ValueError: injected failure in the second "
+            "batch of rank 1") in rank0["shard_failure"][2]
+    assert rank1["shard_failure"][0] == "ValueError: injected failure in the second batch of rank 1"
+    # A checkpoint that rank 1 cannot write counts as a failure of its shard.
+    assert rank0["checkpoint_failure"][0] == 1
+    assert rank1["checkpoint_failure"][0] == "OSError: disk full (injected on rank 1)"
+    assert "rank(s) [1] failed while processing their shard: OSError: disk full" in rank0["checkpoint_failure"][2]
+    assert not (work / "unsaved" / "statistics.safetensors").exists()
+    assert not (work / "never").exists()
+
+
+def test_torchrun_resume_continues_each_rank_from_its_checkpoint(torchrun_work, capsys):
+    work, _ = torchrun_work
+    rank0, rank1 = rank_results(work)
+    assert rank0["resume"][0] == rank1["resume"][0] == 0
+    assert "wrote:" in rank0["resume"][1] and rank1["resume"][1] == ""
+    # Rank 1 had saved 1 of its 2 batches when it failed; resumed, the statistics are the uninterrupted
+    # run's bit for bit (same model, shards and batches).
+    resumed, meta = load_statistics(work / "interrupted")
+    uninterrupted, _ = load_statistics(work / "run")
+    assert_same_statistics(resumed, uninterrupted, exact=True)
+    assert meta["world_size"] == 2 and meta["samples"] == 7
+    # Without torchrun the per-rank checkpoints are not resumed, and the message says how to.
+    loaded = str(work / "loaded.toml")
+    assert main(["run", loaded, "--out", str(work / "interrupted"), "--resume", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "holds the checkpoints of a run under torchrun: resume that with torchrun --nproc-per-node 2" in err
+
+
+def test_torchrun_demo_runs_on_both_ranks_and_writes_once(torchrun_work):
+    work, _ = torchrun_work
+    rank0, rank1 = rank_results(work)
+    assert rank0["demo"][0] == rank1["demo"][0] == 0
+    assert "held-out accuracy" in rank0["demo"][1] and "Curvature" in rank0["demo"][1]
+    assert rank1["demo"][1] == ""
+    stats, meta = load_statistics(work / "demo")
+    assert list(stats) == ["final"] and meta["samples"] == 3 and meta["world_size"] == 2
+    assert (work / "demo" / "report.html").is_file()
+
+
+def test_torchrun_rank_that_falls_behind_times_out_with_a_message(torchrun_work):
+    work, _ = torchrun_work
+    rank0, rank1 = rank_results(work)
+    assert rank0["timeout"][0] == 1 and rank1["timeout"][0] == 1
+    for rank, results in enumerate((rank0, rank1)):
+        assert f"tscope: error: rank {rank} of 2: waiting for the other processes failed" in results["timeout"][2]
+    assert "Timed out" in rank0["timeout"][2]  # rank 0 waited at the merge for DIST_TIMEOUT_S
+    assert not (work / "late" / "statistics.safetensors").exists()
+
+
+if __name__ == "__main__":
+    torchrun_worker(Path(sys.argv[1]))

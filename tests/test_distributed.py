@@ -21,7 +21,12 @@ from safetensors.torch import load_file, save_file
 from tests.model_zoo import random_batch, tiny
 from tscope_widgets.distributed import (
     DistContext,
+    RankFailure,
     all_merge_welford,
+    broadcast_json,
+    broadcast_module_,
+    check_all_ranks,
+    check_same_on_every_rank,
     init_from_env,
     is_distributed,
     iter_sensitivity_distributed,
@@ -129,9 +134,32 @@ def worker(out: Path) -> None:
         sensitivity_statistics(tiny(), bad, sharded=True, **SENS_KW)
     except (ValueError, RuntimeError) as exc:
         info["failure"] = f"{type(exc).__name__}: {exc}"
+
+    module = rank_module(ctx.rank)
+    try:
+        check_same_on_every_rank(dict(module.state_dict()), "the module")
+    except ValueError as exc:
+        info["differs"] = str(exc)
+    broadcast_module_(module)
+    check_same_on_every_rank(dict(module.state_dict()), "the module")  # raises if the broadcast missed one
+    tensors.update({f"module.{k}": v for k, v in module.state_dict().items()})
+    info["json"] = broadcast_json({"from": ctx.rank})
+    try:
+        check_all_ranks(ValueError("bad shard") if ctx.rank == 1 else None, "while testing")
+    except RankFailure as exc:
+        info["check"] = [str(exc), repr(exc.__cause__), exc.failures]
+    check_all_ranks(None, "while testing")  # nobody failed: returns on every rank
     save_file(tensors, out / f"rank{ctx.rank}.safetensors")
     (out / f"rank{ctx.rank}.json").write_text(json.dumps(info))
     dist.destroy_process_group()
+
+
+def rank_module(rank: int) -> torch.nn.Module:
+    """A module whose float parameters and bool buffer differ by rank."""
+    torch.manual_seed(rank)
+    module = torch.nn.Linear(3, 2).double()
+    module.register_buffer("flags", torch.tensor([rank == 0, rank == 1]))
+    return module
 
 
 def free_port() -> int:
@@ -290,11 +318,44 @@ def test_two_process_ranks_with_different_lengths_merge_on_the_longest_grid(two_
 def test_two_process_failure_on_one_rank_raises_on_every_rank(two_ranks):
     _, info0 = load_rank(two_ranks, 0)
     _, info1 = load_rank(two_ranks, 1)
-    assert info0["failure"].startswith("RuntimeError: rank(s) [1] failed")
+    # Rank 0 learns rank 1's message at the merge; rank 1 raises its own error.
+    assert info0["failure"].startswith(
+        "RankFailure: rank(s) [1] failed while processing their shard: ValueError: token ids must lie in [0, 11)")
     assert info1["failure"].startswith("ValueError: token ids must lie in [0, 11)")
 
 
+def test_two_process_broadcasts_and_checks_of_sameness(two_ranks):
+    rank0, info0 = load_rank(two_ranks, 0)
+    rank1, info1 = load_rank(two_ranks, 1)
+    # Before the broadcast the ranks' modules differ, and both ranks say where; after it, both hold rank 0's.
+    for info in (info0, info1):
+        assert info["differs"].startswith("the module differs between rank 0 and rank 1 (first at 'weight')")
+        assert info["json"] == {"from": 0}
+    for key, value in rank_module(0).state_dict().items():
+        assert torch.equal(rank0[f"module.{key}"], value) and torch.equal(rank1[f"module.{key}"], value), key
+    assert rank1["module.flags"].dtype == torch.bool and rank1["module.flags"].tolist() == [True, False]
+    # A failure on rank 1 raises on both ranks, from rank 1's own error there.
+    message = "rank(s) [1] failed while testing: ValueError: bad shard"
+    assert info0["check"] == [message, "None", {"1": "ValueError: bad shard"}]
+    assert info1["check"] == [message, "ValueError('bad shard')", {"1": "ValueError: bad shard"}]
+
+
 # ----- one process -----------------------------------------------------------------------------------
+def test_checks_in_one_process_raise_the_error_itself():
+    check_all_ranks(None, "while testing")
+    error = ValueError("bad")
+    with pytest.raises(ValueError, match="bad") as caught:
+        check_all_ranks(error, "while testing")
+    assert caught.value is error
+    module = rank_module(3)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    assert broadcast_module_(module) is module and broadcast_json([1, 2]) == [1, 2]
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in before.items())
+    check_same_on_every_rank(dict(module.state_dict()), "the module")
+    failure = RankFailure("while testing", {2: "OSError: full", 0: "ValueError: x", 1: "OSError: full"})
+    assert list(failure.failures) == [0, 1, 2]
+    assert str(failure) == ("rank(s) [0, 1, 2] failed while testing: rank(s) [0]: ValueError: x; "
+                            "rank(s) [1, 2]: OSError: full")
 @pytest.mark.parametrize("world", [1, 2, 3, 4, 7])
 def test_shard_indices_cover_every_index_exactly_once(world):
     for n in [0, 1, 2, 5, 6, 13, 100]:
@@ -350,6 +411,9 @@ def test_init_from_env_without_torchrun_is_a_no_op(monkeypatch):
     monkeypatch.setenv("RANK", "2")
     with pytest.raises(ValueError, match="0 <= RANK < WORLD_SIZE"):
         init_from_env()
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds, got 0"):
+        init_from_env(timeout=0)
 
 
 def test_all_merge_welford_in_one_process_copies():

@@ -25,6 +25,33 @@ its trace (Hutch++), printed and shown in the report (``meta["curvature"]``; abo
 
 Each also writes the model (unless ``[output] save_model = false``) and a self-contained ``report.html``.
 Curvature and landscapes run in one process: under ``torchrun`` with more than one process they refuse.
+
+Several processes (``torchrun``), for the sensitivity analysis and the demo::
+
+    torchrun --nproc-per-node 2 -m tscope_widgets.cli run examples/tiny_induction.toml
+    torchrun --nproc-per-node 2 --no-python tscope run examples/tiny_induction.toml  # the same
+
+- Every process joins torchrun's process group (gloo on the CPU; nccl with CUDA, each process on
+  ``cuda:<LOCAL_RANK>``) and analyses its shard of the data, samples ``r, r + W, ...``
+  (:func:`distributed.shard`); the Welford states are merged exactly at the end
+  (:func:`distributed.all_merge_welford`): counts equal a one-process run's exactly, minima and maxima
+  exactly when the per-sample maps are bit-identical, means and standard deviations to rounding (about
+  1e-15 relative in float64, more for a std far below its mean). Per-sample maps can differ in their last
+  bits with the samples that share a batch (BLAS blocking; e.g. GPT-2 maps change by ~3e-16 relative
+  between batch sizes 1 and 8 in one process), and shards make other batches; the tiny models here give
+  bit-identical maps. The reservoir of per-sample maps is rank 0's.
+- The model is the same on every rank: a tiny model that is trained is trained on rank 0 alone and its
+  weights broadcast (seeded training repeats bit for bit only on the same thread count and hardware; a
+  broadcast needs neither), a loaded or Hugging Face model is loaded on every rank; then the ranks compare
+  SHA-256 digests of the weights, and of the data, and refuse to go on when they differ.
+- Rank 0 alone prints, shows progress bars (of its own shard) and writes the results; the files are those
+  of a one-process run, with ``world_size`` in ``meta.json``. The only files other ranks write are their
+  checkpoints: with ``checkpoint_every`` each rank saves its own in ``OUT/checkpoint/rank<r>-of-<W>/``, and
+  ``--resume`` continues each rank from its own, so a run resumes with the number of processes that
+  started it (any other is refused, naming the one to use).
+- A failure on one rank stops every rank with a message naming the rank and its error instead of leaving
+  the others waiting; a rank that hangs or dies is noticed after ``--dist-timeout`` seconds (default 1800;
+  the merge waits for the slowest shard, so keep it above the time a shard takes).
 """
 
 from __future__ import annotations
@@ -35,6 +62,7 @@ import math
 import os
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
@@ -52,6 +80,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from . import __version__
+from . import distributed as dist_
 from .models import ModelAdapter, adapt
 
 Layer = int | str
@@ -459,6 +488,72 @@ def prepare_hf(cfg: Mapping[str, Any]) -> Prepared:
     return Prepared(model, desc, save=save)
 
 
+def prepare_model(cfg: Mapping[str, Any], progress: bool, num_threads: int | None) -> Prepared:
+    """The model ``[model]`` describes, the same on every rank of a ``torchrun`` run.
+
+    In one process this is :func:`prepare_tiny` or :func:`prepare_hf`. Under ``torchrun``, a tiny model
+    that is trained is trained on rank 0 alone and its weights are broadcast (training is seeded, but
+    bit-identical results on every rank would also need the same thread count and hardware; a broadcast
+    does not), while the other ranks build the architecture from rank 0's config. A loaded or Hugging
+    Face model is loaded on every rank. Either way the ranks then compare SHA-256 digests of their
+    weights and refuse to go on when they differ (e.g. a ``path`` that holds other files on another
+    machine). Errors on any rank stop every rank (:func:`distributed.check_all_ranks`).
+    """
+    if cfg["kind"] == "hf":
+        prepared = _on_every_rank("while loading the model", lambda: prepare_hf(cfg))
+    elif cfg["path"] is not None or not dist_.is_distributed():
+        prepared = _on_every_rank("while loading the model", lambda: prepare_tiny(cfg, progress, num_threads))
+    else:
+        prepared = _train_on_rank0(cfg, progress, num_threads)
+    try:
+        dist_.check_same_on_every_rank(dict(prepared.model.state_dict()), "the model")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return prepared
+
+
+def _train_on_rank0(cfg: Mapping[str, Any], progress: bool, num_threads: int | None) -> Prepared:
+    """Train on rank 0, send its config and weights to the other ranks (see :func:`prepare_model`)."""
+    from .models.tiny import TinyConfig, TinyTransformer
+    from .tasks import get_task
+
+    main = dist_.rank() == 0
+    prepared, payload, error = None, None, None
+    if main:
+        try:
+            prepared = prepare_tiny(cfg, progress, num_threads)
+            payload = {"training": prepared.training.config, "description": prepared.description}
+        except Exception as err:  # noqa: BLE001 - reported to every rank, then re-raised
+            error = err
+    dist_.check_all_ranks(error, "while training the model (on rank 0)")
+    payload = dist_.broadcast_json(payload)
+
+    def build() -> Prepared:
+        training = payload["training"]
+        with torch.random.fork_rng(devices=[]):  # weights come from rank 0; keep this rank's RNG as it was
+            model = TinyTransformer(TinyConfig(**training["model"])).eval()
+        return Prepared(model, payload["description"], get_task(training["task"], **training["task_kwargs"]))
+
+    if not main:
+        prepared = _on_every_rank("while building the model that rank 0 trained", build)
+    else:
+        _on_every_rank("while building the model that rank 0 trained", lambda: None)
+    dist_.broadcast_module_(prepared.model)
+    return prepared
+
+
+def _on_every_rank(what: str, step: Callable[[], Any]) -> Any:
+    """Run ``step`` on this rank and return its result; under ``torchrun``, if it failed on any rank, raise
+    :class:`distributed.RankFailure` on every rank (without ``torchrun``: the error itself)."""
+    result, error = None, None
+    try:
+        result = step()
+    except Exception as err:  # noqa: BLE001 - reported to every rank, then re-raised
+        error = err
+    dist_.check_all_ranks(error, what)
+    return result
+
+
 @dataclass
 class Dataset:
     """Token ids for the analysis and how to label their positions."""
@@ -642,59 +737,124 @@ def run_sensitivity(
     progress: bool,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
+    device: torch.device | str | None = None,
 ):
     """Stream :func:`iter_sensitivity` to its last snapshot with a progress bar (and checkpoints).
+
+    Under ``torchrun`` (an initialised process group of more than one process) each rank streams its
+    shard with :func:`distributed.iter_sensitivity_distributed` and the returned snapshot holds the merged
+    statistics of all ranks, the same on every rank. ``checkpoint_dir`` is then this rank's own folder
+    (see :func:`sensitivity_checkpoint_dir`): every rank saves and resumes its local snapshots, and a run
+    can only be resumed with the number of processes that made its checkpoints. A failure on any rank, while
+    starting, in the middle of a shard or while saving a checkpoint, stops every rank at the merge with
+    :class:`distributed.RankFailure` instead of a hang.
+
+    Args:
+        device: Where the model is analysed (its private copy); ``None``: where the model is.
 
     Returns:
         ``(snapshot, seconds, layers)``.
     """
-    from .jobs import load_checkpoint, save_checkpoint
+    from .jobs import save_checkpoint
     from .kernels.sensitivity import iter_sensitivity
 
+    distributed = dist_.is_distributed()
     adapter = adapt(prepared.model)
-    layers = parse_layers(analysis["layers"], adapter)
-    source = analysis["source"]
-    if isinstance(source, str) and source != "embeddings":
-        raise ConfigError(f"[analysis].source must be 'embeddings' or a block index, got {source!r}")
-    checkpoint = None
-    if resume:
-        if checkpoint_dir is None or not (checkpoint_dir / "meta.json").is_file():
-            raise ConfigError(f"--resume: no checkpoint in {checkpoint_dir}")
-        checkpoint = load_checkpoint(checkpoint_dir)
-    try:
-        stream = iter_sensitivity(
-            adapter,
-            dataset.data,
-            layers=layers,
-            method=analysis["method"],
-            mode=analysis["mode"],
-            batch_size=analysis["batch_size"],
-            max_seq_len=analysis["max_seq_len"],
-            tokenizer=dataset.tokenizer,
-            source=source,
-            probes=analysis["probes"],
-            chunk_size=analysis["chunk_size"],
-            dtype=_DTYPES[analysis["dtype"]],
-            seed=analysis["seed"],
-            resume=checkpoint,
-        )
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"[analysis]: {err}") from None
+
+    def start_stream():
+        layers = parse_layers(analysis["layers"], adapter)
+        source = analysis["source"]
+        if isinstance(source, str) and source != "embeddings":
+            raise ConfigError(f"[analysis].source must be 'embeddings' or a block index, got {source!r}")
+        checkpoint = _load_resume_checkpoint(checkpoint_dir) if resume else None
+        dtype = _DTYPES[analysis["dtype"]]
+        run = dist_.iter_sensitivity_distributed if distributed else iter_sensitivity
+        try:
+            stream = run(
+                adapter if device is None else adapter.analysis(dtype, device),
+                dataset.data,
+                layers=layers,
+                method=analysis["method"],
+                mode=analysis["mode"],
+                batch_size=analysis["batch_size"],
+                max_seq_len=analysis["max_seq_len"],
+                tokenizer=dataset.tokenizer,
+                source=source,
+                probes=analysis["probes"],
+                chunk_size=analysis["chunk_size"],
+                dtype=dtype,
+                seed=analysis["seed"],
+                resume=checkpoint,
+            )
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"[analysis]: {err}") from None
+        return layers, stream
+
+    layers, stream = _on_every_rank("while starting the sensitivity analysis", start_stream)
     snapshot = None
     start = time.perf_counter()
     every = analysis["checkpoint_every"]
-    with tqdm(
-        total=dataset.num_samples or None, desc="sensitivity", unit="sample", disable=not progress
-    ) as bar:
+    desc = f"sensitivity (rank 0's shard of {dist_.world_size()})" if distributed else "sensitivity"
+    with tqdm(total=None, desc=desc, unit="sample", disable=not progress) as bar:
         for snapshot in stream:
-            bar.update(snapshot.done - bar.n)
-            if every and checkpoint_dir is not None and snapshot.batches % every == 0:
-                save_checkpoint(checkpoint_dir, snapshot, job_name="tscope run")
+            if getattr(snapshot, "merged", False):
+                continue  # the last one: every rank's statistics merged
+            try:
+                bar.total = snapshot.total
+                bar.update(snapshot.done - bar.n)
+                last = distributed and snapshot.done == snapshot.total  # the shard's end, before the merge
+                if every and checkpoint_dir is not None and (snapshot.batches % every == 0 or last):
+                    save_checkpoint(checkpoint_dir, snapshot, job_name="tscope run")
+            except Exception as err:  # noqa: BLE001 - other ranks learn of it at the merge
+                if not distributed:
+                    raise
+                stream.throw(err)  # raises err here after telling the other ranks
     if snapshot is None:
         raise ConfigError("the data produced no batches")
-    if every and checkpoint_dir is not None:
+    if every and checkpoint_dir is not None and not distributed:
         save_checkpoint(checkpoint_dir, snapshot, job_name="tscope run")
     return snapshot, time.perf_counter() - start, layers
+
+
+def sensitivity_checkpoint_dir(out: Path) -> Path:
+    """Where a sensitivity run in ``out`` keeps its checkpoint: ``out/checkpoint``, or under ``torchrun``
+    with ``W`` processes one folder per rank, ``out/checkpoint/rank<r>-of-<W>``."""
+    if dist_.is_distributed():
+        return out / "checkpoint" / f"rank{dist_.rank()}-of-{dist_.world_size()}"
+    return out / "checkpoint"
+
+
+def _load_resume_checkpoint(directory: Path) -> Any:
+    """The checkpoint ``--resume`` continues from, or a :class:`ConfigError` saying what is there instead."""
+    from .jobs import load_checkpoint
+
+    _check_resume_checkpoint(directory)
+    try:
+        return load_checkpoint(directory)
+    except ValueError as err:
+        raise ConfigError(f"--resume: {err}") from None
+
+
+def _check_resume_checkpoint(directory: Path) -> None:
+    """Raise a :class:`ConfigError` when ``directory`` holds no checkpoint, saying which run's checkpoints
+    are there instead (the same message on every rank that misses its own)."""
+    if (directory / "meta.json").is_file():
+        return
+    distributed = dist_.is_distributed()
+    folder = directory.parent if distributed else directory  # OUT/checkpoint
+    worlds = {p.name.rsplit("-of-", 1)[1] for p in folder.glob("rank*-of-*") if (p / "meta.json").is_file()}
+    worlds.discard(str(dist_.world_size()) if distributed else "")
+    if distributed:
+        w = dist_.world_size()
+        what = f"--resume: {folder} has no rank<r>-of-{w} checkpoints (one per process of a run with {w})"
+    else:
+        what = f"--resume: no checkpoint in {directory}"
+    if distributed and (folder / "meta.json").is_file():
+        what += "; it holds the checkpoint of a run in one process: resume that without torchrun"
+    elif worlds:
+        what += (f"; it holds the checkpoints of a run under torchrun: resume that with torchrun "
+                 f"--nproc-per-node {' or '.join(sorted(worlds))}")
+    raise ConfigError(what)
 
 
 def _first_batch(dataset: Dataset, seq_len: int) -> tuple[Tensor, Tensor | None] | None:
@@ -926,6 +1086,56 @@ def _world_size() -> int:
         return int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
         return 1
+
+
+# ======================================================================================
+# torchrun
+# ======================================================================================
+DEFAULT_DIST_TIMEOUT_S = 1800  # torch's default for gloo; a rank gives up after waiting this long for the others
+
+
+@contextmanager
+def _process_group(args: argparse.Namespace, enabled: bool = True):
+    """Join ``torchrun``'s process group for the duration of a command (gloo on the CPU, nccl with CUDA);
+    without torchrun's environment, or when not ``enabled``, a world of one. Yields the :class:`DistContext`."""
+    if not enabled or torch.distributed.is_initialized():  # a caller that runs main() inside its own group
+        yield dist_.context()
+        return
+    try:
+        ctx = dist_.init_from_env(timeout=args.dist_timeout)
+    except ValueError as err:
+        raise ConfigError(f"torchrun environment: {err}") from None
+    try:
+        yield ctx
+    finally:
+        if ctx.backend is not None and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _analysis_device(ctx: dist_.DistContext) -> torch.device | None:
+    """The GPU of this rank under torchrun with CUDA (``cuda:<LOCAL_RANK>``), else ``None`` (the model's device)."""
+    return ctx.device if ctx.device.type != "cpu" else None
+
+
+def _check_same_data(dataset: Dataset) -> None:
+    """Under torchrun: refuse on every rank when the ranks' data differ (e.g. an ids file that differs by machine)."""
+    data = dataset.data
+    if isinstance(data, Tensor):
+        tensors = {"input_ids": data}
+    elif isinstance(data, Mapping):
+        tensors = {k: v for k, v in data.items() if isinstance(v, Tensor)}
+    else:  # texts
+        tensors = {"texts": torch.frombuffer(bytearray(json.dumps(data).encode()), dtype=torch.uint8)}
+    try:
+        dist_.check_same_on_every_rank(tensors, "the data")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _is_communication_error(err: BaseException) -> bool:
+    """A collective that timed out or lost a peer (gloo raises a plain RuntimeError naming its source file)."""
+    text = str(err)
+    return isinstance(err, torch.distributed.DistError) or "gloo/transport" in text or "Timed out" in text
 
 
 @dataclass
@@ -1362,7 +1572,16 @@ def landscape_figures(result: LandscapeResult, log: bool) -> list:
 # Commands
 # ======================================================================================
 def cmd_demo(args: argparse.Namespace) -> int:
-    """``tscope demo``: train the induction model, measure its sensitivity, write results and report."""
+    """``tscope demo``: train the induction model, measure its sensitivity, write results and report.
+
+    Under ``torchrun``: rank 0 trains and broadcasts the model, every rank maps the sensitivity of its
+    shard, and rank 0 alone computes the curvature (64 sequences), writes and prints.
+    """
+    with _process_group(args) as ctx:
+        return _demo(args, ctx)
+
+
+def _demo(args: argparse.Namespace, ctx: dist_.DistContext) -> int:
     from .training import RECIPES
 
     out = Path(args.out)
@@ -1386,15 +1605,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # Log colours: cells span orders of magnitude (the diagonal carries the residual identity path).
     output = {**{k: v.default for k, v in CONFIG_SCHEMA["output"].items()}, "log": True}
     start = time.perf_counter()
-    prepared = prepare_tiny(model_cfg, progress=not args.no_progress, num_threads=args.threads or 1)
-    result = prepared.training
-    print(
-        f"trained {RECIPES['induction'].model} on induction for {len(result.losses)} steps in "
-        f"{result.seconds:.1f} s: held-out accuracy {result.accuracy:.3f}"
-    )
+    progress = not args.no_progress and ctx.is_main
+    prepared = prepare_model(model_cfg, progress, args.threads or 1)
+    result = prepared.training  # None on ranks other than 0
+    if ctx.is_main:
+        print(
+            f"trained {RECIPES['induction'].model} on induction for {len(result.losses)} steps in "
+            f"{result.seconds:.1f} s: held-out accuracy {result.accuracy:.3f}"
+        )
     task = prepared.task
     dataset = _task_dataset(task, samples, args.seed + 1)
-    snapshot, seconds, layers = run_sensitivity(prepared, dataset, analysis, progress=not args.no_progress)
+    _check_same_data(dataset)
+    snapshot, seconds, layers = run_sensitivity(
+        prepared, dataset, analysis, progress, device=_analysis_device(ctx)
+    )
+    if not ctx.is_main:  # rank 0 holds the same merged statistics; it alone goes on
+        return 0
     # Curvature of the trained model's loss on the first sequences: extreme eigenvalues and the trace.
     n_curv = min(samples, DEMO_CURVATURE_SAMPLES)
     curvature_analysis = {
@@ -1455,7 +1681,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``tscope run CONFIG``: the analysis a TOML file describes."""
+    """``tscope run CONFIG``: the analysis a TOML file describes (sensitivity also under ``torchrun``)."""
     cfg = load_config(args.config)
     kind = cfg["analysis"]["kind"]
     world = _world_size()
@@ -1468,21 +1694,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume and kind != "sensitivity":
         raise ConfigError(f"--resume continues a sensitivity run from its checkpoint; kind = {kind!r} has none")
     out = Path(args.out or cfg["output"]["dir"] or Path("results") / Path(args.config).stem)
-    start = time.perf_counter()
-    model_cfg = cfg["model"]
-    if model_cfg["kind"] == "tiny":
-        prepared = prepare_tiny(model_cfg, progress=not args.no_progress, num_threads=args.threads or 1)
-        if prepared.training is not None:
+    with _process_group(args, enabled=kind == "sensitivity") as ctx:
+        start = time.perf_counter()
+        model_cfg = cfg["model"]
+        progress = not args.no_progress and ctx.is_main
+        if args.resume:  # before the model is trained
+            where = sensitivity_checkpoint_dir(out)
+            _on_every_rank("while looking for the checkpoint", lambda: _check_resume_checkpoint(where))
+        prepared = prepare_model(model_cfg, progress, args.threads or 1)
+        if prepared.training is not None:  # trained here (under torchrun: on rank 0)
             r = prepared.training
             print(
                 f"trained tiny model on {r.task.name} for {len(r.losses)} steps in {r.seconds:.1f} s: "
                 f"held-out accuracy {r.accuracy:.3f}"
             )
-    else:
-        prepared = prepare_hf(model_cfg)
-    dataset = prepare_data(cfg["data"], model_cfg, prepared)
-    run = {"sensitivity": _run_sensitivity, "curvature": _run_curvature, "landscape": _run_landscape}[kind]
-    return run(args, cfg, out, prepared, dataset, start)
+        dataset = _on_every_rank("while preparing the data", lambda: prepare_data(cfg["data"], model_cfg, prepared))
+        _check_same_data(dataset)
+        run = {"sensitivity": _run_sensitivity, "curvature": _run_curvature, "landscape": _run_landscape}[kind]
+        return run(args, cfg, out, prepared, dataset, start)
 
 
 def _run_header(args: argparse.Namespace, cfg, prepared: Prepared, dataset: Dataset, start: float) -> dict:
@@ -1501,15 +1730,19 @@ def _save_model(paths: dict[str, Path], out: Path, prepared: Prepared, output: M
 
 
 def _run_sensitivity(args, cfg, out: Path, prepared: Prepared, dataset: Dataset, start: float) -> int:
-    checkpoint_dir = out / "checkpoint" if cfg["analysis"]["checkpoint_every"] or args.resume else None
+    ctx = dist_.context()
+    checkpoints = sensitivity_checkpoint_dir(out) if cfg["analysis"]["checkpoint_every"] or args.resume else None
     snapshot, seconds, layers = run_sensitivity(
         prepared,
         dataset,
         cfg["analysis"],
-        not args.no_progress,
-        checkpoint_dir=checkpoint_dir,
+        not args.no_progress and ctx.is_main,
+        checkpoint_dir=checkpoints,
         resume=args.resume,
+        device=_analysis_device(ctx),
     )
+    if not ctx.is_main:  # rank 0 holds the same merged statistics and writes them
+        return 0
     adapter = adapt(prepared.model)
     token_labels = position_token_labels(dataset, snapshot.seq_len)
     meta = {
@@ -1684,6 +1917,15 @@ def build_parser() -> argparse.ArgumentParser:
             help="torch threads (default: torch's; 1 is fastest for tiny models on a busy machine)",
         )
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.add_argument(
+            "--dist-timeout",
+            type=float,
+            default=DEFAULT_DIST_TIMEOUT_S,
+            metavar="SECONDS",
+            help="under torchrun: how long a process waits for the others at a collective step (the merge "
+            "waits for the slowest shard) before it gives up with an error instead of hanging "
+            f"(default {DEFAULT_DIST_TIMEOUT_S})",
+        )
     return parser
 
 
@@ -1695,16 +1937,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             parser.error(f"--{name} must be >= 1, got {value}")
+    if not (math.isfinite(args.dist_timeout) and args.dist_timeout > 0):
+        parser.error(f"--dist-timeout must be a positive number of seconds, got {args.dist_timeout}")
     threads_before = torch.get_num_threads()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    rank = _env_rank()
     try:
         return args.func(args)
+    except dist_.RankFailure as err:
+        # Every rank raises it alike; rank 0 says it once. A rank's own unexpected error keeps its traceback.
+        own = err.__cause__
+        if own is not None and not isinstance(own, ConfigError):
+            traceback.print_exception(type(own), own, own.__traceback__)
+        if rank == 0:
+            print(f"tscope: error: {err}", file=sys.stderr)
+        return 2 if all(m.startswith("ConfigError: ") for m in err.failures.values()) else 1
     except ConfigError as err:
         print(f"tscope: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        if _world_size() <= 1 or not _is_communication_error(err):
+            raise
+        print(
+            f"tscope: error: rank {rank} of {_world_size()}: waiting for the other processes failed: "
+            f"{str(err).splitlines()[0]}. Another process stopped (its own error is in its output) or fell "
+            f"more than --dist-timeout {args.dist_timeout:g} s behind.",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         torch.set_num_threads(threads_before)
+
+
+def _env_rank() -> int:
+    """This process's rank from torchrun's ``RANK`` (0 without it)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
 
 
 if __name__ == "__main__":

@@ -11,10 +11,18 @@ communication while it works), and one all-gather at the end yields the one-pass
 3. :func:`all_merge_welford` all-gathers every rank's state tensors and merges them in rank order
    on every rank, so all ranks end with bit-identical statistics. Counts, minima and maxima equal
    a single pass exactly; means and variances equal it up to rounding (in float64 about 1e-15
-   relative, times ``|mean| / std`` for the variance).
+   relative, times ``|mean| / std`` for the variance). (Given the same per-sample values: a kernel
+   that computes a batch at once may round a sample's value differently in another batch, as BLAS
+   blocks by batch shape, and shards make other batches than one pass.)
 
 Under ``torchrun`` call :func:`init_from_env` once at start-up; without torchrun's environment
 everything runs as a world of one process and the collectives are skipped.
+
+A failure on one rank must not leave the others waiting in a collective: :func:`check_all_ranks` lets
+every rank report how a step went and raises :class:`RankFailure` on every rank if any failed (the
+merge at the end of :func:`iter_sensitivity_distributed` does the same). What every rank must hold
+alike (a model trained on rank 0, the data) is sent with :func:`broadcast_module_` and checked with
+:func:`check_same_on_every_rank`.
 
 Example (``torchrun --nproc-per-node 2 script.py``)::
 
@@ -33,6 +41,8 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import hashlib
 import json
 import math
 import os
@@ -54,7 +64,12 @@ from .models.adapter import LayerDict
 __all__ = [
     "DistContext",
     "DistributedSensitivitySnapshot",
+    "RankFailure",
     "all_merge_welford",
+    "broadcast_json",
+    "broadcast_module_",
+    "check_all_ranks",
+    "check_same_on_every_rank",
     "context",
     "init_from_env",
     "is_distributed",
@@ -125,7 +140,12 @@ def context() -> DistContext:
     return DistContext(rank(), world_size(), local_rank, backend, _comm_device())
 
 
-def init_from_env(backend: str | None = None, *, device: torch.device | str | None = None) -> DistContext:
+def init_from_env(
+    backend: str | None = None,
+    *,
+    device: torch.device | str | None = None,
+    timeout: float | datetime.timedelta | None = None,
+) -> DistContext:
     """Initialise the default process group from ``torchrun``'s environment, if it is there.
 
     Reads ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` (and ``LOCAL_RANK``). Without
@@ -137,6 +157,8 @@ def init_from_env(backend: str | None = None, *, device: torch.device | str | No
             any backend name ``torch.distributed`` knows is passed through.
         device: Where this process's tensors will live. ``None``: ``cuda:<LOCAL_RANK>`` when CUDA is
             available, else the CPU. With nccl the current CUDA device is set to ``cuda:<LOCAL_RANK>``.
+        timeout: Seconds (or a ``timedelta``) a collective waits for the other ranks before it raises
+            instead of hanging; ``None``: torch's default (30 minutes for gloo, 10 for nccl).
 
     Returns:
         The :class:`DistContext` of this process.
@@ -162,6 +184,10 @@ def init_from_env(backend: str | None = None, *, device: torch.device | str | No
             ranks[name] = int(os.environ.get(name, "0"))
         except ValueError:
             raise ValueError(f"environment variable {name}={os.environ[name]!r} is not an integer") from None
+    if timeout is not None and not isinstance(timeout, datetime.timedelta):
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        timeout = datetime.timedelta(seconds=timeout)
     r, w, local_rank = ranks["RANK"], ranks["WORLD_SIZE"], ranks["LOCAL_RANK"]
     if w < 1 or not 0 <= r < w or local_rank < 0:
         raise ValueError(f"need WORLD_SIZE >= 1, 0 <= RANK < WORLD_SIZE and LOCAL_RANK >= 0; got "
@@ -175,7 +201,7 @@ def init_from_env(backend: str | None = None, *, device: torch.device | str | No
         if device.index is None:
             device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    dist.init_process_group(backend, init_method="env://", rank=r, world_size=w)
+    dist.init_process_group(backend, init_method="env://", rank=r, world_size=w, timeout=timeout)
     return DistContext(r, w, local_rank, str(dist.get_backend()), device)
 
 
@@ -399,6 +425,121 @@ def all_merge_welford(states: Mapping[K, WelfordState]) -> dict[K, WelfordState]
 
 
 # ======================================================================================
+# failures, broadcasts and checks that every rank holds the same
+# ======================================================================================
+class RankFailure(RuntimeError):
+    """Raised on the ranks of a collective step at which some rank failed, instead of a hang.
+
+    Attributes:
+        what: The step, e.g. ``"while preparing the data"``.
+        failures: ``{rank: "ExceptionType: message"}`` of the ranks that failed, in rank order.
+    """
+
+    def __init__(self, what: str, failures: Mapping[int, str]):
+        self.what, self.failures = what, dict(sorted(failures.items()))
+        by_message: dict[str, list[int]] = {}
+        for r, message in self.failures.items():
+            by_message.setdefault(message, []).append(r)
+        if len(by_message) == 1:
+            detail = next(iter(by_message))
+        else:
+            detail = "; ".join(f"rank(s) {ranks}: {message}" for message, ranks in by_message.items())
+        super().__init__(f"rank(s) {list(self.failures)} failed {what}: {detail}")
+
+
+def _failure_text(error: BaseException | None) -> str | None:
+    return None if error is None else f"{type(error).__name__}: {error}"
+
+
+def check_all_ranks(error: BaseException | None, what: str) -> None:
+    """Collective: every rank says whether its part of a step failed; if any did, every rank raises.
+
+    Call it on every rank after a step that may fail on some ranks only (reading a file, building a
+    model), passing the exception caught there or ``None``; one all-gather of the messages (JSON)
+    follows. Without it a rank that failed would leave the others waiting at their next collective.
+
+    Args:
+        error: This rank's exception, or ``None`` when its part succeeded.
+        what: The step, for the message (``"while preparing the data"``).
+
+    Raises:
+        RankFailure: on every rank when any rank failed (raised ``from`` this rank's own error, if any);
+            it names the failed ranks and their messages. Without a multi-process group: ``error``
+            itself, if given.
+    """
+    if not is_distributed():
+        if error is not None:
+            raise error
+        return
+    reports = _all_gather_json(_failure_text(error), _comm_device())
+    failures = {r: report for r, report in enumerate(reports) if report is not None}
+    if failures:
+        raise RankFailure(what, failures) from error
+
+
+def broadcast_json(obj: Any) -> Any:
+    """Rank 0's ``obj`` (JSON-serialisable) on every rank; call it on every rank (the others' ``obj`` is ignored)."""
+    if not is_distributed():
+        return obj
+    return _all_gather_json(obj if rank() == 0 else None, _comm_device())[0]
+
+
+def broadcast_module_(module: torch.nn.Module) -> torch.nn.Module:
+    """Overwrite every parameter and buffer of ``module`` in place with rank 0's; returns ``module``.
+
+    Every rank must hold the same architecture (same parameters and buffers, shapes and dtypes, in
+    the same order), e.g. built from a config that rank 0 sent with :func:`broadcast_json`. Values
+    travel bit for bit (bool buffers as uint8, gloo has no bool).
+    """
+    if not is_distributed():
+        return module
+    device = _comm_device()
+    with torch.no_grad():
+        for t in (*module.parameters(), *module.buffers()):
+            wire = (t.to(torch.uint8) if t.dtype == torch.bool else t.detach()).to(device).contiguous().clone()
+            dist.broadcast(wire, src=0)
+            t.copy_(wire.to(t.dtype))
+    return module
+
+
+def _digest(t: Tensor) -> str:
+    """SHA-256 of a tensor's bytes (any dtype, device and layout)."""
+    raw = t.detach().reshape(-1).contiguous().cpu().view(torch.uint8)
+    return hashlib.sha256(raw.numpy()).hexdigest()
+
+
+def check_same_on_every_rank(tensors: Mapping[str, Tensor], what: str) -> None:
+    """Collective: check that every rank holds bit-identical ``tensors`` (a model's state dict, the data).
+
+    Each rank hashes its tensors (SHA-256 of the bytes, with names, shapes and dtypes) and one
+    all-gather of the digests (JSON) compares them; nothing else travels.
+
+    Args:
+        tensors: ``{name: tensor}``, e.g. ``dict(model.state_dict())``.
+        what: What the tensors are, for the message (``"the model"``).
+
+    Raises:
+        ValueError: on every rank when some rank's tensors differ from rank 0's, naming the first
+            differing tensor.
+    """
+    if not is_distributed():
+        return
+    signature = [[name, list(t.shape), str(t.dtype), _digest(t)] for name, t in tensors.items()]
+    signatures = _all_gather_json(signature, _comm_device())
+    for r, other in enumerate(signatures):
+        if other == signatures[0]:
+            continue
+        names0, names = [s[0] for s in signatures[0]], [s[0] for s in other]
+        if names != names0:
+            where = f"its tensors are {names}, rank 0's {names0}"
+        else:
+            name = next(a[0] for a, b in zip(signatures[0], other, strict=True) if a != b)
+            where = f"first at {name!r}"
+        raise ValueError(f"{what} differs between rank 0 and rank {r} ({where}); every rank must analyse "
+                         "the same one")
+
+
+# ======================================================================================
 # sensitivity over shards
 # ======================================================================================
 @dataclass
@@ -463,7 +604,10 @@ def iter_sensitivity_distributed(
     ``sample_index`` is remapped to positions in the whole data set (local ``k`` -> ``k·W``).
 
     Every rank must run the generator to its end: the merge is a collective operation. If a rank
-    fails while processing its shard, every rank raises at the merge instead of waiting forever.
+    fails while processing its shard, every rank raises at the merge instead of waiting forever: the
+    failed rank its own error, the others :class:`RankFailure` with its message. An exception thrown
+    into the generator (``gen.throw(exc)``, e.g. a checkpoint that could not be written) counts as a
+    failure of this rank's shard in the same way.
 
     Args:
         adapter: Model or adapter, as for ``iter_sensitivity``; the same on every rank.
@@ -482,7 +626,7 @@ def iter_sensitivity_distributed(
 
     Raises:
         ValueError: fewer samples than processes, a checkpoint of another rank, world size or a merged
-            snapshot, plus everything ``iter_sensitivity`` raises; at the merge, ``RuntimeError`` on
+            snapshot, plus everything ``iter_sensitivity`` raises; at the merge, :class:`RankFailure` on
             ranks whose peers failed.
         TypeError: data :func:`shard` cannot split (pass ``sharded=True`` with your own split).
     """
@@ -552,11 +696,12 @@ def _run_and_merge(local: Iterator[SensitivitySnapshot], seed: int, r: int, w: i
     rows = [torch.empty_like(row) for _ in range(w)]
     dist.all_gather(rows, row)
     table = torch.stack(rows).cpu()  # [W, 5]: failed, done, batches, total (-1: unknown), seq_len
-    failed = table[:, 0].nonzero().flatten().tolist()
-    if error is not None:
-        raise error
-    if failed:
-        raise RuntimeError(f"rank(s) {failed} failed while processing their shard; see their error messages")
+    if bool(table[:, 0].any()):  # every rank sees the same table, so all of them gather the messages
+        reports = _all_gather_json(_failure_text(error), device)
+        if error is not None:
+            raise error
+        raise RankFailure("while processing their shard",
+                          {r: report for r, report in enumerate(reports) if report is not None})
 
     seq_len = int(table[:, 4].max())
     grown = {lay: _grow_welford(st, seq_len) for lay, st in last.stats.items()}
