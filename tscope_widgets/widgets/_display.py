@@ -33,6 +33,12 @@ Displaying a widget twice makes two such pairs; both pictures are updated. A sub
 what to draw: :meth:`PicturedWidget._picture_caption` (title, status, state attributes) and
 :meth:`PicturedWidget._picture_svg` (an SVG document of its current state), and calls
 :meth:`PicturedWidget._picture_changed` when that changes.
+
+The base class also screens what the browser sends, the same way for every widget: state writes
+(:meth:`PicturedWidget.set_state`) to traits only Python sets, or with values the widget's
+:meth:`PicturedWidget._check` refuses, are dropped with a logged warning and the page is sent the values it
+must show instead; custom messages ``{"type": "command", "command": ...}`` call the method the widget's
+``_commands`` names, anything else is logged and ignored. Warnings go to the logger of the widget's module.
 """
 
 from __future__ import annotations
@@ -79,8 +85,12 @@ class PicturedWidget(anywidget.AnyWidget):
 
     Subclasses set ``live_selector`` (CSS selector of the root element of a rendered view),
     ``widget_text`` (``text/plain`` of the widget output), ``picture_noun`` and ``picture_waiting``
-    (the note shown before there is anything to draw), and write :meth:`_picture_caption` and
-    :meth:`_picture_svg`. Their ``__init__`` calls ``super().__init__()`` as usual.
+    (the note shown before there is anything to draw), ``_browser_traits`` (the synced traits the browser
+    may set; every other synced trait of the subclass and of this class only Python sets) and
+    ``_commands`` (``{command: name of the method it calls}``), and write :meth:`_picture_caption`,
+    :meth:`_picture_svg` and :meth:`_check`. Before ``super().__init__()`` they set ``_valid``, the last
+    valid value of each browser trait; their ``@traitlets.validate`` of the browser traits returns
+    :meth:`_validated`. Their ``__init__`` calls ``super().__init__()`` as usual.
     """
 
     # Marks this widget's static pictures in the page (their data-picture-id): the model id.
@@ -90,6 +100,8 @@ class PicturedWidget(anywidget.AnyWidget):
     widget_text: ClassVar[str] = ""
     picture_noun: ClassVar[str] = "widget"
     picture_waiting: ClassVar[str] = "waiting for data…"
+    _browser_traits: ClassVar[tuple[str, ...]] = ()
+    _commands: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **kwargs: Any):
         self._displays: list[tuple[str, dict | None]] = []  # (display id, parent header of its cell)
@@ -101,15 +113,22 @@ class PicturedWidget(anywidget.AnyWidget):
         self._hooked_shell = None  # the IPython shell whose post_run_cell refreshes the pictures
         super().__init__(**kwargs)
         self.picture_id = self.model_id
+        if self._commands:
+            self.on_msg(self._on_custom_msg)
 
     # ------------------------------------------------------------------ what subclasses provide
     def _picture_caption(self) -> Caption:
-        """Title, status and state of the picture (cheap: no drawing)."""
+        """Abstract hook every widget overrides: title, status and state of the picture (cheap: no drawing)."""
         raise NotImplementedError
 
     def _picture_svg(self) -> str | None:
-        """The current state as an SVG document (``<svg xmlns=... width=... height=...>``), or None when
-        there is nothing to draw yet."""
+        """Abstract hook every widget overrides: the current state as an SVG document
+        (``<svg xmlns=... width=... height=...>``), or None when there is nothing to draw yet."""
+        raise NotImplementedError
+
+    def _check(self, name: str, value: Any) -> tuple[bool, Any, str]:
+        """Abstract hook every widget with browser traits overrides: ``(ok, canonical value, reason if not
+        ok)`` for a value of the browser trait ``name``."""
         raise NotImplementedError
 
     def _flush_updates(self) -> None:
@@ -138,6 +157,63 @@ class PicturedWidget(anywidget.AnyWidget):
         if ended:
             self._refresh_pictures(own_cells=False)
         return ended
+
+    # ------------------------------------------------------------------ browser input
+    @classmethod
+    def _python_traits(cls) -> frozenset[str]:
+        """The synced traits only Python sets (see :func:`python_traits`) of the widget class: the one that
+        sets ``_browser_traits`` (anywidget makes each instance's class a subclass of it); computed once."""
+        widget_class = next(c for c in cls.__mro__ if "_browser_traits" in c.__dict__)
+        cached = widget_class.__dict__.get("_python_traits_cache")
+        if cached is None:
+            cached = python_traits(widget_class, widget_class._browser_traits)
+            widget_class._python_traits_cache = cached
+        return cached
+
+    def set_state(self, sync_data):
+        """Apply state from the browser: drop writes to traits only Python sets, and values that make
+        no sense (each with a logged warning), then send the page the values it must show instead."""
+        log = logging.getLogger(type(self).__module__)
+        sync_data = dict(sync_data)
+        refused = sorted(set(sync_data) & self._python_traits())
+        if refused:
+            log.warning("ignored front-end writes to read-only traits %s", refused)
+        rejected = []
+        for name in self._browser_traits:
+            if name in sync_data:
+                ok, _, why = self._check(name, sync_data[name])
+                if not ok:
+                    log.warning("ignored %s=%r from the front end: %s", name, sync_data[name], why)
+                    rejected.append(name)
+        for name in refused + rejected:
+            del sync_data[name]
+        super().set_state(sync_data)
+        if refused or rejected:
+            self.send_state(refused + rejected)
+
+    def _validated(self, proposal) -> Any:
+        """What a browser trait's ``@traitlets.validate`` returns: the canonical form of a valid value (sent
+        back to the page if it differs); for nonsense from Python, a warning and the last valid value."""
+        name, value = proposal["trait"].name, proposal["value"]
+        ok, canonical, why = self._check(name, value)
+        if not ok:
+            logging.getLogger(type(self).__module__).warning("ignored %s=%r: %s", name, value, why)
+            return self._valid[name]
+        self._valid[name] = canonical
+        return canonical
+
+    def _on_custom_msg(self, _widget, content, _buffers) -> None:
+        """Custom message from the page: ``{"type": "command", "command": c}`` calls the method
+        ``_commands[c]``; anything else is logged and ignored."""
+        command = content.get("command") if isinstance(content, dict) else None
+        if not isinstance(content, dict) or content.get("type") != "command" or command not in tuple(self._commands):
+            logging.getLogger(type(self).__module__).warning(
+                "ignored front-end message %r; expected {'type': 'command', 'command': one of %s}",
+                content,
+                list(self._commands),
+            )
+            return
+        getattr(self, self._commands[command])()
 
     # ------------------------------------------------------------------ outputs
     def _repr_mimebundle_(self, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -59,7 +59,8 @@ from ..kernels.landscape import (
 )
 from ..models.registry import adapt
 from ._codec import to_json_tree
-from ._display import Caption, PicturedWidget, python_traits
+from ._controls import JobControls
+from ._display import Caption, PicturedWidget
 from ._landscape_static import landscape_svg
 
 __all__ = ["LandscapeWidget", "DIRECTION_KINDS", "QUANTITIES", "VIEWS"]
@@ -88,7 +89,6 @@ MIN_RESOLUTION = 2
 CHECKPOINT_MARGIN = 0.5  # default grid of "checkpoints": [-0.5, 1.5] in both directions
 
 _BROWSER_TRAITS = ("selected_point", "log_scale", "view", "quantity", "show_contours")
-_TERMINAL = ("done", "cancelled", "error")
 LIVE_VIEW_SELECTOR = ".tscope-landscape"  # root element of a rendered view (js/src/landscape_widget.js)
 WIDGET_TEXT = "LandscapeWidget: live view (needs its running kernel, or widget state saved with a trusted notebook)"
 
@@ -121,7 +121,7 @@ def _grid(values, span: float, resolution: int, what: str, lo: float | None = No
     return t
 
 
-class LandscapeWidget(PicturedWidget):
+class LandscapeWidget(JobControls, PicturedWidget):
     r"""Live 2D loss landscape :math:`L(\theta + \alpha d_1 + \beta d_2)` around a model.
 
     Args:
@@ -173,6 +173,10 @@ class LandscapeWidget(PicturedWidget):
     widget_text = WIDGET_TEXT
     picture_noun = "loss landscape"
     picture_waiting = "waiting for the first row…"
+    _browser_traits = _BROWSER_TRAITS
+    _commands = {command: command for command in COMMANDS}  # each calls the method of its name
+    _job_name = "landscape"
+    _work_unit = "row"
 
     # View state: the browser may set these; validated in `_validate_view_state`.
     selected_point = traitlets.Any(None).tag(sync=True)
@@ -296,16 +300,10 @@ class LandscapeWidget(PicturedWidget):
                     "label": "trajectory",
                 }
         self._new_job(run)
-        self.on_msg(self._on_custom_msg)
         if start:
             self.start()
 
     # ------------------------------------------------------------------ public API
-    @property
-    def job(self) -> Job:
-        """The :class:`~tscope_widgets.jobs.Job` running the kernel (a new one after a restart)."""
-        return self._job
-
     @property
     def snapshot(self):
         """The latest :class:`~tscope_widgets.kernels.landscape.LandscapeSlice`, or None before the first row."""
@@ -353,67 +351,6 @@ class LandscapeWidget(PicturedWidget):
         if point is None:
             return None
         return int(torch.argmin((self._alphas_t - point[0]).abs())), int(torch.argmin((self._betas_t - point[1]).abs()))
-
-    def start(self) -> None:
-        """Start the job; after it ended (done, stopped or failed), start a fresh grid from scratch.
-
-        Raises:
-            RuntimeError: If the job is running or paused (use :meth:`resume`, or :meth:`stop` first).
-        """
-        with self._lock:
-            if self._job.status in ("running", "paused"):
-                raise RuntimeError(f"the job is {self._job.status}; stop() it before starting again")
-            if self._job.status in _TERMINAL:
-                self._new_job(self._new_run())
-            self._stop_requested = False
-            self._job.start()
-            self._sync_status()
-
-    def pause(self) -> None:
-        """Pause after the row in flight (the rows so far stay on screen)."""
-        with self._lock:
-            self._job.pause()
-            self._sync_status()
-
-    def resume(self) -> None:
-        """Continue a paused job."""
-        with self._lock:
-            self._job.resume()
-            self._sync_status()
-
-    def stop(self) -> None:
-        """Stop after the row in flight; the rows done stay. Does not wait (see :meth:`wait`)."""
-        with self._lock:
-            if self._job.status not in _TERMINAL:
-                self._stop_requested = True
-            self._job.cancel()
-            self._sync_status()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job has ended and the widget shows its final state.
-
-        Once ended, the static pictures in the outputs that show this widget are refreshed once more,
-        addressed to the cell that calls ``wait`` (runners such as nbclient take output for the running
-        cell only).
-
-        Args:
-            timeout: Seconds to wait at most; None waits as long as it takes.
-
-        Returns:
-            True if the job has ended, False on timeout.
-
-        Raises:
-            RuntimeError: If the job was never started.
-        """
-        return self._wait_for(self._job, timeout)
-
-    def close(self) -> None:
-        """Stop the job and close the widget (its views disappear from the page)."""
-        job = getattr(self, "_job", None)  # None when the constructor failed (close() runs from __del__)
-        if job is not None:
-            self._unsubscribe()
-            job.cancel()
-        super().close()
 
     # ----- export
     def to_bokeh(self, *, quantity: str | None = None, contours: bool | None = None):
@@ -582,42 +519,9 @@ class LandscapeWidget(PicturedWidget):
             self._adapter, self._data, self._d1, self._d2, self._alphas_t, self._betas_t, **self._kernel_kwargs
         )
 
-    def _new_job(self, run) -> None:
-        """A fresh (not started) job on the generator ``run``, subscribed to this widget."""
-        self._unsubscribe()
-        job = Job(
-            lambda: run, name="landscape", throttle=self._throttle, start=False, num_threads=self._num_threads
-        )
-        self._job = job
-        self._unsubscribe = job.subscribe(self._on_snapshot)
-        with self.hold_sync():
-            self._loss = self._accuracy = None
-            self.rows_done = 0
-            self._sync_status()
-
-    def _on_snapshot(self, job: Job, snapshot) -> None:
-        """Job subscriber (job threads, throttled): push the job's state to the traits; at the end,
-        refresh the static pictures in the outputs."""
-        with self._lock:
-            if job is not self._job:
-                return
-            with self.hold_sync():
-                self._sync_status()
-                self._sync_data()
-        self._after_job_update(job)
-
-    def _sync_status(self) -> None:
-        job = self._job
-        p = job.progress
-        status = job.status
-        message = job.message
-        if self._stop_requested and status not in _TERMINAL:
-            message = "stopping after the row in flight"
-        self.status, self.message = status, message
-        self.done, self.total = p.done, p.total
-        self.rate = p.rate if math.isfinite(p.rate) else 0.0
-        self.eta = p.eta_s if p.eta_s is not None and math.isfinite(p.eta_s) else None
-        self.elapsed = p.elapsed_s
+    def _clear_data(self) -> None:
+        self._loss = self._accuracy = None
+        self.rows_done = 0
 
     def _sync_data(self) -> None:
         snap = self._job.snapshot
@@ -686,37 +590,11 @@ class LandscapeWidget(PicturedWidget):
         )
 
     # ------------------------------------------------------------------ browser input
-    def set_state(self, sync_data):
-        """Apply state from the browser: drop writes to traits only Python sets, and values that make
-        no sense (each with a logged warning), then send the page the values it must show instead."""
-        sync_data = dict(sync_data)
-        refused = sorted(set(sync_data) & _PYTHON_TRAITS)
-        if refused:
-            logger.warning("ignored front-end writes to read-only traits %s", refused)
-        rejected = []
-        for name in _BROWSER_TRAITS:
-            if name in sync_data:
-                ok, _, why = self._check(name, sync_data[name])
-                if not ok:
-                    logger.warning("ignored %s=%r from the front end: %s", name, sync_data[name], why)
-                    rejected.append(name)
-        for name in refused + rejected:
-            del sync_data[name]
-        super().set_state(sync_data)
-        if refused or rejected:
-            self.send_state(refused + rejected)
-
     @traitlets.validate(*_BROWSER_TRAITS)
     def _validate_view_state(self, proposal) -> Any:
         """Canonical form of a valid value (a point snapped to the grid, sent back to the page if it
         differs); for nonsense from Python, a warning and the last valid value."""
-        name, value = proposal["trait"].name, proposal["value"]
-        ok, canonical, why = self._check(name, value)
-        if not ok:
-            logger.warning("ignored %s=%r: %s", name, value, why)
-            return self._valid[name]
-        self._valid[name] = canonical
-        return canonical
+        return self._validated(proposal)
 
     @traitlets.observe("quantity", "log_scale", "show_contours")  # what the static picture draws
     def _on_view_state(self, change) -> None:
@@ -772,17 +650,6 @@ class LandscapeWidget(PicturedWidget):
             out.append(float(grid[int(torch.argmin((grid - float(x)).abs()))]))
         return True, out, ""
 
-    def _on_custom_msg(self, _widget, content, _buffers) -> None:
-        command = content.get("command") if isinstance(content, dict) else None
-        if not isinstance(content, dict) or content.get("type") != "command" or command not in COMMANDS:
-            logger.warning(
-                "ignored front-end message %r; expected {'type': 'command', 'command': one of %s}",
-                content,
-                list(COMMANDS),
-            )
-            return
-        {"pause": self.pause, "resume": self.resume, "stop": self.stop}[command]()
-
     # ------------------------------------------------------------------ helpers
     def _require_snapshot(self):
         snap = self.snapshot
@@ -797,5 +664,3 @@ class LandscapeWidget(PicturedWidget):
     def _rows_text(snap) -> str:
         return f"{snap.rows_done} of {snap.total} rows"
 
-
-_PYTHON_TRAITS = python_traits(LandscapeWidget, _BROWSER_TRAITS)

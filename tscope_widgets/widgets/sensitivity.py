@@ -44,7 +44,8 @@ from ..jobs import Job, check_num_threads
 from ..kernels.sensitivity import iter_sensitivity
 from ..models.registry import adapt
 from ._codec import to_json_tree
-from ._display import Caption, PicturedWidget, python_traits
+from ._controls import JobControls
+from ._display import Caption, PicturedWidget
 from ._static import heatmap_alt, heatmap_svg
 
 __all__ = ["SensitivityExplorer", "STATISTICS", "VIEWS"]
@@ -84,7 +85,6 @@ _KERNEL_OPTIONS = frozenset(inspect.signature(iter_sensitivity).parameters) - {
     "resume",
 }
 _BROWSER_TRAITS = ("layer", "statistic", "selected_cell", "view", "log_scale")
-_TERMINAL = ("done", "cancelled", "error")
 LIVE_VIEW_SELECTOR = ".tscope-explorer"  # root element of a rendered view (js/src/sensitivity_explorer.js)
 WIDGET_TEXT = "SensitivityExplorer: live view (needs its running kernel, or widget state saved with a trusted notebook)"
 
@@ -93,7 +93,7 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, Integral) and not isinstance(x, (bool, np.bool_))
 
 
-class SensitivityExplorer(PicturedWidget):
+class SensitivityExplorer(JobControls, PicturedWidget):
     r"""Live explorer of position-to-position sensitivity :math:`\lVert J_{ij}\rVert_F^2`.
 
     Shows, for the chosen layer and statistic, the ``[S, S]`` heatmap (row ``i`` = output position,
@@ -144,6 +144,10 @@ class SensitivityExplorer(PicturedWidget):
     widget_text = WIDGET_TEXT
     picture_noun = "explorer"
     picture_waiting = "waiting for the first batch…"
+    _browser_traits = _BROWSER_TRAITS
+    _commands = {command: command for command in COMMANDS}  # each calls the method of its name
+    _job_name = "sensitivity"
+    _work_unit = "batch"
 
     # View state: the browser may set these; validated in `_validate_view_state`.
     layer = traitlets.Any(None).tag(sync=True)
@@ -249,16 +253,10 @@ class SensitivityExplorer(PicturedWidget):
             self.set_trait("layer", options[-1])
             self.method = method
         self._new_job(run)
-        self.on_msg(self._on_custom_msg)
         if start:
             self.start()
 
     # ------------------------------------------------------------------ public API
-    @property
-    def job(self) -> Job:
-        """The :class:`~tscope_widgets.jobs.Job` running the kernel (a new one after a restart)."""
-        return self._job
-
     @property
     def snapshot(self):
         """The latest :class:`~tscope_widgets.kernels.SensitivitySnapshot`, or None before the first batch."""
@@ -269,67 +267,6 @@ class SensitivityExplorer(PicturedWidget):
         """``LayerDict {layer: WelfordState}`` of the latest snapshot (cells ``[S, S]``, float64), or None."""
         snap = self.snapshot
         return None if snap is None else snap.stats
-
-    def start(self) -> None:
-        """Start the job; after it ended (done, stopped or failed), start a fresh run from scratch.
-
-        Raises:
-            RuntimeError: If the job is running or paused (use :meth:`resume`, or :meth:`stop` first).
-        """
-        with self._lock:
-            if self._job.status in ("running", "paused"):
-                raise RuntimeError(f"the job is {self._job.status}; stop() it before starting again")
-            if self._job.status in _TERMINAL:
-                self._new_job(self._new_run())
-            self._stop_requested = False
-            self._job.start()
-            self._sync_status()
-
-    def pause(self) -> None:
-        """Pause after the batch in flight (the statistics so far stay on screen)."""
-        with self._lock:
-            self._job.pause()
-            self._sync_status()
-
-    def resume(self) -> None:
-        """Continue a paused job."""
-        with self._lock:
-            self._job.resume()
-            self._sync_status()
-
-    def stop(self) -> None:
-        """Stop after the batch in flight; the partial statistics stay. Does not wait (see :meth:`wait`)."""
-        with self._lock:
-            if self._job.status not in _TERMINAL:
-                self._stop_requested = True
-            self._job.cancel()
-            self._sync_status()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job has ended and the widget shows its final state.
-
-        Once the job has ended, the static pictures of the heatmap in the outputs that show this
-        explorer are refreshed once more, addressed to the cell that calls ``wait`` (runners such as
-        nbclient take output for the running cell only; see ``_display``).
-
-        Args:
-            timeout: Seconds to wait at most; None waits as long as it takes.
-
-        Returns:
-            True if the job has ended, False on timeout.
-
-        Raises:
-            RuntimeError: If the job was never started.
-        """
-        return self._wait_for(self._job, timeout)
-
-    def close(self) -> None:
-        """Stop the job and close the widget (its views disappear from the page)."""
-        job = getattr(self, "_job", None)  # None when the constructor failed (close() runs from __del__)
-        if job is not None:
-            self._unsubscribe()
-            job.cancel()
-        super().close()
 
     # ----- export
     def to_bokeh(self, *, layers=None, statistics: str | Sequence[str] | None = None):
@@ -443,30 +380,10 @@ class SensitivityExplorer(PicturedWidget):
         """A fresh ``iter_sensitivity`` generator (its arguments are checked here, in the caller)."""
         return iter_sensitivity(self._model, self._data, **self._kernel_kwargs)
 
-    def _new_job(self, run) -> None:
-        """A fresh (not started) job on the generator ``run``, subscribed to this widget."""
-        self._unsubscribe()
-        job = Job(
-            lambda: run, name="sensitivity", throttle=self._throttle, start=False, num_threads=self._num_threads
-        )
-        self._job = job
-        self._unsubscribe = job.subscribe(self._on_snapshot)
+    def _clear_data(self) -> None:
         self._labels_pending = True
-        with self.hold_sync():
-            self.heat = self.counts = self.detail = None
-            self.batches = 0
-            self._sync_status()
-
-    def _on_snapshot(self, job: Job, snapshot) -> None:
-        """Job subscriber (job threads, throttled): push the job's state to the traits; at the end,
-        refresh the static pictures in the outputs."""
-        with self._lock:
-            if job is not self._job:
-                return
-            with self.hold_sync():
-                self._sync_status()
-                self._sync_data()
-        self._after_job_update(job)
+        self.heat = self.counts = self.detail = None
+        self.batches = 0
 
     # ------------------------------------------------------------------ static picture
     def _picture_lines(self) -> tuple[str, str, str]:
@@ -511,19 +428,6 @@ class SensitivityExplorer(PicturedWidget):
             log=bool(self.log_scale) and stat != "count",
             value_title=value_title,
         )
-
-    def _sync_status(self) -> None:
-        job = self._job
-        p = job.progress
-        status = job.status
-        message = job.message
-        if self._stop_requested and status not in _TERMINAL:
-            message = "stopping after the batch in flight"
-        self.status, self.message = status, message
-        self.done, self.total = p.done, p.total
-        self.rate = p.rate if math.isfinite(p.rate) else 0.0
-        self.eta = p.eta_s if p.eta_s is not None and math.isfinite(p.eta_s) else None
-        self.elapsed = p.elapsed_s
 
     def _sync_data(self) -> None:
         """Heat, counts and cell details of the latest snapshot for the current view state."""
@@ -596,37 +500,11 @@ class SensitivityExplorer(PicturedWidget):
         return labels if len(labels) == S else None
 
     # ------------------------------------------------------------------ browser input
-    def set_state(self, sync_data):
-        """Apply state from the browser: drop writes to traits only Python sets, and values that make
-        no sense (each with a logged warning), then send the page the values it must show instead."""
-        sync_data = dict(sync_data)
-        refused = sorted(set(sync_data) & _PYTHON_TRAITS)
-        if refused:
-            logger.warning("ignored front-end writes to read-only traits %s", refused)
-        rejected = []
-        for name in _BROWSER_TRAITS:
-            if name in sync_data:
-                ok, _, why = self._check(name, sync_data[name])
-                if not ok:
-                    logger.warning("ignored %s=%r from the front end: %s", name, sync_data[name], why)
-                    rejected.append(name)
-        for name in refused + rejected:
-            del sync_data[name]
-        super().set_state(sync_data)
-        if refused or rejected:
-            self.send_state(refused + rejected)
-
     @traitlets.validate(*_BROWSER_TRAITS)
     def _validate_view_state(self, proposal) -> Any:
         """Canonical form of a valid value (e.g. ``-1`` -> ``1``, ``(i, j)`` -> ``[i, j]``, sent back to
         the page if it differs); for nonsense from Python, a warning and the last valid value."""
-        name, value = proposal["trait"].name, proposal["value"]
-        ok, canonical, why = self._check(name, value)
-        if not ok:
-            logger.warning("ignored %s=%r: %s", name, value, why)
-            return self._valid[name]
-        self._valid[name] = canonical
-        return canonical
+        return self._validated(proposal)
 
     @traitlets.observe(*_BROWSER_TRAITS)
     def _on_view_state(self, change) -> None:
@@ -669,17 +547,6 @@ class SensitivityExplorer(PicturedWidget):
             return True, [int(value[0]), int(value[1])], ""
         return False, None, f"must be null or [i, j] with 0 <= i, j < {S}"
 
-    def _on_custom_msg(self, _widget, content, _buffers) -> None:
-        command = content.get("command") if isinstance(content, dict) else None
-        if not isinstance(content, dict) or content.get("type") != "command" or command not in COMMANDS:
-            logger.warning(
-                "ignored front-end message %r; expected {'type': 'command', 'command': one of %s}",
-                content,
-                list(COMMANDS),
-            )
-            return
-        {"pause": self.pause, "resume": self.resume, "stop": self.stop}[command]()
-
     # ------------------------------------------------------------------ helpers
     def _require_snapshot(self):
         snap = self.snapshot
@@ -709,8 +576,6 @@ class SensitivityExplorer(PicturedWidget):
         of = f" of {snap.total}" if snap.total is not None else ""
         return f"{snap.done}{of} samples"
 
-
-_PYTHON_TRAITS = python_traits(SensitivityExplorer, _BROWSER_TRAITS)
 
 
 def _layer_title(layer) -> str:

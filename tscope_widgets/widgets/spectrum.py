@@ -64,7 +64,7 @@ from ..kernels.curvature import HessianOperator
 from ..kernels.lanczos import iter_lanczos
 from ..models.registry import adapt
 from ._codec import to_json_tree
-from ._display import Caption, PicturedWidget, python_traits
+from ._display import Caption, PicturedWidget
 from ._static import format_value
 from ._static_charts import compose_svg, line_chart_svg, matrix_svg
 from ._throttle import Throttle
@@ -291,6 +291,8 @@ class SpectrumWidget(PicturedWidget):
     live_selector = LIVE_VIEW_SELECTOR
     widget_text = WIDGET_TEXT
     picture_waiting = "waiting for the first record…"
+    _browser_traits = _BROWSER_TRAITS
+    _commands = {"stop": "stop_block", "recompute": "recompute_block"}
 
     # View state: the browser may set these; validated in `_validate_view_state`.
     selected_series = traitlets.Any([]).tag(sync=True)
@@ -394,7 +396,6 @@ class SpectrumWidget(PicturedWidget):
                 self._apply_checked(shown, checked)
             else:
                 self._sync_options()
-        self.on_msg(self._on_custom_msg)
         if tracker is not None:
             self._unsubscribe = tracker.subscribe(self._on_history)
 
@@ -804,36 +805,10 @@ class SpectrumWidget(PicturedWidget):
         self.job_elapsed = p.elapsed_s
 
     # ------------------------------------------------------------------ browser input
-    def set_state(self, sync_data):
-        """Apply state from the browser: drop writes to traits only Python sets, and values that make
-        no sense (each with a logged warning), then send the page the values it must show instead."""
-        sync_data = dict(sync_data)
-        refused = sorted(set(sync_data) & _PYTHON_TRAITS)
-        if refused:
-            logger.warning("ignored front-end writes to read-only traits %s", refused)
-        rejected = []
-        for name in _BROWSER_TRAITS:
-            if name in sync_data:
-                ok, _, why = self._check(name, sync_data[name])
-                if not ok:
-                    logger.warning("ignored %s=%r from the front end: %s", name, sync_data[name], why)
-                    rejected.append(name)
-        for name in refused + rejected:
-            del sync_data[name]
-        super().set_state(sync_data)
-        if refused or rejected:
-            self.send_state(refused + rejected)
-
     @traitlets.validate(*_BROWSER_TRAITS)
     def _validate_view_state(self, proposal) -> Any:
         """Canonical form of a valid value; for nonsense from Python, a warning and the last valid value."""
-        name, value = proposal["trait"].name, proposal["value"]
-        ok, canonical, why = self._check(name, value)
-        if not ok:
-            logger.warning("ignored %s=%r: %s", name, value, why)
-            return self._valid[name]
-        self._valid[name] = canonical
-        return canonical
+        return self._validated(proposal)
 
     @traitlets.observe(*_BROWSER_TRAITS)
     def _on_view_state(self, change) -> None:
@@ -877,17 +852,6 @@ class SpectrumWidget(PicturedWidget):
         if isinstance(value, (bool, np.bool_)):
             return True, bool(value), ""
         return False, None, "must be true or false"
-
-    def _on_custom_msg(self, _widget, content, _buffers) -> None:
-        command = content.get("command") if isinstance(content, dict) else None
-        if not isinstance(content, dict) or content.get("type") != "command" or command not in COMMANDS:
-            logger.warning(
-                "ignored front-end message %r; expected {'type': 'command', 'command': one of %s}",
-                content,
-                list(COMMANDS),
-            )
-            return
-        {"stop": self.stop_block, "recompute": self.recompute_block}[command]()
 
     # ------------------------------------------------------------------ static picture
     def _flush_updates(self) -> None:
@@ -1015,6 +979,4 @@ def _eigen_table_html(results: dict[str, dict[str, Any]]) -> str:
         + "</table>"
     )
 
-
-_PYTHON_TRAITS = python_traits(SpectrumWidget, _BROWSER_TRAITS)
 
