@@ -11,6 +11,7 @@
 //
 // Each output showing the widget is followed by a static picture of it (see tscope_widgets/widgets/_display.py);
 // while a view is in the page it hides every picture of its model (lib/picture.js).
+import { viewLifecycle } from "./lib/view.js";
 import { scaleLinear } from "d3-scale";
 import { decode, decodeTree } from "./lib/codec.js";
 import { drawColorbar } from "./lib/colorbar.js";
@@ -107,13 +108,8 @@ function fillSelect(select, options, value, title) {
 }
 
 function render({ model, el }) {
-  const abort = new AbortController();
-  const on = (target, type, fn) => target.addEventListener(type, fn, { signal: abort.signal });
-  const subscriptions = [];
-  const listen = (name, fn) => {
-    model.on(name, fn);
-    subscriptions.push([name, fn]);
-  };
+  const life = viewLifecycle(model);
+  const { on, listen } = life;
 
   // ----- DOM
   const quantitySelect = h("select", { "aria-label": "quantity" });
@@ -165,7 +161,6 @@ function render({ model, el }) {
   let surfaceState = "off"; // off | loading | loading-module | ready | error
   let webglProblem = null;
   let paints = 0;
-  let closed = false;
 
   const quantity = () => model.get("quantity");
   const useLog = () => Boolean(model.get("log_scale"));
@@ -179,7 +174,7 @@ function render({ model, el }) {
   function schedule(...names) {
     if (dirty.size === 0) {
       queueMicrotask(() => {
-        if (closed) return;
+        if (life.closed) return;
         const todo = [...dirty];
         dirty.clear();
         theme = themeColors(root);
@@ -516,7 +511,7 @@ function render({ model, el }) {
     surfaceNote("loading the 3D view…", "loading-module");
     loadSurfaceModule(code)
       .then((module) => {
-        if (closed || model.get("view") !== "3d" || surfaceState !== "loading-module") return;
+        if (life.closed || model.get("view") !== "3d" || surfaceState !== "loading-module") return;
         surfaceHost.replaceChildren();
         surface = module.createSurfaceView(surfaceHost, { ...SURFACE, theme });
         surfaceState = "ready";
@@ -528,7 +523,7 @@ function render({ model, el }) {
           surface.dispose();
           surface = null;
         }
-        if (!closed) surfaceNote(`3D view unavailable: ${err?.message ?? err}. The heatmap (view: heatmap + contours) keeps working.`, "error");
+        if (!life.closed) surfaceNote(`3D view unavailable: ${err?.message ?? err}. The heatmap (view: heatmap + contours) keeps working.`, "error");
       });
   }
 
@@ -721,8 +716,6 @@ function render({ model, el }) {
   for (const name of ["direction_labels", "quantity_titles"]) listen(`change:${name}`, () => schedule("main", "detail"));
   for (const name of STATUS_TRAITS) listen(`change:${name}`, () => schedule("status"));
 
-  const themeObserver = new MutationObserver(() => schedule("main", "detail"));
-  themeObserver.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name"] });
 
   readArrays();
   theme = themeColors(root);
@@ -731,23 +724,9 @@ function render({ model, el }) {
   drawMain();
   drawDetail();
 
-  let attachFrame = 0;
-  const repaintWhenAttached = () => {
-    if (closed) return;
-    if (root.isConnected) schedule("main", "detail");
-    else attachFrame = requestAnimationFrame(repaintWhenAttached);
-  };
-  if (!root.isConnected) attachFrame = requestAnimationFrame(repaintWhenAttached);
-
-  return () => {
-    closed = true;
-    cancelAnimationFrame(attachFrame);
-    for (const [name, fn] of subscriptions) model.off(name, fn);
-    abort.abort();
-    themeObserver.disconnect();
-    closeSurface();
-    root.remove();
-  };
+  life.onDispose(closeSurface);
+  life.repaintWhenNeeded(root, () => schedule("main", "detail"));
+  return life.dispose;
 }
 
 export default { render };

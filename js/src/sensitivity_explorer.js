@@ -10,6 +10,7 @@
 // notebooks reopened without widget state and nbconvert exports; see the Python module). While a view
 // is in the page it hides every picture of its model (`.tscope-static[data-picture-id]`), so a live
 // notebook does not show the heatmap twice; the picture comes back once the view is gone.
+import { viewLifecycle } from "./lib/view.js";
 import { drawAxes, positionLabel } from "./lib/axes.js";
 import { decode, decodeTree } from "./lib/codec.js";
 import { drawColorbar } from "./lib/colorbar.js";
@@ -73,13 +74,8 @@ function fillSelect(select, options, value, title) {
 }
 
 function render({ model, el }) {
-  const abort = new AbortController();
-  const on = (target, type, fn) => target.addEventListener(type, fn, { signal: abort.signal });
-  const subscriptions = [];
-  const listen = (name, fn) => {
-    model.on(name, fn);
-    subscriptions.push([name, fn]);
-  };
+  const life = viewLifecycle(model);
+  const { on, listen } = life;
 
   // ----- DOM
   const layerSelect = h("select", { "aria-label": "layer" });
@@ -123,7 +119,6 @@ function render({ model, el }) {
   let counts = null;
   let layout = null;
   let paints = 0;
-  let closed = false;
 
   const statistic = () => model.get("statistic");
   const useLog = () => Boolean(model.get("log_scale")) && statistic() !== "count";
@@ -139,7 +134,7 @@ function render({ model, el }) {
   function schedule(...names) {
     if (dirty.size === 0) {
       queueMicrotask(() => {
-        if (closed) return;
+        if (life.closed) return;
         const todo = [...dirty];
         dirty.clear();
         theme = themeColors(root); // cheap, and right even if the view was drawn before it was attached
@@ -408,9 +403,6 @@ function render({ model, el }) {
   }
   for (const name of STATUS_TRAITS) listen(`change:${name}`, () => schedule("status"));
 
-  // Light/dark theme switches in JupyterLab change attributes of <body>.
-  const themeObserver = new MutationObserver(() => schedule("main", "detail"));
-  themeObserver.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name"] });
 
   readArrays();
   theme = themeColors(root);
@@ -419,23 +411,8 @@ function render({ model, el }) {
   drawMain();
   drawDetail();
 
-  // A view drawn before it is attached reads empty CSS variables: repaint once it is in the page.
-  let attachFrame = 0;
-  const repaintWhenAttached = () => {
-    if (closed) return;
-    if (root.isConnected) schedule("main", "detail");
-    else attachFrame = requestAnimationFrame(repaintWhenAttached);
-  };
-  if (!root.isConnected) attachFrame = requestAnimationFrame(repaintWhenAttached);
-
-  return () => {
-    closed = true;
-    cancelAnimationFrame(attachFrame);
-    for (const [name, fn] of subscriptions) model.off(name, fn);
-    abort.abort();
-    themeObserver.disconnect();
-    root.remove();
-  };
+  life.repaintWhenNeeded(root, () => schedule("main", "detail"));
+  return life.dispose;
 }
 
 export default { render };

@@ -9,6 +9,7 @@
 //
 // Each output showing the widget is followed by a static picture of it (see tscope_widgets/widgets/_display.py);
 // while a view is in the page it hides every picture of its model (lib/picture.js).
+import { viewLifecycle } from "./lib/view.js";
 import { drawAxes } from "./lib/axes.js";
 import { decodeTree } from "./lib/codec.js";
 import { drawColorbar } from "./lib/colorbar.js";
@@ -144,13 +145,8 @@ function outline(ctx, r, theme, width = 2) {
 }
 
 function render({ model, el }) {
-  const abort = new AbortController();
-  const on = (target, type, fn) => target.addEventListener(type, fn, { signal: abort.signal });
-  const subscriptions = [];
-  const listen = (name, fn) => {
-    model.on(name, fn);
-    subscriptions.push([name, fn]);
-  };
+  const life = viewLifecycle(model);
+  const { on, listen } = life;
   const save = (changes) => {
     for (const [k, v] of Object.entries(changes)) model.set(k, v);
     model.save_changes();
@@ -213,7 +209,6 @@ function render({ model, el }) {
   let normsLayout = null;
   let stepsLayout = null;
   let paints = 0;
-  let closed = false;
 
   const log = () => Boolean(model.get("log_y"));
   const steps = () => (series ? Array.from(series.steps.data) : []);
@@ -244,7 +239,7 @@ function render({ model, el }) {
   function schedule(...names) {
     if (dirty.size === 0) {
       queueMicrotask(() => {
-        if (closed) return;
+        if (life.closed) return;
         const todo = [...dirty];
         dirty.clear();
         theme = themeColors(root); // cheap, and right even if the view was drawn before it was attached
@@ -635,31 +630,13 @@ function render({ model, el }) {
   listen("change:can_compute_blocks", () => schedule("eigen"));
   for (const name of JOB_TRAITS) listen(`change:${name}`, () => schedule("eigen"));
 
-  // Light/dark theme switches in JupyterLab change attributes of <body>.
-  const themeObserver = new MutationObserver(() => schedule(...ALL));
-  themeObserver.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name"] });
 
   readSeries();
   readNorms();
   schedule(...ALL);
 
-  // A view drawn before it is attached reads empty CSS variables: repaint once it is in the page.
-  let attachFrame = 0;
-  const repaintWhenAttached = () => {
-    if (closed) return;
-    if (root.isConnected) schedule(...ALL);
-    else attachFrame = requestAnimationFrame(repaintWhenAttached);
-  };
-  if (!root.isConnected) attachFrame = requestAnimationFrame(repaintWhenAttached);
-
-  return () => {
-    closed = true;
-    cancelAnimationFrame(attachFrame);
-    for (const [name, fn] of subscriptions) model.off(name, fn);
-    abort.abort();
-    themeObserver.disconnect();
-    root.remove();
-  };
+  life.repaintWhenNeeded(root, () => schedule(...ALL));
+  return life.dispose;
 }
 
 export default { render };
