@@ -16,7 +16,7 @@ import { scaleLinear } from "d3-scale";
 import { decode, decodeTree } from "./lib/codec.js";
 import { drawColorbar } from "./lib/colorbar.js";
 import { contourLevels, contourLines } from "./lib/contours.js";
-import { h } from "./lib/dom.js";
+import { fillSelect, h, sizeCanvas } from "./lib/dom.js";
 import { fillRGBA, paintGrid } from "./lib/heatmap.js";
 import { lineChart } from "./lib/lines.js";
 import {
@@ -96,15 +96,6 @@ function webgl2Problem() {
   } catch (err) {
     return String(err?.message ?? err);
   }
-}
-
-function fillSelect(select, options, value, title) {
-  const key = JSON.stringify(options);
-  if (select.dataset.options !== key) {
-    select.replaceChildren(...options.map((o, k) => h("option", { value: String(k) }, title(o))));
-    select.dataset.options = key;
-  }
-  select.value = String(Math.max(0, options.indexOf(value)));
 }
 
 function render({ model, el }) {
@@ -233,19 +224,6 @@ function render({ model, el }) {
     root.dataset.paints = String(paints); // a marker for browser tests: bumps after every repaint
   }
 
-  function sizeCanvas(width, height) {
-    const dpr = window.devicePixelRatio || 1;
-    canvas.width = Math.round(width * dpr);
-    canvas.height = Math.round(height * dpr);
-    canvas.style.width = `${width}px`;
-    canvas.style.height = `${height}px`;
-    const ctx = canvas.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.fillStyle = theme.bg;
-    ctx.fillRect(0, 0, width, height);
-    return ctx;
-  }
-
   function domainOf(values) {
     return colorDomain(values, useLog());
   }
@@ -253,7 +231,7 @@ function render({ model, el }) {
   function drawHeatmap() {
     if (!grid) {
       layout = scales = null;
-      const ctx = sizeCanvas(PLOT.width + MARGIN.left + MARGIN.right, 60);
+      const ctx = sizeCanvas(canvas, PLOT.width + MARGIN.left + MARGIN.right, 60, theme.bg);
       ctx.fillStyle = theme.fg2;
       ctx.font = `12px ${theme.font}`;
       ctx.fillText("waiting for the first row…", 12, 30);
@@ -262,7 +240,7 @@ function render({ model, el }) {
     const { A, B, alphas, betas, values } = grid;
     layout = gridLayout({ A, B, ...PLOT, margin: MARGIN });
     scales = gridScales(layout, alphas, betas);
-    const ctx = sizeCanvas(layout.totalWidth, layout.totalHeight);
+    const ctx = sizeCanvas(canvas, layout.totalWidth, layout.totalHeight, theme.bg);
     const log = useLog();
     const domain = domainOf(values);
     const image = gridImage(values, A, B);
@@ -549,15 +527,8 @@ function render({ model, el }) {
 
   function drawSurfaceBar(domain) {
     const [width, height] = [96, SURFACE.height];
-    const dpr = window.devicePixelRatio || 1;
-    surfaceBar.width = Math.round(width * dpr);
-    surfaceBar.height = Math.round(height * dpr);
-    surfaceBar.style.width = `${width}px`;
-    surfaceBar.style.height = `${height}px`;
     surfaceBar.style.display = "";
-    const ctx = surfaceBar.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, width, height);
+    const ctx = sizeCanvas(surfaceBar, width, height);
     const log = useLog();
     drawColorbar(ctx, { x: 4, y: 40, width: 12, height: height - 80, lut: LUT, domain, log, title: quantityTitle() + (log ? " (log)" : ""), theme });
   }

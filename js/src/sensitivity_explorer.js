@@ -14,7 +14,7 @@ import { viewLifecycle } from "./lib/view.js";
 import { drawAxes, positionLabel } from "./lib/axes.js";
 import { decode, decodeTree } from "./lib/codec.js";
 import { drawColorbar } from "./lib/colorbar.js";
-import { h } from "./lib/dom.js";
+import { fillSelect, h, sizeCanvas } from "./lib/dom.js";
 import { cellAt, cellRect, fillRGBA, heatmapLayout, paintGrid } from "./lib/heatmap.js";
 import { histogramBins, histogramChart } from "./lib/histogram.js";
 import { lineChart } from "./lib/lines.js";
@@ -63,15 +63,6 @@ const CSS = `
 `;
 
 const layerTitle = (layer) => (layer === "final" ? "final norm" : `layer ${layer}`);
-
-function fillSelect(select, options, value, title) {
-  const key = JSON.stringify(options);
-  if (select.dataset.options !== key) {
-    select.replaceChildren(...options.map((o, k) => h("option", { value: String(k) }, title(o))));
-    select.dataset.options = key;
-  }
-  select.value = String(Math.max(0, options.indexOf(value)));
-}
 
 function render({ model, el }) {
   const life = viewLifecycle(model);
@@ -172,23 +163,10 @@ function render({ model, el }) {
     root.dataset.paints = String(paints); // a marker for browser tests: bumps after every repaint
   }
 
-  function sizeCanvas(width, height) {
-    const dpr = window.devicePixelRatio || 1;
-    canvas.width = Math.round(width * dpr);
-    canvas.height = Math.round(height * dpr);
-    canvas.style.width = `${width}px`;
-    canvas.style.height = `${height}px`;
-    const ctx = canvas.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.fillStyle = theme.bg;
-    ctx.fillRect(0, 0, width, height);
-    return ctx;
-  }
-
   function drawHeatmap() {
     if (!heat) {
       layout = null;
-      const ctx = sizeCanvas(420, 60);
+      const ctx = sizeCanvas(canvas, 420, 60, theme.bg);
       ctx.fillStyle = theme.fg2;
       ctx.font = `12px ${theme.font}`;
       ctx.fillText("waiting for the first batch…", 12, 30);
@@ -196,7 +174,7 @@ function render({ model, el }) {
     }
     const [rows, cols] = heat.shape;
     layout = heatmapLayout({ rows, cols, margin: MARGIN });
-    const ctx = sizeCanvas(layout.totalWidth, layout.totalHeight);
+    const ctx = sizeCanvas(canvas, layout.totalWidth, layout.totalHeight, theme.bg);
     const log = useLog();
     const domain = colorDomain(heat.data, log);
     const rgba = fillRGBA(new Uint8ClampedArray(4 * rows * cols), heat.data, colorIndexer(domain, { log }), LUT, {

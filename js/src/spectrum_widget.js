@@ -13,7 +13,7 @@ import { viewLifecycle } from "./lib/view.js";
 import { drawAxes } from "./lib/axes.js";
 import { decodeTree } from "./lib/codec.js";
 import { drawColorbar } from "./lib/colorbar.js";
-import { h } from "./lib/dom.js";
+import { h, sizeCanvas } from "./lib/dom.js";
 import { cellAt, cellRect, fillRGBA, heatmapLayout, paintGrid } from "./lib/heatmap.js";
 import { multiLineChart, seriesColor } from "./lib/multiline.js";
 import { pictureHidingCSS } from "./lib/picture.js";
@@ -66,20 +66,6 @@ const CSS = `
   border-bottom: 1px solid var(--jp-border-color2, #e0e0e0); }
 .tscope-spectrum svg.tscope-chart { display: block; overflow: visible; }
 `;
-
-/** Canvas of `width x height` CSS pixels at the device pixel ratio, cleared to the background. */
-function sizeCanvas(canvas, width, height, theme) {
-  const dpr = window.devicePixelRatio || 1;
-  canvas.width = Math.round(width * dpr);
-  canvas.height = Math.round(height * dpr);
-  canvas.style.width = `${width}px`;
-  canvas.style.height = `${height}px`;
-  const ctx = canvas.getContext("2d");
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.fillStyle = theme.bg;
-  ctx.fillRect(0, 0, width, height);
-  return ctx;
-}
 
 /** Lines between groups of rows and columns, and brackets with the group names (left and below). */
 function drawGroups(ctx, layout, spans, margins, theme, { columns = true } = {}) {
@@ -415,7 +401,7 @@ function render({ model, el }) {
     const margins = blockMapMargins(labels);
     normsLayout = heatmapLayout({ rows: G, cols: G, maxSize: 360, maxCell: 28, margin: margins });
     const L = normsLayout;
-    const ctx = sizeCanvas(normsCanvas, L.totalWidth, Math.max(L.totalHeight, L.y + 80 + margins.bottom), theme);
+    const ctx = sizeCanvas(normsCanvas, L.totalWidth, Math.max(L.totalHeight, L.y + 80 + margins.bottom), theme.bg);
     const domain = paintMatrix(ctx, L, norms.frobenius.data);
     const a = labels.indexOf(model.get("selected_block"));
     if (a >= 0) outline(ctx, cellRect(L, a, a), theme);
@@ -456,7 +442,7 @@ function render({ model, el }) {
       margin: { left: margins.left, top: 8, right: 96, bottom: 70 },
     });
     const L = stepsLayout;
-    const ctx = sizeCanvas(stepsCanvas, L.totalWidth, Math.max(L.totalHeight, L.y + 80 + 70), theme);
+    const ctx = sizeCanvas(stepsCanvas, L.totalWidth, Math.max(L.totalHeight, L.y + 80 + 70), theme.bg);
     const domain = paintMatrix(ctx, L, series.block_lambda_max.data);
     const xs = series.steps.data;
     const p = picked();

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import copy
 import io
-import json
 import logging
 import math
 import re
@@ -22,12 +21,12 @@ from IPython.utils.capture import capture_output
 from PIL import Image
 
 from tests.model_zoo import tiny
+from tests.widgets.comm import Wire, browser_command, browser_update
 from tests.widgets.pictures import heatmaps, picture_svgs
 from tscope_widgets.jobs import default_num_threads
 from tscope_widgets.kernels.landscape import LandscapeSlice, quadratic_model, random_direction
 from tscope_widgets.models.registry import adapt
 from tscope_widgets.widgets import landscape as landscape_module
-from tscope_widgets.widgets._codec import array_from_json
 from tscope_widgets.widgets._landscape_static import contour_levels, contour_lines, nice_ticks
 from tscope_widgets.widgets._static import PALETTE, color_domain, color_indices, stand_in_style
 from tscope_widgets.widgets.landscape import WIDGET_TEXT, LandscapeWidget
@@ -65,53 +64,6 @@ def loss_at(model, ids, d1, d2, alpha: float, beta: float) -> float:
             p += alpha * d1[name].to(p.dtype) + beta * d2[name].to(p.dtype)
     with torch.no_grad():
         return float(adapt(m).loss({"input_ids": ids}))
-
-
-class Wire:
-    """Records the comm messages a widget sends (what the browser would receive)."""
-
-    def __init__(self, widget):
-        self.messages: list[tuple[dict, list]] = []
-        self.threads: list[str] = []
-        widget.comm.publish_msg = self._publish
-
-    def _publish(self, msg_type, data=None, metadata=None, buffers=None, **_):
-        if msg_type == "comm_msg" and data.get("method") == "update":
-            json.dumps(data["state"], allow_nan=False)  # Jupyter's serializer refuses NaN
-            self.messages.append((data, list(buffers or [])))
-            self.threads.append(threading.current_thread().name)
-
-    def updates(self, key: str) -> list:
-        """Decoded values of ``key`` in the recorded update messages, oldest first."""
-        return [_put_back(d, b)[key] for d, b in self.messages if key in d["state"]]
-
-
-def _put_back(data: dict, buffers: list) -> dict:
-    """The state with buffers put back at their paths and arrays decoded (as the JS does)."""
-    state = json.loads(json.dumps(data["state"]))
-    for path, buf in zip(data["buffer_paths"], buffers, strict=True):
-        node = state
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = bytes(buf)
-
-    def decode(value):
-        if isinstance(value, dict) and {"view", "dtype", "shape"} <= value.keys():
-            return array_from_json(value)
-        if isinstance(value, dict):
-            return {k: decode(v) for k, v in value.items()}
-        return value
-
-    return {k: decode(v) for k, v in state.items()}
-
-
-def browser_update(widget, **state) -> None:
-    """Deliver a state update as the front end's comm message would."""
-    widget._handle_msg({"content": {"data": {"method": "update", "state": state, "buffer_paths": []}}, "buffers": []})
-
-
-def browser_command(widget, content) -> None:
-    widget._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
 
 
 def synthetic_kernel(delay: float = 0.0, fail_after: int | None = None, started: threading.Event | None = None):

@@ -4,7 +4,6 @@ errors, pause/resume/stop, export. No browser: messages are captured where the c
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
 import time
@@ -16,11 +15,11 @@ from bokeh.models import GridPlot
 from bokeh.plotting import figure
 
 from tests.model_zoo import tiny
+from tests.widgets.comm import Wire, browser_command, browser_update
 from tscope_widgets.export import load_extra_tensors, load_statistics
 from tscope_widgets.jobs import default_num_threads
 from tscope_widgets.widgets import SensitivityExplorer
 from tscope_widgets.widgets import sensitivity as explorer_module
-from tscope_widgets.widgets._codec import array_from_json
 
 N, S = 16, 5
 LABELS = ["<s>", "a", "b", "a", "b"]
@@ -50,57 +49,6 @@ def finished(model, ids):
 @pytest.fixture(scope="module")
 def real_snapshot(finished):
     return finished.snapshot
-
-
-class Wire:
-    """Records the comm messages a widget sends (what the browser would receive)."""
-
-    def __init__(self, widget):
-        self.messages: list[tuple[dict, list]] = []
-        self.threads: list[str] = []
-        widget.comm.publish_msg = self._publish
-
-    def _publish(self, msg_type, data=None, metadata=None, buffers=None, **_):
-        if msg_type == "comm_msg" and data.get("method") == "update":
-            json.dumps(data["state"], allow_nan=False)  # Jupyter's serializer refuses NaN
-            self.messages.append((data, list(buffers or [])))
-            self.threads.append(threading.current_thread().name)
-
-    def updates(self, key: str) -> list:
-        """Decoded values of ``key`` in the recorded update messages, oldest first."""
-        out = []
-        for data, buffers in self.messages:
-            if key in data["state"]:
-                out.append(_put_back(data, buffers)[key])
-        return out
-
-
-def _put_back(data: dict, buffers: list) -> dict:
-    """The state with buffers put back at their paths and arrays decoded (as the JS does)."""
-    state = json.loads(json.dumps(data["state"]))
-    for path, buf in zip(data["buffer_paths"], buffers, strict=True):
-        node = state
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = bytes(buf)
-
-    def decode(value):
-        if isinstance(value, dict) and {"view", "dtype", "shape"} <= value.keys():
-            return array_from_json(value)
-        if isinstance(value, dict):
-            return {k: decode(v) for k, v in value.items()}
-        return value
-
-    return {k: decode(v) for k, v in state.items()}
-
-
-def browser_update(widget, **state) -> None:
-    """Deliver a state update as the front end's comm message would."""
-    widget._handle_msg({"content": {"data": {"method": "update", "state": state, "buffer_paths": []}}, "buffers": []})
-
-
-def browser_command(widget, content) -> None:
-    widget._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
 
 
 def f32(t: torch.Tensor) -> np.ndarray:
@@ -284,7 +232,7 @@ def test_updates_come_from_the_job_thread_and_need_no_main_thread(model, ids):
         time.sleep(0.01)
     assert w.status == "done" and w.done == N
     assert seen_in and main not in seen_in and all(name.startswith("tscope-job-") for name in seen_in)
-    job_sent = [t for t, (d, _) in zip(wire.threads, wire.messages, strict=True) if "heat" in d["state"]]
+    job_sent = wire.threads("heat")
     assert job_sent and all(t.startswith("tscope-job-") for t in job_sent)
 
 

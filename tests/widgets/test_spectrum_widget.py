@@ -5,7 +5,6 @@ No browser: messages are captured where the comm would send them."""
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import threading
 import time
@@ -18,11 +17,11 @@ from bokeh.models import Column
 from IPython.utils.capture import capture_output
 
 from tests.model_zoo import tiny
+from tests.widgets.comm import Wire, browser_command, browser_update, put_back
 from tests.widgets.pictures import heatmaps, picture_svgs
 from tscope_widgets.kernels.blocks import block_norms
 from tscope_widgets.kernels.tracking import SpectrumHistory, SpectrumTracker
 from tscope_widgets.widgets import spectrum as spectrum_module
-from tscope_widgets.widgets._codec import array_from_json
 from tscope_widgets.widgets._static import color_domain, color_indices, format_value, stand_in_style
 from tscope_widgets.widgets._throttle import Throttle
 from tscope_widgets.widgets.spectrum import WIDGET_TEXT, SpectrumWidget
@@ -85,60 +84,12 @@ class FakeTracker:
             cb(history.copy() if isinstance(history, SpectrumHistory) else history)
 
 
-class Wire:
-    """Records the comm messages a widget sends (what the browser would receive)."""
-
-    def __init__(self, widget):
-        self.messages: list[tuple[dict, list, str, float]] = []
-        widget.comm.publish_msg = self._publish
-
-    def _publish(self, msg_type, data=None, metadata=None, buffers=None, **_):
-        if msg_type == "comm_msg" and data.get("method") == "update":
-            json.dumps(data["state"], allow_nan=False)  # Jupyter's serializer refuses NaN
-            self.messages.append((data, list(buffers or []), threading.current_thread().name, time.monotonic()))
-
-    def updates(self, key: str) -> list:
-        """Decoded values of ``key`` in the recorded update messages, oldest first."""
-        return [_put_back(d, b)[key] for d, b, _, _ in self.messages if key in d["state"]]
-
-    def threads(self, key: str) -> list[str]:
-        return [t for d, _, t, _ in self.messages if key in d["state"]]
-
-
-def _put_back(data: dict, buffers: list) -> dict:
-    """The state with buffers put back at their paths and arrays decoded (as the JS does)."""
-    state = json.loads(json.dumps(data["state"]))
-    for path, buf in zip(data["buffer_paths"], buffers, strict=True):
-        node = state
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = bytes(buf)
-
-    def decode(value):
-        if isinstance(value, dict) and {"view", "dtype", "shape"} <= value.keys():
-            return array_from_json(value)
-        if isinstance(value, dict):
-            return {k: decode(v) for k, v in value.items()}
-        return value
-
-    return {k: decode(v) for k, v in state.items()}
-
-
-def browser_update(widget, **state) -> None:
-    """Deliver a state update as the front end's comm message would."""
-    widget._handle_msg({"content": {"data": {"method": "update", "state": state, "buffer_paths": []}}, "buffers": []})
-
-
-def browser_command(widget, content) -> None:
-    widget._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
-
-
 def wire_state(widget, key: str):
     """What the page receives for ``key`` now (encoded like a sync, then decoded)."""
     from ipywidgets.widgets.widget import _remove_buffers
 
     state, buffer_paths, buffers = _remove_buffers(widget.get_state(key))
-    return _put_back({"state": state, "buffer_paths": buffer_paths}, buffers)[key]
+    return put_back({"state": state, "buffer_paths": buffer_paths}, buffers)[key]
 
 
 def wait_until(predicate, timeout: float = WAIT) -> bool:
@@ -382,7 +333,7 @@ def test_updates_reach_the_page_while_the_loop_cell_keeps_the_main_thread_busy()
     time.sleep(1.0)  # the loop is busy computing: no further call into the widget
     steps = [len(s["steps"]) for s in wire.updates("series")]
     assert steps == [2, 3]
-    trailing = [t for d, _, _, t in wire.messages if "series" in d["state"]][-1]
+    trailing = wire.times("series")[-1]
     assert trailing - sent_at < 0.9 and wire.threads("series")[-1] == "tscope-spectrum-trailing"
     w.close()
 

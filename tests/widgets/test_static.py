@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 from PIL import Image
 
@@ -160,14 +159,6 @@ def test_stand_in_style_pairs_the_picture_with_the_output_before_it():
     for bad in ("", 'x"]{}', "a b", "x" * 129, None):
         with pytest.raises(ValueError, match="picture_id"):
             stand_in_style(bad, ".live")
-
-
-@pytest.fixture
-def kernel_shell(monkeypatch):
-    """An IPython shell that looks like a Jupyter kernel's (the explorer then keeps its display ids)."""
-    shell = InteractiveShell.instance()
-    monkeypatch.setattr(shell, "kernel", object(), raising=False)
-    return shell
 
 
 def test_explorer_displays_its_view_then_its_picture_and_updates_the_picture(kernel_shell):
