@@ -103,13 +103,13 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+
+from _harness import environment, spawn
 
 METHODS = ["ours", "curvlinops", "he", "pyhessian"]
 TASKS = ["eig", "asym", "trace", "density", "route"]
@@ -885,43 +885,6 @@ def child(method: str, spec: dict) -> dict:
 
 
 # ----- parent ------------------------------------------------------------------------------------------
-def spawn(args: list[str]) -> dict | None:
-    """Run a child; its progress lines (stderr) pass through, its last stdout line is the JSON result."""
-    res = subprocess.run([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True, check=False)
-    if res.returncode:
-        print(f"{' '.join(args)[:200]} failed (exit {res.returncode}); its stderr is above", file=sys.stderr)
-        return None
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def environment() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    import torch
-    import transformers
-
-    def ver(dist: str) -> str:
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            return "not installed"
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "scipy": ver("scipy"),
-        "curvlinops": ver("curvlinops-for-pytorch"),
-        "hessian-eigenthings": ver("hessian-eigenthings"),
-        "pyhessian": ver("pyhessian"),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "cpus": os.cpu_count(),
-        "threads": int(os.environ.get("BENCH_THREADS", "1")),
-        "load_average_start": os.getloadavg(),
-        "machine": platform.machine(),
-    }
-
-
 def fmt(x, spec=".1e") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
@@ -1228,7 +1191,7 @@ def main(argv=None) -> None:
         cfg["seeds"] = args.seeds
     if args.quick:
         args.repeats, args.route_repeats = 1, 3
-    env = environment()
+    env = environment("scipy", "curvlinops-for-pytorch", "hessian-eigenthings", "pyhessian")
     print(f"environment: {env}", file=sys.stderr)
     devices = ["cpu"]
     if args.gpu:
@@ -1249,7 +1212,7 @@ def main(argv=None) -> None:
                 "crosscheck": not args.no_crosscheck,
                 "study": "trace" in args.tasks,
             }
-            prep = spawn(["--prepare", json.dumps(spec)])
+            prep = spawn(__file__, ["--prepare", json.dumps(spec)], pass_stderr=True)
             if prep is None:
                 raise SystemExit("preparing the reference failed")
             print(f"reference ready: {prep['params']} parameters", file=sys.stderr, flush=True)
@@ -1264,7 +1227,7 @@ def main(argv=None) -> None:
                 "route_repeats": args.route_repeats,
                 "devices": devices,
             }
-            res = spawn(["--child", m, json.dumps(spec)])
+            res = spawn(__file__, ["--child", m, json.dumps(spec)], pass_stderr=True)
             if res:
                 rows.extend(res["rows"])
                 print(f"{m}: {len(res['rows'])} rows", file=sys.stderr, flush=True)

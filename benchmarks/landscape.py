@@ -65,9 +65,10 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
+
+from _harness import environment, spawn
 
 METHODS = ["bare", "bare_copy", "plain", "ll_plane", "ll_random", "ours", "ours_p1"]
 LABELS = {
@@ -311,39 +312,6 @@ def child(method: str, n: int, repeats: int, device: str) -> dict:
     return row
 
 
-def spawn(args: list[str]) -> dict | None:
-    res = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
-    if res.returncode:
-        print(f"{' '.join(args)} failed:\n{res.stderr[-3000:]}", file=sys.stderr)
-        return None
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def environment() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    import torch
-    import transformers
-
-    def ver(dist: str) -> str:
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            return "not installed"
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "loss-landscapes": ver("loss-landscapes"),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "cpus": os.cpu_count(),
-        "threads": int(os.environ.get("BENCH_THREADS", "1")),
-        "load_average_start": os.getloadavg(),
-        "machine": platform.machine(),
-    }
-
-
 def grid_differences(row: dict, ours: dict) -> tuple[float, float | None]:
     """Max |row - ours| on the documented grid, and (loss-landscapes) on the points it actually evaluates."""
     import numpy as np
@@ -470,7 +438,7 @@ def main(argv=None) -> None:
         return
     if args.quick:
         args.n, args.repeats = 5, 1
-    env = environment()
+    env = environment("loss-landscapes")
     print(f"environment: {env}", file=sys.stderr)
     devices = ["cpu"]
     if args.gpu:
@@ -480,7 +448,7 @@ def main(argv=None) -> None:
     rows = []
     for dev in devices:
         for m in args.methods:
-            row = spawn(["--child", m, str(args.n), str(args.repeats), dev])
+            row = spawn(__file__, ["--child", m, str(args.n), str(args.repeats), dev])
             if row:
                 rows.append(row)
                 msg = row.get("error") or f"{row['seconds']:.3f} s (cpu {row['cpu_seconds']:.3f} s)"

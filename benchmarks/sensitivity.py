@@ -47,12 +47,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
+
+from _harness import environment, spawn
 
 METHODS = ["a", "b", "b2", "b3", "c", "d", "e"]
 LOOPS = {"a", "b", "b2", "c"}  # per-sample Python loops: may be timed on a subset of samples
@@ -278,29 +278,6 @@ def gpu_child(seq: int, batch: int, method: str, repeats: int, layers: str, devi
     }
 
 
-def spawn(args: list[str]) -> dict | None:
-    res = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
-    if res.returncode:
-        print(f"{' '.join(args)} failed:\n{res.stderr[-3000:]}", file=sys.stderr)
-        return None
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def environment() -> dict:
-    import torch
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "cpus": os.cpu_count(),
-        "threads": int(os.environ.get("BENCH_THREADS", "2")),
-        "load_average_start": os.getloadavg(),
-        "machine": platform.machine(),
-    }
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batches", type=int, nargs="+", default=[8, 32])
@@ -332,13 +309,14 @@ def main(argv=None) -> None:
         seq, b, m, r, layers, device = args.gpu_child
         print(json.dumps(gpu_child(int(seq), int(b), m, int(r), layers, device)))
         return
-    env = environment()
+    env = environment(default_threads=2)
     print(f"environment: {env}", file=sys.stderr)
     if args.gpu_config:
         rows = []
         for seq in args.gpu_seqs:
             for m in ("d", "e"):
                 row = spawn(
+                    __file__,
                     [
                         "--gpu-child",
                         str(seq),
@@ -347,7 +325,7 @@ def main(argv=None) -> None:
                         str(args.repeats),
                         args.gpu_layers,
                         args.gpu_device,
-                    ]
+                    ],
                 )
                 if row:
                     rows.append(row)
@@ -364,7 +342,7 @@ def main(argv=None) -> None:
             for m in args.methods:
                 reps = args.loop_repeats if m in LOOPS else args.repeats
                 frozen = "1" if args.frozen_peers else "0"
-                row = spawn(["--child", m, dt, str(b), str(reps), str(args.max_loop_seconds), "auto", frozen])
+                row = spawn(__file__, ["--child", m, dt, str(b), str(reps), str(args.max_loop_seconds), "auto", frozen])
                 if row:
                     rows.append(row)
                     print(
@@ -378,7 +356,8 @@ def main(argv=None) -> None:
     if args.chunk_sweep or args.quick:
         for dt in args.dtypes:
             for c in [*args.chunk_sizes, "auto"]:
-                row = spawn(["--child", "d", dt, str(min(8, *args.batches)), str(args.repeats), "0", str(c), "0"])
+                sweep_args = ["--child", "d", dt, str(min(8, *args.batches)), str(args.repeats), "0", str(c), "0"]
+                row = spawn(__file__, sweep_args)
                 if row:
                     row["chunk_size"] = c
                     sweep.append(row)
