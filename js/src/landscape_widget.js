@@ -11,6 +11,7 @@
 //
 // Each output showing the widget is followed by a static picture of it (see tscope_widgets/widgets/_display.py);
 // while a view is in the page it hides every picture of its model (lib/picture.js).
+import { baseCss } from "./lib/style.js";
 import { viewLifecycle } from "./lib/view.js";
 import { scaleLinear } from "d3-scale";
 import { decode, decodeTree } from "./lib/codec.js";
@@ -46,17 +47,7 @@ const CONTOUR_COUNT = 10;
 const TRAJECTORY_COLOR = "#e91e63"; // as in the static picture and the Bokeh export
 const MODEL_COLOR = "#ff7f0e"; // the quadratic model on the slices
 
-const CSS = `
-.tscope-landscape { font-family: var(--jp-ui-font-family, system-ui, sans-serif);
-  font-size: var(--jp-ui-font-size1, 13px); color: var(--jp-ui-font-color1, #1f1f1f); }
-.tscope-landscape .tscope-toolbar { display: flex; flex-wrap: wrap; gap: 6px 12px; align-items: center; }
-.tscope-landscape label { display: inline-flex; gap: 4px; align-items: center; }
-.tscope-landscape select, .tscope-landscape button { font: inherit; color: inherit;
-  background: var(--jp-layout-color1, #fff); border: 1px solid var(--jp-border-color1, #bdbdbd);
-  border-radius: 2px; padding: 1px 6px; }
-.tscope-landscape button:disabled { opacity: 0.4; }
-.tscope-landscape .tscope-status { color: var(--jp-ui-font-color2, #616161); margin: 4px 0 6px; min-height: 1.3em; }
-.tscope-landscape .tscope-status.tscope-error { color: var(--jp-error-color1, #d32f2f); }
+const CSS = `${baseCss(".tscope-landscape")}
 .tscope-landscape .tscope-main { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
 .tscope-landscape .tscope-plot { position: relative; }
 .tscope-landscape .tscope-heatmap { display: block; cursor: crosshair; }

@@ -10,6 +10,7 @@
 // notebooks reopened without widget state and nbconvert exports; see the Python module). While a view
 // is in the page it hides every picture of its model (`.tscope-static[data-picture-id]`), so a live
 // notebook does not show the heatmap twice; the picture comes back once the view is gone.
+import { baseCss } from "./lib/style.js";
 import { viewLifecycle } from "./lib/view.js";
 import { drawAxes, positionLabel } from "./lib/axes.js";
 import { decode, decodeTree } from "./lib/codec.js";
@@ -37,17 +38,7 @@ const STAT_TITLES = {
 const VIEW_TITLES = { matrix: "matrix i × j", offset: "offset i − j" };
 const STATUS_TRAITS = ["status", "message", "done", "total", "rate", "eta", "elapsed"];
 
-const CSS = `
-.tscope-explorer { font-family: var(--jp-ui-font-family, system-ui, sans-serif);
-  font-size: var(--jp-ui-font-size1, 13px); color: var(--jp-ui-font-color1, #1f1f1f); }
-.tscope-explorer .tscope-toolbar { display: flex; flex-wrap: wrap; gap: 6px 12px; align-items: center; }
-.tscope-explorer label { display: inline-flex; gap: 4px; align-items: center; }
-.tscope-explorer select, .tscope-explorer button { font: inherit; color: inherit;
-  background: var(--jp-layout-color1, #fff); border: 1px solid var(--jp-border-color1, #bdbdbd);
-  border-radius: 2px; padding: 1px 6px; }
-.tscope-explorer button:disabled { opacity: 0.4; }
-.tscope-explorer .tscope-status { color: var(--jp-ui-font-color2, #616161); margin: 4px 0 6px; min-height: 1.3em; }
-.tscope-explorer .tscope-status.tscope-error { color: var(--jp-error-color1, #d32f2f); }
+const CSS = `${baseCss(".tscope-explorer")}
 .tscope-explorer .tscope-main { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
 .tscope-explorer .tscope-plot { position: relative; }
 .tscope-explorer .tscope-heatmap { display: block; cursor: crosshair; }

@@ -9,6 +9,7 @@
 //
 // Each output showing the widget is followed by a static picture of it (see tscope_widgets/widgets/_display.py);
 // while a view is in the page it hides every picture of its model (lib/picture.js).
+import { baseCss } from "./lib/style.js";
 import { viewLifecycle } from "./lib/view.js";
 import { drawAxes } from "./lib/axes.js";
 import { decodeTree } from "./lib/codec.js";
@@ -35,15 +36,9 @@ const LUT = colormapLUT("viridis", 256); // read-only table shared by all views
 const GRAD_NORM_PREFIX = "grad_norm:";
 const JOB_TRAITS = ["job_status", "job_message", "job_done", "job_total", "job_rate", "job_eta", "job_elapsed"];
 
-const CSS = `
-.tscope-spectrum { position: relative; font-family: var(--jp-ui-font-family, system-ui, sans-serif);
-  font-size: var(--jp-ui-font-size1, 13px); color: var(--jp-ui-font-color1, #1f1f1f); }
-.tscope-spectrum .tscope-toolbar { display: flex; flex-wrap: wrap; gap: 6px 14px; align-items: center; }
-.tscope-spectrum label { display: inline-flex; gap: 4px; align-items: center; }
-.tscope-spectrum select, .tscope-spectrum button { font: inherit; color: inherit;
-  background: var(--jp-layout-color1, #fff); border: 1px solid var(--jp-border-color1, #bdbdbd);
-  border-radius: 2px; padding: 1px 6px; }
-.tscope-spectrum button:disabled { opacity: 0.4; }
+const CSS = `${baseCss(".tscope-spectrum")}
+.tscope-spectrum { position: relative; }
+.tscope-spectrum .tscope-toolbar { gap: 6px 14px; }
 .tscope-spectrum details.tscope-series { position: relative; }
 .tscope-spectrum details.tscope-series summary { cursor: pointer; }
 .tscope-spectrum details.tscope-series > div { position: absolute; z-index: 20; min-width: 240px; max-height: 320px;
@@ -51,8 +46,6 @@ const CSS = `
   border: 1px solid var(--jp-border-color1, #bdbdbd); box-shadow: 0 1px 3px rgba(0, 0, 0, 0.25); }
 .tscope-spectrum details.tscope-series h5 { margin: 4px 0 2px; font-size: 11px; color: var(--jp-ui-font-color2, #616161); }
 .tscope-spectrum details.tscope-series label { display: flex; }
-.tscope-spectrum .tscope-status { color: var(--jp-ui-font-color2, #616161); margin: 4px 0 6px; min-height: 1.3em; }
-.tscope-spectrum .tscope-status.tscope-error { color: var(--jp-error-color1, #d32f2f); }
 .tscope-spectrum .tscope-row { display: flex; flex-wrap: wrap; gap: 10px 16px; align-items: flex-start; }
 .tscope-spectrum .tscope-panel h4 { margin: 0 0 2px; font-size: 12px; font-weight: 600; }
 .tscope-spectrum canvas { display: block; cursor: pointer; }

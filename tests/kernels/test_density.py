@@ -7,40 +7,14 @@ import math
 import pytest
 import torch
 
+from tests.kernels.spectra import F64, Recording, gen, symmetric
 from tscope_widgets.kernels.density import iter_slq, slq_density
-from tscope_widgets.kernels.operator import LinearOperator
-
-F64 = torch.float64
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _symmetric(eigenvalues: torch.Tensor, seed: int) -> torch.Tensor:
-    """``Q diag(λ) Q^T`` with a random orthogonal ``Q``."""
-    n = eigenvalues.numel()
-    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=_gen(seed), dtype=eigenvalues.dtype))
-    return (Q * eigenvalues) @ Q.T
-
-
-class _Recording(LinearOperator):
-    """A dense operator that records the number of columns of every product."""
-
-    def __init__(self, matrix: torch.Tensor):
-        super().__init__(tuple(matrix.shape), matrix.dtype, matrix.device)
-        self.matrix = matrix
-        self.columns: list[int] = []
-
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        self.columns.append(V.shape[1])
-        return self.matrix @ V
 
 
 def test_gauss_quadrature_is_exact_up_to_degree_2m_minus_1():
     lam = torch.linspace(-1.5, 2.0, 40, dtype=F64)
     A = torch.diag(lam)
-    probes = torch.randn(40, 3, generator=_gen(0), dtype=F64)
+    probes = torch.randn(40, 3, generator=gen(0), dtype=F64)
     m = 6
     density = slq_density(A, num_probes=3, num_steps=m, probes=probes)
     v = probes / probes.norm(dim=0)
@@ -56,10 +30,10 @@ def test_gauss_quadrature_is_exact_up_to_degree_2m_minus_1():
 
 
 def test_full_length_recovers_the_eigenvalues_and_the_probe_weights():
-    lam = torch.cat([torch.tensor([-3.0, 6.0], dtype=F64), torch.rand(23, generator=_gen(1), dtype=F64)])
-    A = _symmetric(lam, 2)
+    lam = torch.cat([torch.tensor([-3.0, 6.0], dtype=F64), torch.rand(23, generator=gen(1), dtype=F64)])
+    A = symmetric(lam, 2)
     evals, evecs = torch.linalg.eigh(A)
-    density = slq_density(A, num_probes=4, num_steps=100, distribution="gaussian", generator=_gen(3))
+    density = slq_density(A, num_probes=4, num_steps=100, distribution="gaussian", generator=gen(3))
     assert density.nodes.shape == (4, 25)  # num_steps capped at N
     torch.testing.assert_close(density.nodes, evals.expand(4, -1), rtol=0, atol=1e-10)
     assert density.num_matvecs == 4 * 25
@@ -68,20 +42,20 @@ def test_full_length_recovers_the_eigenvalues_and_the_probe_weights():
 def test_negative_mass_matches_the_fraction_of_negative_eigenvalues():
     # 30% negative; the error is the probe noise (std ~0.01 for 10 probes) plus the quadrature's
     # resolution near 0 (about the weight of one node); 0.05 is 5 standard deviations
-    g = _gen(4)
+    g = gen(4)
     lam = torch.cat([-torch.rand(120, generator=g, dtype=F64), 2 * torch.rand(280, generator=g, dtype=F64)])
-    A = _symmetric(lam, 5)
+    A = symmetric(lam, 5)
     for seed in range(3):
-        density = slq_density(A, num_probes=10, num_steps=40, generator=_gen(seed))
+        density = slq_density(A, num_probes=10, num_steps=40, generator=gen(seed))
         assert density.mass_below(0.0) == pytest.approx(0.3, abs=0.05)
         assert density.mass_below(0.0, smoothed=True) == pytest.approx(0.3, abs=0.05)
         assert density.mass_below(-10.0) == 0.0 and density.mass_below(10.0) == pytest.approx(1.0)
 
 
 def test_density_integrates_to_one_and_its_mean_is_the_normalized_trace():
-    bulk = -0.3 + 1.3 * torch.rand(197, generator=_gen(6), dtype=F64)
+    bulk = -0.3 + 1.3 * torch.rand(197, generator=gen(6), dtype=F64)
     lam = torch.cat([torch.tensor([12.0, 25.0, 40.0], dtype=F64), bulk])
-    A = _symmetric(lam, 7)
+    A = symmetric(lam, 7)
     N = lam.numel()
     # variance of one normalized Rademacher sample z^T A z / N: 2 sum_{i != j} A_ij^2 / N^2
     num_probes = 32
@@ -89,7 +63,7 @@ def test_density_integrates_to_one_and_its_mean_is_the_normalized_trace():
     stderr = math.sqrt(2 * offdiag_sq / N**2 / num_probes)
     assert stderr < 0.1 * torch.trace(A).item() / N  # the check below is not vacuous
     for seed in range(3):
-        density = slq_density(A, num_probes=num_probes, num_steps=30, generator=_gen(seed))
+        density = slq_density(A, num_probes=num_probes, num_steps=30, generator=gen(seed))
         assert torch.trapezoid(density.density, density.grid).item() == pytest.approx(1.0, abs=1e-6)
         grid_mean = torch.trapezoid(density.grid * density.density, density.grid).item()
         assert grid_mean == pytest.approx(density.moment(1), abs=1e-6)
@@ -97,15 +71,15 @@ def test_density_integrates_to_one_and_its_mean_is_the_normalized_trace():
 
 
 def test_running_densities_stream_one_product_of_all_probes_per_step():
-    A = _symmetric(torch.linspace(-1, 3, 60, dtype=F64), 8)
-    op = _Recording(A)
-    snapshots = list(iter_slq(op, num_probes=5, num_steps=12, num_points=64, generator=_gen(0)))
+    A = symmetric(torch.linspace(-1, 3, 60, dtype=F64), 8)
+    op = Recording(A)
+    snapshots = list(iter_slq(op, num_probes=5, num_steps=12, num_points=64, generator=gen(0)))
     assert op.columns == [5] * 12  # batched: one [N, 5] product per Lanczos step
     assert [s.done for s in snapshots] == [5 * j for j in range(1, 13)]
     assert all(s.total == 60 and s.num_matvecs == s.done for s in snapshots)
     assert [s.nodes.shape[1] for s in snapshots] == list(range(1, 13))
     assert snapshots[-1].grid.shape == snapshots[-1].density.shape == (64,)
-    final = slq_density(A, num_probes=5, num_steps=12, num_points=64, generator=_gen(0))
+    final = slq_density(A, num_probes=5, num_steps=12, num_points=64, generator=gen(0))
     torch.testing.assert_close(final.density, snapshots[-1].density, rtol=0, atol=0)
 
 
@@ -113,7 +87,7 @@ def test_breakdown_on_few_distinct_eigenvalues_keeps_an_exact_quadrature():
     # Rademacher probes on a diagonal matrix: the Krylov space is invariant after 3 steps; the restarted
     # part of T is decoupled, so its nodes carry zero weight and each eigenvalue keeps its exact mass.
     lam = torch.tensor([-1.0] * 6 + [0.5] * 9 + [2.0] * 15, dtype=F64)
-    density = slq_density(torch.diag(lam), num_probes=4, num_steps=10, generator=_gen(0))
+    density = slq_density(torch.diag(lam), num_probes=4, num_steps=10, generator=gen(0))
     assert density.nodes.shape == (4, 10)
     for value, fraction in ((-1.0, 0.2), (0.5, 0.3), (2.0, 0.5)):
         at_value = ((density.nodes - value).abs() < 1e-8) * density.weights
@@ -124,7 +98,7 @@ def test_breakdown_on_few_distinct_eigenvalues_keeps_an_exact_quadrature():
 def test_user_grid_and_sigma():
     A = torch.diag(torch.linspace(0, 1, 50, dtype=F64))
     grid = torch.linspace(-0.5, 1.5, 401, dtype=F64)
-    density = slq_density(A, num_probes=2, num_steps=50, sigma=0.05, grid=grid, generator=_gen(0))
+    density = slq_density(A, num_probes=2, num_steps=50, sigma=0.05, grid=grid, generator=gen(0))
     assert density.sigma == 0.05 and torch.equal(density.grid, grid)
     # nodes are the eigenvalues, so the density is the mean of Gaussians at them (Rademacher weights 1/N)
     expected = torch.exp(-0.5 * ((grid[:, None] - torch.linspace(0, 1, 50, dtype=F64)) / 0.05) ** 2).sum(1)
@@ -133,8 +107,8 @@ def test_user_grid_and_sigma():
 
 
 def test_float32_operator():
-    A = _symmetric(torch.linspace(-1, 2, 80, dtype=F64), 9)
-    density = slq_density(A.float(), num_probes=4, num_steps=20, generator=_gen(0))
+    A = symmetric(torch.linspace(-1, 2, 80, dtype=F64), 9)
+    density = slq_density(A.float(), num_probes=4, num_steps=20, generator=gen(0))
     assert density.mass_below(0.0) == pytest.approx(1 / 3, abs=0.08)
 
 

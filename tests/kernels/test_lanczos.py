@@ -8,50 +8,24 @@ import pytest
 import torch
 from scipy.sparse.linalg import eigsh
 
+from tests.kernels.spectra import F64, Recording, gen, symmetric
 from tscope_widgets.kernels.density import slq_density
 from tscope_widgets.kernels.lanczos import curvature_summary, iter_lanczos, lanczos
-from tscope_widgets.kernels.operator import LinearOperator
-
-F64 = torch.float64
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _symmetric(eigenvalues: torch.Tensor, seed: int) -> torch.Tensor:
-    """``Q diag(λ) Q^T`` with a random orthogonal ``Q``."""
-    n = eigenvalues.numel()
-    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=_gen(seed), dtype=eigenvalues.dtype))
-    return (Q * eigenvalues) @ Q.T
 
 
 def _hessian_like(N: int = 300, seed: int = 1) -> torch.Tensor:
     """Spectrum of a trained network's Hessian in miniature: 5 outliers 10..50 and a bulk in [-0.5, 1]."""
-    bulk = -0.5 + 1.5 * torch.rand(N - 5, generator=_gen(seed), dtype=F64)
+    bulk = -0.5 + 1.5 * torch.rand(N - 5, generator=gen(seed), dtype=F64)
     return torch.cat([torch.tensor([10.0, 20.0, 30.0, 40.0, 50.0], dtype=F64), bulk])
-
-
-class _Recording(LinearOperator):
-    """A dense operator that records the number of columns of every product."""
-
-    def __init__(self, matrix: torch.Tensor):
-        super().__init__(tuple(matrix.shape), matrix.dtype, matrix.device)
-        self.matrix = matrix
-        self.columns: list[int] = []
-
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        self.columns.append(V.shape[1])
-        return self.matrix @ V
 
 
 def test_top5_of_hessian_like_spectrum_within_40_matvecs():
     lam = _hessian_like()
-    A = _symmetric(lam, 0)
+    A = symmetric(lam, 0)
     exact = torch.linalg.eigvalsh(A)[-5:]
     for seed in range(3):
-        op = _Recording(A)
-        result = lanczos(op, k=5, tol=1e-8, generator=_gen(seed))
+        op = Recording(A)
+        result = lanczos(op, k=5, tol=1e-8, generator=gen(seed))
         assert result.converged
         assert result.num_matvecs <= 40, result.num_matvecs
         assert result.num_matvecs == op.num_matvecs == result.num_iterations == len(op.columns)
@@ -62,10 +36,10 @@ def test_top5_of_hessian_like_spectrum_within_40_matvecs():
 @pytest.mark.parametrize("which", ["smallest", "both", "largest"])
 def test_ends_of_an_indefinite_spectrum(which):
     lam = torch.linspace(-3.0, 2.0, 120, dtype=F64) ** 3  # ends spread out, dense middle
-    A = _symmetric(lam, 2)
+    A = symmetric(lam, 2)
     exact = torch.linalg.eigvalsh(A)
     k = 4
-    result = lanczos(A, k=k, which=which, tol=1e-10, generator=_gen(0))
+    result = lanczos(A, k=k, which=which, tol=1e-10, generator=gen(0))
     expected = {"smallest": exact[:k], "largest": exact[-k:], "both": torch.cat([exact[:k], exact[-k:]])}[which]
     assert result.converged and result.which == which and result.k == k
     assert torch.all(result.eigenvalues[1:] >= result.eigenvalues[:-1])
@@ -74,10 +48,10 @@ def test_ends_of_an_indefinite_spectrum(which):
 
 
 def test_residual_norms_equal_explicit_residuals_and_vectors_are_orthonormal():
-    A = _symmetric(_hessian_like(200, seed=3), 4)
+    A = symmetric(_hessian_like(200, seed=3), 4)
     scale = torch.linalg.matrix_norm(A, 2).item()
     tol = 1e-7
-    for result in iter_lanczos(A, k=3, which="both", tol=tol, generator=_gen(5)):
+    for result in iter_lanczos(A, k=3, which="both", tol=tol, generator=gen(5)):
         Y, theta = result.eigenvectors, result.eigenvalues
         explicit = (A @ Y - Y * theta).norm(dim=0)
         torch.testing.assert_close(result.residual_norms, explicit, rtol=1e-6, atol=1e-12 * scale)
@@ -91,8 +65,8 @@ def test_residual_norms_equal_explicit_residuals_and_vectors_are_orthonormal():
 
 
 def test_iter_lanczos_streams_progress_and_snapshots_stay_valid():
-    A = _symmetric(_hessian_like(150), 6)
-    snapshots = list(iter_lanczos(A, k=2, tol=1e-9, max_iter=60, generator=_gen(0)))
+    A = symmetric(_hessian_like(150), 6)
+    snapshots = list(iter_lanczos(A, k=2, tol=1e-9, max_iter=60, generator=gen(0)))
     assert [s.done for s in snapshots] == list(range(1, len(snapshots) + 1))
     assert all(s.total == 60 and s.num_matvecs == s.done for s in snapshots)
     assert [s.converged for s in snapshots] == [False] * (len(snapshots) - 1) + [True]
@@ -102,17 +76,17 @@ def test_iter_lanczos_streams_progress_and_snapshots_stay_valid():
     Y = early.eigenvectors
     explicit = (A @ Y - Y * early.eigenvalues).norm(dim=0)
     torch.testing.assert_close(early.residual_norms, explicit, rtol=1e-6, atol=1e-12)
-    final = lanczos(A, k=2, tol=1e-9, max_iter=60, generator=_gen(0))
+    final = lanczos(A, k=2, tol=1e-9, max_iter=60, generator=gen(0))
     torch.testing.assert_close(final.eigenvalues, snapshots[-1].eigenvalues, rtol=0, atol=0)
 
 
 def test_small_operator_exhausts_the_space_and_both_returns_everything():
     lam = torch.tensor([-2.0, -1.0, 0.5, 1.5, 3.0, 7.0], dtype=F64)
-    A = _symmetric(lam, 7)
-    both = lanczos(A, k=4, which="both", tol=1e-14, generator=_gen(0))
+    A = symmetric(lam, 7)
+    both = lanczos(A, k=4, which="both", tol=1e-14, generator=gen(0))
     assert both.num_iterations == 6 and both.converged
     torch.testing.assert_close(both.eigenvalues, lam, rtol=0, atol=1e-12)
-    top = lanczos(A, k=6, tol=1e-14, generator=_gen(0))
+    top = lanczos(A, k=6, tol=1e-14, generator=gen(0))
     torch.testing.assert_close(top.eigenvalues, lam, rtol=0, atol=1e-12)
 
 
@@ -121,11 +95,11 @@ def test_breakdown_restarts_with_an_orthogonal_vector():
     A = torch.diag(lam)
     v0 = torch.zeros(20, dtype=F64)
     v0[19] = 1.0  # an eigenvector: the Krylov space is invariant after one step
-    result = lanczos(A, k=3, tol=1e-10, v0=v0, generator=_gen(0))
+    result = lanczos(A, k=3, tol=1e-10, v0=v0, generator=gen(0))
     assert result.converged
     torch.testing.assert_close(result.eigenvalues, lam[-3:], rtol=0, atol=1e-9)
     # a multiple of the identity breaks down at every step; all Ritz pairs are exact
-    identity = lanczos(2.0 * torch.eye(30, dtype=F64), k=3, generator=_gen(0))
+    identity = lanczos(2.0 * torch.eye(30, dtype=F64), k=3, generator=gen(0))
     assert identity.converged and identity.num_matvecs == 3
     torch.testing.assert_close(identity.eigenvalues, torch.full((3,), 2.0, dtype=F64))
     Y = identity.eigenvectors
@@ -133,9 +107,9 @@ def test_breakdown_restarts_with_an_orthogonal_vector():
 
 
 def test_float32_operator():
-    A = _symmetric(_hessian_like(200), 8)
+    A = symmetric(_hessian_like(200), 8)
     exact = torch.linalg.eigvalsh(A)
-    result = lanczos(A.float(), k=3, which="both", tol=1e-9, generator=_gen(0))  # tol is clamped to ~1e-6
+    result = lanczos(A.float(), k=3, which="both", tol=1e-9, generator=gen(0))  # tol is clamped to ~1e-6
     assert result.converged
     assert result.eigenvectors.dtype == torch.float32
     expected = torch.cat([exact[:3], exact[-3:]])
@@ -144,49 +118,49 @@ def test_float32_operator():
 
 def test_warm_start_converges_in_fewer_matvecs():
     lam = torch.cat([torch.tensor([3.0, 3.5, 4.0, 5.0, 6.0], dtype=F64),
-                     -0.5 + 3 * torch.rand(295, generator=_gen(1), dtype=F64)])
-    A = _symmetric(lam, 0)
-    E = torch.randn(300, 300, generator=_gen(9), dtype=F64)
+                     -0.5 + 3 * torch.rand(295, generator=gen(1), dtype=F64)])
+    A = symmetric(lam, 0)
+    E = torch.randn(300, 300, generator=gen(9), dtype=F64)
     E = (E + E.T) / torch.linalg.matrix_norm(E + E.T, 2)
     A_next = A + 1e-3 * E  # one training step later
-    previous = lanczos(A, k=5, tol=1e-8, generator=_gen(0))
+    previous = lanczos(A, k=5, tol=1e-8, generator=gen(0))
     exact = torch.linalg.eigvalsh(A_next)[-5:]
     for seed in range(3):
-        cold = lanczos(A_next, k=5, tol=1e-8, generator=_gen(seed))
-        warm = lanczos(A_next, k=5, tol=1e-8, v0=previous.eigenvectors, generator=_gen(seed))
+        cold = lanczos(A_next, k=5, tol=1e-8, generator=gen(seed))
+        warm = lanczos(A_next, k=5, tol=1e-8, v0=previous.eigenvectors, generator=gen(seed))
         assert cold.converged and warm.converged
         assert warm.num_matvecs <= 0.8 * cold.num_matvecs, (warm.num_matvecs, cold.num_matvecs)
         torch.testing.assert_close(warm.eigenvalues, exact, rtol=0, atol=1e-10)
 
 
 def test_agrees_with_scipy_eigsh_through_to_scipy():
-    A = _symmetric(_hessian_like(120), 10)
-    op = _Recording(A)
+    A = symmetric(_hessian_like(120), 10)
+    op = Recording(A)
     reference = sorted(eigsh(op.to_scipy(), k=2, which="LA", return_eigenvectors=False))
-    result = lanczos(op, k=2, tol=1e-10, generator=_gen(0))
+    result = lanczos(op, k=2, tol=1e-10, generator=gen(0))
     assert result.eigenvalues.tolist() == pytest.approx(reference, rel=1e-10)
 
 
 def test_curvature_summary():
     lam = torch.cat([torch.tensor([-0.4, 25.0], dtype=F64), torch.linspace(-0.2, 1.0, 98, dtype=F64)])
-    A = _symmetric(lam, 11)
-    result = lanczos(A, k=2, which="both", tol=1e-10, generator=_gen(0))
+    A = symmetric(lam, 11)
+    result = lanczos(A, k=2, which="both", tol=1e-10, generator=gen(0))
     summary = curvature_summary(result)
     assert summary.sharpness == pytest.approx(25.0, rel=1e-10)
     assert summary.lambda_min == pytest.approx(-0.4, rel=1e-9)
     assert summary.condition_number == pytest.approx(62.5, rel=1e-8)
     assert summary.negative_fraction is None
-    density = slq_density(A, num_probes=10, num_steps=40, generator=_gen(1))
+    density = slq_density(A, num_probes=10, num_steps=40, generator=gen(1))
     negative = (lam < 0).double().mean().item()  # 0.17
     assert curvature_summary(result, density).negative_fraction == pytest.approx(negative, abs=0.05)
 
     with pytest.raises(ValueError, match="which='both'"):
-        curvature_summary(lanczos(A, k=2, generator=_gen(0)))
+        curvature_summary(lanczos(A, k=2, generator=gen(0)))
 
 
 def test_curvature_summary_warns_when_lambda_min_vanishes():
     lam = torch.cat([torch.zeros(1, dtype=F64), torch.linspace(0.5, 10.0, 40, dtype=F64)])
-    result = lanczos(torch.diag(lam), k=1, which="both", tol=1e-12, generator=_gen(0))
+    result = lanczos(torch.diag(lam), k=1, which="both", tol=1e-12, generator=gen(0))
     with pytest.warns(UserWarning, match="ill-defined"):
         summary = curvature_summary(result)
     assert abs(summary.lambda_min) < 1e-12

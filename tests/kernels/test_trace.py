@@ -11,39 +11,13 @@ import math
 import pytest
 import torch
 
-from tscope_widgets.kernels.operator import LinearOperator
+from tests.kernels.spectra import F64, Recording, gen, symmetric
 from tscope_widgets.kernels.trace import diagonal, hutchinson_trace, hutchpp_trace, random_probes
-
-F64 = torch.float64
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _symmetric(eigenvalues: torch.Tensor, seed: int) -> torch.Tensor:
-    """``Q diag(λ) Q^T`` with a random orthogonal ``Q``."""
-    n = eigenvalues.numel()
-    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=_gen(seed), dtype=eigenvalues.dtype))
-    return (Q * eigenvalues) @ Q.T
-
-
-class _Recording(LinearOperator):
-    """A dense operator that records the number of columns of every product."""
-
-    def __init__(self, matrix: torch.Tensor):
-        super().__init__(tuple(matrix.shape), matrix.dtype, matrix.device)
-        self.matrix = matrix
-        self.columns: list[int] = []
-
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        self.columns.append(V.shape[1])
-        return self.matrix @ V
 
 
 def _indefinite(N: int = 60, seed: int = 0) -> torch.Tensor:
-    lam = torch.cat([torch.tensor([8.0, 5.0], dtype=F64), torch.randn(N - 2, generator=_gen(seed + 100), dtype=F64)])
-    return _symmetric(lam, seed)
+    lam = torch.cat([torch.tensor([8.0, 5.0], dtype=F64), torch.randn(N - 2, generator=gen(seed + 100), dtype=F64)])
+    return symmetric(lam, seed)
 
 
 @pytest.mark.parametrize("distribution", ["rademacher", "gaussian"])
@@ -51,7 +25,7 @@ def test_hutchinson_is_unbiased_with_the_predicted_standard_error(distribution):
     A = _indefinite()
     exact = torch.trace(A).item()
     n, seeds = 10, 300
-    estimates = [hutchinson_trace(A, n, distribution=distribution, generator=_gen(s)) for s in range(seeds)]
+    estimates = [hutchinson_trace(A, n, distribution=distribution, generator=gen(s)) for s in range(seeds)]
     values = torch.tensor([e.value for e in estimates], dtype=F64)
     stderrs = torch.tensor([e.stderr for e in estimates], dtype=F64)
     offdiag_sq = (A.square().sum() - torch.diagonal(A).square().sum()).item()
@@ -70,7 +44,7 @@ def test_hutchinson_z_scores_are_bounded():
     A = _indefinite(seed=1)
     exact = torch.trace(A).item()
     z = torch.tensor([(e.value - exact) / e.stderr for e in
-                      (hutchinson_trace(A, 40, generator=_gen(s)) for s in range(200))])
+                      (hutchinson_trace(A, 40, generator=gen(s)) for s in range(200))])
     assert z.abs().max().item() < 5.0
     assert (z.abs() > 2.5).double().mean().item() < 0.06  # about 2% for a t-distribution with 39 dof
     assert abs(z.mean().item()) < 4 / math.sqrt(200)
@@ -78,20 +52,20 @@ def test_hutchinson_z_scores_are_bounded():
 
 def test_hutchinson_counts_and_chunks_products():
     A = _indefinite()
-    op = _Recording(A)
-    estimate = hutchinson_trace(op, 25, chunk_size=10, generator=_gen(0))
+    op = Recording(A)
+    estimate = hutchinson_trace(op, 25, chunk_size=10, generator=gen(0))
     assert op.columns == [10, 10, 5] and op.num_matvecs == 25 == estimate.num_matvecs
-    assert math.isnan(hutchinson_trace(A, 1, generator=_gen(0)).stderr)
+    assert math.isnan(hutchinson_trace(A, 1, generator=gen(0)).stderr)
 
 
 def test_hutchpp_is_exact_for_low_rank():
     N, rank = 80, 6
     lam = torch.zeros(N, dtype=F64)
     lam[:rank] = torch.tensor([5.0, -3.0, 2.0, 1.0, -0.5, 0.25], dtype=F64)
-    A = _symmetric(lam, 3)
+    A = symmetric(lam, 3)
     for budget in (18, 19, 20, 30):  # sketch size budget // 3 >= rank
-        op = _Recording(A)
-        estimate = hutchpp_trace(op, budget, generator=_gen(budget))
+        op = Recording(A)
+        estimate = hutchpp_trace(op, budget, generator=gen(budget))
         assert estimate.value == pytest.approx(torch.trace(A).item(), abs=1e-12)
         assert estimate.stderr <= 1e-12
         assert estimate.num_matvecs == budget == op.num_matvecs, (estimate.num_matvecs, op.num_matvecs)
@@ -99,9 +73,9 @@ def test_hutchpp_is_exact_for_low_rank():
 
 
 def test_hutchpp_spends_the_budget_it_saves_on_a_rank_deficient_sketch():
-    A = _symmetric(torch.cat([torch.ones(3, dtype=F64), torch.zeros(57, dtype=F64)]), 4)
-    op = _Recording(A)
-    hutchpp_trace(op, 30, generator=_gen(0))
+    A = symmetric(torch.cat([torch.ones(3, dtype=F64), torch.zeros(57, dtype=F64)]), 4)
+    op = Recording(A)
+    hutchpp_trace(op, 30, generator=gen(0))
     # 10 sketch products, 3 for A Q (the rank), the remaining 17 for Hutchinson on the deflated rest
     assert op.columns == [10, 3, 17]
 
@@ -109,7 +83,7 @@ def test_hutchpp_spends_the_budget_it_saves_on_a_rank_deficient_sketch():
 def test_hutchpp_is_unbiased_and_its_stderr_is_honest():
     A = _indefinite(seed=2)
     exact = torch.trace(A).item()
-    estimates = [hutchpp_trace(A, 30, generator=_gen(s)) for s in range(300)]
+    estimates = [hutchpp_trace(A, 30, generator=gen(s)) for s in range(300)]
     values = torch.tensor([e.value for e in estimates], dtype=F64)
     spread = values.std().item()
     assert abs(values.mean().item() - exact) <= 4 * spread / math.sqrt(len(values))
@@ -120,17 +94,17 @@ def test_hutchpp_is_unbiased_and_its_stderr_is_honest():
 def test_hutchpp_beats_hutchinson_on_a_decaying_spectrum():
     N = 200
     lam = 10.0 * torch.arange(1, N + 1, dtype=F64) ** -2.0
-    A = _symmetric(lam, 5)
+    A = symmetric(lam, 5)
     exact = torch.trace(A).item()
     budget, seeds = 90, 40
-    err_plain = sum(abs(hutchinson_trace(A, budget, generator=_gen(s)).value - exact) for s in range(seeds))
-    err_pp = sum(abs(hutchpp_trace(A, budget, generator=_gen(s)).value - exact) for s in range(seeds))
+    err_plain = sum(abs(hutchinson_trace(A, budget, generator=gen(s)).value - exact) for s in range(seeds))
+    err_pp = sum(abs(hutchpp_trace(A, budget, generator=gen(s)).value - exact) for s in range(seeds))
     assert err_pp < 0.2 * err_plain, (err_pp / seeds, err_plain / seeds)
 
 
 def test_diagonal_exact_with_unit_vectors():
     A = _indefinite(N=30)
-    op = _Recording(A)
+    op = Recording(A)
     estimate = diagonal(op, 30, chunk_size=7)
     assert estimate.exact and estimate.num_matvecs == 30 == op.num_matvecs
     assert op.columns == [7, 7, 7, 7, 2]
@@ -143,7 +117,7 @@ def test_diagonal_estimate_is_unbiased_with_the_predicted_stderr():
     A = _indefinite(N=40, seed=6)
     exact = torch.diagonal(A)
     n, seeds = 20, 200
-    estimates = [diagonal(A, n, generator=_gen(s)) for s in range(seeds)]
+    estimates = [diagonal(A, n, generator=gen(s)) for s in range(seeds)]
     values = torch.stack([e.values for e in estimates])  # [seeds, N]
     # per-entry variance of one sample z ⊙ A z: sum_{j != i} A_ij^2
     predicted = ((A.square().sum(1) - exact.square()) / n).sqrt()
@@ -157,17 +131,17 @@ def test_diagonal_estimate_is_unbiased_with_the_predicted_stderr():
 
 def test_float32_operator():
     A = _indefinite(seed=7)
-    estimate = hutchpp_trace(A.float(), 60, generator=_gen(0))
+    estimate = hutchpp_trace(A.float(), 60, generator=gen(0))
     assert abs(estimate.value - torch.trace(A).item()) <= 5 * estimate.stderr + 1e-4
     assert diagonal(A.float(), 60).values.dtype == torch.float32
 
 
 def test_random_probes():
-    Z = random_probes(1000, 4, generator=_gen(0))
+    Z = random_probes(1000, 4, generator=gen(0))
     assert set(Z.unique().tolist()) == {-1.0, 1.0} and Z.dtype == F64
-    G = random_probes(1000, 4, distribution="gaussian", dtype=torch.float32, generator=_gen(0))
+    G = random_probes(1000, 4, distribution="gaussian", dtype=torch.float32, generator=gen(0))
     assert G.dtype == torch.float32 and abs(G.std().item() - 1) < 0.05
-    torch.testing.assert_close(random_probes(50, 2, generator=_gen(3)), random_probes(50, 2, generator=_gen(3)))
+    torch.testing.assert_close(random_probes(50, 2, generator=gen(3)), random_probes(50, 2, generator=gen(3)))
 
 
 def test_bad_inputs():
