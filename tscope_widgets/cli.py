@@ -1105,10 +1105,14 @@ def _process_group(args: argparse.Namespace, enabled: bool = True):
         ctx = dist_.init_from_env(timeout=args.dist_timeout)
     except ValueError as err:
         raise ConfigError(f"torchrun environment: {err}") from None
+    finished = False
     try:
         yield ctx
+        finished = True
     finally:
         if ctx.backend is not None and torch.distributed.is_initialized():
+            if finished:  # every rank leaves together: tearing gloo down while a peer still talks aborts it
+                torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
 
