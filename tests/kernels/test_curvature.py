@@ -28,6 +28,7 @@ BUILDERS = {
     "tiny-post": lambda: mz.tiny(norm="post", n_layer=1),
     "gpt2": mz.gpt2,  # LayerNorm, fused c_attn, tied head
     "llama": mz.llama,  # RMSNorm, GQA, untied head
+    "neox": mz.gpt_neox,  # interleaved query_key_value, partial rotary, parallel residual
 }
 
 

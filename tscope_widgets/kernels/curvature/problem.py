@@ -1,0 +1,193 @@
+r"""The loss a curvature operator differentiates: a model copy, batches, their weights, and reductions.
+
+The loss over a list of batches is the token-weighted mean of the adapter's LM loss (every labelled
+token counts once, whatever batch, or whatever process, it is in):
+
+.. math::
+
+    L(\theta) = \frac{\sum_b n_b L_b(\theta)}{\sum_b n_b},
+    \qquad L_b = \frac{1}{n_b} \sum_{t \in T_b} \ell(z_t(\theta), y_t),
+
+with :math:`n_b` the labelled targets of batch :math:`b` (:meth:`ModelAdapter.num_targets`). Under
+``torch.distributed`` each rank holds its own shard of the batches; :math:`\sum_b n_b` runs over every
+rank's batches, so each rank's partial loss, gradients and products add up (``all_reduce``) to exactly
+those of one process holding all the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from ...models.adapter import IGNORE_INDEX, ModelAdapter
+
+__all__ = ["CurvatureProblem", "LossFn", "materialise_batches"]
+
+LossFn = Callable[[ModelAdapter, Mapping[str, Tensor]], Tensor]
+
+
+class _Call(nn.Module):
+    """Runs ``fn(*args)`` with ``model`` as a submodule, so ``functional_call`` can swap its parameters."""
+
+    def __init__(self, model: nn.Module, fn: Callable):
+        super().__init__()
+        self.model = model
+        self.fn = fn
+
+    def forward(self, *args):
+        return self.fn(*args)
+
+
+def materialise_batches(data, *, allow_empty: bool = False) -> list[Mapping[str, Tensor]]:
+    """``data`` (one batch dict or an iterable of them) as a checked list of batch dicts."""
+    batches = [data] if isinstance(data, Mapping) else list(data)
+    if not batches and not allow_empty:
+        raise ValueError("data is empty: pass a batch dict or a non-empty iterable of batch dicts")
+    for i, b in enumerate(batches):
+        if not isinstance(b, Mapping) or "input_ids" not in b:
+            raise TypeError(
+                f"batch {i} must be a dict with 'input_ids' [B, S] (and optional 'attention_mask', 'labels'), "
+                f"got {type(b).__name__}"
+            )
+    return batches
+
+
+def _check_group(process_group) -> None:
+    if process_group is None:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError(
+            "process_group was given but torch.distributed is not initialised; call "
+            "torch.distributed.init_process_group first (torchrun does the environment), or pass process_group=None"
+        )
+    if not isinstance(process_group, dist.ProcessGroup):
+        raise TypeError(
+            f"process_group must be a torch.distributed.ProcessGroup (e.g. torch.distributed.group.WORLD) or None, "
+            f"got {type(process_group).__name__}"
+        )
+
+
+class CurvatureProblem:
+    """The analysis copy, this rank's batches, their weights and losses: what every operator on it shares.
+
+    Args:
+        adapter: An analysis copy (``adapter.analysis(dtype)``); never modified.
+        batches: This rank's batch dicts (all batches without a process group).
+        loss: ``None`` for the LM loss (batches weighted by labelled tokens) or ``loss(adapter, batch)``
+            (batches weighted by samples ``B``).
+        process_group: ``None``, or the ``torch.distributed`` group whose ranks each hold a shard.
+
+    Attributes:
+        params: ``{name: tensor}`` of the copy's parameters (detached; tied weights once).
+        groups: ``adapter.param_groups()``.
+        count: ``N``, labelled targets (or samples) over every rank.
+        weights: ``[n_b / N]`` of this rank's batches.
+        targets: Per batch ``[B, S]`` targets (default loss) or ``None``.
+    """
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        batches: list[Mapping[str, Tensor]],
+        loss: LossFn | None,
+        process_group=None,
+    ):
+        _check_group(process_group)
+        self.adapter = adapter
+        self.batches = batches
+        self.process_group = process_group
+        self.params = {n: p.detach() for n, p in adapter.model.named_parameters()}
+        self.groups = adapter.param_groups()
+        if loss is None:
+            counts = [adapter.num_targets(b) for b in batches]
+            empty = [i for i, n in enumerate(counts) if n == 0]
+            if empty:
+                raise ValueError(f"batches {empty} have no labelled target; drop them or give them labels")
+            self.targets = [adapter.targets(b)[2] for b in batches]
+        else:
+            counts = [int(b["input_ids"].shape[0]) for b in batches]
+            self.targets = None
+        self.count = int(self.all_sum(torch.tensor(float(sum(counts)), dtype=torch.float64)))
+        if self.count == 0:
+            raise ValueError("no rank holds a labelled target; nothing to differentiate")
+        self.weights = [n / self.count for n in counts]
+        self.loss_call = _Call(adapter.model, adapter.loss if loss is None else (lambda b: loss(adapter, b)))
+        self.logits_call = _Call(adapter.model, adapter.logits)
+        with torch.no_grad():
+            self.losses = [self._checked(i, self.loss_call(b)) for i, b in enumerate(batches)]
+
+    @staticmethod
+    def _checked(i: int, value) -> float:
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            raise ValueError(f"the loss of batch {i} must be a scalar tensor, got {value!r}")
+        v = float(value)
+        if v != v or v in (float("inf"), float("-inf")):
+            raise FloatingPointError(
+                f"the loss of batch {i} is {v} (not finite): check that batch's inputs and labels and the "
+                "model's parameters for nan/inf, or analyse in a wider dtype (dtype=torch.float64)"
+            )
+        return v
+
+    # ----- reductions over ranks --------------------------------------------------------------------
+    def all_sum(self, t: Tensor) -> Tensor:
+        """``t`` summed over the ranks of the process group (``t`` itself without one)."""
+        if self.process_group is None:
+            return t
+        import torch.distributed as dist
+
+        out = t.to(_comm_device(self.process_group)).contiguous()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=self.process_group)
+        return out.to(t.device)
+
+    def loss_value(self) -> float:
+        """:math:`L(\\theta)` over every rank's batches."""
+        local = sum(w * v for w, v in zip(self.weights, self.losses, strict=True))
+        return float(self.all_sum(torch.tensor(local, dtype=torch.float64)))
+
+    # ----- the functions that are differentiated -------------------------------------------------------
+    def batch_loss(self, params: Mapping[str, Tensor], b: int) -> Tensor:
+        """``w_b L_b`` with the copy's parameters replaced by ``params`` (``{name: tensor}``, any subset)."""
+        return functional_call(self.loss_call, _prefixed(params), (self.batches[b],)) * self.weights[b]
+
+    def loss(self, params: Mapping[str, Tensor]) -> Tensor:
+        """This rank's share :math:`\\sum_b w_b L_b` (the full loss is its sum over ranks)."""
+        return sum(self.batch_loss(params, b) for b in range(len(self.batches)))
+
+    def batch_logits(self, params: Mapping[str, Tensor], b: int) -> Tensor:
+        """Logits ``[B, S, V]`` of batch ``b`` with the parameters ``params``."""
+        batch = self.batches[b]
+        args = (batch["input_ids"], batch.get("attention_mask"))
+        return functional_call(self.logits_call, _prefixed(params), args)
+
+    def output_hessian(self, b: int, logits: Tensor) -> Callable[[Tensor], Tensor]:
+        """``w -> H_z w`` for batch ``b``: ``(p ⊙ w - p (p·w)) m / N`` per token, ``w [..., B, S, V]``."""
+        p = torch.softmax(logits.detach(), dim=-1)  # [B, S, V]
+        m = (self.targets[b] != IGNORE_INDEX).to(p.dtype)[..., None] / self.count  # [B, S, 1]
+        return lambda w: (p * w - p * (p * w).sum(-1, keepdim=True)) * m
+
+
+def _prefixed(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {f"model.{n}": t for n, t in params.items()}
+
+
+def _comm_device(group) -> torch.device:
+    import torch.distributed as dist
+
+    nccl = dist.get_backend(group) == "nccl"
+    return torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+
+
+def build_problem(adapter, data: Mapping[str, Tensor] | Iterable[Mapping[str, Tensor]], loss, dtype, process_group):
+    """The :class:`CurvatureProblem` of a user's model (or adapter) and data, on a private analysis copy."""
+    from ...models.registry import adapt
+
+    if loss is not None and not callable(loss):
+        raise TypeError(f"loss must be None or a callable loss(adapter, batch) -> scalar, got {loss!r}")
+    user = adapt(adapter)
+    copy = user.analysis(dtype or torch.promote_types(user.dtype, torch.float32))
+    return CurvatureProblem(copy, materialise_batches(data), loss, process_group)
