@@ -8,9 +8,6 @@ per module; each rank writes its results to ``OUT/rank<r>.safetensors`` and ``OU
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.model_zoo import random_batch, tiny
+from tests.ranks import launch
 from tscope_widgets.distributed import (
     DistContext,
     RankFailure,
@@ -40,7 +38,6 @@ from tscope_widgets.kernels.sensitivity import iter_sensitivity
 from tscope_widgets.kernels.welford import WelfordState
 from tscope_widgets.models import adapt
 
-ROOT = Path(__file__).resolve().parents[1]
 WORLD = 2
 N_WELFORD = 11  # uneven: rank 0 gets 6 samples, rank 1 gets 5
 N_SENS = 7  # rank 0: samples 0, 2, 4, 6; rank 1: 1, 3, 5
@@ -162,40 +159,9 @@ def rank_module(rank: int) -> torch.nn.Module:
     return module
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def loopback_interface() -> str:
-    names = [name for _, name in socket.if_nameindex() if name.startswith("lo")]
-    return names[0] if names else "lo"
-
-
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(WORLD),
-               GLOO_SOCKET_IFNAME=loopback_interface(), OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "tests.test_distributed", str(out)], cwd=ROOT,
-                         env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
-        for r in range(WORLD)
-    ]
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=120)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for r, (p, log) in enumerate(zip(procs, logs, strict=True)):
-        assert p.returncode == 0, f"rank {r} exited with {p.returncode}:\n{log}"
-    return out
+    return launch("tests.test_distributed", tmp_path_factory.mktemp("dist"), WORLD, timeout=120)
 
 
 def load_rank(out: Path, r: int) -> tuple[dict[str, torch.Tensor], dict]:

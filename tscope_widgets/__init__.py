@@ -7,6 +7,7 @@ try them on. See ``DESIGN.md`` for the quantities.
 
 from .jobs import Checkpoint, Job, JobError, Progress, load_checkpoint, save_checkpoint
 from .kernels import (
+    CostEstimate,
     HessianOperator,
     SampleReservoir,
     SensitivitySnapshot,
@@ -42,6 +43,7 @@ __all__ = [
     "iter_sensitivity",
     "SensitivitySnapshot",
     "HessianOperator",
+    "CostEstimate",
     "dense_hessian",
     "lanczos",
     "hutchpp_trace",

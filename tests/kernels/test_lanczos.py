@@ -185,3 +185,30 @@ def test_bad_inputs():
         lanczos(A, v0=torch.zeros(5, dtype=F64))
     with pytest.raises(TypeError, match="LinearOperator"):
         lanczos([[1.0]])
+
+
+def test_basis_in_small_blocks_gives_the_same_pairs_and_refuses_a_block_that_does_not_fit(monkeypatch):
+    """Large vectors are kept in blocks of a few rows (never one array grown by copying)."""
+    import importlib
+
+    from tscope_widgets.kernels import cost
+
+    lanczos_module = importlib.import_module("tscope_widgets.kernels.lanczos")  # the package exports a function
+
+    A = symmetric(_hessian_like(N=120), seed=2)
+    want = lanczos(A, k=3, which="both", tol=1e-10, generator=gen(0))
+    N = A.shape[0]
+    monkeypatch.setattr(lanczos_module, "BASIS_BLOCK_BYTES", 3 * N * 8)  # blocks of 3 rows
+    got = lanczos(A, k=3, which="both", tol=1e-10, generator=gen(0))
+    assert got.num_iterations == want.num_iterations > 6 and len(got._basis.blocks) > 2
+    torch.testing.assert_close(got.eigenvalues, want.eigenvalues, rtol=1e-12, atol=0)
+    overlap = (got.eigenvectors * want.eigenvectors).sum(0).abs()
+    torch.testing.assert_close(overlap, torch.ones_like(overlap), rtol=0, atol=1e-10)
+
+    free = iter([10**9, 10**9, N * 8])  # memory runs out when the third block of rows is due
+    monkeypatch.setattr(cost, "available_memory", lambda device: next(free))
+    steps = []
+    with pytest.raises(MemoryError, match=r"Lanczos vectors 7 to 9 .* after 6 steps.*take the result of the steps"):
+        for result in iter_lanczos(A, k=3, which="both", tol=1e-10, generator=gen(0)):
+            steps.append(result.eigenvalues)
+    assert len(steps) == 6  # the partial results were yielded before the refusal

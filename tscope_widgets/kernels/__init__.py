@@ -4,6 +4,7 @@ Long computations are generators yielding partial results (``done``/``total``) s
 """
 
 from .blocks import BlockNorms, block_norms, iter_block_norms
+from .cost import CostEstimate, available_memory, product_memory
 from .curvature import DENSE_HESSIAN_MAX_BYTES, HessianOperator, dense_hessian, resolve_groups
 from .density import SpectralDensity, iter_slq, slq_density
 from .lanczos import CurvatureSummary, LanczosResult, curvature_summary, iter_lanczos, lanczos
@@ -42,6 +43,10 @@ __all__ = [
     "dense_hessian",
     "resolve_groups",
     "DENSE_HESSIAN_MAX_BYTES",
+    # what an analysis will cost
+    "CostEstimate",
+    "available_memory",
+    "product_memory",
     # eigenvalues, traces, diagonals, densities
     "LanczosResult",
     "lanczos",

@@ -157,6 +157,7 @@ def block_norms(
     tol: float = 1e-8,
     dtype: torch.dtype | None = None,
     generator: torch.Generator | None = None,
+    process_group=None,
 ) -> BlockNorms:
     r"""The block norm map :math:`\lVert H_{ab} \rVert_F` over parameter groups (see the module docstring).
 
@@ -172,6 +173,8 @@ def block_norms(
         tol: Lanczos tolerance for spectral norms of blocks computed by probes.
         dtype: Analysis dtype (``None``: the operator's default).
         generator: Seeded generator for probes and Lanczos starts (``None``: a fresh one seeded 0).
+        process_group: Under ``torch.distributed``, the group whose ranks each pass a shard of ``data``
+            (see ``HessianOperator``); every rank gets the single-process result.
 
     Returns:
         :class:`BlockNorms` with float64 CPU tensors.
@@ -200,6 +203,7 @@ def block_norms(
         tol=tol,
         dtype=dtype,
         generator=generator,
+        process_group=process_group,
     ):
         result = snapshot
     return result
@@ -218,13 +222,14 @@ def iter_block_norms(
     dtype: torch.dtype | None = None,
     generator: torch.Generator | None = None,
     resume=None,
+    process_group=None,
 ) -> Iterator[BlockNorms]:
     """Stream :func:`block_norms`: yields a :class:`BlockNorms` after each column group, then after
     each Lanczos run (``done``/``total`` count these units), the last one being the result.
 
     Args:
-        adapter, data, groups, kind, num_probes, exact, spectral, tol, dtype, generator: As in
-            :func:`block_norms`.
+        adapter, data, groups, kind, num_probes, exact, spectral, tol, dtype, generator, process_group: As
+            in :func:`block_norms`.
         resume: A :class:`~tscope_widgets.jobs.Checkpoint` of an earlier snapshot with the same
             settings: column groups and spectral norms done are kept, the probe generator continues
             from its saved state, so the result equals an uninterrupted run.
@@ -236,7 +241,7 @@ def iter_block_norms(
         raise ValueError(f"num_probes must be an int >= 2 (a standard error needs two probes), got {num_probes!r}")
     if exact not in (None, True, False):
         raise ValueError(f"exact must be True, False or None (automatic), got {exact!r}")
-    op = HessianOperator(adapter, data, groups=groups, kind=kind, dtype=dtype)
+    op = HessianOperator(adapter, data, groups=groups, kind=kind, dtype=dtype, process_group=process_group)
     labels = list(op.offsets)
     if exact is None:
         exact = op.shape[0] <= AUTO_EXACT_MAX_PARAMS

@@ -33,6 +33,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from .cost import check_memory
 from .operator import LinearOperator, as_operator
 from .trace import random_probes
 
@@ -54,6 +55,8 @@ WARM_START_NOISE = 1e-3
 ILL_CONDITIONED_RATIO = 1e-8
 # A new Lanczos vector whose norm after reorthogonalization is below this·(estimate of ||A||) is treated as a
 # breakdown: the Krylov space is (numerically) invariant.
+# Rows of the basis are allocated in blocks of about this size (at least one row): see _LanczosRecurrence.
+BASIS_BLOCK_BYTES = 64 * 2**20
 _BREAKDOWN_RATIO = 10 * torch.finfo(torch.float64).eps
 # Convergence tolerances are clamped to at least this many machine epsilons of the operator's dtype.
 _TOL_EPS_FACTOR = 10
@@ -88,29 +91,36 @@ class _LanczosRecurrence:
         self._alphas: list[Tensor] = []
         self._offdiag: list[Tensor] = []
         self.last_beta = torch.zeros(self.B, dtype=torch.float64)
-        self._basis = torch.empty(self.B, min(max_steps, 16), N, dtype=op.dtype, device=op.device)  # [B, cap, N]
+        # The basis lives in blocks [B, rows, N] that are added as needed and never copied: at GPT-2-small
+        # size one vector is 0.5 GB, and growing one array by doubling held two copies at once.
+        self._block_rows = int(min(64, max(1, BASIS_BLOCK_BYTES // (self.B * N * op.dtype.itemsize))))
+        self._blocks: list[Tensor] = []
+        self._next: Tensor | None = None  # the next basis vector [B, N], until the next step stores it
         start = start.to(device=op.device, dtype=op.dtype).T
         norms = start.norm(dim=1, keepdim=True)
         if not torch.all(norms > 0):
             raise ValueError("Lanczos start vectors must be nonzero")
-        self._basis[:, 0] = start / norms
+        self._set_row(0, start / norms)
 
-    def basis(self, b: int = 0) -> Tensor:
-        """Basis of sequence ``b`` as rows, ``[size, N]`` (a view; rows already written never change)."""
-        return self._basis[b, : self.size]
+    def basis(self, b: int = 0) -> LanczosBasis:
+        """Basis of sequence ``b``, ``size`` rows (views of the blocks; rows already written never change)."""
+        return LanczosBasis([blk[b] for blk in self._blocks], self.size)
 
     def step(self) -> None:
         """One Lanczos step for every sequence: one ``[N, B]`` product."""
         if self.size >= self.max_steps:
             raise RuntimeError(f"the recurrence already did its {self.max_steps} steps")
         j = self.size
-        q = self._basis[:, j]  # [B, N]
+        if self._next is not None:  # stored only now, so a refusal to allocate comes after the last result
+            self._set_row(j, self._next)
+            self._next = None
+        q = self._row(j)  # [B, N]
         w = self.op.matmat(q.T).T  # [B, N]
         self.num_matvecs += self.B
         alpha = (q * w).sum(1)
         w = w - alpha[:, None] * q
         if j > 0:
-            w = w - self._offdiag[-1].to(w)[:, None] * self._basis[:, j - 1]
+            w = w - self._offdiag[-1].to(w)[:, None] * self._row(j - 1)
         w = self._orthogonalize(w, j + 1)
         beta = w.norm(dim=1)
         alpha64, beta64 = alpha.double().cpu(), beta.double().cpu()
@@ -129,8 +139,7 @@ class _LanczosRecurrence:
             w = torch.where(mask, fresh, w)
             beta = torch.where(mask[:, 0], fresh.norm(dim=1), beta)
         self._offdiag.append(torch.where(broken, 0.0, beta64))
-        self._ensure_capacity(self.size + 1)
-        self._basis[:, self.size] = w / beta[:, None]
+        self._next = w / beta[:, None]
 
     def tridiagonal(self) -> Tensor:
         """``T`` of every sequence, ``[B, size, size]`` float64 on the CPU."""
@@ -146,20 +155,52 @@ class _LanczosRecurrence:
         return torch.linalg.eigh(self.tridiagonal())
 
     def _orthogonalize(self, w: Tensor, n: int) -> Tensor:
-        """``w [B, N]`` minus its projection on the first ``n`` basis vectors of each sequence, twice."""
-        Q = self._basis[:, :n]  # [B, n, N]
+        """``w [B, N]`` minus its projection on the first ``n`` basis vectors of each sequence, twice
+        (classical Gram–Schmidt over all ``n`` at once, block by block)."""
         for _ in range(2):
-            w = w - torch.bmm(torch.bmm(Q, w[:, :, None]).transpose(1, 2), Q)[:, 0]
+            coeffs = [torch.bmm(Q, w[:, :, None]) for Q in self._views(n)]  # [B, rows, 1] each
+            for Q, c in zip(self._views(n), coeffs, strict=True):
+                w = w - torch.bmm(c.transpose(1, 2), Q)[:, 0]
         return w
 
-    def _ensure_capacity(self, rows: int) -> None:
-        cap = self._basis.shape[1]
-        if rows <= cap:
-            return
-        grown = torch.empty(self.B, min(self.max_steps, max(rows, 2 * cap)), self.N, dtype=self.op.dtype,
-                            device=self.op.device)
-        grown[:, :cap] = self._basis
-        self._basis = grown
+    def _views(self, n: int) -> list[Tensor]:
+        """The first ``n`` rows of the basis as ``[B, rows, N]`` views, block by block."""
+        R = self._block_rows
+        return [blk[:, : min(R, n - i * R)] for i, blk in enumerate(self._blocks) if i * R < n]
+
+    def _row(self, j: int) -> Tensor:
+        return self._blocks[j // self._block_rows][:, j % self._block_rows]
+
+    def _set_row(self, j: int, value: Tensor) -> None:
+        if j // self._block_rows == len(self._blocks):
+            rows = min(self._block_rows, self.max_steps - j)
+            check_memory(
+                rows * self.B * self.N * self.op.dtype.itemsize, self.op.device,
+                f"Lanczos vectors {j + 1} to {j + rows} (of {self.N:,} entries each, after {j} steps)",
+                ["take the result of the steps done (each step yields one)", "a looser tol or a smaller max_iter",
+                 "a block of parameter groups (shorter vectors)", "float32 instead of float64"],
+            )
+            self._blocks.append(torch.empty(self.B, rows, self.N, dtype=self.op.dtype, device=self.op.device))
+        self._row(j).copy_(value)
+
+
+class LanczosBasis:
+    """The Lanczos vectors of one sequence as rows, held in blocks: ``Q [size, N]`` without a copy."""
+
+    def __init__(self, blocks: list[Tensor], size: int):
+        self.blocks, self.size = blocks, size
+
+    def combine(self, coefficients: Tensor) -> Tensor:
+        """``Q^T S`` for ``S [size, m]``: ``[N, m]`` in the basis' dtype, accumulated block by block."""
+        out, start = None, 0
+        for blk in self.blocks:
+            rows = blk[: min(blk.shape[0], self.size - start)]
+            if rows.shape[0] == 0:
+                break
+            part = rows.T @ coefficients[start : start + rows.shape[0]].to(dtype=rows.dtype, device=rows.device)
+            out = part if out is None else out + part
+            start += rows.shape[0]
+        return out
 
 
 @dataclass
@@ -192,13 +233,13 @@ class LanczosResult:
     k: int
     done: int
     total: int
-    _basis: Tensor = field(repr=False, compare=False)  # [n, N] Lanczos vectors as rows
+    _basis: LanczosBasis = field(repr=False, compare=False)  # n Lanczos vectors as rows
     _coefficients: Tensor = field(repr=False, compare=False)  # [n, m] eigenvectors of T for the wanted pairs
 
     @cached_property
     def eigenvectors(self) -> Tensor:
         """Ritz vectors ``[N, m]``: ``Q S`` for the wanted columns ``S`` of ``T``'s eigenvectors."""
-        return self._basis.T @ self._coefficients.to(dtype=self._basis.dtype, device=self._basis.device)
+        return self._basis.combine(self._coefficients)
 
 
 def iter_lanczos(

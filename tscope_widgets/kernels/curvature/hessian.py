@@ -125,7 +125,9 @@ class HessianOperator(LinearOperator):
 
     Raises:
         ValueError: unknown group, empty data, a group listed twice, ``kind``/``route`` unknown, or
-            GGN with a custom loss. FloatingPointError: a batch's loss is not finite.
+            GGN with a custom loss. FloatingPointError: a batch's loss is not finite. MemoryError: the
+            products would not fit in memory (checked before anything is allocated; the message gives
+            the estimate and alternatives, see :mod:`tscope_widgets.kernels.cost`).
     """
 
     def __init__(
@@ -148,7 +150,7 @@ class HessianOperator(LinearOperator):
                 f"kind={kind!r} splits the Hessian of the LM cross-entropy through the logits, so it needs the "
                 "default loss (loss=None); with a custom loss use kind='hessian'"
             )
-        problem = build_problem(adapter, data, loss, dtype, process_group)
+        problem = build_problem(adapter, data, loss, dtype, process_group, route)
         self._setup(problem, groups, col_groups, kind, route, reuse_graph)
 
     def _setup(self, problem: CurvatureProblem, groups, col_groups, kind: str, route: str, reuse_graph: bool):

@@ -182,12 +182,39 @@ def _comm_device(group) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
 
 
-def build_problem(adapter, data: Mapping[str, Tensor] | Iterable[Mapping[str, Tensor]], loss, dtype, process_group):
-    """The :class:`CurvatureProblem` of a user's model (or adapter) and data, on a private analysis copy."""
+def build_problem(adapter, data: Mapping[str, Tensor] | Iterable[Mapping[str, Tensor]], loss, dtype, process_group,
+                  route: str = "double_backward"):
+    """The :class:`CurvatureProblem` of a user's model (or adapter) and data, on a private analysis copy.
+
+    Refuses with ``MemoryError`` (estimate, what is free, alternatives), before the copy is made, when the
+    products would not fit in the device's memory (:func:`~tscope_widgets.kernels.cost.product_memory`).
+    """
     from ...models.registry import adapt
 
     if loss is not None and not callable(loss):
         raise TypeError(f"loss must be None or a callable loss(adapter, batch) -> scalar, got {loss!r}")
     user = adapt(adapter)
-    copy = user.analysis(dtype or torch.promote_types(user.dtype, torch.float32))
-    return CurvatureProblem(copy, materialise_batches(data), loss, process_group)
+    dtype = dtype or torch.promote_types(user.dtype, torch.float32)
+    batches = materialise_batches(data)
+    _check_product_memory(user, batches, dtype, route)
+    return CurvatureProblem(user.analysis(dtype), batches, loss, process_group)
+
+
+def _check_product_memory(user: ModelAdapter, batches, dtype: torch.dtype, route: str) -> None:
+    from ..cost import check_memory, product_memory
+
+    fd = route == "finite_difference"
+    need = product_memory(user, batches, dtype, activation_copies=2 if fd else 7)
+    if dtype != user.dtype:  # the analysis copy
+        need += sum(p.numel() for p in user.model.parameters()) * torch.empty((), dtype=dtype).element_size()
+    tokens = sum(int(b["input_ids"].numel()) for b in batches)
+    alternatives = [
+        f"fewer or shorter sequences (the graph grows with the {tokens} tokens given; the loss is a token-weighted "
+        "mean, so an operator on a subset is an unbiased estimate)",
+        "float32 instead of float64" if dtype == torch.float64 else "a smaller model or a GPU with more memory",
+        "groups= for a block (its products differentiate only those parameters, at less time, not less memory)",
+    ]
+    if not fd:
+        alternatives.append("route='finite_difference' (no second-order graph: about a gradient's memory)")
+    check_memory(need, user.device, f"Hessian-vector products of {user!r} over {tokens} tokens in {dtype}",
+                 alternatives)
