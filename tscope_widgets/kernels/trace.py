@@ -39,6 +39,10 @@ PROBE_CHUNK_BYTES = 64 * 2**20
 # ... and of at most this many columns: a HessianOperator's batched double backward costs the same per
 # vector from 8 to 100 columns but about 2x more at 300 (benchmarks/curvature.py, 110k-parameter GPT-2).
 PROBE_CHUNK_COLUMNS = 64
+# Hutch++ keeps its sketch in one piece up to this size; above it (e.g. 33 columns of a 124M-parameter
+# model: 16 GB in float32) only one [N, s] matrix is held (see `_large_sketch`).
+SKETCH_IN_ONE_PIECE_BYTES = 256 * 2**20
+SKETCH_ROW_BLOCK_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -206,13 +210,16 @@ def hutchpp_trace(
         raise ValueError(f"hutchpp_trace needs num_matvecs >= 3 (a third sketches A), got {m}")
     N = op.shape[0]
     s = m // 3
-    S = random_probes(N, s, distribution=distribution, dtype=op.dtype, device=op.device, generator=generator)
-    Y = op.matmat(S)
-    U, sv, _ = torch.linalg.svd(Y, full_matrices=False)
-    rank_tol = max(N, s) * torch.finfo(op.dtype).eps * sv.max()
-    Q = U[:, sv > rank_tol]
+    if N * s * op.dtype.itemsize <= SKETCH_IN_ONE_PIECE_BYTES:
+        S = random_probes(N, s, distribution=distribution, dtype=op.dtype, device=op.device, generator=generator)
+        Y = op.matmat(S)
+        U, sv, _ = torch.linalg.svd(Y, full_matrices=False)
+        rank_tol = max(N, s) * torch.finfo(op.dtype).eps * sv.max()
+        Q = U[:, sv > rank_tol]
+        low_rank = (Q * op.matmat(Q)).sum().item() if Q.shape[1] else 0.0
+    else:
+        Q, low_rank = _large_sketch(op, s, distribution, generator, chunk_size)
     r = Q.shape[1]
-    low_rank = (Q * op.matmat(Q)).sum().item() if r else 0.0
     n = m - s - r
     samples = _quadratic_forms(op, n, distribution, generator, chunk_size, projector=Q)
     return TraceEstimate(low_rank + samples.mean().item(), _stderr(samples), m, "hutch++")
@@ -291,6 +298,33 @@ def _positive_int(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def _large_sketch(op: LinearOperator, s: int, distribution: str, generator, chunk_size: int | None):
+    """Hutch++'s ``Q = orth(A S)`` and ``tr(Q^T A Q)`` holding one ``[N, s]`` matrix (no ``S``, ``U`` or
+    ``A Q`` beside it): ``S`` is drawn and multiplied a chunk of columns at a time, and ``A S`` is
+    orthonormalised in place by two rounds of Gram-matrix orthonormalisation (CholeskyQR2 with an
+    eigendecomposition, so rank-deficient sketches work): ``Y <- Y V Λ^{-1/2}`` over the eigenpairs with
+    ``λ > N·eps·λ_max`` (singular values above ``sqrt(N·eps)·σ_max``: the Gram matrix squares the
+    condition number), applied to row blocks in place."""
+    N, dtype = op.shape[0], op.dtype
+    chunk = _chunk_size(op, chunk_size)
+    Y = torch.empty(N, s, dtype=dtype, device=op.device)
+    for start in range(0, s, chunk):
+        stop = min(start + chunk, s)
+        Y[:, start:stop] = op.matmat(random_probes(N, stop - start, distribution=distribution, dtype=dtype,
+                                                   device=op.device, generator=generator))
+    for _ in range(2):
+        gram = (Y.T @ Y).double()
+        lam, V = torch.linalg.eigh(gram)
+        keep = lam > N * torch.finfo(dtype).eps * lam.max()
+        W = (V[:, keep] / lam[keep].sqrt()).to(dtype)  # [s, r]
+        rows = max(1, SKETCH_ROW_BLOCK_BYTES // (s * dtype.itemsize))
+        for a in range(0, N, rows):
+            Y[a : a + rows, : W.shape[1]] = Y[a : a + rows] @ W
+        Y = Y[:, : W.shape[1]]
+    low_rank = sum(float(Y[:, j] @ op.matvec(Y[:, j])) for j in range(Y.shape[1]))
+    return Y, low_rank
 
 
 def _chunk_size(op: LinearOperator, chunk_size: int | None) -> int:
