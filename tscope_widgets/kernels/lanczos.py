@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from .cost import check_memory
-from .operator import LinearOperator, as_operator
+from .operator import LinearOperator, as_operator, inner
 from .trace import random_probes
 
 __all__ = [
@@ -97,7 +97,7 @@ class _LanczosRecurrence:
         self._blocks: list[Tensor] = []
         self._next: Tensor | None = None  # the next basis vector [B, N], until the next step stores it
         start = start.to(device=op.device, dtype=op.dtype).T
-        norms = start.norm(dim=1, keepdim=True)
+        norms = inner(start[:, None], start).clamp_min(0).sqrt()  # [B, 1]
         if not torch.all(norms > 0):
             raise ValueError("Lanczos start vectors must be nonzero")
         self._set_row(0, start / norms)
@@ -115,14 +115,16 @@ class _LanczosRecurrence:
             self._set_row(j, self._next)
             self._next = None
         q = self._row(j)  # [B, N]
-        w = self.op.matmat(q.T).T  # [B, N]
+        w = self.op.matmat(q.T).T.contiguous()  # [B, N], ours: updated in place from here on
         self.num_matvecs += self.B
-        alpha = (q * w).sum(1)
-        w = w - alpha[:, None] * q
+        alpha = inner(q[:, None], w).view(self.B)
+        # In place throughout: at GPT-2-small size each new [N] tensor is 0.5 GB of freshly mapped memory,
+        # and allocating one per update made a step take several times the product.
+        w[:, None].baddbmm_(alpha.view(-1, 1, 1), q[:, None], alpha=-1)
         if j > 0:
-            w = w - self._offdiag[-1].to(w)[:, None] * self._row(j - 1)
-        w = self._orthogonalize(w, j + 1)
-        beta = w.norm(dim=1)
+            w[:, None].baddbmm_(self._offdiag[-1].to(w).view(-1, 1, 1), self._row(j - 1)[:, None], alpha=-1)
+        self._orthogonalize(w, j + 1)
+        beta = inner(w[:, None], w).view(self.B).clamp_min(0).sqrt()
         alpha64, beta64 = alpha.double().cpu(), beta.double().cpu()
         self.scale = max(self.scale, alpha64.abs().max().item(), beta64.max().item())
         self._alphas.append(alpha64)
@@ -133,13 +135,13 @@ class _LanczosRecurrence:
         broken = beta64 <= _BREAKDOWN_RATIO * self.scale
         if broken.any():
             fresh = random_probes(self.N, self.B, distribution="gaussian", dtype=self.op.dtype, device=self.op.device,
-                                  generator=self.generator).T
-            fresh = self._orthogonalize(fresh, self.size)
+                                  generator=self.generator).T.contiguous()
+            self._orthogonalize(fresh, self.size)
             mask = broken.to(self.op.device)[:, None]
             w = torch.where(mask, fresh, w)
-            beta = torch.where(mask[:, 0], fresh.norm(dim=1), beta)
+            beta = torch.where(mask[:, 0], inner(fresh[:, None], fresh).view(self.B).clamp_min(0).sqrt(), beta)
         self._offdiag.append(torch.where(broken, 0.0, beta64))
-        self._next = w / beta[:, None]
+        self._next = w.div_(beta[:, None])
 
     def tridiagonal(self) -> Tensor:
         """``T`` of every sequence, ``[B, size, size]`` float64 on the CPU."""
@@ -154,14 +156,21 @@ class _LanczosRecurrence:
         """Ritz values ``[B, size]`` (ascending) and eigenvectors of ``T`` ``[B, size, size]``, float64 CPU."""
         return torch.linalg.eigh(self.tridiagonal())
 
-    def _orthogonalize(self, w: Tensor, n: int) -> Tensor:
-        """``w [B, N]`` minus its projection on the first ``n`` basis vectors of each sequence, twice
-        (classical Gram–Schmidt over all ``n`` at once, block by block)."""
+    def _orthogonalize(self, w: Tensor, n: int) -> None:
+        """Subtract from ``w [B, N]`` (contiguous, in place) its projection on the first ``n`` basis vectors
+        of each sequence (classical Gram–Schmidt over all ``n`` at once, block by block); a second pass only
+        when the first removed more than half of ``||w||²`` (Daniel, Gragg, Kaufman & Stewart 1976: then
+        rounding may have left components along the basis; otherwise one pass is orthogonal to working
+        precision). At GPT-2-small size every pass reads the whole basis, 0.5 GB a vector."""
+        before = inner(w[:, None], w)  # [B, 1]
         for _ in range(2):
-            coeffs = [torch.bmm(Q, w[:, :, None]) for Q in self._views(n)]  # [B, rows, 1] each
+            coeffs = [inner(Q, w)[:, :, None] for Q in self._views(n)]  # [B, rows, 1] each
             for Q, c in zip(self._views(n), coeffs, strict=True):
-                w = w - torch.bmm(c.transpose(1, 2), Q)[:, 0]
-        return w
+                w[:, None].baddbmm_(c.transpose(1, 2), Q, alpha=-1)
+            removed = sum(c.square().sum(1) for c in coeffs)  # [B, 1]: ||w||² lost (Q orthonormal)
+            if not bool((removed > 0.5 * before).any()):
+                return
+            before = before - removed
 
     def _views(self, n: int) -> list[Tensor]:
         """The first ``n`` rows of the basis as ``[B, rows, N]`` views, block by block."""
@@ -180,6 +189,9 @@ class _LanczosRecurrence:
                 ["take the result of the steps done (each step yields one)", "a looser tol or a smaller max_iter",
                  "a block of parameter groups (shorter vectors)", "float32 instead of float64"],
             )
+            if rows == 1 and value.is_contiguous():  # the vector itself becomes the block: no copy
+                self._blocks.append(value.view(self.B, 1, self.N))
+                return
             self._blocks.append(torch.empty(self.B, rows, self.N, dtype=self.op.dtype, device=self.op.device))
         self._row(j).copy_(value)
 

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["LinearOperator", "DenseOperator", "as_operator"]
+__all__ = ["LinearOperator", "DenseOperator", "as_operator", "inner"]
+
+INNER_SLICE = 4096  # entries per partial inner product (see inner)
 
 
 class LinearOperator(abc.ABC):
@@ -94,3 +96,25 @@ def as_operator(A: LinearOperator | Tensor) -> LinearOperator:
     if isinstance(A, Tensor):
         return DenseOperator(A)
     raise TypeError(f"expected a LinearOperator or a matrix tensor, got {type(A).__name__}")
+
+
+def inner(Q: Tensor, w: Tensor) -> Tensor:
+    """``Q [B, r, N] · w [B, N] -> [B, r]``, accumulated in float64 over slices of ``INNER_SLICE`` entries.
+
+    BLAS dot products (and ``Tensor.norm``) over a long float32 vector accumulate sequentially: at
+    GPT-2-small size (124M entries) the addends fall below half an ulp of the running sum and are lost
+    (the squared norm of 124M uniform numbers came out 1.8% low, and a Lanczos Ritz value 1.9% above the
+    largest eigenvalue). Slices keep each running sum short; float64 vectors are used as they are.
+    """
+    N = w.shape[-1]
+    if N <= INNER_SLICE or w.dtype == torch.float64:
+        return torch.bmm(Q, w[:, :, None])[..., 0]
+    M = N // INNER_SLICE
+    main = M * INNER_SLICE
+    out = torch.empty(Q.shape[:2], dtype=torch.float64, device=w.device)
+    for b, (q, v) in enumerate(zip(Q, w, strict=True)):  # q [r, N], v [N]
+        slices = v[:main].view(M, INNER_SLICE, 1)
+        for i, row in enumerate(q):  # one batched call over the M slices of a row
+            parts = torch.bmm(row[:main].view(M, 1, INNER_SLICE), slices)  # [M, 1, 1]
+            out[b, i] = parts.sum(dtype=torch.float64) + (row[main:] @ v[main:]).double()
+    return out.to(w.dtype)

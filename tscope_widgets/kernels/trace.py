@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .operator import LinearOperator, as_operator
+from .operator import INNER_SLICE, LinearOperator, as_operator
 
 __all__ = [
     "TraceEstimate",
@@ -315,7 +315,7 @@ def _large_sketch(op: LinearOperator, s: int, distribution: str, generator, chun
         Y[:, start:stop] = op.matmat(random_probes(N, stop - start, distribution=distribution, dtype=dtype,
                                                    device=op.device, generator=generator))
     for _ in range(2):
-        gram = (Y.T @ Y).double()
+        gram = sum((Y[a : a + INNER_SLICE].T @ Y[a : a + INNER_SLICE]).double() for a in range(0, N, INNER_SLICE))
         lam, V = torch.linalg.eigh(gram)
         keep = lam > N * torch.finfo(dtype).eps * lam.max()
         W = (V[:, keep] / lam[keep].sqrt()).to(dtype)  # [s, r]
