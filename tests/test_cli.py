@@ -587,12 +587,6 @@ def test_curvature_and_landscape_errors_found_while_running(tmp_path, capsys, mo
     config = write_config(tmp_path, small_config(small_model_dir, quick))
     assert main(["run", str(config), "--out", str(tmp_path / "o"), "--resume", *FAST]) == 2
     assert "--resume continues a sensitivity run" in capsys.readouterr().err
-    monkeypatch.setenv("WORLD_SIZE", "2")  # as under torchrun --nproc-per-node 2
-    for kind in ("curvature", "landscape"):
-        config = write_config(tmp_path, small_config(small_model_dir, f"kind = '{kind}'"))
-        assert main(["run", str(config), "--out", str(tmp_path / "o"), *FAST]) == 2
-        err = capsys.readouterr().err
-        assert f"kind = '{kind}' runs in one process" in err and "WORLD_SIZE = 2" in err
     assert not (tmp_path / "o").exists()
 
 
@@ -614,12 +608,36 @@ layers = "all"
 batch_size = 2
 checkpoint_every = 1
 """
-DIST_TIMEOUT_S = 5  # of the worker's own group; a wait inside a scenario takes well under a second
-SLEEP_ON_RANK1_S = 8  # rank 1 is this late at the merge in the timeout scenario
+DIST_TIMEOUT_S = 15  # of the worker's own group; the curvature and landscape runs in it wait seconds under load
+SLEEP_ON_RANK1_S = 20  # rank 1 is this late at the merge in the timeout scenario
+
+
+# 7 samples in batches of 2: rank 0 holds batches 0 and 2 (4 sequences), rank 1 batches 1 and 3 (3 sequences).
+TORCHRUN_CURVATURE = """
+kind = "curvature"
+k = 2
+tol = 1e-8
+trace_matvecs = 12
+density_probes = 2
+density_steps = 6
+block_norms = ["block0.attn.*"]
+"""
+TORCHRUN_LANDSCAPE = """
+kind = "landscape"
+directions = "eigen"
+span = 0.5
+resolution = 5
+tol = 1e-8
+"""
 
 
 def loaded_config(model_dir: Path) -> str:
     """The sensitivity analysis of TORCHRUN_TRAIN on the model that run saved, writing only statistics."""
+    return torchrun_analysis_config(model_dir, 'layers = "all"\ncheckpoint_every = 1')
+
+
+def torchrun_analysis_config(model_dir: Path, analysis: str, dtype: str = "float64") -> str:
+    """An analysis of the model TORCHRUN_TRAIN saved, on its 7 samples in batches of 2, writing only results."""
     return f"""
 [model]
 kind = "tiny"
@@ -627,9 +645,9 @@ path = "{model_dir.as_posix()}"
 [data]
 samples = 7
 [analysis]
-layers = "all"
 batch_size = 2
-checkpoint_every = 1
+dtype = "{dtype}"
+{analysis}
 [output]
 report = false
 save_model = false
@@ -689,6 +707,12 @@ def torchrun_worker(work: Path) -> None:
     dist.init_process_group("gloo", store=dist.FileStore(str(work / "store"), 2), rank=rank, world_size=2,
                             timeout=timedelta(seconds=DIST_TIMEOUT_S))
     loaded = str(work / "loaded.toml")
+    for kind in ("curvature", "landscape"):  # main() runs in the group it finds
+        out = io.StringIO()
+        with redirect_stdout(out):
+            rc = main(["run", str(work / f"{kind}.toml"), "--out", str(work / kind), *FAST])
+        results[kind] = [rc, out.getvalue()]
+        file_barrier(work, kind, rank)
 
     def scenario(name: str, argv: list[str], fault=None) -> None:
         out, err = io.StringIO(), io.StringIO()
@@ -737,6 +761,8 @@ def torchrun_work(tmp_path_factory) -> tuple[Path, str]:
     work = tmp_path_factory.mktemp("torchrun")
     (work / "train.toml").write_text(TORCHRUN_TRAIN)
     (work / "loaded.toml").write_text(loaded_config(work / "run"))
+    (work / "curvature.toml").write_text(torchrun_analysis_config(work / "run", TORCHRUN_CURVATURE))
+    (work / "landscape.toml").write_text(torchrun_analysis_config(work / "run", TORCHRUN_LANDSCAPE))
     env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME=loopback_interface(), PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                "-m", "tests.test_cli", str(work)]
@@ -781,6 +807,24 @@ def test_torchrun_sensitivity_equals_one_process_and_rank0_writes_once(torchrun_
     assert sorted(p.name for p in (work / "run" / "checkpoint").iterdir()) == ["rank0-of-2", "rank1-of-2"]
     assert stdout.count("wrote:") == 1 and stdout.count("trained tiny model") == 1
     assert stdout.count("sensitivity over 7 samples") == 1
+
+
+@pytest.mark.parametrize("kind", ["curvature", "landscape"])
+def test_torchrun_curvature_and_landscape_equal_one_process(torchrun_work, tmp_path, kind):
+    work, _ = torchrun_work
+    rank0, rank1 = (r[kind] for r in rank_results(work))
+    assert rank0[0] == rank1[0] == 0 and "wrote:" in rank0[1] and rank1[1] == ""  # rank 0 alone writes
+    assert main(["run", str(work / f"{kind}.toml"), "--out", str(tmp_path / kind), *FAST]) == 0
+    got, meta = load_results(work / kind)
+    want, want_meta = load_results(tmp_path / kind)
+    assert got.keys() == want.keys() and len(got) > 3
+    for key, value in want.items():
+        if value.is_floating_point():
+            scale = max(float(value.abs().max()), 1.0)  # absolute 1e-10 for tiny values (residuals)
+            assert float((got[key] - value).abs().max()) <= 1e-10 * scale, key
+        else:
+            assert torch.equal(got[key], value), key
+    assert meta["samples"] == want_meta["samples"] == 7
 
 
 def test_torchrun_failures_stop_every_rank_with_the_message(torchrun_work):

@@ -24,9 +24,7 @@ its trace (Hutch++), printed and shown in the report (``meta["curvature"]``; abo
   ``directions.safetensors``, from which the slice can be recomputed exactly.
 
 Each also writes the model (unless ``[output] save_model = false``) and a self-contained ``report.html``.
-Curvature and landscapes run in one process: under ``torchrun`` with more than one process they refuse.
-
-Several processes (``torchrun``), for the sensitivity analysis and the demo::
+Several processes (``torchrun``), for every analysis and the demo::
 
     torchrun --nproc-per-node 2 -m tscope_widgets.cli run examples/tiny_induction.toml
     torchrun --nproc-per-node 2 --no-python tscope run examples/tiny_induction.toml  # the same
@@ -44,6 +42,12 @@ Several processes (``torchrun``), for the sensitivity analysis and the demo::
   weights broadcast (seeded training repeats bit for bit only on the same thread count and hardware; a
   broadcast needs neither), a loaded or Hugging Face model is loaded on every rank; then the ranks compare
   SHA-256 digests of the weights, and of the data, and refuse to go on when they differ.
+- Curvature and landscapes shard the loss batches instead (batches ``r, r + W, ...``): each product,
+  gradient and grid point is reduced over the ranks with the token weights of all ranks
+  (``HessianOperator(process_group=)``, ``slice_2d(process_group=)``), so every rank holds the loss and
+  products of one process holding all the data, and Lanczos, Hutch++, SLQ and block norms (seeded
+  alike) run identically on every rank; results equal a one-process run to rounding (tested: 1e-10 in
+  float64). Each rank needs at least one batch.
 - Rank 0 alone prints, shows progress bars (of its own shard) and writes the results; the files are those
   of a one-process run, with ``world_size`` in ``meta.json``. The only files other ranks write are their
   checkpoints: with ``checkpoint_every`` each rank saves its own in ``OUT/checkpoint/rank<r>-of-<W>/``, and
@@ -1136,6 +1140,18 @@ def _check_same_data(dataset: Dataset) -> None:
         raise ConfigError(str(err)) from None
 
 
+def _shard_batches(batches: list[dict[str, Tensor]], ctx: dist_.DistContext) -> tuple[list, Any]:
+    """This rank's loss batches (``r, r + W, ...``) and the process group to reduce over (``None`` alone)."""
+    if ctx.world_size == 1:
+        return batches, None
+    if len(batches) < ctx.world_size:
+        raise ConfigError(
+            f"the data make {len(batches)} loss batches for {ctx.world_size} processes, and every process needs "
+            "at least one: lower [analysis].batch_size, raise [data].samples, or start fewer processes"
+        )
+    return batches[ctx.rank :: ctx.world_size], torch.distributed.group.WORLD
+
+
 def _is_communication_error(err: BaseException) -> bool:
     """A collective that timed out or lost a peer (gloo raises a plain RuntimeError naming its source file)."""
     text = str(err)
@@ -1157,10 +1173,15 @@ class CurvatureResult:
     blocks: Any = None  # BlockNorms
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    estimate: Any = None  # CostEstimate made before the run
 
 
 def run_curvature(
-    model: torch.nn.Module, batches: list[dict[str, Tensor]], analysis: Mapping[str, Any], progress: bool
+    model: torch.nn.Module,
+    batches: list[dict[str, Tensor]],
+    analysis: Mapping[str, Any],
+    progress: bool,
+    process_group=None,
 ) -> CurvatureResult:
     r"""Extreme eigenvalues, trace, spectral density and block norms of one curvature operator.
 
@@ -1172,7 +1193,8 @@ def run_curvature(
     exact when the groups hold at most ``AUTO_EXACT_MAX_PARAMS`` parameters (spectral norms of the
     diagonal blocks come with it), else estimated from 16 probes per group. Every estimator draws from
     its own generator seeded with ``[analysis].seed``, so each can be repeated alone. Generators are
-    streamed under progress bars.
+    streamed under progress bars. With a ``process_group``, ``batches`` are this rank's shard and every
+    product is reduced over the ranks (see ``HessianOperator``).
 
     Raises:
         ConfigError: for arguments the kernels refuse (unknown groups, ``k`` above the parameter count, a
@@ -1196,7 +1218,11 @@ def run_curvature(
         clock = now
 
     with _kernel_errors("[analysis]", caught):
-        op = HessianOperator(model, batches, kind=kind, dtype=dtype)
+        op = HessianOperator(model, batches, kind=kind, dtype=dtype, process_group=process_group)
+        estimate = curvature_estimate(op, batches, analysis)
+        if progress:
+            print(f"estimate: {estimate}", file=sys.stderr)
+        lap("estimate")
         lanczos_steps = iter_lanczos(
             op,
             analysis["k"],
@@ -1240,6 +1266,7 @@ def run_curvature(
                 spectral=exact,  # free from the dense diagonal blocks when exact; Lanczos per group otherwise
                 dtype=dtype,
                 generator=torch.Generator().manual_seed(seed),
+                process_group=process_group,
             )
             blocks = _last_snapshot(stream, "block norms", "group", progress)
             lap("block_norms")
@@ -1255,7 +1282,31 @@ def run_curvature(
         blocks=blocks,
         seconds=seconds,
         warnings=caught,
+        estimate=estimate,
     )
+
+
+def curvature_estimate(op, batches: list[dict[str, Tensor]], analysis: Mapping[str, Any]):
+    """What the curvature run of ``analysis`` will cost: two measured products of ``op`` (the first also
+    builds the gradient graph that the run reuses), the products the run needs at most, and the memory
+    model of :mod:`tscope_widgets.kernels.cost`."""
+    from .kernels.blocks import AUTO_EXACT_MAX_PARAMS
+    from .kernels.cost import CostEstimate, available_memory, measure_seconds, product_memory
+
+    v = torch.randn(op.shape[1], dtype=op.dtype, generator=torch.Generator().manual_seed(analysis["seed"]))
+    first = measure_seconds(lambda: op @ v, op.device)
+    unit = measure_seconds(lambda: op @ v, op.device)
+    lanczos_steps = analysis["max_iter"] or min(op.shape[0], 20 * 2 * analysis["k"] + 100)
+    units = lanczos_steps + analysis["trace_matvecs"] + analysis["density_probes"] * analysis["density_steps"]
+    if analysis["block_norms"] is not False:
+        groups = None if analysis["block_norms"] is True else list(analysis["block_norms"])
+        try:
+            blocks = op if groups is None else op.restrict(groups)
+            units += blocks.shape[0] if blocks.shape[0] <= AUTO_EXACT_MAX_PARAMS else 16 * len(blocks.groups)
+        except ValueError:  # an unknown group: the block-norm step reports it
+            pass
+    return CostEstimate("Hessian-vector product", units, unit, max(first - unit, 0.0),
+                        product_memory(op.adapter, batches, op.dtype), available_memory(op.device))
 
 
 def curvature_tensors(result: CurvatureResult) -> dict[str, Tensor]:
@@ -1310,6 +1361,10 @@ def curvature_meta(result: CurvatureResult) -> dict[str, Any]:
         "seconds": result.seconds,
         "warnings": result.warnings,
     }
+    if result.estimate is not None:
+        e = result.estimate
+        meta["estimate"] = {"products_at_most": e.units, "seconds_per_product": e.seconds_per_unit,
+                            "setup_seconds": e.setup_seconds, "seconds_at_most": e.seconds, "peak_bytes": e.peak_bytes}
     if result.trace is not None:
         t = result.trace
         meta["trace"] = {"value": t.value, "stderr": t.stderr, "num_matvecs": t.num_matvecs, "method": t.method}
@@ -1453,7 +1508,11 @@ class LandscapeResult:
 
 
 def run_landscape(
-    model: torch.nn.Module, batches: list[dict[str, Tensor]], analysis: Mapping[str, Any], progress: bool
+    model: torch.nn.Module,
+    batches: list[dict[str, Tensor]],
+    analysis: Mapping[str, Any],
+    progress: bool,
+    process_group=None,
 ) -> LandscapeResult:
     r"""The 2D slice :math:`L(\theta + \alpha d_1 + \beta d_2)` on a square grid around the model.
 
@@ -1461,6 +1520,8 @@ def run_landscape(
     biases and norm gains held fixed), drawn in ``[analysis].dtype`` from one generator seeded with
     ``[analysis].seed``; or ``"eigen"``, the two top Hessian eigenvectors (unit norm, Lanczos to
     ``tol``). ``alphas = betas = linspace(-span, span, resolution)``; rows stream under a progress bar.
+    With a ``process_group``, ``batches`` are this rank's shard; losses are reduced over the ranks and the
+    directions, drawn from the same seed (or the same reduced Hessian), are the same on every rank.
 
     Raises:
         ConfigError: for arguments the kernels refuse, with the kernel's message.
@@ -1486,11 +1547,12 @@ def run_landscape(
                 max_iter=analysis["max_iter"],
                 dtype=dtype,
                 generator=generator,
+                process_group=process_group,
             )
             how = {"kind": "eigen", "which": "largest", "eigenvalues": eigenvalues.tolist(), "seed": seed}
         directions_seconds = round(time.perf_counter() - start, 3)
         grid = landscape_grid(analysis["span"], analysis["resolution"])
-        rows = slice_2d(model, batches, d1, d2, grid, grid, dtype=dtype)
+        rows = slice_2d(model, batches, d1, d2, grid, grid, dtype=dtype, process_group=process_group)
         landscape = _last_snapshot(rows, "landscape", "row", progress)
     seconds = {"directions": directions_seconds, "slice": round(time.perf_counter() - start - directions_seconds, 3)}
     return LandscapeResult(landscape, {"d1": d1, "d2": d2}, how, seconds, caught)
@@ -1688,17 +1750,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``tscope run CONFIG``: the analysis a TOML file describes (sensitivity also under ``torchrun``)."""
     cfg = load_config(args.config)
     kind = cfg["analysis"]["kind"]
-    world = _world_size()
-    if kind != "sensitivity" and world > 1:
-        raise ConfigError(
-            f"[analysis].kind = {kind!r} runs in one process (Hessian-vector products are not distributed "
-            f"yet), but this is one of {world} processes (WORLD_SIZE = {world}); start it without torchrun: "
-            f"tscope run {args.config}"
-        )
     if args.resume and kind != "sensitivity":
         raise ConfigError(f"--resume continues a sensitivity run from its checkpoint; kind = {kind!r} has none")
     out = Path(args.out or cfg["output"]["dir"] or Path("results") / Path(args.config).stem)
-    with _process_group(args, enabled=kind == "sensitivity") as ctx:
+    with _process_group(args) as ctx:
         start = time.perf_counter()
         model_cfg = cfg["model"]
         progress = not args.no_progress and ctx.is_main
@@ -1783,7 +1838,13 @@ def _run_curvature(args, cfg, out: Path, prepared: Prepared, dataset: Dataset, s
 
     analysis, output = cfg["analysis"], cfg["output"]
     batches = loss_batches(dataset, analysis)
-    result = run_curvature(prepared.model, batches, analysis, not args.no_progress)
+    ctx = dist_.context()
+    mine, group = _shard_batches(batches, ctx)
+    if _analysis_device(ctx) is not None:  # under torchrun with CUDA: this rank's GPU
+        prepared.model.to(_analysis_device(ctx))
+    result = run_curvature(prepared.model, mine, analysis, not args.no_progress and ctx.is_main, group)
+    if not ctx.is_main:  # every rank holds the same result; rank 0 writes it
+        return 0
     adapter = adapt(prepared.model)
     lines = curvature_lines(result)
     meta = {
@@ -1831,7 +1892,13 @@ def _run_landscape(args, cfg, out: Path, prepared: Prepared, dataset: Dataset, s
 
     analysis, output = cfg["analysis"], cfg["output"]
     batches = loss_batches(dataset, analysis)
-    result = run_landscape(prepared.model, batches, analysis, not args.no_progress)
+    ctx = dist_.context()
+    mine, group = _shard_batches(batches, ctx)
+    if _analysis_device(ctx) is not None:
+        prepared.model.to(_analysis_device(ctx))
+    result = run_landscape(prepared.model, mine, analysis, not args.no_progress and ctx.is_main, group)
+    if not ctx.is_main:  # every rank holds the same result; rank 0 writes it
+        return 0
     adapter = adapt(prepared.model)
     s = result.slice
     meta = {

@@ -88,9 +88,9 @@ def test_a_shard_alone_is_not_the_full_problem():
     assert float((H_all @ v - H_half @ v).norm() / (H_all @ v).norm()) > 1e-2
 
 
-def test_process_group_needs_an_initialised_group():
-    with pytest.raises(RuntimeError, match="not initialised"):
-        HessianOperator(mz.gpt2(), batches(), process_group=object())
+def test_process_group_must_be_a_process_group():
+    with pytest.raises(TypeError, match="torch.distributed.ProcessGroup"):
+        HessianOperator(mz.gpt2(), batches(), process_group="WORLD")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ from torch import nn
 from torch.func import functional_call
 
 from tests.model_zoo import gpt2, random_batch, tiny
+from tscope_widgets.kernels import landscape
 from tscope_widgets.kernels.landscape import (
     LandscapeSlice,
     checkpoint_direction,
+    default_points_per_call,
     eigen_directions,
     pca_directions,
     project_trajectory,
@@ -143,6 +145,53 @@ def test_slice_1d_matches_plain_loop(points_per_call):
         ref, acc = reference_loss(moved(model, [(a, d)]), data)
         assert abs(final.loss[i].item() - ref) <= 1e-10
         assert final.accuracy[i].item() == pytest.approx(acc, abs=1e-12)
+
+
+def test_grid_points_at_the_origin_reuse_its_evaluation(monkeypatch):
+    """A grid point at (0, 0) takes the origin's values, bit for bit, without another forward pass."""
+    model = tiny()
+    data = two_batches(model)
+    d1, d2 = pair_of_directions(model)
+    calls = []
+    forward = landscape._BatchObjective.forward
+    monkeypatch.setattr(landscape._BatchObjective, "forward", lambda self, *a: calls.append(1) or forward(self, *a))
+    final = list(slice_2d(model, data, d1, d2, [-1.0, 0.0], [0.0, 0.5], points_per_call=1))[-1]
+    assert len(calls) == len(data) * 4  # the origin, then the three other points
+    assert final.loss[1, 0].item() == final.origin_loss
+    assert final.accuracy[1, 0].item() == final.origin_accuracy
+    assert not torch.isnan(final.loss).any()
+
+
+@pytest.mark.parametrize("points_per_call", [1, 4])
+def test_directions_zero_in_some_or_all_parameters(points_per_call):
+    """Parameters that no direction moves stay at θ (and are not copied); an all-zero d2 repeats the line."""
+    model = tiny()
+    data = two_batches(model)
+    d1, _ = pair_of_directions(model)
+    zero = {n: torch.zeros_like(t) for n, t in d1.items()}
+    only_head = {n: t if n == "head.weight" else torch.zeros_like(t) for n, t in d1.items()}
+    alphas = [-1.0, 0.5, 2.0]
+    before = model_state(model)
+    plane = list(slice_2d(model, data, only_head, zero, alphas, [0.0, 1.0, -3.0], points_per_call=points_per_call))
+    assert_unchanged(model, before)
+    for i, a in enumerate(alphas):
+        ref, _ = reference_loss(moved(model, [(a, only_head)]), data)
+        assert (plane[-1].loss[i] - ref).abs().max().item() <= 1e-10
+    line = list(slice_1d(model, data, zero, alphas, points_per_call=points_per_call))[-1]
+    assert torch.all(line.loss == line.origin_loss)
+
+
+def test_points_per_call_on_a_cpu_stays_within_the_parameter_budget(monkeypatch):
+    """Beyond CPU_PARAMETER_COPIES_BUDGET bytes of parameter copies a call evaluates fewer points (1 at most)."""
+    model = tiny()
+    a = adapt(model).analysis()
+    batches = landscape._batches(a, two_batches(model))
+    assert default_points_per_call(a, batches) == 16
+    nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    monkeypatch.setattr(landscape, "CPU_PARAMETER_COPIES_BUDGET", 3 * nbytes)
+    assert default_points_per_call(a, batches) == 3
+    monkeypatch.setattr(landscape, "CPU_PARAMETER_COPIES_BUDGET", nbytes - 1)
+    assert default_points_per_call(a, batches) == 1
 
 
 def test_non_finite_loss_is_stored_not_raised():
@@ -512,6 +561,10 @@ def test_bad_input_errors():
     nan["wpe.weight"][1, 1] = math.nan
     with pytest.raises(ValueError, match=r"wpe\.weight.*non-finite"):
         slice_2d(model, data, d1, nan, [0.0], [0.0])
+    inf = {n: t.clone() for n, t in d1.items()}
+    inf["blocks.0.mlp.fc_in.weight"][0, 0] = -math.inf
+    with pytest.raises(ValueError, match=r"blocks\.0\.mlp\.fc_in\.weight.*non-finite"):
+        slice_1d(model, data, inf, [0.0])
     with pytest.raises(ValueError, match="points_per_call"):
         slice_1d(model, data, d1, [0.0], points_per_call=0)
     with pytest.raises(ValueError, match="no batches"):

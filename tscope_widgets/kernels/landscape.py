@@ -19,9 +19,10 @@ A :data:`Direction` is a ``dict[str, Tensor]`` keyed by the names of ``model.nam
   with :func:`project_trajectory` to draw the path on the plane.
 
 :func:`slice_1d` and :func:`slice_2d` are generators that evaluate the grid on a private analysis copy
-of the model with ``torch.func.functional_call`` (several grid points per call through ``vmap``) and
-yield a :class:`LandscapeSlice` as rows complete, so a Job can stream it. The user's model is never
-modified.
+of the model with ``torch.func.functional_call`` (several grid points per call through ``vmap`` on small
+models, one point per call in reused parameter buffers on large ones) and yield a :class:`LandscapeSlice`
+as rows complete, so a Job can stream it. The user's model is never modified. Under ``torch.distributed``
+each rank passes a shard of the data and every rank gets the slice over all shards.
 
 A checkpoint is a model, an adapter or a state dict: any ``Mapping[str, Tensor]``, read one tensor at a
 time, so a lazy mapping over a file (``tscope_widgets.export.open_state_dict(path)``) lets
@@ -50,6 +51,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from ..models.adapter import IGNORE_INDEX, ModelAdapter
+from .collectives import all_reduce_, check_group
 from .curvature import HessianOperator
 from .lanczos import lanczos
 from .sensitivity import analysis_adapter
@@ -81,6 +83,11 @@ POINTS_MEMORY_BUDGET = 256 * 2**20
 # 2-layer d=64 model; a GPT-2-shaped d=8 model went from 2.3 ms to 0.5 ms per point at 16).
 MAX_POINTS_PER_CALL = {"cpu": 16}
 MAX_POINTS_PER_CALL_DEFAULT = 256
+# On a CPU, vmap only pays off while the P parameter copies of a call stay small (it saves Python
+# overhead, not arithmetic). GPT-2-shaped, 4 layers, batch 4 x 32, float32, one thread, ms per point at
+# P = 1 / 4 / 8: 5 MB of parameters 22 / 17 / 17, 11 MB 35 / 27 / 25, 22 MB 42 / 43 / 54; 86 MB: 128 at
+# P = 1, 183 at P = 2. So P copies are kept within this many bytes on a CPU (a larger model gets P = 1).
+CPU_PARAMETER_COPIES_BUDGET = 64 * 2**20
 
 
 # ======================================================================================
@@ -566,6 +573,7 @@ def eigen_directions(
     max_iter: int | None = None,
     dtype: torch.dtype | None = None,
     generator: torch.Generator | None = None,
+    process_group: Any = None,
 ) -> tuple[list[Direction], Tensor]:
     r"""Extreme Hessian eigenvectors of the LM loss over ``data`` as unit-norm directions.
 
@@ -591,13 +599,15 @@ def eigen_directions(
         max_iter: Lanczos steps at most (``None``: its default).
         dtype: Analysis dtype (``None``: the model's, at least float32).
         generator: Seeded generator for the Lanczos start vector.
+        process_group: Under ``torch.distributed``, the group whose ranks each pass a shard of ``data``
+            (see ``HessianOperator``); with the same generator every rank gets the same directions.
 
     Returns:
         ``(directions, eigenvalues)``: :data:`Direction` list in the analysis dtype on the model's
         device, and the eigenvalues ``[m]`` float64 (CPU) in the same order. Warns (``UserWarning``)
         if Lanczos did not converge to ``tol``.
     """
-    op = HessianOperator(adapter, data, groups=groups, dtype=dtype)
+    op = HessianOperator(adapter, data, groups=groups, dtype=dtype, process_group=process_group)
     result = lanczos(op, k, which, tol=tol, max_iter=max_iter, generator=generator)
     if not result.converged:
         warnings.warn(
@@ -807,10 +817,13 @@ def _targets(adapter: ModelAdapter, batch: Mapping[str, Tensor], what: str) -> _
     return _Targets(input_ids, mask, labels, count)
 
 
-def _batches(adapter: ModelAdapter, data: Mapping[str, Tensor] | Iterable[Mapping[str, Tensor]]) -> list[_Targets]:
-    """All batches of ``data`` (one dict, or an iterable of dicts read once), validated."""
+def _batches(
+    adapter: ModelAdapter, data: Mapping[str, Tensor] | Iterable[Mapping[str, Tensor]], allow_empty: bool = False
+) -> list[_Targets]:
+    """All batches of ``data`` (one dict, or an iterable of dicts read once), validated; an empty iterable
+    only with ``allow_empty`` (a rank's shard under torch.distributed)."""
     items = [data] if isinstance(data, Mapping) else list(data)
-    if not items:
+    if not items and not allow_empty:
         raise ValueError("data holds no batches")
     return [_targets(adapter, b, f"batch {i}") for i, b in enumerate(items)]
 
@@ -834,19 +847,36 @@ def _coordinates(x: Tensor | Sequence[float], what: str) -> Tensor:
 
 
 def _check_plain_direction(direction: Mapping[str, Tensor], what: str) -> dict[str, Tensor]:
-    if not isinstance(direction, Mapping) or not direction:
-        raise TypeError(f"{what} must be a non-empty dict {{parameter name: Tensor}}, got {type(direction).__name__}")
-    for name, t in direction.items():
-        if not isinstance(t, Tensor) or not t.is_floating_point():
-            raise ValueError(f"{what}[{name!r}] must be a floating-point tensor, got {getattr(t, 'dtype', type(t))}")
-        if not torch.isfinite(t).all():
-            raise ValueError(f"{what}[{name!r}] holds non-finite values")
+    """``direction`` as a dict, after checking that it holds finite floating-point tensors."""
+    _moved_names(direction, what)
     return dict(direction)
 
 
-def _check_direction(direction: Mapping[str, Tensor], params: Mapping[str, Tensor], what: str) -> dict[str, Tensor]:
-    """``direction`` in the order, dtype and device of ``params``, after checking names, shapes and values."""
-    direction = _check_plain_direction(direction, what)
+def _moved_names(direction: Mapping[str, Tensor], what: str) -> set[str]:
+    """Check that ``direction`` is a non-empty dict of finite floating-point tensors; return the names of those
+    that are not all zero. One min/max pass per tensor (NaN propagates into both), no temporaries."""
+    if not isinstance(direction, Mapping) or not direction:
+        raise TypeError(f"{what} must be a non-empty dict {{parameter name: Tensor}}, got {type(direction).__name__}")
+    moved = set()
+    for name, t in direction.items():
+        if not isinstance(t, Tensor) or not t.is_floating_point():
+            raise ValueError(f"{what}[{name!r}] must be a floating-point tensor, got {getattr(t, 'dtype', type(t))}")
+        if t.numel() == 0:
+            continue
+        lo, hi = (float(x) for x in torch.aminmax(t.detach()))
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"{what}[{name!r}] holds non-finite values")
+        if lo != 0 or hi != 0:
+            moved.add(name)
+    return moved
+
+
+def _check_direction(
+    direction: Mapping[str, Tensor], params: Mapping[str, Tensor], what: str
+) -> tuple[dict[str, Tensor], set[str]]:
+    """``direction`` in the order, dtype and device of ``params``, after checking names, shapes and values;
+    and the names of its tensors that are not all zero."""
+    moved = _moved_names(direction, what)
     missing = [n for n in params if n not in direction]
     extra = [n for n in direction if n not in params]
     if missing:
@@ -863,56 +893,109 @@ def _check_direction(direction: Mapping[str, Tensor], params: Mapping[str, Tenso
         if d.shape != p.shape:
             raise ValueError(f"{what}[{name!r}] has shape {list(d.shape)}, but the parameter has {list(p.shape)}")
         out[name] = d.detach().to(device=p.device, dtype=p.dtype)
-    return out
+    return out, moved
 
 
 def default_points_per_call(adapter: ModelAdapter, batches: Sequence[_Targets]) -> int:
-    """Grid points per vmapped call so that the extra memory stays near :data:`POINTS_MEMORY_BUDGET`.
+    """Grid points per call so that the extra memory stays near :data:`POINTS_MEMORY_BUDGET`.
 
-    Per point: the perturbed parameters plus the activations of one forward pass over the largest
+    Per point: a copy of the parameters plus the activations of one forward pass over the largest
     batch, estimated as ``tokens * (4 V + 24 D + 4 S)`` values (logits and their softmax, the residual
-    stream and MLP of a layer at a time, attention scores). Capped at 16 points on a CPU, where larger
-    vmaps stopped paying off, and 256 elsewhere.
+    stream and MLP of a layer at a time, attention scores). Capped at 256 points, and on a CPU at 16 points
+    and at :data:`CPU_PARAMETER_COPIES_BUDGET` bytes of parameter copies, beyond which vmap over points was
+    slower than one point per call: a model of more than 16M float32 parameters gets 1 point per call there.
     """
     itemsize = adapter.dtype.itemsize
-    n_params = sum(p.numel() for p in adapter.model.parameters())
-    tokens = max(t.input_ids.numel() for t in batches)
-    S = max(t.input_ids.shape[1] for t in batches)
-    per_point = itemsize * (n_params + tokens * (4 * adapter.vocab_size + 24 * adapter.d_model + 4 * S))
+    param_bytes = itemsize * sum(p.numel() for p in adapter.model.parameters())
+    tokens = max((t.input_ids.numel() for t in batches), default=0)
+    S = max((t.input_ids.shape[1] for t in batches), default=0)
+    per_point = param_bytes + itemsize * tokens * (4 * adapter.vocab_size + 24 * adapter.d_model + 4 * S)
     cap = MAX_POINTS_PER_CALL.get(adapter.device.type, MAX_POINTS_PER_CALL_DEFAULT)
-    return int(max(1, min(cap, POINTS_MEMORY_BUDGET // per_point)))
+    P = min(cap, POINTS_MEMORY_BUDGET // per_point)
+    if adapter.device.type == "cpu":
+        P = min(P, CPU_PARAMETER_COPIES_BUDGET // param_bytes)
+    return int(max(1, P))
 
 
 class _GridEvaluator:
-    """Loss and accuracy at :math:`\\theta + \\sum_j c_j d_j` for rows of coordinates ``c [n, m]``."""
+    r"""Loss and accuracy at :math:`\theta + \sum_j c_j d_j` for up to ``P`` rows of coordinates ``c [n, m]``.
 
-    def __init__(self, adapter: ModelAdapter, batches: list[_Targets], directions: list[dict[str, Tensor]]):
+    The parameters of a call's points are written in place (under ``no_grad``) into buffers allocated
+    once and reused by every call: ``[P, *shape]`` for each parameter that some direction moves (is
+    nonzero somewhere); every other parameter, and all of them at the origin ``c = 0``, is θ itself.
+    With ``P > 1`` one ``addmm`` per parameter writes all points of a call from the stacked directions
+    ``[m, numel]`` and ``functional_call`` is vmapped over the points. With ``P = 1`` the buffer is
+    written as ``θ + c_j d_j`` for the first nonzero coefficient (``torch.add(out=)``), then ``+= c_k d_k``
+    for the others, with no stacked copy of the directions, and the call is plain: a point on an axis of
+    the grid costs one pass over the parameters, another point two (memory-bound, the cost that remains
+    beyond the forward passes at GPT-2-small size). Memory beyond the model: ``P`` copies of the moved
+    parameters, plus ``m`` stacked copies of the directions when ``P > 1``.
+
+    Each batch gives its summed token loss and number of correct argmax predictions. Under a process
+    group the per-point sums ``[n, 3]`` (loss, correct, targets; float64) are added over the ranks by
+    one ``all_reduce`` per call, so every rank gets the token-weighted loss and accuracy of all shards.
+    """
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        batches: list[_Targets],
+        directions: list[dict[str, Tensor]],
+        moved: set[str],
+        points_per_call: int,
+        process_group: Any = None,
+    ):
         self.objective = _BatchObjective(adapter)
         self.batches = batches
-        self.num_targets = sum(b.count for b in batches)
+        self.group = process_group
+        self.P = points_per_call
+        self.device, self.dtype = adapter.device, adapter.dtype
         self.base = {n: p.detach() for n, p in adapter.model.named_parameters()}
-        # [m, numel] per parameter: one addmm builds the parameters of all points of a call.
-        self.stacked = {n: torch.stack([d[n].reshape(-1) for d in directions]) for n in self.base}
-        self.dtype = adapter.dtype
+        self.directions = {n: [d[n] for d in directions] for n in self.base if n in moved}
+        self.buffers = {n: self.base[n].new_empty((self.P, *self.base[n].shape)) for n in self.directions}
+        self.stacked = (
+            {n: torch.stack([d.reshape(-1) for d in ds]) for n, ds in self.directions.items()} if self.P > 1 else {}
+        )
 
+    @torch.no_grad()
+    def _parameters_at(self, coords: Tensor) -> dict[str, Tensor]:
+        """``{"net.<name>": [n, *shape]}``: the moved parameters at the points ``coords [n, m]``, in the buffers."""
+        n = coords.shape[0]
+        if self.P > 1:
+            c = coords.to(self.device, self.dtype)
+            for name, buf in self.buffers.items():
+                torch.addmm(self.base[name].reshape(1, -1), c, self.stacked[name], out=buf[:n].view(n, -1))
+        else:  # skip zero coefficients: a point on an axis of the grid costs one pass, not two
+            terms = [(c, j) for j, c in enumerate(coords[0].tolist()) if c != 0]
+            for name, buf in self.buffers.items():
+                ds = self.directions[name]
+                (c, j), *rest = terms
+                torch.add(self.base[name], ds[j], alpha=c, out=buf[0])
+                for c, j in rest:
+                    buf[0].add_(ds[j], alpha=c)
+        return {f"net.{name}": buf[:n] for name, buf in self.buffers.items()}
+
+    @torch.no_grad()
     def __call__(self, coords: Tensor) -> tuple[Tensor, Tensor]:
-        """``coords [n, m]`` float64 -> ``(loss [n], accuracy [n])`` float64 (CPU)."""
-        c = coords.to(device=next(iter(self.base.values())).device, dtype=self.dtype)
-        n = c.shape[0]
-        params = {
-            f"net.{name}": torch.addmm(p.reshape(1, -1), c, self.stacked[name]).reshape(n, *p.shape)
-            for name, p in self.base.items()
-        }
-        totals = torch.zeros(n, 2, dtype=torch.float64)
-        with torch.no_grad():
-            for b in self.batches:
-                args = (b.input_ids, b.mask, b.labels)
-                if n == 1:  # one point: a plain call, no vmap (also the route for models vmap cannot trace)
-                    out = functional_call(self.objective, {k: v[0] for k, v in params.items()}, args)[None]
-                else:
-                    out = vmap(lambda ps, args=args: functional_call(self.objective, ps, args))(params)
-                totals += out.to("cpu", torch.float64)  # [n, 2]
-        return totals[:, 0] / self.num_targets, totals[:, 1] / self.num_targets
+        """``coords [n, m]`` float64, ``n <= P`` -> ``(loss [n], accuracy [n])`` float64 (CPU), over all ranks."""
+        n = coords.shape[0]
+        moved = self._parameters_at(coords) if coords.any() else {}
+        static = {f"net.{k}": v for k, v in self.base.items() if f"net.{k}" not in moved}
+        totals = torch.zeros(n, 3, dtype=torch.float64)  # summed token loss, correct predictions, targets
+        for b in self.batches:
+            args = (b.input_ids, b.mask, b.labels)
+            if n == 1 or not moved:  # a plain call (also the route for models vmap cannot trace)
+                out = functional_call(self.objective, {**static, **{k: v[0] for k, v in moved.items()}}, args)
+                out = out.expand(n, 2)
+            else:
+                out = vmap(lambda mv, args=args: functional_call(self.objective, {**static, **mv}, args))(moved)
+            totals[:, :2] += out.to("cpu", torch.float64)
+            totals[:, 2] += b.count
+        if self.group is not None:
+            all_reduce_(totals, self.group)
+        if not totals[:, 2].all():
+            raise ValueError("no rank holds a labelled position; nothing to average")
+        return totals[:, 0] / totals[:, 2], totals[:, 1] / totals[:, 2]
 
 
 def _check_points_per_call(points_per_call: int | None) -> None:
@@ -924,6 +1007,35 @@ def _check_points_per_call(points_per_call: int | None) -> None:
         raise ValueError(f"points_per_call must be >= 1, got {points_per_call}")
 
 
+# ======================================================================================
+# torch.distributed
+# ======================================================================================
+def _on_all_ranks(prepare: Any, group: Any) -> tuple:
+    """``prepare()`` (a tuple ending with the points per call), agreed by the ranks of ``group``.
+
+    Each rank checks its own arguments and shard. One ``all_reduce(MAX)`` then tells every rank whether
+    any of them failed, so that all raise (the failing rank its own error) instead of the others waiting
+    in the next collective, and gives all ranks the smallest points per call (they must make the same
+    calls: the default depends on the rank's batches).
+    """
+    if group is None:
+        return prepare()
+    try:
+        out, error = prepare(), None
+    except Exception as e:  # re-raised below, after the other ranks have heard of it
+        out, error = None, e
+    flags = torch.tensor([float(error is not None), -float(out[-1] if error is None else 0)], dtype=torch.float64)
+    all_reduce_(flags, group, "max")
+    if error is not None:
+        raise error
+    if flags[0] > 0:
+        raise RuntimeError("the landscape slice failed on another rank (bad arguments or data there; see its error)")
+    return (*out[:-1], int(-flags[1]))
+
+
+# ======================================================================================
+# slices
+# ======================================================================================
 def slice_1d(
     adapter: ModelAdapter | nn.Module,
     data: Mapping[str, Tensor] | Iterable[Mapping[str, Tensor]],
@@ -933,11 +1045,12 @@ def slice_1d(
     points_per_call: int | None = None,
     dtype: torch.dtype | None = None,
     resume: Any = None,
+    process_group: Any = None,
 ) -> Iterator[LandscapeSlice]:
     r"""Stream the 1D slice :math:`g(\alpha_i) = L(\theta + \alpha_i d)`, point by point.
 
-    Each point is one "row". See :func:`slice_2d` for the loss, evaluation and arguments; ``direction``
-    takes the place of ``d1``.
+    Each point is one "row". See :func:`slice_2d` for the loss, evaluation and arguments (including
+    ``process_group``); ``direction`` takes the place of ``d1``.
 
     Returns:
         An iterator of :class:`LandscapeSlice` (``betas=None``, ``loss [A]``), one snapshot after every
@@ -957,13 +1070,8 @@ def slice_1d(
         >>> final.loss.shape, final.done, final.total, abs(final.loss[1].item() - final.origin_loss) < 1e-12
         (torch.Size([3]), 3, 3, True)
     """
-    _check_points_per_call(points_per_call)
-    alphas = _coordinates(alphas, "alphas")
-    model = analysis_adapter(adapter, dtype)
-    batches = _batches(model, data)
-    params = dict(model.model.named_parameters())
-    dirs = [_check_direction(direction, params, "direction")]
-    return _stream(model, batches, dirs, alphas, None, points_per_call, resume)
+    return _stream(adapter, data, {"direction": direction}, alphas, None, dtype, points_per_call, resume,
+                   process_group)
 
 
 def slice_2d(
@@ -977,6 +1085,7 @@ def slice_2d(
     points_per_call: int | None = None,
     dtype: torch.dtype | None = None,
     resume: Any = None,
+    process_group: Any = None,
 ) -> Iterator[LandscapeSlice]:
     r"""Stream the 2D slice :math:`f(\alpha_i, \beta_j) = L(\theta + \alpha_i d_1 + \beta_j d_2)`, row by row.
 
@@ -987,13 +1096,23 @@ def slice_2d(
     through ``torch.func.functional_call``; the user's model is never modified.
 
     Grid points are visited row-major (all betas of ``alphas[0]``, then ``alphas[1]``, ...). Each call
-    evaluates ``P = points_per_call`` points at once: their parameters
-    :math:`\theta + \alpha d_1 + \beta d_2` are stacked into ``[P, *shape]`` tensors and
-    ``functional_call`` is vmapped over them (one point is a plain call). That costs ``P`` copies of the
-    parameters plus ``P`` forward passes' activations; the default (:func:`default_points_per_call`)
-    keeps it near :data:`POINTS_MEMORY_BUDGET`. On a CPU, batching points mostly saves Python
-    overhead on small models; on a GPU it fills the device. ``points_per_call=1`` avoids vmap, e.g.
-    for models whose forward vmap cannot trace.
+    evaluates up to ``P = points_per_call`` points. Their parameters :math:`\theta + \alpha d_1 + \beta d_2`
+    are written in place into buffers allocated once, ``[P, *shape]`` per parameter (parameters that both
+    directions leave at zero, e.g. ignored biases, are not copied). With ``P > 1`` they are built by one
+    ``addmm`` from the stacked directions and ``functional_call`` is vmapped over them; ``P = 1`` is a plain
+    call (no vmap, no stacked directions: one extra copy of the parameters in all), the route for large
+    models and for models whose forward vmap cannot trace. The default (:func:`default_points_per_call`)
+    keeps ``P`` copies plus ``P`` forward passes' activations near :data:`POINTS_MEMORY_BUDGET`, so a
+    large model (a GPT-2-small at 124M parameters already) gets ``P = 1``. On a CPU, batching points
+    only saves Python overhead on small models; on a GPU it fills the device. A grid point at the origin
+    (all coordinates exactly 0) takes the origin's values, evaluated once.
+
+    Under ``torch.distributed`` (``process_group=``), each rank passes its own shard of the data (its own
+    batches; a rank may hold none) and the same model, directions, grid and arguments as every other rank
+    (they are not compared). Per call, each rank's summed token losses, correct counts and target
+    counts of the call's points are added over the ranks by one ``all_reduce`` (float64; on the CPU
+    for gloo), so every rank yields exactly the single-process token-weighted loss and accuracy over
+    all shards (up to the order of the additions). Argument errors on one rank are raised on every rank.
 
     Args:
         adapter: A :class:`ModelAdapter` or a supported model.
@@ -1002,10 +1121,15 @@ def slice_2d(
         d1, d2: :data:`Direction` with exactly the model's parameter names and shapes, finite values.
         alphas: ``[A]`` finite coordinates along ``d1`` (rows).
         betas: ``[B]`` finite coordinates along ``d2`` (columns).
-        points_per_call: Grid points per call (``>= 1``), ``None`` = automatic.
+        points_per_call: Grid points per call (``>= 1``), ``None`` = automatic. Under a process group
+            the ranks use the smallest of their values.
         dtype: Compute dtype; ``None`` = the model's, at least float32.
         resume: A Job checkpoint (``.tensors``, ``.meta`` from :meth:`LandscapeSlice.state_dict` /
-            :meth:`LandscapeSlice.meta`) to continue from; its grid must be this grid.
+            :meth:`LandscapeSlice.meta`) to continue from; its grid must be this grid (under a process
+            group: the same checkpoint on every rank).
+        process_group: ``None`` (one process), or a ``torch.distributed.ProcessGroup`` whose ranks each
+            hold a shard of the data, usually ``torch.distributed.group.WORLD``; collective calls are
+            made on every rank in the same order, so every rank must iterate the slice to the end.
 
     Returns:
         An iterator of :class:`LandscapeSlice` (``loss [A, B]``), one snapshot (a copy) after every
@@ -1016,30 +1140,43 @@ def slice_2d(
         ValueError: Empty or non-finite ``alphas``/``betas``; a direction with missing, extra or
             mis-shaped parameters or non-finite values (naming the parameter); batches without
             targets; a ``resume`` checkpoint of another grid or model.
-        TypeError: Bad argument types.
+        TypeError: Bad argument types, including a ``process_group`` that is not a ``ProcessGroup``.
+        RuntimeError: ``process_group`` given without an initialised ``torch.distributed``; the
+            arguments or data of another rank were rejected.
     """
-    _check_points_per_call(points_per_call)
-    alphas = _coordinates(alphas, "alphas")
-    betas = _coordinates(betas, "betas")
-    model = analysis_adapter(adapter, dtype)
-    batches = _batches(model, data)
-    params = dict(model.model.named_parameters())
-    dirs = [_check_direction(d1, params, "d1"), _check_direction(d2, params, "d2")]
-    return _stream(model, batches, dirs, alphas, betas, points_per_call, resume)
+    return _stream(adapter, data, {"d1": d1, "d2": d2}, alphas, betas, dtype, points_per_call, resume,
+                   process_group)
 
 
 def _stream(
-    model: ModelAdapter,
-    batches: list[_Targets],
-    dirs: list[dict[str, Tensor]],
-    alphas: Tensor,
-    betas: Tensor | None,
+    adapter: ModelAdapter | nn.Module,
+    data: Mapping[str, Tensor] | Iterable[Mapping[str, Tensor]],
+    directions: Mapping[str, Mapping[str, Tensor]],
+    alphas: Tensor | Sequence[float],
+    betas: Tensor | Sequence[float] | None,
+    dtype: torch.dtype | None,
     points_per_call: int | None,
     resume: Any,
+    process_group: Any,
 ) -> Iterator[LandscapeSlice]:
-    evaluate = _GridEvaluator(model, batches, dirs)
-    m = len(dirs)
-    loss0, acc0 = evaluate(torch.zeros(1, m, dtype=torch.float64))
+    """Check the arguments (on every rank), evaluate the origin, and return the generator of rows."""
+    check_group(process_group)
+
+    def prepare() -> tuple:
+        _check_points_per_call(points_per_call)
+        a = _coordinates(alphas, "alphas")
+        b = None if betas is None else _coordinates(betas, "betas")
+        model = analysis_adapter(adapter, dtype)
+        batches = _batches(model, data, allow_empty=process_group is not None)
+        params = dict(model.model.named_parameters())
+        checked = [_check_direction(d, params, what) for what, d in directions.items()]
+        dirs, moved = [d for d, _ in checked], set().union(*(m for _, m in checked))
+        return model, batches, dirs, moved, a, b, points_per_call or default_points_per_call(model, batches)
+
+    model, batches, dirs, moved, alphas, betas, P = _on_all_ranks(prepare, process_group)
+    evaluate = _GridEvaluator(model, batches, dirs, moved, P, process_group)
+    loss0, acc0 = evaluate(torch.zeros(1, len(dirs), dtype=torch.float64))
+    origin = (float(loss0[0]), float(acc0[0]))
     shape = (alphas.shape[0],) if betas is None else (alphas.shape[0], betas.shape[0])
     if resume is None:
         state = LandscapeSlice(
@@ -1048,24 +1185,30 @@ def _stream(
             torch.full(shape, math.nan, dtype=torch.float64),
             torch.full(shape, math.nan, dtype=torch.float64),
             0,
-            float(loss0[0]),
-            float(acc0[0]),
+            *origin,
         )
     else:
-        state = _resumed(resume, alphas, betas, float(loss0[0]))
+        state = _resumed(resume, alphas, betas, origin[0])
     if betas is None:
         coords = alphas[:, None]  # [A, 1]
     else:
         coords = torch.cartesian_prod(alphas, betas).reshape(-1, 2)  # [A*B, 2], row-major
     per_row = 1 if betas is None else betas.shape[0]
-    P = points_per_call or default_points_per_call(model, batches)
-    return _rows(evaluate, coords, per_row, P, state)
+    return _rows(evaluate, coords, per_row, P, state, origin)
 
 
 def _rows(
-    evaluate: _GridEvaluator, coords: Tensor, per_row: int, P: int, state: LandscapeSlice
+    evaluate: _GridEvaluator,
+    coords: Tensor,
+    per_row: int,
+    P: int,
+    state: LandscapeSlice,
+    origin: tuple[float, float],
 ) -> Iterator[LandscapeSlice]:
+    """Evaluate ``coords [N, m]`` from the first point of row ``state.rows_done`` on, ``P`` points per call,
+    yielding a snapshot whenever rows complete; points at the origin take its ``(loss, accuracy)``."""
     flat_loss, flat_acc = state.loss.view(-1), state.accuracy.view(-1)
+    at_origin = (coords == 0).all(dim=1)  # [N]
     N = coords.shape[0]
     start = state.rows_done * per_row
     if start >= N:
@@ -1073,8 +1216,11 @@ def _rows(
         return
     for s in range(start, N, P):
         e = min(s + P, N)
-        loss, acc = evaluate(coords[s:e])
-        flat_loss[s:e], flat_acc[s:e] = loss, acc
+        todo = ~at_origin[s:e]
+        flat_loss[s:e], flat_acc[s:e] = origin
+        if todo.any():
+            loss, acc = evaluate(coords[s:e][todo])
+            flat_loss[s:e][todo], flat_acc[s:e][todo] = loss, acc
         rows = e // per_row
         if rows > state.rows_done:
             state.rows_done = rows

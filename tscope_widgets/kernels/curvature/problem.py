@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ...models.adapter import IGNORE_INDEX, ModelAdapter
+from ..collectives import all_reduce_, check_group
 
 __all__ = ["CurvatureProblem", "LossFn", "materialise_batches"]
 
@@ -55,23 +56,6 @@ def materialise_batches(data, *, allow_empty: bool = False) -> list[Mapping[str,
     return batches
 
 
-def _check_group(process_group) -> None:
-    if process_group is None:
-        return
-    import torch.distributed as dist
-
-    if not dist.is_available() or not dist.is_initialized():
-        raise RuntimeError(
-            "process_group was given but torch.distributed is not initialised; call "
-            "torch.distributed.init_process_group first (torchrun does the environment), or pass process_group=None"
-        )
-    if not isinstance(process_group, dist.ProcessGroup):
-        raise TypeError(
-            f"process_group must be a torch.distributed.ProcessGroup (e.g. torch.distributed.group.WORLD) or None, "
-            f"got {type(process_group).__name__}"
-        )
-
-
 class CurvatureProblem:
     """The analysis copy, this rank's batches, their weights and losses: what every operator on it shares.
 
@@ -97,7 +81,7 @@ class CurvatureProblem:
         loss: LossFn | None,
         process_group=None,
     ):
-        _check_group(process_group)
+        check_group(process_group)
         self.adapter = adapter
         self.batches = batches
         self.process_group = process_group
@@ -135,14 +119,8 @@ class CurvatureProblem:
 
     # ----- reductions over ranks --------------------------------------------------------------------
     def all_sum(self, t: Tensor) -> Tensor:
-        """``t`` summed over the ranks of the process group (``t`` itself without one)."""
-        if self.process_group is None:
-            return t
-        import torch.distributed as dist
-
-        out = t.to(_comm_device(self.process_group)).contiguous()
-        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=self.process_group)
-        return out.to(t.device)
+        """``t`` summed over the ranks of the process group, in place (``t`` itself without one)."""
+        return t if self.process_group is None else all_reduce_(t, self.process_group)
 
     def loss_value(self) -> float:
         """:math:`L(\\theta)` over every rank's batches."""
@@ -173,13 +151,6 @@ class CurvatureProblem:
 
 def _prefixed(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {f"model.{n}": t for n, t in params.items()}
-
-
-def _comm_device(group) -> torch.device:
-    import torch.distributed as dist
-
-    nccl = dist.get_backend(group) == "nccl"
-    return torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
 
 
 def build_problem(adapter, data: Mapping[str, Tensor] | Iterable[Mapping[str, Tensor]], loss, dtype, process_group,
