@@ -304,7 +304,8 @@ class HessianOperator(LinearOperator):
         return {n: out[n] for n in self._rows.param_names}
 
     def _hessian_finite_difference(self, tangents: Params, K: int, error: bool = False):
-        """Central differences of row gradients along each column (see :mod:`.finite_difference`)."""
+        """Central differences of row gradients along each column (see :mod:`.finite_difference`); a loop over
+        columns, since each column is its own pair of perturbed models (two forward and backward passes)."""
         cols, errs = [], []
         for k in range(K):
             v = {n: t[k] for n, t in tangents.items()}

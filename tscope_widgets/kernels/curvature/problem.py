@@ -42,10 +42,10 @@ class _Call(nn.Module):
         return self.fn(*args)
 
 
-def materialise_batches(data, *, allow_empty: bool = False) -> list[Mapping[str, Tensor]]:
+def materialise_batches(data) -> list[Mapping[str, Tensor]]:
     """``data`` (one batch dict or an iterable of them) as a checked list of batch dicts."""
     batches = [data] if isinstance(data, Mapping) else list(data)
-    if not batches and not allow_empty:
+    if not batches:
         raise ValueError("data is empty: pass a batch dict or a non-empty iterable of batch dicts")
     for i, b in enumerate(batches):
         if not isinstance(b, Mapping) or "input_ids" not in b:
