@@ -441,6 +441,24 @@ def test_run_curvature_of_the_gauss_newton_and_functional_parts(tmp_path, small_
         assert any("condition number is ill-defined" in w for w in meta["warnings"])
 
 
+def test_run_curvature_stopping_on_the_eigenvalue_error_estimate(tmp_path, small_model_dir):
+    runs = {}
+    for criterion in ("residual", "eigenvalue"):
+        analysis = (f"kind = 'curvature'\nk = 1\ntol = 1e-8\ncriterion = '{criterion}'\ntrace_matvecs = 0\n"
+                    "density_probes = 0\nblock_norms = false")
+        out = tmp_path / criterion
+        config = small_config(small_model_dir, analysis, "report = false\nsave_model = false")
+        assert main(["run", str(write_config(tmp_path, config)), "--out", str(out), *FAST]) == 0
+        runs[criterion] = load_results(out)
+    tensors, meta = runs["eigenvalue"]
+    exact = torch.linalg.eigvalsh(dense_hessian(load_model(small_model_dir)[0], saved_batches(tensors)))
+    torch.testing.assert_close(tensors["eigenvalues"], torch.stack([exact[0], exact[-1]]), rtol=0,
+                               atol=1e-8 * exact.abs().max())
+    assert meta["lanczos"]["converged"]
+    assert max(meta["lanczos"]["error_estimates"]) <= 1e-8 * exact.abs().max()
+    assert meta["lanczos"]["num_matvecs"] < runs["residual"][1]["lanczos"]["num_matvecs"]
+
+
 def test_run_curvature_says_when_lanczos_did_not_converge(tmp_path, capsys, small_model_dir):
     analysis = "kind = 'curvature'\nk = 1\nmax_iter = 3\ntrace_matvecs = 0\ndensity_probes = 0\nblock_norms = false"
     out = tmp_path / "out"
@@ -541,6 +559,7 @@ ANALYSIS_ERRORS = [
     ("kind = 'curvature'\nblock_norms = 'all'", r"block_norms must be true/false or a list, got str 'all'"),
     ("kind = 'curvature'\nblock_norms = []", r"block_norms must be true, false or a non-empty list"),
     ("kind = 'curvature'\nhessian_kind = 'fisher'", r"choose one of \['hessian', 'ggn', 'functional'\]"),
+    ("kind = 'curvature'\ncriterion = 'value'", r"choose one of \['residual', 'eigenvalue'\]"),
     ("kind = 'landscape'\ndirections = 'pca'", r"directions = 'pca'; choose one of \['random', 'eigen'\]"),
     ("kind = 'landscape'\nspan = -1.5", r"\[analysis\]\.span must be a positive number, got -1.5"),
     ("kind = 'landscape'\nresolution = 1", r"resolution must be >= 2 grid points per direction, got 1"),

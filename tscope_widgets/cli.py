@@ -136,6 +136,7 @@ ANALYSIS_KEYS = {
     "curvature": (
         "k",
         "tol",
+        "criterion",
         "max_iter",
         "trace_matvecs",
         "density_probes",
@@ -185,6 +186,10 @@ CONFIG_SCHEMA: dict[str, dict[str, Key]] = {
         # curvature
         "k": Key(_INT, 3, "curvature: eigenvalues at each end of the spectrum (Lanczos, which = 'both')"),
         "tol": Key(_NUMBER, 1e-6, "curvature, landscape (eigen): Lanczos relative residual tolerance"),
+        "criterion": Key(
+            _STR, "residual", "curvature: Lanczos stops on the Ritz residual, or on the eigenvalues' error estimate "
+            "min(r, r^2/gap) (fewer products; eigenvalues only)", ("residual", "eigenvalue"),
+        ),
         "max_iter": Key(_INT, None, "curvature, landscape (eigen): Lanczos steps at most (default: the kernel's)"),
         "trace_matvecs": Key(_INT, 30, "curvature: Hutch++ products for the trace (0 = off, else >= 3)"),
         "density_probes": Key(_INT, 4, "curvature: SLQ probes for the spectral density (0 = off)"),
@@ -1228,6 +1233,7 @@ def run_curvature(
             analysis["k"],
             "both",
             tol=analysis["tol"],
+            criterion=analysis["criterion"],
             max_iter=analysis["max_iter"],
             generator=torch.Generator().manual_seed(seed),
         )
@@ -1311,7 +1317,8 @@ def curvature_estimate(op, batches: list[dict[str, Tensor]], analysis: Mapping[s
 
 def curvature_tensors(result: CurvatureResult) -> dict[str, Tensor]:
     """The arrays of a curvature run, keyed as in ``curvature.safetensors`` (all float64)."""
-    tensors = {"eigenvalues": result.lanczos.eigenvalues, "residual_norms": result.lanczos.residual_norms}
+    tensors = {"eigenvalues": result.lanczos.eigenvalues, "residual_norms": result.lanczos.residual_norms,
+               "error_estimates": result.lanczos.error_estimates}
     if result.density is not None:
         d = result.density
         tensors |= {
@@ -1345,6 +1352,7 @@ def curvature_meta(result: CurvatureResult) -> dict[str, Any]:
             "k": lz.k,
             "eigenvalues": lz.eigenvalues.tolist(),
             "residual_norms": lz.residual_norms.tolist(),
+            "error_estimates": lz.error_estimates.tolist(),
             "num_matvecs": lz.num_matvecs,
             "num_iterations": lz.num_iterations,
             "converged": lz.converged,

@@ -167,6 +167,28 @@ def test_curvature_summary_warns_when_lambda_min_vanishes():
     assert summary.condition_number > 1e11 or math.isinf(summary.condition_number)
 
 
+def test_eigenvalue_criterion_stops_earlier_with_the_eigenvalue_as_accurate():
+    """Kato–Temple: a Ritz value's error is about r²/gap, so λ_max to 1e-6 needs a residual of only ~1e-3·λ."""
+    lam = _hessian_like()
+    A = symmetric(lam, 3)
+    top = torch.linalg.eigvalsh(A)[-1].item()
+    tol = 1e-6
+    for seed in range(3):
+        by_residual = lanczos(A, k=1, tol=tol, generator=gen(seed))
+        by_eigenvalue = lanczos(A, k=1, tol=tol, criterion="eigenvalue", generator=gen(seed))
+        assert by_residual.converged and by_eigenvalue.converged
+        assert by_eigenvalue.num_matvecs < by_residual.num_matvecs
+        assert by_eigenvalue.residual_norms.item() > tol * top  # it did stop before the residual test holds
+        error = top - by_eigenvalue.eigenvalues.item()
+        assert 0 <= error <= tol * top, error  # interlacing: a Ritz value never exceeds λ_max
+        # the estimate is of the right size: neither far below the true error nor above the residual
+        assert error <= 10 * by_eigenvalue.error_estimates.item() <= 10 * by_eigenvalue.residual_norms.item()
+    steps = list(iter_lanczos(A, k=1, tol=tol, criterion="eigenvalue", generator=gen(0)))
+    estimates = torch.tensor([s.error_estimates.item() for s in steps])
+    errors = torch.tensor([top - s.eigenvalues[-1].item() for s in steps])
+    assert torch.all(errors[5:] <= 10 * estimates[5:])
+
+
 def test_bad_inputs():
     A = torch.eye(5, dtype=F64)
     with pytest.raises(ValueError, match="k must be"):
@@ -175,6 +197,8 @@ def test_bad_inputs():
         lanczos(A, k=0)
     with pytest.raises(ValueError, match="which must be"):
         lanczos(A, which="top")
+    with pytest.raises(ValueError, match="criterion must be"):
+        lanczos(A, criterion="value")
     with pytest.raises(ValueError, match="square"):
         lanczos(torch.ones(4, 5, dtype=F64))
     with pytest.raises(ValueError, match="max_iter"):
