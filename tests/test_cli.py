@@ -610,6 +610,35 @@ def test_curvature_and_landscape_errors_found_while_running(tmp_path, capsys, mo
 
 
 # ======================================================================================
+# The package's layout
+# ======================================================================================
+CLI_LAYERS = ("config", "prepare", "runs", "reports", "commands")  # each imports only those before it
+
+
+def test_cli_modules_import_downward_and_only_reports_touches_the_widgets():
+    import ast
+
+    import tscope_widgets.cli as cli
+    import tscope_widgets.tasks as tasks
+
+    package = ROOT / "tscope_widgets" / "cli"
+    assert sorted(p.stem for p in package.glob("*.py")) == sorted([*CLI_LAYERS, "__init__", "__main__"])
+    widget_imports = []
+    for i, name in enumerate(CLI_LAYERS):
+        for node in ast.walk(ast.parse((package / f"{name}.py").read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level == 1:  # a sibling in cli/
+                assert node.module in CLI_LAYERS[:i], f"cli/{name}.py imports .{node.module} (upward or unknown)"
+            module = node.module or ""
+            if (node.level == 2 and module.split(".")[0] == "widgets") or module.startswith("tscope_widgets.widgets"):
+                widget_imports.append(name)
+    assert set(widget_imports) == {"reports"}  # the landscape contours; they move to figures/ (issue 11)
+    assert cli.induction_reading is tasks.induction_reading and cli.describe_induction is tasks.describe_induction
+    assert callable(cli.main) and cli.main is cli.commands.main
+
+
+# ======================================================================================
 # Under torchrun: 2 gloo processes on the CPU
 # ======================================================================================
 # Rank 0 holds samples 0, 2, 4, 6 (batches of 2, 2), rank 1 samples 1, 3, 5 (batches of 2, 1).
@@ -716,8 +745,8 @@ def torchrun_worker(work: Path) -> None:
     """
     import torch.distributed as dist
 
-    import tscope_widgets.cli as cli
     from tscope_widgets import jobs
+    from tscope_widgets.cli import commands, prepare
     from tscope_widgets.kernels import sensitivity
 
     rank = int(os.environ["RANK"])
@@ -749,12 +778,12 @@ def torchrun_worker(work: Path) -> None:
             prepared.model.blocks[0].attn.k.weight[0, 0] += 1e-6
         return prepared
 
-    real_prepare_tiny = cli.prepare_tiny
+    real_prepare_tiny = prepare.prepare_tiny
     scenario("data_failure", ["run", loaded, "--out", str(work / "never"), *FAST],
-             mock.patch.object(cli, "prepare_data", side_effect=ConfigError("[data].ids: injected on rank 1")))
+             mock.patch.object(commands, "prepare_data", side_effect=ConfigError("[data].ids: injected on rank 1")))
     scenario("resume_missing", ["run", loaded, "--out", str(work / "never"), "--resume", *FAST])
     scenario("model_differs", ["run", loaded, "--out", str(work / "never"), *FAST],
-             mock.patch.object(cli, "prepare_tiny", perturbed_model))
+             mock.patch.object(prepare, "prepare_tiny", perturbed_model))
     interrupted = ["run", loaded, "--out", str(work / "interrupted"), *FAST]
     real_sensitivity = sensitivity.position_sensitivity
     scenario("shard_failure", interrupted,

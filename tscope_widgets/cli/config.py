@@ -1,0 +1,316 @@
+"""Run configurations: the schema of ``tscope run``'s TOML files, their validation and loading.
+
+:data:`CONFIG_SCHEMA` lists every key of every table, :data:`ANALYSIS_KEYS` which ``[analysis]`` keys apply to
+which kind of analysis; :func:`validate_config` checks a parsed document against them and fills in defaults,
+:func:`load_config` reads a file. Every refusal is a :class:`ConfigError` naming the table, the key and what is
+allowed (and, from :func:`load_config`, the file).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+STATISTICS_SHOWN = ("mean", "std")
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+class ConfigError(ValueError):
+    """A run configuration (TOML file or command-line option) that cannot be used as given."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One allowed configuration key: its accepted types, default and meaning."""
+
+    types: tuple[type, ...]
+    default: Any
+    help: str
+    choices: tuple | None = None
+
+
+_INT, _STR, _BOOL, _NUMBER = (int,), (str,), (bool,), (float, int)
+
+
+# Integer keys that count something and must be >= 1.
+_COUNTS = frozenset(
+    {
+        "steps",
+        "samples",
+        "limit",
+        "batch_size",
+        "max_seq_len",
+        "probes",
+        "chunk_size",
+        "checkpoint_every",
+        "k",
+        "max_iter",
+        "density_steps",
+    }
+)
+
+
+_LAYERS = (str, int, list)
+ANALYSES = ("sensitivity", "curvature", "landscape")
+
+
+# [analysis] keys of one kind of analysis only; the others (kind, batch_size, max_seq_len, dtype, seed) apply to all.
+ANALYSIS_KEYS = {
+    "sensitivity": ("layers", "method", "mode", "source", "probes", "chunk_size", "checkpoint_every"),
+    "curvature": (
+        "k",
+        "tol",
+        "criterion",
+        "max_iter",
+        "trace_matvecs",
+        "density_probes",
+        "density_steps",
+        "block_norms",
+        "hessian_kind",
+    ),
+    "landscape": ("directions", "span", "resolution", "tol", "max_iter"),
+}
+
+
+CONFIG_SCHEMA: dict[str, dict[str, Key]] = {
+    "model": {
+        "kind": Key(_STR, None, "'tiny' (TinyTransformer) or 'hf' (Hugging Face)", ("tiny", "hf")),
+        "task": Key(_STR, "induction", "tiny: the task to train on", ("induction", "modadd")),
+        "steps": Key(_INT, None, "tiny: training steps (default: the task's recipe)"),
+        "seed": Key(_INT, 0, "seed of training (tiny) or of the random weights (hf config)"),
+        "task_kwargs": Key((dict,), None, "tiny: task arguments, e.g. {k_max = 8}"),
+        "tiny_config": Key((dict,), None, "tiny: TinyConfig fields overriding the recipe"),
+        "path": Key(_STR, None, "tiny: load a model saved by tscope (folder with model.safetensors)"),
+        "name": Key(_STR, None, "hf: from_pretrained name or local folder"),
+        "config": Key((dict,), None, "hf: a config table with model_type = '...' (random weights)"),
+        "local_files_only": Key(_BOOL, False, "hf: never contact the hub"),
+    },
+    "data": {
+        "task": Key(_STR, None, "synthetic task: 'induction' or 'modadd'", ("induction", "modadd")),
+        "samples": Key(_INT, 256, "task: number of sequences"),
+        "seed": Key(_INT, 1, "task: seed of the sequences"),
+        "task_kwargs": Key((dict,), None, "task: arguments (hf models only; a tiny model brings its task)"),
+        "text": Key(_STR, None, "a text file, one sample per non-empty line (needs a tokenizer)"),
+        "tokenizer": Key(_STR, None, "text: tokenizer name (default: the hf model's name)"),
+        "ids": Key(_STR, None, "an .npy or .safetensors file of token ids [N, S]"),
+        "limit": Key(_INT, None, "text/ids: use only the first N samples"),
+    },
+    "analysis": {
+        "kind": Key(_STR, "sensitivity", "the analysis to run", ANALYSES),
+        "layers": Key(_LAYERS, "all", "'all' (every block and 'final'), an int, 'final' or a list"),
+        "method": Key(_STR, "exact", "'exact', 'hutchinson' or 'full'", ("exact", "hutchinson", "full")),
+        "mode": Key(_STR, "auto", "'auto', 'reverse' or 'forward'", ("auto", "reverse", "forward")),
+        "source": Key((str, int), "embeddings", "'embeddings' or a block index"),
+        "batch_size": Key(_INT, 32, "samples per batch"),
+        "max_seq_len": Key(_INT, None, "truncate longer samples"),
+        "probes": Key(_INT, 8, "hutchinson: probes per position"),
+        "chunk_size": Key(_INT, None, "vectors per vmapped pass (default: by memory budget)"),
+        "dtype": Key(_STR, "float64", "compute dtype", tuple(DTYPES)),
+        "checkpoint_every": Key(_INT, None, "save a resumable checkpoint every N batches"),
+        "seed": Key(_INT, 0, "seed of every random draw: probes, reservoir, Lanczos starts, random directions"),
+        # curvature
+        "k": Key(_INT, 3, "curvature: eigenvalues at each end of the spectrum (Lanczos, which = 'both')"),
+        "tol": Key(_NUMBER, 1e-6, "curvature, landscape (eigen): Lanczos relative residual tolerance"),
+        "criterion": Key(
+            _STR, "residual", "curvature: Lanczos stops on the Ritz residual, or on the eigenvalues' error estimate "
+            "min(r, r^2/gap) (fewer products; eigenvalues only)", ("residual", "eigenvalue"),
+        ),
+        "max_iter": Key(_INT, None, "curvature, landscape (eigen): Lanczos steps at most (default: the kernel's)"),
+        "trace_matvecs": Key(_INT, 30, "curvature: Hutch++ products for the trace (0 = off, else >= 3)"),
+        "density_probes": Key(_INT, 4, "curvature: SLQ probes for the spectral density (0 = off)"),
+        "density_steps": Key(_INT, 30, "curvature: Lanczos steps per SLQ probe"),
+        "block_norms": Key(
+            (bool, list), True, "curvature: map ||H_ab||_F over all parameter groups (true), none (false) or a list"
+        ),
+        "hessian_kind": Key(_STR, "hessian", "curvature: the matrix", ("hessian", "ggn", "functional")),
+        # landscape
+        "directions": Key(_STR, "random", "landscape: 'random' (filter-normalized) or 'eigen'", ("random", "eigen")),
+        "span": Key(_NUMBER, 1.0, "landscape: the grid covers [-span, span] along both directions"),
+        "resolution": Key(_INT, 21, "landscape: grid points per direction (odd: the origin is on the grid)"),
+    },
+    "output": {
+        "dir": Key(_STR, None, "output folder (the --out option wins)"),
+        "report": Key(_BOOL, True, "write report.html"),
+        "statistics": Key((list,), list(STATISTICS_SHOWN), "statistics shown per layer in the report"),
+        "log": Key(_BOOL, False, "log colour scale in the report"),
+        "save_model": Key(_BOOL, True, "write the model next to the statistics"),
+    },
+}
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true/false",
+        dict: "a table",
+        list: "a list",
+    }
+    if float in types:  # an integer is a number too
+        types = tuple(t for t in types if t is not int)
+    return " or ".join(dict.fromkeys(names[t] for t in types))
+
+
+def validate_config(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Check a parsed TOML config against :data:`CONFIG_SCHEMA` and fill in defaults.
+
+    Raises:
+        ConfigError: for unknown tables or keys, values of the wrong type, values outside their choices,
+            missing required keys and contradictory combinations, each naming the key.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError("the configuration must be a TOML document of tables")
+    unknown = sorted(set(raw) - set(CONFIG_SCHEMA))
+    if unknown:
+        raise ConfigError(f"unknown table(s) {unknown}; allowed: {list(CONFIG_SCHEMA)}")
+    out: dict[str, dict[str, Any]] = {}
+    for table, keys in CONFIG_SCHEMA.items():
+        given = raw.get(table, {})
+        if not isinstance(given, Mapping):
+            raise ConfigError(f"[{table}] must be a table, got {type(given).__name__}")
+        bad = sorted(set(given) - set(keys))
+        if bad:
+            raise ConfigError(f"[{table}]: unknown key(s) {bad}; allowed: {sorted(keys)}")
+        values = {}
+        for name, key in keys.items():
+            if name not in given:
+                values[name] = key.default
+                continue
+            value = given[name]
+            ok = isinstance(value, key.types) and not (isinstance(value, bool) and bool not in key.types)
+            if not ok:
+                raise ConfigError(
+                    f"[{table}].{name} must be {_type_name(key.types)}, got "
+                    f"{type(value).__name__} {value!r} ({key.help})"
+                )
+            if key.choices is not None and value not in key.choices:
+                raise ConfigError(f"[{table}].{name} = {value!r}; choose one of {list(key.choices)}")
+            if name in _COUNTS and value < 1:
+                raise ConfigError(f"[{table}].{name} must be >= 1, got {value}")
+            if name == "seed" and value < 0:
+                raise ConfigError(f"[{table}].seed must be >= 0, got {value}")
+            values[name] = value
+        out[table] = values
+    _check_analysis(out, raw.get("analysis", {}), raw.get("output", {}))
+    _check_combinations(out)
+    return out
+
+
+def _check_analysis(cfg: dict[str, dict[str, Any]], given: Mapping[str, Any], output: Mapping[str, Any]) -> None:
+    """Refuse keys of another kind of analysis, check the ranges of the chosen kind's keys, drop the rest."""
+    analysis = cfg["analysis"]
+    kind = analysis["kind"]
+    stray = [k for k in given if k not in ANALYSIS_KEYS[kind] and any(k in keys for keys in ANALYSIS_KEYS.values())]
+    if stray:
+        owners = "; ".join(f"{k}: {' or '.join(o for o in ANALYSES if k in ANALYSIS_KEYS[o])}" for k in stray)
+        raise ConfigError(f"[analysis] key(s) {stray} do not apply to kind = {kind!r} (they belong to {owners})")
+    if kind != "sensitivity" and "statistics" in output:
+        raise ConfigError(f"[output].statistics applies to kind = 'sensitivity' only, not to kind = {kind!r}")
+    for keys in ANALYSIS_KEYS.values():
+        for key in keys:
+            if key not in ANALYSIS_KEYS[kind]:
+                analysis.pop(key, None)
+    if kind != "sensitivity":
+        cfg["output"].pop("statistics")
+    if "tol" in analysis:
+        tol = analysis["tol"]
+        if not (math.isfinite(tol) and 0 < tol < 1):
+            raise ConfigError(f"[analysis].tol must be a number in (0, 1), got {tol!r}")
+    if kind == "curvature":
+        if analysis["trace_matvecs"] < 0 or analysis["trace_matvecs"] in (1, 2):
+            raise ConfigError(
+                f"[analysis].trace_matvecs must be 0 (off) or >= 3 (Hutch++ spends a third of its products on "
+                f"a sketch), got {analysis['trace_matvecs']}"
+            )
+        if analysis["density_probes"] < 0:
+            raise ConfigError(
+                f"[analysis].density_probes must be >= 0 (0 = no density), got {analysis['density_probes']}"
+            )
+        blocks = analysis["block_norms"]
+        if isinstance(blocks, list) and not (blocks and all(isinstance(g, str) and g for g in blocks)):
+            raise ConfigError(
+                "[analysis].block_norms must be true, false or a non-empty list of parameter group names or "
+                f"patterns such as ['block0.attn.*', 'head'], got {blocks!r}"
+            )
+    if kind == "landscape":
+        span = analysis["span"]
+        if not (math.isfinite(span) and span > 0):
+            raise ConfigError(f"[analysis].span must be a positive number, got {span!r}")
+        if analysis["resolution"] < 2:
+            raise ConfigError(
+                f"[analysis].resolution must be >= 2 grid points per direction, got {analysis['resolution']}"
+            )
+
+
+def _check_combinations(cfg: dict[str, dict[str, Any]]) -> None:
+    model, data = cfg["model"], cfg["data"]
+    if model["kind"] is None:
+        raise ConfigError("[model].kind is required: 'tiny' or 'hf'")
+    tiny_only = ("steps", "task_kwargs", "tiny_config", "path")
+    hf_only = ("name", "config", "local_files_only")
+    if model["kind"] == "tiny":
+        stray = [k for k in hf_only if model[k] not in (None, False)]
+        if stray:
+            raise ConfigError(f"[model] keys {stray} apply to kind = 'hf' only")
+        if model["path"] is not None and any(
+            model[k] is not None for k in ("steps", "task_kwargs", "tiny_config")
+        ):
+            raise ConfigError("[model].path loads a trained model; drop steps/task_kwargs/tiny_config")
+    else:
+        stray = [k for k in tiny_only if model[k] is not None]
+        if stray:
+            raise ConfigError(f"[model] keys {stray} apply to kind = 'tiny' only")
+        if (model["name"] is None) == (model["config"] is None):
+            raise ConfigError("[model] with kind = 'hf' needs exactly one of name = '...' or config = {...}")
+        if model["config"] is not None and not isinstance(model["config"].get("model_type"), str):
+            raise ConfigError("[model].config needs model_type = '...' (e.g. 'gpt2', 'llama')")
+    sources = [k for k in ("task", "text", "ids") if data[k] is not None]
+    if len(sources) > 1:
+        raise ConfigError(f"[data] takes one of task, text or ids; got {sources}")
+    if not sources:
+        if model["kind"] != "tiny":
+            raise ConfigError("[data] needs one of task = '...', text = 'FILE' or ids = 'FILE'")
+        data["task"] = "from_model"
+    if data["tokenizer"] is not None and data["text"] is None:
+        raise ConfigError("[data].tokenizer applies to text data only")
+    if data["task_kwargs"] is not None and model["kind"] == "tiny":
+        raise ConfigError("[data].task_kwargs: a tiny model brings its own task; set [model].task_kwargs")
+    layers = cfg["analysis"].get("layers")
+    if isinstance(layers, list) and not all(
+        isinstance(v, (int, str)) and not isinstance(v, bool) for v in layers
+    ):
+        raise ConfigError(f"[analysis].layers list must hold ints and 'final', got {layers!r}")
+    unknown = [
+        s
+        for s in cfg["output"].get("statistics", ())
+        if s not in ("mean", "std", "var", "sem", "cv", "min", "max", "count")
+    ]
+    if unknown:
+        raise ConfigError(f"[output].statistics: unknown {unknown}")
+
+
+def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Parse and validate a TOML run configuration (see :func:`validate_config`)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    try:
+        return validate_config(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
