@@ -250,6 +250,54 @@ def test_valid_config_defaults_and_negative_layers():
     assert cfg["output"]["statistics"] == ["mean", "std"]
 
 
+def test_typed_configs_hold_the_validated_tables(tmp_path):
+    import dataclasses
+
+    import tomllib
+
+    from tscope_widgets.cli import (
+        CurvatureConfig,
+        LandscapeConfig,
+        RunConfig,
+        SensitivityConfig,
+        load_run_config,
+        parse_config,
+    )
+
+    texts = [
+        *(p.read_text(encoding="utf-8") for p in sorted(EXAMPLES.glob("*.toml"))),
+        "[model]\nkind = 'tiny'\n[analysis]\nlayers = [0, 'final']\n[output]\nstatistics = ['mean', 'max']\n",
+        "[model]\nkind = 'tiny'\n[analysis]\nkind = 'curvature'\nblock_norms = ['head']\nhessian_kind = 'ggn'\n",
+        "[model]\nkind = 'tiny'\n[analysis]\nkind = 'landscape'\ndirections = 'eigen'\nspan = 0.5\n",
+    ]
+    for text in texts:
+        cfg = validate_config(tomllib.loads(text))
+        typed = parse_config(tomllib.loads(text))
+        # What meta.json records: the validated tables, keys in the same order.
+        assert typed.to_dict() == cfg and json.dumps(typed.to_dict()) == json.dumps(cfg)
+        assert RunConfig.from_dict(cfg) == typed
+        assert typed.analysis.kind == cfg["analysis"]["kind"] and typed.analysis.torch_dtype == torch.float64
+        for table in ("model", "data", "analysis", "output"):
+            for key, value in cfg[table].items():
+                assert getattr(getattr(typed, table), key) == value, (table, key)
+    kinds = {type(parse_config({"model": {"kind": "tiny"}, "analysis": {"kind": k}}).analysis) for k in ANALYSIS_KEYS}
+    assert kinds == {SensitivityConfig, CurvatureConfig, LandscapeConfig}
+    landscape = parse_config({"model": {"kind": "tiny"}, "analysis": {"kind": "landscape"}})
+    assert landscape.output.statistics is None and not hasattr(landscape.analysis, "k")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        landscape.analysis.span = 2.0
+    with pytest.raises(ConfigError, match="kind = 'landscape'"):
+        CurvatureConfig.from_dict(landscape.analysis.to_dict())
+    # Errors still name the file, the key and the allowed values.
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nkind = 'tiny'\n[analysis]\nhessian_kind = 'ggn'\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{bad}: [analysis] key(s) ['hessian_kind'] do not apply")):
+        load_run_config(bad)
+    bad.write_text("[model]\nkind = 'tiny'\n[analysis]\nkind = 'curvature'\nhessian_kind = 'full'\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{bad}: [analysis].hessian_kind = 'full'; choose one of")):
+        load_run_config(bad)
+
+
 def test_run_hf_config_model_on_a_text_file_with_a_local_tokenizer(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast

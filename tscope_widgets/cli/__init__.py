@@ -59,7 +59,8 @@ Several processes (``torchrun``), for every analysis and the demo::
 
 The package, one job per module (data flows down; nothing imports upward):
 
-- :mod:`.config`: the TOML schema (:data:`CONFIG_SCHEMA`), its validation and :class:`ConfigError`;
+- :mod:`.config`: the TOML schema (:data:`CONFIG_SCHEMA`), its validation, :class:`ConfigError`, and the
+  typed configuration the other modules read (:class:`RunConfig`, :func:`load_run_config`);
 - :mod:`.prepare`: the model and data a run analyses (:func:`prepare_model`, :func:`prepare_data`);
 - :mod:`.runs`: the analyses, streamed to their end (:func:`run_sensitivity`, :func:`run_curvature`,
   :func:`run_landscape`);
@@ -75,12 +76,23 @@ from ..tasks import describe_induction, induction_reading
 from .commands import DEFAULT_DIST_TIMEOUT_S, DEMO_CURVATURE_SAMPLES, build_parser, cmd_demo, cmd_run, main
 from .config import (
     ANALYSES,
+    ANALYSIS_CONFIGS,
     ANALYSIS_KEYS,
     CONFIG_SCHEMA,
     STATISTICS_SHOWN,
+    AnalysisConfig,
     ConfigError,
+    CurvatureConfig,
+    DataConfig,
     Key,
+    LandscapeConfig,
+    ModelConfig,
+    OutputConfig,
+    RunConfig,
+    SensitivityConfig,
     load_config,
+    load_run_config,
+    parse_config,
     validate_config,
 )
 from .prepare import Dataset, Prepared, position_token_labels, prepare_data, prepare_hf, prepare_model, prepare_tiny
@@ -125,6 +137,17 @@ __all__ = [
     "STATISTICS_SHOWN",
     "validate_config",
     "load_config",
+    "RunConfig",
+    "ModelConfig",
+    "DataConfig",
+    "AnalysisConfig",
+    "SensitivityConfig",
+    "CurvatureConfig",
+    "LandscapeConfig",
+    "ANALYSIS_CONFIGS",
+    "OutputConfig",
+    "parse_config",
+    "load_run_config",
     # models and data
     "Prepared",
     "Dataset",

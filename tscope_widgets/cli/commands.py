@@ -25,7 +25,16 @@ from torch import Tensor
 
 from .. import __version__
 from .. import distributed as dist_
-from .config import ANALYSIS_KEYS, CONFIG_SCHEMA, ConfigError, load_config
+from .config import (
+    STATISTICS_SHOWN,
+    ConfigError,
+    CurvatureConfig,
+    ModelConfig,
+    OutputConfig,
+    RunConfig,
+    SensitivityConfig,
+    load_run_config,
+)
 from .prepare import Dataset, Prepared, on_every_rank, prepare_data, prepare_model, task_dataset
 from .reports import report_curvature, report_demo, report_landscape, report_sensitivity
 from .runs import (
@@ -135,23 +144,12 @@ def _demo(args: argparse.Namespace, ctx: dist_.DistContext) -> int:
     out = Path(args.out)
     steps = args.steps if args.steps is not None else (300 if args.quick else None)
     samples = args.samples if args.samples is not None else (32 if args.quick else 256)
-    model_cfg = {
-        **{k: v.default for k, v in CONFIG_SCHEMA["model"].items()},
-        "kind": "tiny",
-        "task": "induction",
-        "steps": steps,
-        "seed": args.seed,
-    }
-    analysis = {
-        **{k: v.default for k, v in CONFIG_SCHEMA["analysis"].items()},
-        "layers": args.layers,
-        "method": args.method,
-        "probes": args.probes,
-        "batch_size": 32,
-        "seed": args.seed,
-    }
+    model_cfg = ModelConfig(kind="tiny", task="induction", steps=steps, seed=args.seed)
+    analysis = SensitivityConfig(
+        layers=args.layers, method=args.method, probes=args.probes, batch_size=32, seed=args.seed
+    )
     # Log colours: cells span orders of magnitude (the diagonal carries the residual identity path).
-    output = {**{k: v.default for k, v in CONFIG_SCHEMA["output"].items()}, "log": True}
+    output = OutputConfig(statistics=list(STATISTICS_SHOWN), log=True)
     start = time.perf_counter()
     progress = not args.no_progress and ctx.is_main
     prepared = prepare_model(model_cfg, progress, args.threads or 1)
@@ -171,12 +169,14 @@ def _demo(args: argparse.Namespace, ctx: dist_.DistContext) -> int:
         return 0
     # Curvature of the trained model's loss on the first sequences: extreme eigenvalues and the trace.
     n_curv = min(samples, DEMO_CURVATURE_SAMPLES)
-    curvature_analysis = {
-        **analysis,
-        **{k: CONFIG_SCHEMA["analysis"][k].default for k in ANALYSIS_KEYS["curvature"]},
-        "density_probes": 0,
-        "block_norms": False,
-    }
+    curvature_analysis = CurvatureConfig(
+        batch_size=analysis.batch_size,
+        max_seq_len=analysis.max_seq_len,
+        dtype=analysis.dtype,
+        seed=analysis.seed,
+        density_probes=0,
+        block_norms=False,
+    )
     subset = Dataset(dataset.data[:n_curv], dataset.description, labels=dataset.labels[:n_curv])
     curvature = run_curvature(
         prepared.model, loss_batches(subset, curvature_analysis), curvature_analysis, not args.no_progress
@@ -187,14 +187,14 @@ def _demo(args: argparse.Namespace, ctx: dist_.DistContext) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``tscope run CONFIG``: the analysis a TOML file describes (sensitivity also under ``torchrun``)."""
-    cfg = load_config(args.config)
-    kind = cfg["analysis"]["kind"]
+    cfg = load_run_config(args.config)
+    kind = cfg.analysis.kind
     if args.resume and kind != "sensitivity":
         raise ConfigError(f"--resume continues a sensitivity run from its checkpoint; kind = {kind!r} has none")
-    out = Path(args.out or cfg["output"]["dir"] or Path("results") / Path(args.config).stem)
+    out = Path(args.out or cfg.output.dir or Path("results") / Path(args.config).stem)
     with _process_group(args) as ctx:
         start = time.perf_counter()
-        model_cfg = cfg["model"]
+        model_cfg = cfg.model
         progress = not args.no_progress and ctx.is_main
         if args.resume:  # before the model is trained
             where = sensitivity_checkpoint_dir(out)
@@ -206,19 +206,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"trained tiny model on {r.task.name} for {len(r.losses)} steps in {r.seconds:.1f} s: "
                 f"held-out accuracy {r.accuracy:.3f}"
             )
-        dataset = on_every_rank("while preparing the data", lambda: prepare_data(cfg["data"], model_cfg, prepared))
+        dataset = on_every_rank("while preparing the data", lambda: prepare_data(cfg.data, model_cfg, prepared))
         _check_same_data(dataset)
         run = {"sensitivity": _run_sensitivity, "curvature": _run_curvature, "landscape": _run_landscape}[kind]
         return run(args, cfg, out, prepared, dataset, start)
 
 
-def _run_sensitivity(args, cfg, out: Path, prepared: Prepared, dataset: Dataset, start: float) -> int:
+def _run_sensitivity(args, cfg: RunConfig, out: Path, prepared: Prepared, dataset: Dataset, start: float) -> int:
     ctx = dist_.context()
-    checkpoints = sensitivity_checkpoint_dir(out) if cfg["analysis"]["checkpoint_every"] or args.resume else None
+    checkpoints = sensitivity_checkpoint_dir(out) if cfg.analysis.checkpoint_every or args.resume else None
     snapshot, seconds, layers = run_sensitivity(
         prepared,
         dataset,
-        cfg["analysis"],
+        cfg.analysis,
         not args.no_progress and ctx.is_main,
         checkpoint_dir=checkpoints,
         resume=args.resume,
@@ -230,26 +230,26 @@ def _run_sensitivity(args, cfg, out: Path, prepared: Prepared, dataset: Dataset,
     return 0
 
 
-def _run_curvature(args, cfg, out: Path, prepared: Prepared, dataset: Dataset, start: float) -> int:
-    batches = loss_batches(dataset, cfg["analysis"])
+def _run_curvature(args, cfg: RunConfig, out: Path, prepared: Prepared, dataset: Dataset, start: float) -> int:
+    batches = loss_batches(dataset, cfg.analysis)
     ctx = dist_.context()
     mine, group = _shard_batches(batches, ctx)
     if _analysis_device(ctx) is not None:  # under torchrun with CUDA: this rank's GPU
         prepared.model.to(_analysis_device(ctx))
-    result = run_curvature(prepared.model, mine, cfg["analysis"], not args.no_progress and ctx.is_main, group)
+    result = run_curvature(prepared.model, mine, cfg.analysis, not args.no_progress and ctx.is_main, group)
     if not ctx.is_main:  # every rank holds the same result; rank 0 writes it
         return 0
     report_curvature(args.config, cfg, out, prepared, dataset, batches, result, start)
     return 0
 
 
-def _run_landscape(args, cfg, out: Path, prepared: Prepared, dataset: Dataset, start: float) -> int:
-    batches = loss_batches(dataset, cfg["analysis"])
+def _run_landscape(args, cfg: RunConfig, out: Path, prepared: Prepared, dataset: Dataset, start: float) -> int:
+    batches = loss_batches(dataset, cfg.analysis)
     ctx = dist_.context()
     mine, group = _shard_batches(batches, ctx)
     if _analysis_device(ctx) is not None:
         prepared.model.to(_analysis_device(ctx))
-    result = run_landscape(prepared.model, mine, cfg["analysis"], not args.no_progress and ctx.is_main, group)
+    result = run_landscape(prepared.model, mine, cfg.analysis, not args.no_progress and ctx.is_main, group)
     if not ctx.is_main:  # every rank holds the same result; rank 0 writes it
         return 0
     report_landscape(args.config, cfg, out, prepared, dataset, batches, result, start)

@@ -1,18 +1,26 @@
-"""Run configurations: the schema of ``tscope run``'s TOML files, their validation and loading.
+"""Run configurations: the schema of ``tscope run``'s TOML files, their validation, loading and typed form.
+
+Just over 500 lines: the schema, its checks and the typed tables read from it change together (a new key
+touches all three), so they stay in one module.
 
 :data:`CONFIG_SCHEMA` lists every key of every table, :data:`ANALYSIS_KEYS` which ``[analysis]`` keys apply to
 which kind of analysis; :func:`validate_config` checks a parsed document against them and fills in defaults,
 :func:`load_config` reads a file. Every refusal is a :class:`ConfigError` naming the table, the key and what is
-allowed (and, from :func:`load_config`, the file).
+allowed (and, from :func:`load_config`, the file). :func:`load_run_config` (or :func:`parse_config`) then gives
+the validated tables as frozen dataclasses, :class:`RunConfig` of :class:`ModelConfig`, :class:`DataConfig`, one
+:class:`AnalysisConfig` per kind (:class:`SensitivityConfig`, :class:`CurvatureConfig`,
+:class:`LandscapeConfig`) and :class:`OutputConfig`; this is what the other modules read, and
+:meth:`RunConfig.to_dict` gives back the validated dict that ``meta.json`` records.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -314,3 +322,196 @@ def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
         return validate_config(raw)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+# ======================================================================================
+# Typed configurations: what the commands, runners and reports read
+# ======================================================================================
+def _default(table: str, key: str) -> Any:
+    """A dataclass field whose default is :data:`CONFIG_SCHEMA`'s (copied: some are lists)."""
+    return field(default_factory=lambda: copy.deepcopy(CONFIG_SCHEMA[table][key].default))
+
+
+class _Table:
+    """A validated TOML table as a frozen dataclass; :meth:`to_dict` gives the table back as validated."""
+
+    TABLE: ClassVar[str]
+
+    def _values(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The table as :func:`validate_config` returns it, keys in :data:`CONFIG_SCHEMA`'s order (``None``
+        where a key does not apply to this kind of analysis, e.g. ``[output].statistics``, is left out)."""
+        values = self._values()
+        return {k: copy.deepcopy(values[k]) for k in CONFIG_SCHEMA[self.TABLE] if k in values}
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Any]):
+        """The typed form of a table that :func:`validate_config` returned."""
+        return _from_table(cls, table)
+
+
+def _from_table(cls: type, table: Mapping[str, Any]):
+    return cls(**{f.name: copy.deepcopy(table[f.name]) for f in fields(cls) if f.name in table})
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Table):
+    """``[model]``: a tiny model to train (or load from ``path``), or a Hugging Face model (``name`` or ``config``)."""
+
+    TABLE: ClassVar[str] = "model"
+    kind: str  # "tiny" or "hf"
+    task: str = _default("model", "task")
+    steps: int | None = _default("model", "steps")  # None: the task's recipe
+    seed: int = _default("model", "seed")
+    task_kwargs: dict | None = _default("model", "task_kwargs")
+    tiny_config: dict | None = _default("model", "tiny_config")
+    path: str | None = _default("model", "path")
+    name: str | None = _default("model", "name")
+    config: dict | None = _default("model", "config")
+    local_files_only: bool = _default("model", "local_files_only")
+
+
+@dataclass(frozen=True)
+class DataConfig(_Table):
+    """``[data]``: one of a synthetic ``task`` (``"from_model"``: the tiny model's own), ``text`` or ``ids``."""
+
+    TABLE: ClassVar[str] = "data"
+    task: str | None = _default("data", "task")
+    samples: int = _default("data", "samples")
+    seed: int = _default("data", "seed")
+    task_kwargs: dict | None = _default("data", "task_kwargs")
+    text: str | None = _default("data", "text")
+    tokenizer: str | None = _default("data", "tokenizer")
+    ids: str | None = _default("data", "ids")
+    limit: int | None = _default("data", "limit")
+
+
+@dataclass(frozen=True)
+class AnalysisConfig(_Table):
+    """``[analysis]`` keys of every kind; :class:`SensitivityConfig`, :class:`CurvatureConfig` and
+    :class:`LandscapeConfig` add their own (:data:`ANALYSIS_KEYS`)."""
+
+    TABLE: ClassVar[str] = "analysis"
+    kind: ClassVar[str]
+    batch_size: int = _default("analysis", "batch_size")
+    max_seq_len: int | None = _default("analysis", "max_seq_len")
+    dtype: str = _default("analysis", "dtype")  # "float64" or "float32"
+    seed: int = _default("analysis", "seed")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def _values(self) -> dict[str, Any]:
+        return {"kind": self.kind, **super()._values()}
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Any]):
+        """The typed form of a validated ``[analysis]`` table: the class of its ``kind``."""
+        kind_cls = ANALYSIS_CONFIGS[table["kind"]] if cls is AnalysisConfig else cls
+        if table.get("kind", kind_cls.kind) != kind_cls.kind:
+            raise ConfigError(f"[analysis].kind = {table['kind']!r}; {cls.__name__} is kind = {cls.kind!r}")
+        return _from_table(kind_cls, table)
+
+
+@dataclass(frozen=True)
+class SensitivityConfig(AnalysisConfig):
+    """``[analysis] kind = "sensitivity"``: position-to-position sensitivity maps."""
+
+    kind: ClassVar[str] = "sensitivity"
+    layers: str | int | list = _default("analysis", "layers")
+    method: str = _default("analysis", "method")
+    mode: str = _default("analysis", "mode")
+    source: str | int = _default("analysis", "source")
+    probes: int = _default("analysis", "probes")
+    chunk_size: int | None = _default("analysis", "chunk_size")
+    checkpoint_every: int | None = _default("analysis", "checkpoint_every")
+
+
+@dataclass(frozen=True)
+class CurvatureConfig(AnalysisConfig):
+    """``[analysis] kind = "curvature"``: extreme eigenvalues, trace, density and block norms."""
+
+    kind: ClassVar[str] = "curvature"
+    k: int = _default("analysis", "k")
+    tol: float = _default("analysis", "tol")
+    criterion: str = _default("analysis", "criterion")
+    max_iter: int | None = _default("analysis", "max_iter")
+    trace_matvecs: int = _default("analysis", "trace_matvecs")
+    density_probes: int = _default("analysis", "density_probes")
+    density_steps: int = _default("analysis", "density_steps")
+    block_norms: bool | list = _default("analysis", "block_norms")
+    hessian_kind: str = _default("analysis", "hessian_kind")
+
+
+@dataclass(frozen=True)
+class LandscapeConfig(AnalysisConfig):
+    """``[analysis] kind = "landscape"``: a 2D loss slice along random or Hessian eigenvector directions."""
+
+    kind: ClassVar[str] = "landscape"
+    directions: str = _default("analysis", "directions")
+    span: float = _default("analysis", "span")
+    resolution: int = _default("analysis", "resolution")
+    tol: float = _default("analysis", "tol")
+    max_iter: int | None = _default("analysis", "max_iter")
+
+
+ANALYSIS_CONFIGS: dict[str, type[AnalysisConfig]] = {
+    "sensitivity": SensitivityConfig,
+    "curvature": CurvatureConfig,
+    "landscape": LandscapeConfig,
+}
+
+
+@dataclass(frozen=True)
+class OutputConfig(_Table):
+    """``[output]``. ``statistics`` is ``None`` for analyses other than sensitivity (the key does not apply)."""
+
+    TABLE: ClassVar[str] = "output"
+    dir: str | None = _default("output", "dir")
+    report: bool = _default("output", "report")
+    statistics: list[str] | None = None
+    log: bool = _default("output", "log")
+    save_model: bool = _default("output", "save_model")
+
+    def _values(self) -> dict[str, Any]:
+        values = super()._values()
+        if values["statistics"] is None:
+            del values["statistics"]
+        return values
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole ``tscope run`` configuration, validated and typed: what :func:`load_run_config` returns."""
+
+    model: ModelConfig
+    data: DataConfig
+    analysis: AnalysisConfig
+    output: OutputConfig
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Mapping[str, Any]]) -> RunConfig:
+        """The typed form of what :func:`validate_config` returned."""
+        return cls(
+            ModelConfig.from_dict(cfg["model"]),
+            DataConfig.from_dict(cfg["data"]),
+            AnalysisConfig.from_dict(cfg["analysis"]),
+            OutputConfig.from_dict(cfg["output"]),
+        )
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The configuration as :func:`validate_config` returns it (``meta.json`` records this)."""
+        return {name: getattr(self, name).to_dict() for name in CONFIG_SCHEMA}
+
+
+def parse_config(raw: Mapping[str, Any]) -> RunConfig:
+    """Validate a parsed TOML document (:func:`validate_config`) and type it."""
+    return RunConfig.from_dict(validate_config(raw))
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read, validate (:func:`load_config`, errors name the file) and type a TOML run configuration."""
+    return RunConfig.from_dict(load_config(path))

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .. import distributed as dist_
 from ..models import adapt
-from .config import ConfigError
+from .config import ConfigError, DataConfig, ModelConfig
 
 
 @dataclass
@@ -42,14 +42,14 @@ def _hub_error(name: str, err: Exception) -> ConfigError:
     )
 
 
-def prepare_tiny(cfg: Mapping[str, Any], progress: bool, num_threads: int | None) -> Prepared:
+def prepare_tiny(cfg: ModelConfig, progress: bool, num_threads: int | None) -> Prepared:
     """Train (or load) a :class:`TinyTransformer` as ``[model]`` says."""
     from ..tasks import get_task
     from ..training import load_model, save_model, train_tiny
 
-    if cfg["path"] is not None:
+    if cfg.path is not None:
         try:
-            model, info = load_model(cfg["path"])
+            model, info = load_model(cfg.path)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"[model].path: {err}") from None
         training = info.get("training") or {}
@@ -57,20 +57,20 @@ def prepare_tiny(cfg: Mapping[str, Any], progress: bool, num_threads: int | None
         desc = {
             "kind": "tiny",
             "class": "TinyTransformer",
-            "path": str(cfg["path"]),
+            "path": str(cfg.path),
             "tiny_config": info["tiny_config"],
             "training": training,
         }
         return Prepared(
-            model, desc, task, save=lambda d: [save_model(d, model, extra={"loaded_from": cfg["path"]})]
+            model, desc, task, save=lambda d: [save_model(d, model, extra={"loaded_from": cfg.path})]
         )
     try:
         result = train_tiny(
-            cfg["task"],
-            steps=cfg["steps"],
-            seed=cfg["seed"],
-            config=cfg["tiny_config"],
-            task_kwargs=cfg["task_kwargs"],
+            cfg.task,
+            steps=cfg.steps,
+            seed=cfg.seed,
+            config=cfg.tiny_config,
+            task_kwargs=cfg.task_kwargs,
             progress=progress,
             num_threads=num_threads,
         )
@@ -90,21 +90,21 @@ def prepare_tiny(cfg: Mapping[str, Any], progress: bool, num_threads: int | None
     return Prepared(result.model, desc, result.task, save=lambda d: [save_model(d, result)], training=result)
 
 
-def prepare_hf(cfg: Mapping[str, Any]) -> Prepared:
+def prepare_hf(cfg: ModelConfig) -> Prepared:
     """Load a Hugging Face model by name, or build one with random weights from a config table."""
     import transformers
 
-    if cfg["name"] is not None:
-        name = cfg["name"]
+    if cfg.name is not None:
+        name = cfg.name
         try:
             model = transformers.AutoModelForCausalLM.from_pretrained(
-                name, local_files_only=cfg["local_files_only"]
+                name, local_files_only=cfg.local_files_only
             )
         except (OSError, ValueError) as err:
             raise _hub_error(name, err) from None
         desc = {"kind": "hf", "name": name, "class": type(model).__name__}
         return Prepared(model, desc)  # on the hub already: not saved again
-    fields = dict(cfg["config"])
+    fields = dict(cfg.config)
     model_type = fields.pop("model_type")
     try:
         config = transformers.AutoConfig.for_model(model_type, **fields)
@@ -112,7 +112,7 @@ def prepare_hf(cfg: Mapping[str, Any]) -> Prepared:
         raise ConfigError(f"[model].config: {err}") from None
     auto = transformers.AutoModelForMaskedLM if model_type == "bert" else transformers.AutoModelForCausalLM
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg["seed"])
+        torch.manual_seed(cfg.seed)
         try:
             model = auto.from_config(config)
         except (TypeError, ValueError) as err:
@@ -122,7 +122,7 @@ def prepare_hf(cfg: Mapping[str, Any]) -> Prepared:
         "kind": "hf",
         "class": type(model).__name__,
         "config": config.to_diff_dict(),
-        "seed": cfg["seed"],
+        "seed": cfg.seed,
         "weights": "random (built from config)",
     }
 
@@ -134,7 +134,7 @@ def prepare_hf(cfg: Mapping[str, Any]) -> Prepared:
     return Prepared(model, desc, save=save)
 
 
-def prepare_model(cfg: Mapping[str, Any], progress: bool, num_threads: int | None) -> Prepared:
+def prepare_model(cfg: ModelConfig, progress: bool, num_threads: int | None) -> Prepared:
     """The model ``[model]`` describes, the same on every rank of a ``torchrun`` run.
 
     In one process this is :func:`prepare_tiny` or :func:`prepare_hf`. Under ``torchrun``, a tiny model
@@ -145,9 +145,9 @@ def prepare_model(cfg: Mapping[str, Any], progress: bool, num_threads: int | Non
     weights and refuse to go on when they differ (e.g. a ``path`` that holds other files on another
     machine). Errors on any rank stop every rank (:func:`distributed.check_all_ranks`).
     """
-    if cfg["kind"] == "hf":
+    if cfg.kind == "hf":
         prepared = on_every_rank("while loading the model", lambda: prepare_hf(cfg))
-    elif cfg["path"] is not None or not dist_.is_distributed():
+    elif cfg.path is not None or not dist_.is_distributed():
         prepared = on_every_rank("while loading the model", lambda: prepare_tiny(cfg, progress, num_threads))
     else:
         prepared = _train_on_rank0(cfg, progress, num_threads)
@@ -158,7 +158,7 @@ def prepare_model(cfg: Mapping[str, Any], progress: bool, num_threads: int | Non
     return prepared
 
 
-def _train_on_rank0(cfg: Mapping[str, Any], progress: bool, num_threads: int | None) -> Prepared:
+def _train_on_rank0(cfg: ModelConfig, progress: bool, num_threads: int | None) -> Prepared:
     """Train on rank 0, send its config and weights to the other ranks (see :func:`prepare_model`)."""
     from ..models.tiny import TinyConfig, TinyTransformer
     from ..tasks import get_task
@@ -287,23 +287,23 @@ def _load_tokenizer(name: str, local_files_only: bool):
     return tok
 
 
-def prepare_data(cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], prepared: Prepared) -> Dataset:
+def prepare_data(cfg: DataConfig, model_cfg: ModelConfig, prepared: Prepared) -> Dataset:
     """Build the analysis data as ``[data]`` says (see :data:`CONFIG_SCHEMA`)."""
     from ..tasks import get_task
 
     adapter = adapt(prepared.model)
-    if cfg["task"] is not None:
+    if cfg.task is not None:
         if prepared.task is not None:
-            if cfg["task"] not in ("from_model", prepared.task.name):
+            if cfg.task not in ("from_model", prepared.task.name):
                 raise ConfigError(
-                    f"[data].task = {cfg['task']!r}, but the tiny model was trained on {prepared.task.name!r}"
+                    f"[data].task = {cfg.task!r}, but the tiny model was trained on {prepared.task.name!r}"
                 )
             task = prepared.task
-        elif cfg["task"] == "from_model":
+        elif cfg.task == "from_model":
             raise ConfigError("[data] needs task, text or ids: the loaded model records no task")
         else:
             try:
-                task = get_task(cfg["task"], **(cfg["task_kwargs"] or {}))
+                task = get_task(cfg.task, **(cfg.task_kwargs or {}))
             except (TypeError, ValueError) as err:
                 raise ConfigError(f"[data]: {err}") from None
         if task.vocab_size > adapter.vocab_size:
@@ -311,11 +311,11 @@ def prepare_data(cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], prepared:
                 f"[data].task {task.name!r} uses {task.vocab_size} token ids, more than the model's "
                 f"vocabulary of {adapter.vocab_size}"
             )
-        return task_dataset(task, cfg["samples"], cfg["seed"])
-    if cfg["ids"] is not None:
-        ids, mask = _read_ids(Path(cfg["ids"]))
-        if cfg["limit"]:
-            ids, mask = ids[: cfg["limit"]], None if mask is None else mask[: cfg["limit"]]
+        return task_dataset(task, cfg.samples, cfg.seed)
+    if cfg.ids is not None:
+        ids, mask = _read_ids(Path(cfg.ids))
+        if cfg.limit:
+            ids, mask = ids[: cfg.limit], None if mask is None else mask[: cfg.limit]
         lo, hi = int(ids.min()), int(ids.max())
         if lo < 0 or hi >= adapter.vocab_size:
             raise ConfigError(
@@ -328,24 +328,24 @@ def prepare_data(cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], prepared:
                 return prepared.task.token_labels(torch.tensor(row))
             return [f"t{i}" for i in row]
 
-        desc = {"kind": "ids", "path": cfg["ids"], "samples": len(ids), "seq_len": ids.shape[1]}
+        desc = {"kind": "ids", "path": cfg.ids, "samples": len(ids), "seq_len": ids.shape[1]}
         data = ids if mask is None else {"input_ids": ids, "attention_mask": mask}
         return Dataset(data, desc, _common_tokens(to_text), num_samples=len(ids))
-    path = Path(cfg["text"])
+    path = Path(cfg.text)
     if not path.is_file():
         raise ConfigError(f"[data].text: {path} not found")
     texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if cfg["limit"]:
-        texts = texts[: cfg["limit"]]
+    if cfg.limit:
+        texts = texts[: cfg.limit]
     if not texts:
         raise ConfigError(f"[data].text: {path} has no non-empty lines")
-    name = cfg["tokenizer"] or model_cfg.get("name")
+    name = cfg.tokenizer or model_cfg.name
     if name is None:
         raise ConfigError(
             "[data].text needs a tokenizer: set [data].tokenizer = 'NAME' (loaded with "
             "AutoTokenizer.from_pretrained)"
         )
-    tok = _load_tokenizer(name, model_cfg.get("local_files_only", False))
+    tok = _load_tokenizer(name, model_cfg.local_files_only)
     desc = {"kind": "text", "path": str(path), "samples": len(texts), "tokenizer": name}
     return Dataset(
         texts, desc, _common_tokens(tok.convert_ids_to_tokens), tokenizer=tok, num_samples=len(texts)

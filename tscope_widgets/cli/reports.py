@@ -4,8 +4,8 @@ For each analysis: the meta dict (``*_meta``), the tensors saved (``*_tensors``)
 (``curvature_lines``), the Bokeh figures of ``report.html`` (``*_figures``), and ``report_*``, which writes all
 of a finished run on rank 0 and prints what it wrote. Nothing here computes an analysis (:mod:`.runs` does).
 
-Longer than the ~500 lines we aim for: the figure code of both curvature and landscapes is here until the
-``figures/`` package exists (issue 11); it leaves then.
+About 600 lines, more than the ~500 we aim for: the figure code of curvature and landscapes (about 150 lines)
+is here until the ``figures/`` package exists (issue 11); it leaves then.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..models import ModelAdapter, adapt
 from ..tasks import describe_induction, induction_reading
+from .config import AnalysisConfig, OutputConfig, RunConfig, SensitivityConfig
 from .prepare import Dataset, Prepared, position_token_labels
 from .runs import CurvatureResult, LandscapeResult
 
@@ -33,7 +34,7 @@ def write_outputs(
     meta: dict,
     token_labels: list[str],
     prepared: Prepared,
-    output: Mapping[str, Any],
+    output: OutputConfig,
     title: str,
     notes: list[str],
     extra_tensors: Mapping[str, Tensor],
@@ -45,17 +46,17 @@ def write_outputs(
     meta = {**meta, "token_labels": token_labels}
     save_statistics(out, stats, meta, extra_tensors=extra_tensors)
     paths = {"statistics": out / "statistics.safetensors", "meta": out / "meta.json"}
-    if output["save_model"] and prepared.save is not None:
+    if output.save_model and prepared.save is not None:
         written = prepared.save(out)
         paths["model"] = written[0]
-    if output["report"]:
-        grid = sensitivity_figures(stats, token_labels, statistics=output["statistics"], log=output["log"])
+    if output.report:
+        grid = sensitivity_figures(stats, token_labels, statistics=output.statistics, log=output.log)
         paths["report"] = save_report(out / "report.html", grid, title=title, notes=notes)
     return paths
 
 
 def _analysis_meta(
-    snapshot, layers, seconds: float, analysis: Mapping[str, Any], adapter: ModelAdapter
+    snapshot, layers, seconds: float, analysis: AnalysisConfig, adapter: ModelAdapter
 ) -> dict:
     return {
         **snapshot.meta(),
@@ -64,7 +65,7 @@ def _analysis_meta(
         "num_layers": adapter.num_layers,
         "d_model": adapter.d_model,
         "vocab_size": adapter.vocab_size,
-        "dtype": analysis["dtype"],
+        "dtype": analysis.dtype,
         "quantity": "s_ij = ||d h_i / d e_j||_F^2 (i: output/target position, j: input/source position)",
         "seconds": round(seconds, 3),
     }
@@ -364,37 +365,45 @@ def landscape_figures(result: LandscapeResult, log: bool) -> list:
     return figures
 
 
-def run_header(config: str, cfg, prepared: Prepared, dataset: Dataset, start: float) -> dict:
+def run_header(config: str, cfg: RunConfig, prepared: Prepared, dataset: Dataset, start: float) -> dict:
     """The part of ``meta.json`` every ``tscope run`` writes: command, config, model, data and the time so far."""
     return {
         "command": f"tscope run {config}",
-        "config": cfg,
+        "config": cfg.to_dict(),
         "model": prepared.description,
         "data": dataset.description,
         "total_seconds": round(time.perf_counter() - start, 3),
     }
 
 
-def _save_model(paths: dict[str, Path], out: Path, prepared: Prepared, output: Mapping[str, Any]) -> None:
-    if output["save_model"] and prepared.save is not None:
+def _save_model(paths: dict[str, Path], out: Path, prepared: Prepared, output: OutputConfig) -> None:
+    if output.save_model and prepared.save is not None:
         paths["model"] = prepared.save(out)[0]
 
 
 def report_sensitivity(
-    config: str, cfg, out: Path, prepared: Prepared, dataset: Dataset, snapshot, seconds: float, layers, start: float
+    config: str,
+    cfg: RunConfig,
+    out: Path,
+    prepared: Prepared,
+    dataset: Dataset,
+    snapshot,
+    seconds: float,
+    layers,
+    start: float,
 ) -> None:
     """Write and print what a ``tscope run`` sensitivity analysis found (``config``: the TOML file as given)."""
     adapter = adapt(prepared.model)
     token_labels = position_token_labels(dataset, snapshot.seq_len)
     meta = {
-        **_analysis_meta(snapshot, layers, seconds, cfg["analysis"], adapter),
+        **_analysis_meta(snapshot, layers, seconds, cfg.analysis, adapter),
         **run_header(config, cfg, prepared, dataset, start),
     }
     notes = [
         f"Model: {_model_summary(prepared, adapter)}.",
         f"Data: {json.dumps(dataset.description, default=str, ensure_ascii=False)}.",
         f"Cells show s_ij = ||∂h_i/∂e_j||²_F over {snapshot.done} samples ({snapshot.method}, "
-        f"{cfg['analysis']['dtype']}): row i = output position, column j = input position. Grey = no data.",
+        f"{cfg.analysis.dtype}): row i = output position, column j = input position. Grey = no data.",
     ]
     extra = {"input_ids": dataset.extra["input_ids"]} if "input_ids" in dataset.extra else {}
     paths = write_outputs(
@@ -404,7 +413,7 @@ def report_sensitivity(
         meta,
         token_labels,
         prepared,
-        cfg["output"],
+        cfg.output,
         title=f"tscope run: {Path(config).name}",
         notes=notes,
         extra_tensors=extra,
@@ -415,7 +424,7 @@ def report_sensitivity(
 
 def report_curvature(
     config: str,
-    cfg,
+    cfg: RunConfig,
     out: Path,
     prepared: Prepared,
     dataset: Dataset,
@@ -427,7 +436,7 @@ def report_curvature(
     from ..export.html import save_report
     from ..export.results import save_results
 
-    analysis, output = cfg["analysis"], cfg["output"]
+    analysis, output = cfg.analysis, cfg.output
     adapter = adapt(prepared.model)
     lines = curvature_lines(result)
     meta = {
@@ -435,18 +444,18 @@ def report_curvature(
         **curvature_meta(result),
         "samples": sum(len(b["input_ids"]) for b in batches),
         "batches": len(batches),
-        "dtype": analysis["dtype"],
+        "dtype": analysis.dtype,
         "quantity": "curvature of the token-weighted mean LM loss over the data (HessianOperator)",
         **run_header(config, cfg, prepared, dataset, start),
     }
     paths = {"results": save_results(out, "curvature", curvature_tensors(result) | _data_tensors(batches), meta)}
     paths["meta"] = out / "meta.json"
     _save_model(paths, out, prepared, output)
-    if output["report"]:
+    if output.report:
         notes = [
             f"Model: {_model_summary(prepared, adapter)}.",
             f"Data: {json.dumps(dataset.description, default=str, ensure_ascii=False)}; {meta['samples']} samples in "
-            f"{len(batches)} batches, {analysis['dtype']}.",
+            f"{len(batches)} batches, {analysis.dtype}.",
             *lines,
             *(f"Warning: {w}" for w in result.warnings),
         ]
@@ -455,7 +464,7 @@ def report_curvature(
                 f"The density is drawn on a log axis, clipped at {DENSITY_LOG_RANGE:g} × its peak; red triangles "
                 "and dotted lines mark the extreme eigenvalues from Lanczos (hover: value and residual)."
             )
-        figures = curvature_figures(result, log=output["log"])
+        figures = curvature_figures(result, log=output.log)
         paths["report"] = save_report(out / "report.html", figures, title=f"tscope run: {Path(config).name}",
                                       notes=notes)
     _print_paths(paths)
@@ -469,7 +478,7 @@ def report_curvature(
 
 def report_landscape(
     config: str,
-    cfg,
+    cfg: RunConfig,
     out: Path,
     prepared: Prepared,
     dataset: Dataset,
@@ -482,7 +491,7 @@ def report_landscape(
     from ..export.html import save_report
     from ..export.results import save_results
 
-    analysis, output = cfg["analysis"], cfg["output"]
+    analysis, output = cfg.analysis, cfg.output
     adapter = adapt(prepared.model)
     s = result.slice
     meta = {
@@ -490,14 +499,14 @@ def report_landscape(
         **landscape_meta(result),
         "samples": sum(len(b["input_ids"]) for b in batches),
         "batches": len(batches),
-        "dtype": analysis["dtype"],
+        "dtype": analysis.dtype,
         "quantity": "L(θ + α d1 + β d2): token-weighted mean LM loss over the data; accuracy of the argmax",
         **run_header(config, cfg, prepared, dataset, start),
     }
     tensors = s.state_dict() | _data_tensors(batches)
     paths = {"results": save_results(out, "landscape", tensors, meta), "meta": out / "meta.json"}
     paths["directions"] = save_directions(
-        out / "directions.safetensors", result.directions, {**result.how, "dtype": analysis["dtype"]}
+        out / "directions.safetensors", result.directions, {**result.how, "dtype": analysis.dtype}
     )
     _save_model(paths, out, prepared, output)
     how = result.how
@@ -508,21 +517,21 @@ def report_landscape(
         made = f"d1, d2 = Gaussian directions with filter normalization (Li et al. 2018), seed {how['seed']}"
     summary = (
         f"Loss at θ: {s.origin_loss:.6g} (token accuracy {s.origin_accuracy:.4f}); over the "
-        f"{s.loss.shape[0]}×{s.loss.shape[1]} grid α, β ∈ [−{analysis['span']:g}, {analysis['span']:g}] the loss "
+        f"{s.loss.shape[0]}×{s.loss.shape[1]} grid α, β ∈ [−{analysis.span:g}, {analysis.span:g}] the loss "
         f"runs from {meta['loss_min']:.6g} to {meta['loss_max']:.6g}."
     )
-    if output["report"]:
+    if output.report:
         notes = [
             f"Model: {_model_summary(prepared, adapter)}.",
             f"Data: {json.dumps(dataset.description, default=str, ensure_ascii=False)}; {meta['samples']} samples, "
-            f"{analysis['dtype']}.",
+            f"{analysis.dtype}.",
             f"{made}. directions.safetensors holds them, so the slice can be recomputed exactly.",
             summary,
             *(f"Warning: {w}" for w in result.warnings),
         ]
         paths["report"] = save_report(
             out / "report.html",
-            landscape_figures(result, log=output["log"]),
+            landscape_figures(result, log=output.log),
             title=f"tscope run: {Path(config).name}",
             notes=notes,
         )
@@ -540,8 +549,8 @@ def report_demo(
     snapshot,
     seconds: float,
     layers,
-    analysis: Mapping[str, Any],
-    output: Mapping[str, Any],
+    analysis: SensitivityConfig,
+    output: OutputConfig,
     curvature: CurvatureResult,
     n_curv: int,
     start: float,
@@ -568,7 +577,7 @@ def report_demo(
         f"for {len(result.losses)} steps on induction sequences with segments of {task.k_min}–{task.k_max} "
         f"tokens; held-out accuracy {result.accuracy:.3f}.",
         f"Cells show s_ij = ||∂h_i/∂e_j||²_F over {snapshot.done} sequences [BOS, r1 … r{task.k_max}, "
-        f"r1 … r{task.k_max}] ({snapshot.method}, {analysis['dtype']}): row i = output position, column j = "
+        f"r1 … r{task.k_max}] ({snapshot.method}, {analysis.dtype}): row i = output position, column j = "
         "input position, labelled by role. Colours are logarithmic (four decades); exact zeros, as above "
         "the diagonal of this causal model, take the lowest colour; grey = no data.",
         paragraph,

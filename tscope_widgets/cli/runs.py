@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .. import distributed as dist_
 from ..models import ModelAdapter, adapt
-from .config import DTYPES, ConfigError
+from .config import AnalysisConfig, ConfigError, CurvatureConfig, LandscapeConfig, SensitivityConfig
 from .prepare import Dataset, Prepared, on_every_rank
 
 Layer = int | str
@@ -52,7 +52,7 @@ def parse_layers(spec: str | int | Sequence, adapter: ModelAdapter) -> list[Laye
 def run_sensitivity(
     prepared: Prepared,
     dataset: Dataset,
-    analysis: Mapping[str, Any],
+    analysis: SensitivityConfig,
     progress: bool,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
@@ -81,28 +81,28 @@ def run_sensitivity(
     adapter = adapt(prepared.model)
 
     def start_stream():
-        layers = parse_layers(analysis["layers"], adapter)
-        source = analysis["source"]
+        layers = parse_layers(analysis.layers, adapter)
+        source = analysis.source
         if isinstance(source, str) and source != "embeddings":
             raise ConfigError(f"[analysis].source must be 'embeddings' or a block index, got {source!r}")
         checkpoint = _load_resume_checkpoint(checkpoint_dir) if resume else None
-        dtype = DTYPES[analysis["dtype"]]
+        dtype = analysis.torch_dtype
         run = dist_.iter_sensitivity_distributed if distributed else iter_sensitivity
         try:
             stream = run(
                 adapter if device is None else adapter.analysis(dtype, device),
                 dataset.data,
                 layers=layers,
-                method=analysis["method"],
-                mode=analysis["mode"],
-                batch_size=analysis["batch_size"],
-                max_seq_len=analysis["max_seq_len"],
+                method=analysis.method,
+                mode=analysis.mode,
+                batch_size=analysis.batch_size,
+                max_seq_len=analysis.max_seq_len,
                 tokenizer=dataset.tokenizer,
                 source=source,
-                probes=analysis["probes"],
-                chunk_size=analysis["chunk_size"],
+                probes=analysis.probes,
+                chunk_size=analysis.chunk_size,
                 dtype=dtype,
-                seed=analysis["seed"],
+                seed=analysis.seed,
                 resume=checkpoint,
             )
         except (TypeError, ValueError) as err:
@@ -112,7 +112,7 @@ def run_sensitivity(
     layers, stream = on_every_rank("while starting the sensitivity analysis", start_stream)
     snapshot = None
     start = time.perf_counter()
-    every = analysis["checkpoint_every"]
+    every = analysis.checkpoint_every
     desc = f"sensitivity (rank 0's shard of {dist_.world_size()})" if distributed else "sensitivity"
     with tqdm(total=None, desc=desc, unit="sample", disable=not progress) as bar:
         for snapshot in stream:
@@ -176,7 +176,7 @@ def check_resume_checkpoint(directory: Path) -> None:
     raise ConfigError(what)
 
 
-def loss_batches(dataset: Dataset, analysis: Mapping[str, Any]) -> list[dict[str, Tensor]]:
+def loss_batches(dataset: Dataset, analysis: AnalysisConfig) -> list[dict[str, Tensor]]:
     """The analysis data as loss batches ``{"input_ids": [B, S], "attention_mask"?, "labels"?}``.
 
     Batches hold ``[analysis].batch_size`` samples, cut to ``max_seq_len`` positions. A synthetic task
@@ -184,7 +184,7 @@ def loss_batches(dataset: Dataset, analysis: Mapping[str, Any]) -> list[dict[str
     every next token (:meth:`ModelAdapter.targets`). Texts are padded on the right to the longest text of
     their batch, as the sensitivity analysis pads them.
     """
-    size, cut = analysis["batch_size"], analysis["max_seq_len"]
+    size, cut = analysis.batch_size, analysis.max_seq_len
     data = dataset.data
     if isinstance(data, list):
         trunc = {"truncation": True, "max_length": cut} if cut else {}
@@ -255,7 +255,7 @@ class CurvatureResult:
 def run_curvature(
     model: torch.nn.Module,
     batches: list[dict[str, Tensor]],
-    analysis: Mapping[str, Any],
+    analysis: CurvatureConfig,
     progress: bool,
     process_group=None,
 ) -> CurvatureResult:
@@ -282,7 +282,7 @@ def run_curvature(
     from ..kernels.lanczos import curvature_summary, iter_lanczos
     from ..kernels.trace import hutchpp_trace
 
-    dtype, kind, seed = DTYPES[analysis["dtype"]], analysis["hessian_kind"], analysis["seed"]
+    dtype, kind, seed = analysis.torch_dtype, analysis.hessian_kind, analysis.seed
     caught: list[str] = []
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -301,37 +301,37 @@ def run_curvature(
         lap("estimate")
         lanczos_steps = iter_lanczos(
             op,
-            analysis["k"],
+            analysis.k,
             "both",
-            tol=analysis["tol"],
-            criterion=analysis["criterion"],
-            max_iter=analysis["max_iter"],
+            tol=analysis.tol,
+            criterion=analysis.criterion,
+            max_iter=analysis.max_iter,
             generator=torch.Generator().manual_seed(seed),
         )
         eig = _last_snapshot(lanczos_steps, f"lanczos ({kind})", "step", progress)
         lap("lanczos")
         if not eig.converged:
             caught.append(
-                f"Lanczos stopped after {eig.num_iterations} steps without reaching tol={analysis['tol']:g} "
+                f"Lanczos stopped after {eig.num_iterations} steps without reaching tol={analysis.tol:g} "
                 f"(residual norms {', '.join(f'{r:.2g}' for r in eig.residual_norms.tolist())}); raise "
                 "[analysis].max_iter or tol"
             )
         trace = density = blocks = None
-        if analysis["trace_matvecs"]:
-            trace = hutchpp_trace(op, analysis["trace_matvecs"], generator=torch.Generator().manual_seed(seed))
+        if analysis.trace_matvecs:
+            trace = hutchpp_trace(op, analysis.trace_matvecs, generator=torch.Generator().manual_seed(seed))
             lap("trace")
-        if analysis["density_probes"]:
+        if analysis.density_probes:
             slq = iter_slq(
                 op,
-                analysis["density_probes"],
-                analysis["density_steps"],
+                analysis.density_probes,
+                analysis.density_steps,
                 generator=torch.Generator().manual_seed(seed),
             )
             density = _last_snapshot(slq, "density (SLQ)", "matvec", progress)
             lap("density")
         summary = curvature_summary(eig, density)
-    if analysis["block_norms"] is not False:
-        groups = None if analysis["block_norms"] is True else list(analysis["block_norms"])
+    if analysis.block_norms is not False:
+        groups = None if analysis.block_norms is True else list(analysis.block_norms)
         with _kernel_errors("[analysis].block_norms", caught):
             exact = (op if groups is None else op.restrict(groups)).shape[0] <= AUTO_EXACT_MAX_PARAMS
             stream = iter_block_norms(
@@ -363,20 +363,20 @@ def run_curvature(
     )
 
 
-def curvature_estimate(op, batches: list[dict[str, Tensor]], analysis: Mapping[str, Any]):
+def curvature_estimate(op, batches: list[dict[str, Tensor]], analysis: CurvatureConfig):
     """What the curvature run of ``analysis`` will cost: two measured products of ``op`` (the first also
     builds the gradient graph that the run reuses), the products the run needs at most, and the memory
     model of :mod:`tscope_widgets.kernels.cost`."""
     from ..kernels.blocks import AUTO_EXACT_MAX_PARAMS
     from ..kernels.cost import CostEstimate, available_memory, measure_seconds, product_memory
 
-    v = torch.randn(op.shape[1], dtype=op.dtype, generator=torch.Generator().manual_seed(analysis["seed"]))
+    v = torch.randn(op.shape[1], dtype=op.dtype, generator=torch.Generator().manual_seed(analysis.seed))
     first = measure_seconds(lambda: op @ v, op.device)
     unit = measure_seconds(lambda: op @ v, op.device)
-    lanczos_steps = analysis["max_iter"] or min(op.shape[0], 20 * 2 * analysis["k"] + 100)
-    units = lanczos_steps + analysis["trace_matvecs"] + analysis["density_probes"] * analysis["density_steps"]
-    if analysis["block_norms"] is not False:
-        groups = None if analysis["block_norms"] is True else list(analysis["block_norms"])
+    lanczos_steps = analysis.max_iter or min(op.shape[0], 20 * 2 * analysis.k + 100)
+    units = lanczos_steps + analysis.trace_matvecs + analysis.density_probes * analysis.density_steps
+    if analysis.block_norms is not False:
+        groups = None if analysis.block_norms is True else list(analysis.block_norms)
         try:
             blocks = op if groups is None else op.restrict(groups)
             units += blocks.shape[0] if blocks.shape[0] <= AUTO_EXACT_MAX_PARAMS else 16 * len(blocks.groups)
@@ -406,7 +406,7 @@ class LandscapeResult:
 def run_landscape(
     model: torch.nn.Module,
     batches: list[dict[str, Tensor]],
-    analysis: Mapping[str, Any],
+    analysis: LandscapeConfig,
     progress: bool,
     process_group=None,
 ) -> LandscapeResult:
@@ -424,12 +424,12 @@ def run_landscape(
     """
     from ..kernels.landscape import eigen_directions, random_direction, slice_2d
 
-    dtype, seed = DTYPES[analysis["dtype"]], analysis["seed"]
+    dtype, seed = analysis.torch_dtype, analysis.seed
     generator = torch.Generator().manual_seed(seed)
     caught: list[str] = []
     start = time.perf_counter()
     with _kernel_errors("[analysis]", caught):
-        if analysis["directions"] == "random":
+        if analysis.directions == "random":
             copy = adapt(model).analysis(dtype)
             d1, d2 = (random_direction(copy, normalization="filter", generator=generator) for _ in range(2))
             how = {"kind": "random", "normalization": "filter", "ignore": ["bias", "norm"], "seed": seed}
@@ -439,15 +439,15 @@ def run_landscape(
                 batches,
                 2,
                 which="largest",
-                tol=analysis["tol"],
-                max_iter=analysis["max_iter"],
+                tol=analysis.tol,
+                max_iter=analysis.max_iter,
                 dtype=dtype,
                 generator=generator,
                 process_group=process_group,
             )
             how = {"kind": "eigen", "which": "largest", "eigenvalues": eigenvalues.tolist(), "seed": seed}
         directions_seconds = round(time.perf_counter() - start, 3)
-        grid = landscape_grid(analysis["span"], analysis["resolution"])
+        grid = landscape_grid(analysis.span, analysis.resolution)
         rows = slice_2d(model, batches, d1, d2, grid, grid, dtype=dtype, process_group=process_group)
         landscape = _last_snapshot(rows, "landscape", "row", progress)
     seconds = {"directions": directions_seconds, "slice": round(time.perf_counter() - start - directions_seconds, 3)}
