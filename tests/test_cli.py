@@ -718,7 +718,7 @@ def torchrun_worker(work: Path) -> None:
 
     import tscope_widgets.cli as cli
     from tscope_widgets import jobs
-    from tscope_widgets.kernels import sensitivity
+    from tscope_widgets.kernels.sensitivity import stream as sensitivity  # where _Run looks it up
 
     rank = int(os.environ["RANK"])
     results = {"run": main(["run", str(work / "train.toml"), "--out", str(work / "run"), *FAST])}

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..data import batch_list
 from ..models.adapter import ModelAdapter
 from ..models.registry import adapt
 from .curvature import HessianOperator, resolve_groups
@@ -409,7 +410,7 @@ class SpectrumTracker:
         if optimizer is not None and not hasattr(optimizer, "param_groups"):
             raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         self.adapter = adapt(model)
-        self.data = _as_batches(data) if data is not None else None
+        self.data = batch_list(data) if data is not None else None
         self.every, self.k, self.tol, self.max_iter = every, k, float(tol), max_iter
         self.trace_matvecs = trace_matvecs
         self.density_every, self.density_probes, self.density_steps = density_every, density_probes, density_steps
@@ -475,7 +476,7 @@ class SpectrumTracker:
         if call % self.every:
             return False
         label = call if step is None else int(step)
-        data = self.data if self.data is not None else (_as_batches(batch) if batch is not None else None)
+        data = self.data if self.data is not None else (batch_list(batch) if batch is not None else None)
         if data is None:
             raise ValueError("SpectrumTracker has no evaluation data: pass data= at construction or batch= to step()")
         adapter = self.adapter if model is None else adapt(model)
@@ -655,16 +656,6 @@ def _as_float(value) -> float:
     if isinstance(value, Tensor):
         return float(value.detach().double().cpu())
     return float(value)
-
-
-def _as_batches(data) -> list:
-    """A list of batches from one batch (a mapping) or an iterable of batches."""
-    if isinstance(data, Mapping):
-        return [data]
-    batches = list(data)
-    if not batches:
-        raise ValueError("data holds no batches")
-    return batches
 
 
 def _unwrap(optimizer):

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from ...data import batch_list
 from ...models.adapter import IGNORE_INDEX, ModelAdapter
 from ..collectives import all_reduce_
 
@@ -88,10 +89,7 @@ def _batches(
 ) -> list[_Targets]:
     """All batches of ``data`` (one dict, or an iterable of dicts read once), validated; an empty iterable
     only with ``allow_empty`` (a rank's shard under torch.distributed)."""
-    items = [data] if isinstance(data, Mapping) else list(data)
-    if not items and not allow_empty:
-        raise ValueError("data holds no batches")
-    return [_targets(adapter, b, f"batch {i}") for i, b in enumerate(items)]
+    return [_targets(adapter, b, f"batch {i}") for i, b in enumerate(batch_list(data, allow_empty))]
 
 
 def default_points_per_call(adapter: ModelAdapter, batches: Sequence[_Targets]) -> int:
