@@ -295,7 +295,7 @@ def child(method: str, n: int, repeats: int, device: str) -> dict:
         from tscope_widgets.kernels.landscape import default_points_per_call
 
         if method == "ours":
-            from tscope_widgets.kernels.landscape import _batches
+            from tscope_widgets.kernels.landscape.evaluator import _batches
             from tscope_widgets.models.registry import adapt
 
             copy_ = adapt(model).analysis(torch.float32)

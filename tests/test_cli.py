@@ -795,7 +795,7 @@ def torchrun_worker(work: Path) -> None:
 
     from tscope_widgets import jobs
     from tscope_widgets.cli import commands, prepare
-    from tscope_widgets.kernels import sensitivity
+    from tscope_widgets.kernels.sensitivity import stream as sensitivity  # where _Run looks it up
 
     rank = int(os.environ["RANK"])
     results = {"run": main(["run", str(work / "train.toml"), "--out", str(work / "run"), *FAST])}

@@ -11,8 +11,6 @@ from .kernels import (
     HessianOperator,
     SampleReservoir,
     SensitivitySnapshot,
-    SpectrumHistory,
-    SpectrumTracker,
     WelfordState,
     block_norms,
     dense_hessian,
@@ -27,6 +25,7 @@ from .kernels import (
 )
 from .models import ModelAdapter, ParamSlice, TinyConfig, TinyTransformer, adapt
 from .tasks import get_task
+from .tracking import SpectrumHistory, SpectrumTracker
 from .training import TrainResult, load_model, save_model, train_tiny
 
 __all__ = [

@@ -47,7 +47,7 @@ STEPS_CELL = (1, 2)
 SETUP = f"""
 import torch
 import torch.nn.functional as F
-from tscope_widgets.kernels.tracking import SpectrumTracker
+from tscope_widgets.tracking import SpectrumTracker
 from tscope_widgets.models.tiny import TinyConfig, TinyTransformer
 from tscope_widgets.widgets.landscape import LandscapeWidget
 from tscope_widgets.widgets.spectrum import SpectrumWidget

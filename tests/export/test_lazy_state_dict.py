@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file, save_model
 
-from tests.kernels.test_landscape import moved, plane_trajectory
+from tests.kernels.landscape.test_landscape import moved, plane_trajectory
 from tests.model_zoo import gpt2
 from tscope_widgets.export.lazy_state_dict import LazyStateDict, open_state_dict
 from tscope_widgets.kernels.landscape import (

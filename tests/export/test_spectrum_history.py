@@ -11,8 +11,8 @@ from safetensors.numpy import save_file
 
 from tests import model_zoo
 from tscope_widgets.export.spectrum_history import load_spectrum_history, save_spectrum_history
-from tscope_widgets.kernels.tracking import SpectrumHistory, SpectrumTracker
 from tscope_widgets.models import adapt
+from tscope_widgets.tracking import SpectrumHistory, SpectrumTracker
 
 
 @pytest.fixture(scope="module")

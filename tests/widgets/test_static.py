@@ -18,7 +18,7 @@ from IPython.utils.capture import capture_output
 from PIL import Image
 
 from tests.model_zoo import tiny
-from tscope_widgets.kernels.tracking import SpectrumHistory
+from tscope_widgets.tracking import SpectrumHistory
 from tscope_widgets.widgets._static import (
     LEVELS,
     NAN_INDEX,

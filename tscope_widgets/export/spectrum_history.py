@@ -1,6 +1,6 @@
 """Spectrum history files: the records of a ``SpectrumTracker`` in one safetensors file.
 
-Layout: one tensor per array of :class:`~tscope_widgets.kernels.tracking.SpectrumHistory` (its
+Layout: one tensor per array of :class:`~tscope_widgets.tracking.SpectrumHistory` (its
 ``state_dict()``: ``steps``, ``lambda_max``, ``grad_norms``, ``density``, ...) with its NumPy dtype; header
 metadata ``format`` (``tscope_widgets.spectrum_history``), ``version`` (``"1"``) and, as JSON,
 ``grad_norm_labels``, ``block_labels`` and ``total``. :func:`load_spectrum_history` rebuilds the history
@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from ..kernels.tracking import SpectrumHistory, SpectrumTracker
+from ..tracking import SpectrumHistory, SpectrumTracker
 from ._atomic import write_safetensors
 from .lazy_state_dict import open_state_dict
 
@@ -32,8 +32,8 @@ def save_spectrum_history(path: str | os.PathLike, history: SpectrumHistory | Sp
 
     Args:
         path: File to write (conventionally ``*.safetensors``; folders are created).
-        history: A :class:`~tscope_widgets.kernels.tracking.SpectrumHistory`, or a
-            :class:`~tscope_widgets.kernels.tracking.SpectrumTracker` (its ``history``).
+        history: A :class:`~tscope_widgets.tracking.SpectrumHistory`, or a
+            :class:`~tscope_widgets.tracking.SpectrumTracker` (its ``history``).
 
     Returns:
         The path written.
@@ -55,7 +55,7 @@ def load_spectrum_history(path: str | os.PathLike) -> SpectrumHistory:
     """Read a file written by :func:`save_spectrum_history` (safetensors + JSON header; no pickle).
 
     Returns:
-        The :class:`~tscope_widgets.kernels.tracking.SpectrumHistory`, every array bit for bit as saved (dtype,
+        The :class:`~tscope_widgets.tracking.SpectrumHistory`, every array bit for bit as saved (dtype,
         shape and NaNs included).
 
     Raises:

@@ -1,6 +1,7 @@
 """Pure torch math over tensors and adapters: no widgets, no threads, no file I/O (that is in ``export``).
 
 Long computations are generators yielding partial results (``done``/``total``) so a Job can stream them.
+Observers of a training loop (``SpectrumTracker``) are in :mod:`tscope_widgets.tracking`.
 """
 
 from .blocks import BlockNorms, block_norms, iter_block_norms
@@ -23,8 +24,8 @@ from .landscape import (
 from .operator import DenseOperator, LinearOperator, as_operator
 from .reservoir import SampleReservoir
 from .sensitivity import SensitivitySnapshot, iter_sensitivity, position_sensitivity
+from .stability import sgd_stability_threshold
 from .trace import DiagonalEstimate, TraceEstimate, diagonal, hutchinson_trace, hutchpp_trace
-from .tracking import SpectrumHistory, SpectrumTracker, sgd_stability_threshold
 from .welford import WelfordState
 
 __all__ = [
@@ -61,12 +62,10 @@ __all__ = [
     "SpectralDensity",
     "slq_density",
     "iter_slq",
-    # block structure and spectral evolution
+    # block structure and stability (the training-loop tracker is tscope_widgets.tracking)
     "BlockNorms",
     "block_norms",
     "iter_block_norms",
-    "SpectrumHistory",
-    "SpectrumTracker",
     "sgd_stability_threshold",
     # loss landscapes
     "Direction",

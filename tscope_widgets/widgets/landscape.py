@@ -49,12 +49,11 @@ from torch import Tensor
 
 from ..jobs import Job, check_num_threads
 from ..kernels.landscape import (
-    checkpoint_direction,
-    eigen_directions,
-    pca_directions,
+    DIRECTION_KINDS,
+    landscape_grid,
+    make_directions,
     project_trajectory,
     quadratic_model,
-    random_direction,
     slice_2d,
 )
 from ..models.registry import adapt
@@ -76,7 +75,6 @@ if not BUNDLE.is_file():
         "`npm --prefix js ci && npm --prefix js run build` (a wheel ships it prebuilt)"
     )
 
-DIRECTION_KINDS = ("random", "eigen", "pca", "checkpoints")
 QUANTITIES = ("loss", "accuracy")
 QUANTITY_TITLES = {
     "loss": "loss (token cross-entropy, nats)",
@@ -86,7 +84,7 @@ VIEWS = ("2d", "3d")
 COMMANDS = ("pause", "resume", "stop")
 MIN_THROTTLE_S = 0.05  # at most 20 data updates per second reach the browser
 MIN_RESOLUTION = 2
-CHECKPOINT_MARGIN = 0.5  # default grid of "checkpoints": [-0.5, 1.5] in both directions
+CHECKPOINT_MARGIN = 0.5  # default grid of "checkpoints": [-0.5, 1.5] in both directions (0.5 ± 1)
 
 _BROWSER_TRAITS = ("selected_point", "log_scale", "view", "quantity", "show_contours")
 LIVE_VIEW_SELECTOR = ".tscope-landscape"  # root element of a rendered view (js/src/landscape_widget.js)
@@ -102,8 +100,9 @@ def _direction_norm(d: Mapping[str, Tensor]) -> float:
     return math.sqrt(sum(float(t.detach().to(torch.float64).pow(2).sum()) for t in d.values()))
 
 
-def _grid(values, span: float, resolution: int, what: str, lo: float | None = None, hi: float | None = None) -> Tensor:
-    """``values`` as a float64 tensor, or ``resolution`` points from ``-span`` to ``span`` (``lo`` to ``hi``)."""
+def _grid(values, span: float, resolution: int, what: str, center: float = 0.0) -> Tensor:
+    """``values`` as a float64 tensor, or :func:`landscape_grid`: ``resolution`` points from ``center - span``
+    to ``center + span``."""
     if values is not None:
         try:
             t = torch.as_tensor(values).detach().to("cpu", torch.float64)
@@ -114,11 +113,7 @@ def _grid(values, span: float, resolution: int, what: str, lo: float | None = No
         if t.numel() > 1 and not (t[1:] > t[:-1]).all():
             raise ValueError(f"{what} must be strictly increasing")
         return t
-    lo = -span if lo is None else lo
-    hi = span if hi is None else hi
-    t = torch.linspace(lo, hi, resolution, dtype=torch.float64)
-    t[t.abs() < 1e-12 * max(abs(lo), abs(hi))] = 0.0  # the origin exactly, not 5.6e-17
-    return t
+    return landscape_grid(span, resolution, center=center)
 
 
 class LandscapeWidget(JobControls, PicturedWidget):
@@ -271,13 +266,12 @@ class LandscapeWidget(JobControls, PicturedWidget):
         self._adapter = adapt(model)
         self._data = {"input_ids": data} if isinstance(data, Tensor) else data
         kind = directions if isinstance(directions, str) else "given"
+        center = 0.0
         if kind == "checkpoints" and span is None and alphas is None and betas is None:
-            lo, hi = -CHECKPOINT_MARGIN, 1 + CHECKPOINT_MARGIN
-        else:
-            lo = hi = None
+            span, center = 0.5 + CHECKPOINT_MARGIN, 0.5  # the model at 0, each checkpoint at 1
         span = 1.0 if span is None else float(span)
-        self._alphas_t = _grid(alphas, span, int(resolution), "alphas", lo, hi)
-        self._betas_t = _grid(betas, span, int(resolution), "betas", lo, hi)
+        self._alphas_t = _grid(alphas, span, int(resolution), "alphas", center)
+        self._betas_t = _grid(betas, span, int(resolution), "betas", center)
         self._d1, self._d2, labels, self._eigenvalues = self._build_directions(
             directions, trajectory, checkpoints, eigenvalues, int(seed), dtype
         )
@@ -434,42 +428,35 @@ class LandscapeWidget(JobControls, PicturedWidget):
                     "eigenvalues describe Hessian eigenvector directions: pass them with directions=(d1, d2), "
                     "or use directions='eigen', which computes its own"
                 )
-        if directions == "random":
-            gen = torch.Generator().manual_seed(seed)
-            d1 = random_direction(adapter, generator=gen)
-            d2 = random_direction(adapter, generator=gen)
-            labels = [
-                f"random direction {k} (filter-normalised, seed {seed}, ‖d{k}‖ = {_direction_norm(d):.3g})"
-                for k, d in ((1, d1), (2, d2))
-            ]
-            return d1, d2, labels, None
-        if directions == "eigen":
-            gen = torch.Generator().manual_seed(seed)
-            dirs, evals = eigen_directions(adapter, self._data, k=2, dtype=dtype, generator=gen)
-            evals = torch.as_tensor(evals, dtype=torch.float64).reshape(-1).cpu()
-            labels = [f"Hessian eigenvector {k + 1} (λ{k + 1} = {float(evals[k]):.4g})" for k in range(2)]
-            return dirs[0], dirs[1], labels, evals[:2].clone()
-        if directions == "pca":
-            if trajectory is None or len(trajectory) < 2:
-                raise ValueError("directions='pca' needs trajectory=[checkpoints ...] with at least 2 of them")
-            dirs, ratio = pca_directions(trajectory, k=2, origin=adapter.model, reference=adapter.model)
-            labels = [f"PCA direction {k + 1} ({float(ratio[k]):.1%} of the trajectory's variance)" for k in range(2)]
-            return dirs[0], dirs[1], labels, None
-        if directions == "checkpoints":
-            if not isinstance(checkpoints, (tuple, list)) or len(checkpoints) != 2:
-                raise ValueError("directions='checkpoints' needs checkpoints=(a, b): two state dicts, models or paths")
-            a, b = checkpoints
-            d1 = checkpoint_direction(adapter.model, a, reference=adapter.model)
-            d2 = checkpoint_direction(adapter.model, b, reference=adapter.model)
-            for name, d in (("a", d1), ("b", d2)):
-                if _direction_norm(d) == 0:
-                    raise ValueError(
-                        f"checkpoint {name} equals the model's parameters; the plane needs two other points"
-                    )
-            labels = [
-                f"toward checkpoint a (θa − θ, ‖d1‖ = {_direction_norm(d1):.3g})",
-                f"toward checkpoint b (θb − θ, ‖d2‖ = {_direction_norm(d2):.3g})",
-            ]
+            made = make_directions(
+                directions,
+                adapter,
+                data=self._data,
+                seed=seed,
+                dtype=dtype,
+                trajectory=trajectory,
+                checkpoints=checkpoints,
+            )
+            d1, d2 = made.directions
+            if directions == "random":
+                labels = [
+                    f"random direction {k} (filter-normalised, seed {seed}, ‖d{k}‖ = {_direction_norm(d):.3g})"
+                    for k, d in ((1, d1), (2, d2))
+                ]
+            elif directions == "eigen":
+                evals = made.eigenvalues
+                labels = [f"Hessian eigenvector {k + 1} (λ{k + 1} = {float(evals[k]):.4g})" for k in range(2)]
+                return d1, d2, labels, evals[:2].clone()
+            elif directions == "pca":
+                ratio = made.explained_variance_ratio
+                labels = [
+                    f"PCA direction {k + 1} ({float(ratio[k]):.1%} of the trajectory's variance)" for k in range(2)
+                ]
+            else:
+                labels = [
+                    f"toward checkpoint a (θa − θ, ‖d1‖ = {_direction_norm(d1):.3g})",
+                    f"toward checkpoint b (θb − θ, ‖d2‖ = {_direction_norm(d2):.3g})",
+                ]
             return d1, d2, labels, None
         if not isinstance(directions, (tuple, list)) or len(directions) != 2:
             raise TypeError(

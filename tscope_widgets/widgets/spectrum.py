@@ -1,7 +1,7 @@
 r"""``SpectrumWidget``: the Hessian spectrum of a model while it trains, live in JupyterLab.
 
-The widget shows what a :class:`~tscope_widgets.kernels.tracking.SpectrumTracker` records every few
-steps (a :class:`~tscope_widgets.kernels.tracking.SpectrumHistory`), or a fixed history:
+The widget shows what a :class:`~tscope_widgets.tracking.SpectrumTracker` records every few
+steps (a :class:`~tscope_widgets.tracking.SpectrumHistory`), or a fixed history:
 
 - line charts of the tracked series over training steps (loss; the extreme eigenvalues
   :math:`\lambda_{\max}, \lambda_{\min}` of :math:`\nabla^2 L` with the edge-of-stability line
@@ -260,10 +260,10 @@ class SpectrumWidget(PicturedWidget):
     r"""Live charts of the Hessian spectrum during training.
 
     Args:
-        tracker: A :class:`~tscope_widgets.kernels.tracking.SpectrumTracker` to attach to: the widget
+        tracker: A :class:`~tscope_widgets.tracking.SpectrumTracker` to attach to: the widget
             subscribes to it and shows each new record (throttled); its ``adapter`` and ``data`` serve
             the block eigenvalues unless given here.
-        history: A fixed :class:`~tscope_widgets.kernels.tracking.SpectrumHistory` to show (instead
+        history: A fixed :class:`~tscope_widgets.tracking.SpectrumHistory` to show (instead
             of a tracker).
         block_norms: A :class:`~tscope_widgets.kernels.blocks.BlockNorms` for the block-norm map.
         adapter: Model or :class:`~tscope_widgets.models.ModelAdapter` for the block eigenvalues.

@@ -7,7 +7,7 @@ import torch
 
 from tests.model_zoo import HF_BUILDERS, random_batch, tiny
 from tscope_widgets.kernels import sensitivity as sens
-from tscope_widgets.kernels.sensitivity import position_sensitivity
+from tscope_widgets.kernels.sensitivity import passes, position_sensitivity
 from tscope_widgets.models import adapt
 
 B, S = 3, 5  # random_batch: row 0 unpadded, row 1 right-padded, row 2 left-padded
@@ -168,7 +168,7 @@ def test_causal_prefix_groups_match_dense_jacobian(name, monkeypatch):
     """Reverse passes run on causal prefixes ``e[:, :p]`` (one row per group, or rows split across
     passes) and give the dense full-sequence Jacobian's numbers with left and right padding (the
     left-padded row's first prefix is all padding); BERT (not causal) is never grouped."""
-    monkeypatch.setattr(sens, "MIN_PASS_WORK", 1)  # as many groups as rows
+    monkeypatch.setattr(passes, "MIN_PASS_WORK", 1)  # as many groups as rows
     model = tiny() if name == "tiny" else HF_BUILDERS[name]()
     adapter = adapt(model).analysis(torch.float64)
     batch = random_batch(adapter, B, S)
@@ -212,7 +212,7 @@ def test_hutchinson_probes_do_not_depend_on_grouping(name, monkeypatch):
 
     whole, whole_se = run()
     assert whole.info["prefix_groups"] == 1
-    monkeypatch.setattr(sens, "MIN_PASS_WORK", 1)
+    monkeypatch.setattr(passes, "MIN_PASS_WORK", 1)
     for kw in (dict(), dict(chunk_size=3)):
         grouped, grouped_se = run(**kw)
         assert grouped.info["prefix_groups"] == S
@@ -227,17 +227,17 @@ def test_prefix_groups_follow_the_work_per_pass():
     """About MIN_PASS_WORK of work per pass, at most min(S, MAX_PREFIX_GROUPS) groups."""
     model = adapt(tiny()).analysis(torch.float64)  # D = 8
     e = torch.zeros(4, 6, 8, dtype=torch.float64)
-    problem = sens._Problem(model, e, None, [0], "embeddings")
+    problem = passes._Problem(model, e, None, [0], "embeddings")
     work = 6 * 8 * 6 * 4 * 8 * 8  # S * width * S * B * D^2
-    assert sens._prefix_groups(problem, 8) == max(1, min(6, work // sens.MIN_PASS_WORK))
+    assert passes._prefix_groups(problem, 8) == max(1, min(6, work // passes.MIN_PASS_WORK))
     many = torch.zeros(1, 6, 8, dtype=torch.float64).expand(2**16, 6, 8)  # only the shape matters
-    big = sens._Problem(model, many, None, [0], "embeddings")
-    assert sens._prefix_groups(big, 8) == 6  # capped at S
-    plan = sens._PassPlan(40, chunk=6, groups=5)
+    big = passes._Problem(model, many, None, [0], "embeddings")
+    assert passes._prefix_groups(big, 8) == 6  # capped at S
+    plan = passes._PassPlan(40, chunk=6, groups=5)
     assert len(plan.bounds) == 7 and all(0 < b - a <= 6 for a, b in plan.bounds)
     assert [a for a, _ in plan.bounds][0] == 0 and plan.bounds[-1][1] == 40
-    assert len(sens._PassPlan(40, chunk=40, groups=5).bounds) == 5
-    assert len(sens._PassPlan(3, chunk=40, groups=5).bounds) == 3
+    assert len(passes._PassPlan(40, chunk=40, groups=5).bounds) == 5
+    assert len(passes._PassPlan(3, chunk=40, groups=5).bounds) == 3
 
 
 @pytest.mark.parametrize(
@@ -340,8 +340,8 @@ def test_automatic_chunk_respects_memory_budget(monkeypatch):
     full_chunk = position_sensitivity(model, ids, layers=[0, 1], mode="reverse")
     # one pass per target layer (reverse VJPs run layer by layer)
     assert full_chunk.info["chunk_size"] == 80 and full_chunk.info["num_chunks"] == 2
-    per_vector = sens._vector_bytes(torch.zeros(2, 5, 8, dtype=torch.float64), 2, 8, adapt(model))
-    monkeypatch.setattr(sens, "CHUNK_MEMORY_BUDGET", 6 * per_vector)
+    per_vector = passes._vector_bytes(torch.zeros(2, 5, 8, dtype=torch.float64), 2, 8, adapt(model))
+    monkeypatch.setattr(passes, "CHUNK_MEMORY_BUDGET", 6 * per_vector)
     small = position_sensitivity(model, ids, layers=[0, 1], mode="reverse")
     assert small.info["chunk_size"] == 6 and small.info["num_chunks"] == 14
     for lay in (0, 1):
@@ -481,7 +481,7 @@ def test_bad_inputs():
 
 
 def test_full_refuses_large_inputs(monkeypatch):
-    monkeypatch.setattr(sens, "FULL_JACOBIAN_MAX_BYTES", 10_000)
+    monkeypatch.setattr(passes, "FULL_JACOBIAN_MAX_BYTES", 10_000)
     with pytest.raises(ValueError, match=r"method='full'.*MiB.*use method='exact'"):
         position_sensitivity(tiny(), torch.tensor([[1, 2, 3, 4]]), method="full")
 

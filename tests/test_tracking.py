@@ -11,8 +11,8 @@ import torch
 
 from tests import model_zoo
 from tscope_widgets.kernels.curvature import HessianOperator, dense_hessian
-from tscope_widgets.kernels.tracking import SpectrumHistory, SpectrumTracker, layer_of_group, sgd_stability_threshold
 from tscope_widgets.models import adapt
+from tscope_widgets.tracking import SpectrumHistory, SpectrumTracker, layer_of_group, sgd_stability_threshold
 
 CHEAP = dict(tol=1e-3, max_iter=20, trace_matvecs=6)
 
@@ -260,7 +260,7 @@ def test_non_finite_loss_records_nans_and_training_continues(caplog):
     model = _tiny(1)
     batch = model_zoo.random_batch(adapt(model), 2, 5)
     tracker = SpectrumTracker(model, batch, every=1, blocks="layers", **CHEAP)
-    with caplog.at_level(logging.WARNING, logger="tscope_widgets.kernels.tracking"):
+    with caplog.at_level(logging.WARNING, logger="tscope_widgets.tracking"):
         tracker.step(loss=float("nan"))
         saved = model.head.weight[0, 0].item()
         with torch.no_grad():
@@ -288,7 +288,7 @@ def test_subscribers_get_copies_and_their_errors_are_logged(caplog):
         raise RuntimeError("boom")
 
     tracker.subscribe(broken)
-    with caplog.at_level(logging.ERROR, logger="tscope_widgets.kernels.tracking"):
+    with caplog.at_level(logging.ERROR, logger="tscope_widgets.tracking"):
         tracker.step(batch=batch)
     assert "boom" in caplog.text
     unsubscribe()
@@ -330,3 +330,21 @@ def test_recording_without_data_or_batch_is_an_error():
     with pytest.raises(ValueError, match="no evaluation data"):
         tracker.step()
     assert tracker.step() is False  # the second call does not record, so needs no data
+
+
+def test_kernels_hold_the_formula_and_never_import_the_tracker():
+    """The threshold is pure maths (kernels/stability.py); the tracker lives above the kernels."""
+    import ast
+    from pathlib import Path
+
+    import tscope_widgets
+    from tscope_widgets import kernels
+
+    assert kernels.sgd_stability_threshold is sgd_stability_threshold
+    assert tscope_widgets.SpectrumTracker is SpectrumTracker and tscope_widgets.SpectrumHistory is SpectrumHistory
+    above = ("tracking", "widgets", "jobs", "cli", "distributed", "export")
+    for path in Path(kernels.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                name = node.module.removeprefix("tscope_widgets.")
+                assert not name.startswith(above), f"{path.name} imports {node.module}"

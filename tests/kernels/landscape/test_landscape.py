@@ -14,12 +14,12 @@ from torch import nn
 from torch.func import functional_call
 
 from tests.model_zoo import gpt2, random_batch, tiny
-from tscope_widgets.kernels import landscape
 from tscope_widgets.kernels.landscape import (
     LandscapeSlice,
     checkpoint_direction,
     default_points_per_call,
     eigen_directions,
+    evaluator,
     pca_directions,
     project_trajectory,
     quadratic_model,
@@ -153,8 +153,8 @@ def test_grid_points_at_the_origin_reuse_its_evaluation(monkeypatch):
     data = two_batches(model)
     d1, d2 = pair_of_directions(model)
     calls = []
-    forward = landscape._BatchObjective.forward
-    monkeypatch.setattr(landscape._BatchObjective, "forward", lambda self, *a: calls.append(1) or forward(self, *a))
+    forward = evaluator._BatchObjective.forward
+    monkeypatch.setattr(evaluator._BatchObjective, "forward", lambda self, *a: calls.append(1) or forward(self, *a))
     final = list(slice_2d(model, data, d1, d2, [-1.0, 0.0], [0.0, 0.5], points_per_call=1))[-1]
     assert len(calls) == len(data) * 4  # the origin, then the three other points
     assert final.loss[1, 0].item() == final.origin_loss
@@ -185,12 +185,12 @@ def test_points_per_call_on_a_cpu_stays_within_the_parameter_budget(monkeypatch)
     """Beyond CPU_PARAMETER_COPIES_BUDGET bytes of parameter copies a call evaluates fewer points (1 at most)."""
     model = tiny()
     a = adapt(model).analysis()
-    batches = landscape._batches(a, two_batches(model))
+    batches = evaluator._batches(a, two_batches(model))
     assert default_points_per_call(a, batches) == 16
     nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    monkeypatch.setattr(landscape, "CPU_PARAMETER_COPIES_BUDGET", 3 * nbytes)
+    monkeypatch.setattr(evaluator, "CPU_PARAMETER_COPIES_BUDGET", 3 * nbytes)
     assert default_points_per_call(a, batches) == 3
-    monkeypatch.setattr(landscape, "CPU_PARAMETER_COPIES_BUDGET", nbytes - 1)
+    monkeypatch.setattr(evaluator, "CPU_PARAMETER_COPIES_BUDGET", nbytes - 1)
     assert default_points_per_call(a, batches) == 1
 
 

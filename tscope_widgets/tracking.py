@@ -1,5 +1,9 @@
 r"""Spectral evolution during training: a tracker called from the training loop every step.
 
+(Longer than 500 lines because the record and its recorder are one job: every field of
+:class:`SpectrumHistory` is written by one method of :class:`SpectrumTracker`, and the two change
+together. The maths is in ``kernels``, including :func:`~tscope_widgets.kernels.stability.sgd_stability_threshold`.)
+
 Every ``every`` calls :class:`SpectrumTracker` measures the loss Hessian at the current parameters on
 fixed evaluation batches and appends one record to a :class:`SpectrumHistory`:
 
@@ -47,12 +51,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..models.adapter import ModelAdapter
-from ..models.registry import adapt
-from .curvature import HessianOperator, resolve_groups
-from .density import slq_density
-from .lanczos import lanczos
-from .trace import hutchpp_trace
+from .data import batch_list
+from .kernels.curvature import HessianOperator, resolve_groups
+from .kernels.density import slq_density
+from .kernels.lanczos import lanczos
+from .kernels.stability import sgd_stability_threshold
+from .kernels.trace import hutchpp_trace
+from .models.adapter import ModelAdapter
+from .models.registry import adapt
 
 __all__ = ["SpectrumHistory", "SpectrumTracker", "sgd_stability_threshold", "layer_of_group"]
 
@@ -62,56 +68,8 @@ _BLOCK_GROUP = re.compile(r"block(\d+)\.")
 
 
 # ======================================================================================
-# thresholds and labels
+# labels
 # ======================================================================================
-def sgd_stability_threshold(
-    lr: float,
-    momentum: float = 0.0,
-    *,
-    dampening: float = 0.0,
-    nesterov: bool = False,
-    weight_decay: float = 0.0,
-) -> float:
-    r"""Largest loss-Hessian eigenvalue at which ``torch.optim.SGD`` is stable on a quadratic.
-
-    PyTorch's SGD with learning rate :math:`\eta`, momentum :math:`\beta`, dampening ``d`` and weight decay
-    ``w`` applied to :math:`L(\theta) = \tfrac12 \lambda \theta^2` is a linear recurrence in
-    :math:`(\theta, \text{buffer})`; with :math:`a = \eta(\lambda + w)` its characteristic polynomial has a
-    root at :math:`-1` (the period-two divergence of the edge of stability) when
-
-    .. math::
-
-        a = \frac{2 + 2\beta}{1 - d} \ \text{(heavy ball)}, \qquad
-        a = \frac{2 + 2\beta}{1 + (2 - d)\beta} \ \text{(Nesterov)},
-
-    which gives :math:`2/\eta` without momentum and :math:`(2 + 2\beta)/\eta` with heavy-ball momentum
-    (Cohen et al., ICLR 2021). Weight decay adds ``w`` to every eigenvalue of the objective's Hessian, so
-    the threshold for the eigenvalues of the *loss* Hessian is lowered by ``w``.
-
-    Args:
-        lr: Learning rate :math:`\eta > 0`.
-        momentum: :math:`\beta \in [0, 1)`.
-        dampening: ``d \in [0, 1)`` as in ``torch.optim.SGD``.
-        nesterov: Nesterov momentum as in ``torch.optim.SGD``.
-        weight_decay: L2 coefficient ``w`` as in ``torch.optim.SGD``.
-
-    Returns:
-        The threshold for :math:`\lambda_{max}` of the loss Hessian (NaN for a non-positive ``lr``).
-
-    Example:
-        >>> sgd_stability_threshold(0.5), sgd_stability_threshold(0.5, momentum=0.5)
-        (4.0, 6.0)
-    """
-    lr = float(lr)
-    if not lr > 0:
-        return math.nan
-    if nesterov:
-        a = (2 + 2 * momentum) / (1 + (2 - dampening) * momentum)
-    else:
-        a = (2 + 2 * momentum) / (1 - dampening)
-    return a / lr - weight_decay
-
-
 def layer_of_group(group: str) -> str:
     """The layer a parameter group belongs to: ``"embed"``, ``"block{l}"`` or ``"final"`` (``ln_f``, ``head``
     and any other group after the blocks)."""
@@ -409,7 +367,7 @@ class SpectrumTracker:
         if optimizer is not None and not hasattr(optimizer, "param_groups"):
             raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         self.adapter = adapt(model)
-        self.data = _as_batches(data) if data is not None else None
+        self.data = batch_list(data) if data is not None else None
         self.every, self.k, self.tol, self.max_iter = every, k, float(tol), max_iter
         self.trace_matvecs = trace_matvecs
         self.density_every, self.density_probes, self.density_steps = density_every, density_probes, density_steps
@@ -475,7 +433,7 @@ class SpectrumTracker:
         if call % self.every:
             return False
         label = call if step is None else int(step)
-        data = self.data if self.data is not None else (_as_batches(batch) if batch is not None else None)
+        data = self.data if self.data is not None else (batch_list(batch) if batch is not None else None)
         if data is None:
             raise ValueError("SpectrumTracker has no evaluation data: pass data= at construction or batch= to step()")
         adapter = self.adapter if model is None else adapt(model)
@@ -655,16 +613,6 @@ def _as_float(value) -> float:
     if isinstance(value, Tensor):
         return float(value.detach().double().cpu())
     return float(value)
-
-
-def _as_batches(data) -> list:
-    """A list of batches from one batch (a mapping) or an iterable of batches."""
-    if isinstance(data, Mapping):
-        return [data]
-    batches = list(data)
-    if not batches:
-        raise ValueError("data holds no batches")
-    return batches
 
 
 def _unwrap(optimizer):

@@ -87,7 +87,7 @@ def worker(out: Path) -> None:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[tuple[dict[str, torch.Tensor], dict]]:
-    out = launch("tests.kernels.test_landscape_distributed", tmp_path_factory.mktemp("landscape"), WORLD)
+    out = launch("tests.kernels.landscape.test_landscape_distributed", tmp_path_factory.mktemp("landscape"), WORLD)
     return [(load_file(out / f"rank{r}.safetensors"), json.loads((out / f"rank{r}.json").read_text()))
             for r in range(WORLD)]
 
