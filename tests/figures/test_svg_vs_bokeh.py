@@ -70,7 +70,9 @@ def svg_facts(svg: str) -> list[dict]:
         if facts["kind"] == "lines":
             paths = {el.get("data-key"): el.get("stroke") for el in chart.iter()
                      if el.get("class") == "tscope-static-series"}
-            legend = [(el.get("data-key"), _text(el)) for el in chart.iter() if el.get("class") == "tscope-static-legend"]
+            legend = [
+                (el.get("data-key"), _text(el)) for el in chart.iter() if el.get("class") == "tscope-static-legend"
+            ]
             facts["legend"] = [(label, paths[key]) for key, label in legend]
             facts["log_y"] = chart.get("data-log-y") == "true"
             facts["y_range"] = (float(chart.get("data-y-lo")), float(chart.get("data-y-hi")))
