@@ -246,7 +246,7 @@ function render({ model, el }) {
           children.push(h("h5", {}, titles[panel] ?? panel));
         }
         const box = h("input", { type: "checkbox", "data-key": o.key });
-        const swatch = h("span", { style: `display:inline-block;width:10px;height:3px;background:${seriesColor(k)}` });
+        const swatch = h("span", { style: `display:inline-block;width:10px;height:3px;background:${o.color ?? seriesColor(k)}` });
         children.push(h("label", {}, box, swatch, o.label));
       });
       seriesList.replaceChildren(...children);
@@ -300,7 +300,8 @@ function render({ model, el }) {
       return;
     }
     const xs = steps();
-    const panels = panelsOf(model.get("series_options"), model.get("selected_series"), model.get("panels"));
+    const options = model.get("series_options") ?? [];
+    const panels = panelsOf(options, model.get("selected_series"), model.get("panels"));
     if (panels.length === 0) {
       chartsPane.replaceChildren(h("p", { class: "tscope-hint" }, "no series selected (see the series menu)"));
       return;
@@ -314,7 +315,8 @@ function render({ model, el }) {
           const se = series.values.trace_stderr.data;
           band = { lo: Array.from(ys, (v, k) => v - se[k]), hi: Array.from(ys, (v, k) => v + se[k]) };
         }
-        return { label: sr.label, ys, color: seriesColor(sr.index), band };
+        // the colour Python decided for this series (figures.spectrum.series_options); the index rule as a fallback
+        return { label: sr.label, ys, color: options[sr.index]?.color ?? seriesColor(sr.index), band };
       });
       const svg = multiLineChart({
         xs,

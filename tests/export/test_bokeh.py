@@ -11,6 +11,7 @@ from bokeh.models import ColorBar, GlyphRenderer, HoverTool, Image, LinearColorM
 
 from tscope_widgets.export import save_report, sensitivity_figures, sensitivity_heatmap
 from tscope_widgets.export.bokeh import NAN_COLOR
+from tscope_widgets.figures.charts import BACKGROUND
 from tscope_widgets.kernels.welford import WelfordState
 
 TOKENS = ["BOS", "A7", "A3", "copy A7"]
@@ -37,10 +38,11 @@ def test_heatmap_cells_ticks_hover_and_colour_bar():
     np.testing.assert_array_equal(v, values.numpy()[i, j])  # NaN cell stays NaN
     np.testing.assert_array_equal(y, 3 - i)  # row 0 drawn at the top
     k = int(np.flatnonzero((i == 3) & (j == 2))[0])
-    assert data["row"][k] == "3:copy A7" and data["col"][k] == "2:A3"
+    # Labels follow the live view and the notebook picture: whitespace made visible ("copy A7" -> "copy␣A7").
+    assert data["row"][k] == "3:copy␣A7" and data["col"][k] == "2:A3"
     # Tick labels on both axes: "index:token"; the y axis counts down from the top.
-    assert fig.xaxis[0].major_label_overrides == {0: "0:BOS", 1: "1:A7", 2: "2:A3", 3: "3:copy A7"}
-    assert fig.yaxis[0].major_label_overrides == {3: "0:BOS", 2: "1:A7", 1: "2:A3", 0: "3:copy A7"}
+    assert fig.xaxis[0].major_label_overrides == {0: "0:BOS", 1: "1:A7", 2: "2:A3", 3: "3:copy␣A7"}
+    assert fig.yaxis[0].major_label_overrides == {3: "0:BOS", 2: "1:A7", 1: "2:A3", 0: "3:copy␣A7"}
     (hover,) = [t for t in fig.tools if isinstance(t, HoverTool)]
     assert ("output i", "@row") in hover.tooltips and ("input j", "@col") in hover.tooltips
     (bar,) = [b for b in fig.right if isinstance(b, ColorBar)]
@@ -56,12 +58,17 @@ def test_log_scale_limits():
     mapper = glyph_renderer(fig).glyph.fill_color["transform"]
     assert isinstance(mapper, LogColorMapper)
     assert (mapper.low, mapper.high) == (1.0, 15.0)  # positive extremes; zeros fall below `low`
-    assert mapper.low_color == mapper.palette[0]  # ... and take the lowest colour
-    values[1, 0] = 1e-9  # a tiny cell does not stretch the scale beyond log_range
+    # ... and take the background colour, as in the live view and the notebook picture (the shared rule)
+    assert mapper.low_color == BACKGROUND
+    values[1, 0] = 1e-9  # by default a tiny cell stretches the scale (the shared, full-range rule) ...
+    mapper = glyph_renderer(sensitivity_heatmap(values, log=True)).glyph.fill_color["transform"]
+    assert (mapper.low, mapper.high) == (1e-9, 15.0)
+    # ... unless log_range clips it; values below the clipped scale then take the lowest colour
     mapper = glyph_renderer(sensitivity_heatmap(values, log=True, log_range=100)).glyph.fill_color[
         "transform"
     ]
     assert (mapper.low, mapper.high) == (0.15, 15.0)
+    assert mapper.low_color == mapper.palette[0]
     with pytest.raises(ValueError, match="vmin > 0"):
         sensitivity_heatmap(causal_map(), log=True, vmin=0.0)
 

@@ -23,12 +23,14 @@ from PIL import Image
 from tests.model_zoo import tiny
 from tests.widgets.comm import Wire, browser_command, browser_update
 from tests.widgets.pictures import heatmaps, picture_svgs
+from tscope_widgets.figures.charts import color_domain, contour_levels, nice_ticks
+from tscope_widgets.figures.landscape import contour_lines
+from tscope_widgets.figures.svg import PALETTE, color_indices
 from tscope_widgets.jobs import default_num_threads
 from tscope_widgets.kernels.landscape import LandscapeSlice, quadratic_model, random_direction
 from tscope_widgets.models.registry import adapt
 from tscope_widgets.widgets import landscape as landscape_module
-from tscope_widgets.widgets._landscape_static import contour_levels, contour_lines, nice_ticks
-from tscope_widgets.widgets._static import PALETTE, color_domain, color_indices, stand_in_style
+from tscope_widgets.widgets._static import stand_in_style
 from tscope_widgets.widgets.landscape import WIDGET_TEXT, LandscapeWidget
 
 WAIT = 60.0  # upper bound for waits; never reached unless something is broken

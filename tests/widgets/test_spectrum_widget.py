@@ -19,10 +19,12 @@ from IPython.utils.capture import capture_output
 from tests.model_zoo import tiny
 from tests.widgets.comm import Wire, browser_command, browser_update, put_back
 from tests.widgets.pictures import heatmaps, picture_svgs
+from tscope_widgets.figures.charts import color_domain, format_value
+from tscope_widgets.figures.svg import color_indices
 from tscope_widgets.kernels.blocks import block_norms
 from tscope_widgets.tracking import SpectrumHistory, SpectrumTracker
 from tscope_widgets.widgets import spectrum as spectrum_module
-from tscope_widgets.widgets._static import color_domain, color_indices, format_value, stand_in_style
+from tscope_widgets.widgets._static import stand_in_style
 from tscope_widgets.widgets._throttle import Throttle
 from tscope_widgets.widgets.spectrum import WIDGET_TEXT, SpectrumWidget
 

@@ -18,21 +18,10 @@ from IPython.utils.capture import capture_output
 from PIL import Image
 
 from tests.model_zoo import tiny
+from tscope_widgets.figures.charts import color_domain, format_value
+from tscope_widgets.figures.svg import LEVELS, NAN_INDEX, NONPOSITIVE_INDEX, PALETTE, color_indices, encode_png
 from tscope_widgets.tracking import SpectrumHistory
-from tscope_widgets.widgets._static import (
-    LEVELS,
-    NAN_INDEX,
-    NONPOSITIVE_INDEX,
-    PALETTE,
-    color_domain,
-    color_indices,
-    encode_png,
-    format_value,
-    heatmap_html,
-    picture_html,
-    stand_in_style,
-    svg_image,
-)
+from tscope_widgets.widgets._static import heatmap_html, picture_html, stand_in_style, svg_image
 from tscope_widgets.widgets.landscape import LandscapeWidget
 from tscope_widgets.widgets.sensitivity import WIDGET_TEXT, SensitivityExplorer
 from tscope_widgets.widgets.spectrum import SpectrumWidget

@@ -22,7 +22,7 @@ The 3D surface uses three.js, bundled apart (``static/landscape_surface.js``, ab
 sent to the page (trait ``_surface_esm``) only once a view switches to 3D, so that 2D use stays light.
 
 Static fallback: displaying the widget makes two outputs in the cell, the widget view and then a picture
-of the heatmap (an ``<img>`` of an SVG document, see ``_landscape_static``) that stands in for the view
+of the heatmap (an ``<img>`` of an SVG document drawn by ``figures.svg``) that stands in for the view
 where it cannot run (a notebook reopened without widget state, nbconvert's HTML export, nbviewer,
 untrusted notebooks). The picture is replaced by the final grid when the job ends and again by
 :meth:`LandscapeWidget.wait`; see ``_display`` for how the two outputs are paired.
@@ -47,6 +47,8 @@ import torch
 import traitlets
 from torch import Tensor
 
+from ..figures.landscape import QUANTITY_TITLES, landscape_chart
+from ..figures.svg import render_svg
 from ..jobs import Job, check_num_threads
 from ..kernels.landscape import (
     DIRECTION_KINDS,
@@ -60,7 +62,6 @@ from ..models.registry import adapt
 from ._codec import to_json_tree
 from ._controls import JobControls
 from ._display import Caption, PicturedWidget
-from ._landscape_static import landscape_svg
 
 __all__ = ["LandscapeWidget", "DIRECTION_KINDS", "QUANTITIES", "VIEWS"]
 
@@ -76,10 +77,6 @@ if not BUNDLE.is_file():
     )
 
 QUANTITIES = ("loss", "accuracy")
-QUANTITY_TITLES = {
-    "loss": "loss (token cross-entropy, nats)",
-    "accuracy": "accuracy (fraction of targets right)",
-}
 VIEWS = ("2d", "3d")
 COMMANDS = ("pause", "resume", "stop")
 MIN_THROTTLE_S = 0.05  # at most 20 data updates per second reach the browser
@@ -361,35 +358,14 @@ class LandscapeWidget(JobControls, PicturedWidget):
             RuntimeError: Before the first row is done.
             ValueError: For an unknown quantity.
         """
-        from ..export.bokeh import landscape_heatmap
-        from ._landscape_static import contour_levels, contour_lines
-        from ._static import color_domain
+        from ..figures.bokeh import landscape_chart_figure
 
         snap = self._require_snapshot()
         quantity = self.quantity if quantity is None else quantity
         if quantity not in QUANTITIES:
             raise ValueError(f"unknown quantity {quantity!r}; choose from {list(QUANTITIES)}")
-        values = self._grid_values(quantity)
-        log = bool(self.log_scale)
-        lines = []
-        if (self.show_contours if contours is None else contours) and np.isfinite(values).sum() >= 4:
-            lines = contour_lines(
-                self.alphas, self.betas, values, contour_levels(color_domain(values, log), log=log), log
-            )
-        labels = self.direction_labels
-        return landscape_heatmap(
-            self.alphas,
-            self.betas,
-            values,
-            title=f"{QUANTITY_TITLES[quantity]} · {self._rows_text(snap)}",
-            value_name=quantity,
-            log=log,
-            contours=lines,
-            trajectory=self.trajectory_points,
-            trajectory_steps=self._trajectory_steps,
-            x_label=f"α · {labels[0]}",
-            y_label=f"β · {labels[1]}",
-        )
+        contours = self.show_contours if contours is None else contours
+        return landscape_chart_figure(self._chart(snap, quantity, bool(contours)))
 
     def save_html(self, path: str | os.PathLike, *, title: str = "Loss landscape", notes=None) -> Path:
         """Write a standalone HTML report (BokehJS inlined: opens offline) of :meth:`to_bokeh`.
@@ -559,19 +535,25 @@ class LandscapeWidget(JobControls, PicturedWidget):
 
     def _picture_svg(self) -> str | None:
         """The current grid (quantity, colour scale and contours as shown), or None before the first row."""
-        values = self._grid_values(self.quantity) if self.snapshot is not None else None
-        if values is None or not np.isfinite(values).any():
+        snap = self.snapshot
+        if snap is None or not np.isfinite(self._grid_values(self.quantity)).any():
             return None
+        return render_svg([self._chart(snap, self.quantity, bool(self.show_contours))])
+
+    def _chart(self, snap, quantity: str, contours: bool):
+        """The view's chart description (:func:`~tscope_widgets.figures.landscape_chart`) of ``quantity``."""
         labels = list(self.direction_labels) or ["", ""]
-        return landscape_svg(
-            self._alphas_t.numpy(),
-            self._betas_t.numpy(),
-            values,
-            value_title=QUANTITY_TITLES[self.quantity],
-            x_title=f"α · {labels[0]}",
-            y_title=f"β · {labels[1]}",
+        return landscape_chart(
+            self.alphas,
+            self.betas,
+            self._grid_values(quantity),
+            value_title=QUANTITY_TITLES[quantity],
+            value_name=quantity,
+            title=f"{QUANTITY_TITLES[quantity]} · {self._rows_text(snap)}",
+            x_label=f"α · {labels[0]}",
+            y_label=f"β · {labels[1]}",
             log=bool(self.log_scale),
-            contours=bool(self.show_contours),
+            contours=contours,
             trajectory=self.trajectory_points,
             trajectory_steps=self._trajectory_steps,
         )

@@ -15,7 +15,7 @@ arrive at most once per ``throttle`` seconds (the Job coalesces snapshots), plus
 pauses and one when it ends.
 
 Static fallback: displaying the explorer makes two outputs in the cell, the widget view and then a
-picture of the heatmap (an ``<img>`` of an SVG document, see ``_static.heatmap_svg``) that stands in for
+picture of the heatmap (an ``<img>`` of an SVG document drawn by ``figures.svg``) that stands in for
 the view where it cannot run (a notebook reopened without widget state, nbconvert's HTML export,
 nbviewer, untrusted notebooks). The picture is replaced by the final heatmap when the job ends and again
 by :meth:`SensitivityExplorer.wait`; see ``_display`` for how the two outputs are paired.
@@ -40,13 +40,15 @@ import numpy as np
 import torch
 import traitlets
 
+from ..figures.sensitivity import STAT_TITLES, layer_title, sensitivity_grid, value_title
+from ..figures.svg import render_svg
 from ..jobs import Job, check_num_threads
 from ..kernels.sensitivity import iter_sensitivity
 from ..models.registry import adapt
 from ._codec import to_json_tree
 from ._controls import JobControls
 from ._display import Caption, PicturedWidget
-from ._static import heatmap_alt, heatmap_svg
+from ._static import heatmap_alt
 
 __all__ = ["SensitivityExplorer", "STATISTICS", "VIEWS"]
 
@@ -60,14 +62,7 @@ if not BUNDLE.is_file():
     )
 
 STATISTICS = ("mean", "std", "cv", "min", "max", "count")
-STATISTICS_TITLES = {
-    "mean": "mean",
-    "std": "std",
-    "cv": "std / |mean|",
-    "min": "min",
-    "max": "max",
-    "count": "samples per cell",
-}
+STATISTICS_TITLES = {s: STAT_TITLES[s] for s in STATISTICS}
 VIEWS = ("matrix", "offset")
 COMMANDS = ("pause", "resume", "stop")
 QUANTITY = "‖J_ij‖²_F"
@@ -285,7 +280,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
             RuntimeError: Before the first batch is done.
             ValueError: For an unknown layer or statistic.
         """
-        from ..export.bokeh import sensitivity_figures, sensitivity_heatmap
+        from ..figures.bokeh import matrix_chart_figure, matrix_grid
 
         snap = self._require_snapshot()
         chosen = self._export_layers(snap, layers)
@@ -297,21 +292,13 @@ class SensitivityExplorer(JobControls, PicturedWidget):
         bad = [s for s in names if s not in STATISTICS]
         if bad or not names:
             raise ValueError(f"unknown statistics {bad or names}; choose from {list(STATISTICS)}")
+        stats = {layer: snap.stats[layer] for layer in chosen}
         labels = self._axis_labels(snap.seq_len)
         log = bool(self.log_scale)
         if len(chosen) == 1 and len(names) == 1:
-            layer, stat = chosen[0], names[0]
-            value_name = stat if stat == "count" else f"{stat} {QUANTITY}"
-            return sensitivity_heatmap(
-                getattr(snap.stats[layer], stat),
-                title=f"{_layer_title(layer)} · {value_name} · {self._samples_text(snap)}",
-                token_labels=labels,
-                log=log and stat != "count",
-                value_name=stat,
-            )
-        return sensitivity_figures(
-            {layer: snap.stats[layer] for layer in chosen}, labels, names, log=log, quantity=QUANTITY
-        )
+            ((chart,),) = sensitivity_grid(stats, labels, names, log=log, note=self._samples_text(snap))
+            return matrix_chart_figure(chart, width=420, height=400)
+        return matrix_grid(sensitivity_grid(stats, labels, names, log=log, quantity=QUANTITY))
 
     def save_html(
         self,
@@ -390,22 +377,21 @@ class SensitivityExplorer(JobControls, PicturedWidget):
         """Title line, status line and colour-bar title of the picture."""
         snap = self.snapshot
         layer, stat = self.layer, self.statistic
-        value_title = STATISTICS_TITLES.get(stat, stat) + ("" if stat == "count" else f" {QUANTITY}")
-        title = f"SensitivityExplorer · {_layer_title(layer)} · {value_title}"
+        title = f"SensitivityExplorer · {layer_title(layer)} · {value_title(stat, QUANTITY)}"
         status = f"job {self._job.status}"
         if snap is not None and layer in snap.layers:
             status = f"{self._samples_text(snap)} · {status}"
             if self._job.status == "error":
                 status += f": {self._job.message}"
-        return title, status, value_title
+        return title, status, value_title(stat, QUANTITY)
 
     def _picture_caption(self) -> Caption:
         snap = self.snapshot
-        title, status, value_title = self._picture_lines()
+        title, status, what = self._picture_lines()
         return Caption(
             title=title,
             status=status,
-            alt=heatmap_alt(title, value_title),
+            alt=heatmap_alt(title, what),
             attrs={
                 "layer": str(self.layer),
                 "statistic": self.statistic,
@@ -420,14 +406,10 @@ class SensitivityExplorer(JobControls, PicturedWidget):
         layer, stat = self.layer, self.statistic
         if snap is None or layer not in snap.layers:
             return None
-        values = getattr(snap.stats[layer], stat).to(torch.float64).numpy()
-        _, _, value_title = self._picture_lines()
-        return heatmap_svg(
-            values,
-            token_labels=self._axis_labels(values.shape[0]) or [],
-            log=bool(self.log_scale) and stat != "count",
-            value_title=value_title,
-        )
+        labels = self._axis_labels(snap.seq_len)
+        charts = sensitivity_grid({layer: snap.stats[layer]}, labels, [stat], log=bool(self.log_scale),
+                                  quantity=QUANTITY, note=self._samples_text(snap))
+        return render_svg(charts[0])
 
     def _sync_data(self) -> None:
         """Heat, counts and cell details of the latest snapshot for the current view state."""
@@ -575,8 +557,3 @@ class SensitivityExplorer(JobControls, PicturedWidget):
     def _samples_text(snap) -> str:
         of = f" of {snap.total}" if snap.total is not None else ""
         return f"{snap.done}{of} samples"
-
-
-
-def _layer_title(layer) -> str:
-    return "final norm" if layer == "final" else f"layer {layer}"

@@ -30,7 +30,7 @@ sent back to the page); nothing raises in the kernel. Buttons send ``{"type": "c
 "stop" | "recompute"}`` (stop the block job; recompute the selected block), validated the same way.
 
 Static fallback: displaying the widget makes two outputs in the cell, the widget view and then a picture
-of the charts (one ``<img>`` of an SVG document, see ``_static_charts.compose_svg``, and a table of the
+of the charts (one ``<img>`` of an SVG document drawn by ``figures.svg``, and a table of the
 block eigenvalues) that stands in for the view where it cannot run (a notebook reopened without widget
 state, nbconvert's HTML export, nbviewer, untrusted notebooks). The picture is replaced at the end of each
 cell that changed the charts (the training loop's cell), when a block job ends and by
@@ -45,7 +45,6 @@ Threads: ``num_threads`` sets PyTorch's intra-op thread count of the block job's
 from __future__ import annotations
 
 import copy
-import html
 import logging
 import math
 import os
@@ -59,14 +58,22 @@ import numpy as np
 import torch
 import traitlets
 
+from ..figures.spectrum import (
+    PANELS,
+    SERIES,
+    default_selection,
+    density_index,
+    eigen_table_html,
+    series_options,
+    spectrum_charts,
+)
+from ..figures.svg import render_svg
 from ..jobs import Job, check_num_threads
 from ..kernels.curvature import HessianOperator
 from ..kernels.lanczos import iter_lanczos
 from ..models.registry import adapt
 from ._codec import to_json_tree
 from ._display import Caption, PicturedWidget
-from ._static import format_value
-from ._static_charts import compose_svg, line_chart_svg, matrix_svg
 from ._throttle import Throttle
 
 __all__ = ["SpectrumWidget", "SERIES", "PANELS", "block_eigen_kernel"]
@@ -84,29 +91,7 @@ MIN_THROTTLE_S = 0.05  # at most 20 data updates per second reach the browser
 COMMANDS = ("stop", "recompute")
 _TERMINAL = ("done", "cancelled", "error")
 
-# Panels of line charts: key -> (title, y axis label with units).
-PANELS = {
-    "loss": ("training loss", "loss (cross-entropy, nats)"),
-    "curvature": ("extreme Hessian eigenvalues", "eigenvalue of ∇²L"),
-    "trace": ("Hessian trace (band: ± 1 std. error)", "tr ∇²L"),
-    "gradient norms": ("gradient norm per parameter group", "‖∇L‖₂ of the group"),
-    "learning rate": ("learning rate", "learning rate η"),
-    "cost": ("Hessian-vector products per record", "HVPs"),
-}
-# Scalar series of a SpectrumHistory: attribute -> (legend label, panel). Gradient norms are added per group.
-SERIES = {
-    "loss": ("loss on the curvature data", "loss"),
-    "train_loss": ("training loss (batch)", "loss"),
-    "lambda_max": ("λ_max", "curvature"),
-    "lambda_min": ("λ_min", "curvature"),
-    "threshold": ("2/η (edge of stability)", "curvature"),
-    "trace": ("tr ∇²L", "trace"),
-    "lr": ("η", "learning rate"),
-    "matvecs": ("HVPs", "cost"),
-}
-DEFAULT_SERIES = ("loss", "train_loss", "lambda_max", "lambda_min", "threshold", "trace")
-MAX_DEFAULT_GRAD_NORMS = 10
-GRAD_NORM_PREFIX = "grad_norm:"
+# PANELS (chart panels) and SERIES (the history's scalar series): see tscope_widgets.figures.spectrum.
 _HISTORY_VECTORS = (*SERIES, "trace_stderr")
 _OPTIONAL_VECTORS = ("train_loss",)  # NaN when a history does not record it
 _BROWSER_TRAITS = ("selected_series", "picked_step", "selected_block", "log_y")
@@ -498,91 +483,17 @@ class SpectrumWidget(PicturedWidget):
         Raises:
             RuntimeError: When there is nothing to show yet (no record and no block norms).
         """
-        from bokeh.layouts import column, row
-        from bokeh.models import Div
-
-        from ..export.bokeh import line_figure, matrix_figure
+        from ..figures.bokeh import spectrum_layout
 
         with self._lock:
             h, norms, log = self._history, self._norms, bool(self.log_y)
             selected = list(self.selected_series)
-            options = list(self.series_options)
             picked = self.picked_step
-            density = self.density
             eigen = self.block_eigenvalues
         if (h is None or h["steps"].size == 0) and norms is None:
             raise RuntimeError("nothing to export yet: no record in the history and no block norms")
-        items = []
-        if h is not None and h["steps"].size:
-            steps = h["steps"]
-            charts = []
-            for key, (title, y_label) in PANELS.items():
-                chosen = [o for o in options if o["panel"] == key and o["key"] in selected]
-                if not chosen:
-                    continue
-                ys = {o["label"]: self._series_values(h, o["key"]) for o in chosen}
-                bands = None
-                if key == "trace":
-                    se = h["trace_stderr"]
-                    bands = {SERIES["trace"][0]: (h["trace"] - se, h["trace"] + se)}
-                charts.append(
-                    line_figure(
-                        steps,
-                        ys,
-                        title=title,
-                        x_label="training step",
-                        y_label=y_label,
-                        log_y=log,
-                        bands=bands,
-                        marker_x=picked,
-                    )
-                )
-            if density is not None:
-                grid = h["density_grid"][density["index"]]
-                charts.append(
-                    line_figure(
-                        grid,
-                        {"φ(λ)": h["density"][density["index"]]},
-                        title=f"spectral density at step {density['step']} (SLQ)",
-                        x_label="eigenvalue λ of ∇²L",
-                        y_label="density φ(λ)",
-                        log_y=log,
-                    )
-                )
-            items.extend(row(*charts[k : k + 2]) for k in range(0, len(charts), 2))
-        heatmaps = []
-        if norms is not None:
-            heatmaps.append(
-                matrix_figure(
-                    norms["frobenius"],
-                    row_labels=norms["labels"],
-                    col_labels=norms["labels"],
-                    title="block norms ‖H_ab‖_F" + (" (exact)" if norms["exact"] else " (estimate)"),
-                    x_label="block b",
-                    y_label="block a",
-                    value_name="‖H_ab‖_F",
-                    log=log,
-                )
-            )
-        if h is not None and h["block_labels"] and h["steps"].size:
-            heatmaps.append(
-                matrix_figure(
-                    h["block_lambda_max"].T,
-                    row_labels=h["block_labels"],
-                    col_labels=[str(s) for s in h["steps"]],
-                    title="λ_max of each Hessian block H_aa",
-                    x_label="training step",
-                    y_label="block a",
-                    value_name="λ_max(H_aa)",
-                    log=log,
-                    square=False,
-                )
-            )
-        if heatmaps:
-            items.append(row(*heatmaps))
-        if eigen:
-            items.append(Div(text=_eigen_table_html(eigen), width=700))
-        return column(*items)
+        charts = spectrum_charts(h, norms=norms, selected=selected, log=log, picked_step=picked)
+        return spectrum_layout(charts, extra_html=eigen_table_html(eigen) if eigen else "")
 
     def save_html(
         self, path: str | os.PathLike, *, title: str = "Hessian spectrum during training", notes=None
@@ -629,19 +540,10 @@ class SpectrumWidget(PicturedWidget):
         self.series = _series_wire(checked)
         self._sync_density()
 
-    @staticmethod
-    def _series_values(h: dict[str, Any], key: str) -> np.ndarray:
-        if key.startswith(GRAD_NORM_PREFIX):
-            return h["grad_norms"][:, h["grad_norm_labels"].index(key[len(GRAD_NORM_PREFIX) :])]
-        return h[key]
-
     def _sync_options(self) -> None:
         h = self._history
-        options = [{"key": k, "label": label, "panel": panel} for k, (label, panel) in SERIES.items()]
         grad_labels = h["grad_norm_labels"] if h is not None else []
-        options += [
-            {"key": GRAD_NORM_PREFIX + g, "label": f"‖∇L‖ {g}", "panel": "gradient norms"} for g in grad_labels
-        ]
+        options = series_options(grad_labels)  # each with its colour (the live view draws it)
         if options != self.series_options:
             self.series_options = options
             keys = [o["key"] for o in options]
@@ -649,8 +551,7 @@ class SpectrumWidget(PicturedWidget):
                 kept = set(self.selected_series)
                 chosen = [k for k in keys if k in kept]
             else:
-                defaults = set(DEFAULT_SERIES) | {GRAD_NORM_PREFIX + g for g in grad_labels[:MAX_DEFAULT_GRAD_NORMS]}
-                chosen = [k for k in keys if k in defaults]
+                chosen = default_selection(grad_labels)
             self._syncing_options = True
             try:
                 self.set_trait("selected_series", chosen)
@@ -669,7 +570,7 @@ class SpectrumWidget(PicturedWidget):
             return
         ds = h["density_steps"]
         picked = self.picked_step
-        index = len(ds) - 1 if picked is None else int(np.argmin(np.abs(ds - picked)))  # ties: the earlier
+        index = density_index(ds, picked)
         step = int(ds[index])
         current = self.density
         if current is not None and (current["index"], current["step"], current["picked"]) == (index, step, picked):
@@ -882,68 +783,15 @@ class SpectrumWidget(PicturedWidget):
             alt=f"{title}: line charts of the tracked series over training steps, the spectral density, "
             "and heatmaps of the Hessian block norms and of each block's λ_max over steps",
             attrs={"status": state, "records": str(records), "block-job": job_status},
-            extra_html=_eigen_table_html(eigen) if eigen else "",
+            extra_html=eigen_table_html(eigen) if eigen else "",
         )
 
     def _picture_svg(self) -> str | None:
         """The current charts (series, scale and picked step as selected), or None before any data."""
         with self._lock:
             h, norms, log = self._history, self._norms, bool(self.log_y)
-            selected, options = list(self.selected_series), list(self.series_options)
-            marker = self.picked_step
-            density = self.density
-        charts = []
-        if h is not None and h["steps"].size:
-            for key, (title, y_label) in PANELS.items():
-                chosen = [o for o in options if o["panel"] == key and o["key"] in selected]
-                if chosen:
-                    ys = [(o["label"], self._series_values(h, o["key"])) for o in chosen]
-                    charts.append(
-                        line_chart_svg(
-                            h["steps"], ys, title=title, x_label="training step", y_label=y_label, log=log,
-                            marker_x=marker,
-                        )
-                    )
-            if density is not None:
-                i = density["index"]
-                charts.append(
-                    line_chart_svg(
-                        h["density_grid"][i],
-                        [("φ(λ)", h["density"][i])],
-                        title=f"spectral density at step {density['step']} (SLQ)",
-                        x_label="eigenvalue λ of ∇²L",
-                        y_label="density φ(λ)",
-                        log=log,
-                    )
-                )
-        if norms is not None:
-            charts.append(
-                matrix_svg(
-                    norms["frobenius"],
-                    row_labels=norms["labels"],
-                    col_labels=norms["labels"],
-                    title="block norms ‖H_ab‖_F",
-                    x_label="block b",
-                    y_label="block a",
-                    value_title="‖H_ab‖_F",
-                    log=log,
-                )
-            )
-        if h is not None and h["block_labels"] and h["steps"].size:
-            charts.append(
-                matrix_svg(
-                    h["block_lambda_max"].T,
-                    row_labels=h["block_labels"],
-                    col_labels=[str(int(s)) for s in h["steps"]],
-                    title="λ_max of each Hessian block H_aa",
-                    x_label="training step",
-                    y_label="block a",
-                    value_title="λ_max(H_aa)",
-                    log=log,
-                    row_height=14,
-                )
-            )
-        return compose_svg(charts) if charts else None
+            selected, picked = list(self.selected_series), self.picked_step
+        return render_svg(spectrum_charts(h, norms=norms, selected=selected, log=log, picked_step=picked))
 
     def _status_text(self) -> str:
         h = self._history
@@ -954,29 +802,3 @@ class SpectrumWidget(PicturedWidget):
         where = "tracker" if self._tracker is not None else "fixed history"
         latest = f" · latest step {int(h['steps'][-1])}" if T else ""
         return f"{where} · {h['done']}{of} records{latest}"
-
-
-def _eigen_table_html(results: dict[str, dict[str, Any]]) -> str:
-    """A small HTML table of the block eigenvalues computed so far."""
-    esc = html.escape
-    rows = []
-    for label, r in results.items():
-        values = r.get("eigenvalues")
-        text = (
-            ", ".join(f"{format_value(v)} (res {format_value(e)})" for v, e in zip(values, r["residuals"], strict=True))
-            if values is not None
-            else esc(r.get("message", ""))
-        )
-        rows.append(
-            f"<tr><td>{esc(label)}</td><td>{esc(str(r.get('step')))}</td><td>{esc(r['status'])}</td>"
-            f"<td>{esc(text)}</td></tr>"
-        )
-    return (
-        '<table class="tscope-static-eigen" '
-        'style="font-size:11px;border-collapse:separate;border-spacing:10px 1px;margin-left:-10px">'
-        "<tr><th>block</th><th>weights of step</th><th>status</th><th>top eigenvalues of H_aa (residual)</th></tr>"
-        + "".join(rows)
-        + "</table>"
-    )
-
-

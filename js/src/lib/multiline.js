@@ -8,7 +8,7 @@ import { appendAxes } from "./histogram.js";
 import { linePath } from "./lines.js";
 import { bandPath, jointExtent, legendLayout, nearestIndex } from "./spectrum_data.js";
 
-/** Colour of the series with option index `k` (same order as the static picture's SERIES_COLORS). */
+/** Colour of the series with option index `k` (same order as SERIES_PALETTE in tscope_widgets/figures/charts.py). */
 export function seriesColor(k) {
   return schemeTableau10[((k % 10) + 10) % 10];
 }

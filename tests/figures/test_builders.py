@@ -1,0 +1,184 @@
+"""Chart descriptions against hand-computed expectations: colour domains, series colours by key, labels,
+titles, ranges and contour levels (the rules the live view, the notebook picture and Bokeh share)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tscope_widgets.figures.charts import BACKGROUND, NAN_COLOR, SERIES_PALETTE, color_scale, palette_colors
+from tscope_widgets.figures.landscape import landscape_chart
+from tscope_widgets.figures.sensitivity import sensitivity_chart, sensitivity_grid
+from tscope_widgets.figures.spectrum import (
+    block_norm_chart,
+    block_steps_chart,
+    density_index,
+    series_charts,
+    series_options,
+    spectrum_charts,
+)
+
+TABLEAU = {"blue": "#4e79a7", "orange": "#f28e2c", "red": "#e15759", "teal": "#76b7b2", "green": "#59a14f"}
+
+
+# ---------------------------------------------------------------------------- colour scales
+def test_color_scale_is_the_live_views_full_range_rule():
+    s = color_scale(np.array([[0.0, 1e-9], [15.0, np.nan]]), log=True)
+    assert (s.lo, s.hi, s.log) == (1e-9, 15.0, True)  # every positive value: no clipping below the maximum
+    assert s.low_color == BACKGROUND and s.nan_color == NAN_COLOR == "#c7c7c7"
+    s = color_scale(np.array([-2.0, 3.0, np.inf]))
+    assert (s.lo, s.hi, s.log) == (-2.0, 3.0, False)
+    s = color_scale(np.array([4.0]), log=True)  # a constant map ends at its value
+    assert (s.lo, s.hi) == (0.4, 4.0)
+    # clipping only on request; values below a clipped scale take the lowest colour
+    s = color_scale(np.array([1e-9, 15.0]), log=True, log_range=100)
+    assert (s.lo, s.hi, s.low_color) == (0.15, 15.0, None)
+    with pytest.raises(ValueError, match="vmin > 0"):
+        color_scale(np.array([1.0, 2.0]), log=True, lo=0.0)
+
+
+def test_colormap_names():
+    assert palette_colors("viridis")[0] == "#440154" and palette_colors("viridis") == palette_colors("Viridis256")
+    assert palette_colors(("#000000", "#ffffff")) == ["#000000", "#ffffff"]
+    with pytest.raises(ValueError, match="unknown colour map"):
+        palette_colors("rainbow-ish")
+
+
+# ---------------------------------------------------------------------------- spectrum
+def history(T: int = 4) -> dict:
+    steps = np.arange(T) * 10
+    return {
+        "steps": steps,
+        "loss": 2.0 / (1 + steps),
+        "train_loss": np.full(T, 1.5),
+        "lambda_max": 3.0 + steps,
+        "lambda_min": np.full(T, -0.5),
+        "threshold": np.full(T, 20.0),
+        "trace": np.full(T, 6.0),
+        "trace_stderr": np.full(T, 0.5),
+        "lr": np.full(T, 0.1),
+        "matvecs": np.full(T, 12.0),
+        "grad_norms": np.ones((T, 3)),
+        "grad_norm_labels": ["block0", "block1", "head"],
+        "block_lambda_max": np.arange(T * 2, dtype=float).reshape(T, 2) + 1,
+        "block_labels": ["block0", "block1"],
+        "density_steps": np.array([0, 20]),
+        "density_grid": np.linspace(-1, 1, 5)[None].repeat(2, 0),
+        "density": np.array([[0.1, 0.2, 0.4, 0.2, 0.1], [0.0, 0.3, 0.4, 0.3, 0.0]]),
+    }
+
+
+def test_series_colours_are_fixed_by_key_as_in_the_live_view():
+    options = {o["key"]: o["color"] for o in series_options(["block0", "block1", "head"])}
+    assert options["loss"] == TABLEAU["blue"] and options["train_loss"] == TABLEAU["orange"]
+    assert options["lambda_max"] == TABLEAU["red"] and options["lambda_min"] == TABLEAU["teal"]
+    assert options["threshold"] == TABLEAU["green"]
+    # gradient norms follow the eight scalar series: indices 8, 9, then the palette wraps around
+    assert [options[f"grad_norm:{g}"] for g in ("block0", "block1", "head")] == ["#9c755f", "#bab0ab", "#4e79a7"]
+    # λ_max is red in its chart whatever else is selected (the old picture coloured by position: blue)
+    (chart,) = series_charts(history(), ["lambda_max"], log=False)
+    ((key, color),) = [(s.key, s.color) for s in chart.series]
+    assert (key, color) == ("lambda_max", TABLEAU["red"])
+    (chart,) = series_charts(history(), ["lambda_min", "lambda_max"], log=False)
+    assert [(s.label, s.color) for s in chart.series] == [("λ_max", TABLEAU["red"]), ("λ_min", TABLEAU["teal"])]
+
+
+def test_series_charts_labels_ranges_bands_and_marker():
+    h = history()
+    charts = series_charts(h, log=False, picked_step=20)  # the default selection
+    assert [c.title for c in charts] == [
+        "training loss",
+        "extreme Hessian eigenvalues",
+        "Hessian trace (band: ± 1 std. error)",
+        "gradient norm per parameter group",
+    ]
+    assert all(c.x_label == "training step" and c.x_range == (0.0, 30.0) and c.marker_x == 20.0 for c in charts)
+    curvature = charts[1]
+    assert curvature.y_label == "eigenvalue of ∇²L" and curvature.y_title == "eigenvalue of ∇²L"
+    assert [s.key for s in curvature.series] == ["lambda_max", "lambda_min", "threshold"]
+    assert curvature.y_range == (-0.5, 33.0)
+    trace = charts[2]
+    (line,) = trace.series
+    np.testing.assert_array_equal(line.band[0], np.full(4, 5.5))
+    assert trace.y_range == (5.5, 6.5)  # the band counts
+    loss = series_charts(h, ["loss"], log=True, picked_step=99)[0]
+    assert loss.log_y and loss.y_title == "loss (cross-entropy, nats) (log)"
+    assert loss.y_range == (2.0 / 31, 2.0) and loss.marker_x is None  # a pick outside the data: no marker
+    constant = series_charts(h, ["lr"], log=True)[0]  # one value: a decade around it on a log axis
+    assert constant.y_range == pytest.approx((0.1 / math.sqrt(10), 0.1 * math.sqrt(10)))
+    empty = series_charts({**h, "lr": np.full(4, -1.0)}, ["lr"], log=True)[0]
+    assert empty.y_range is None  # nothing positive to draw on a log axis
+
+
+def test_density_block_maps_and_the_whole_view():
+    assert density_index([0, 20], None) == 1 and density_index([0, 20], 10) == 0  # ties: the earlier
+    assert density_index([0, 20], 11) == 1 and density_index([], 5) is None
+    norms = {"labels": ["a", "b"], "frobenius": np.array([[1.0, 2.0], [2.0, 4.0]]), "exact": False}
+    charts = spectrum_charts(history(), norms=norms, selected=["loss"], log=True, picked_step=0)
+    assert [type(c).__name__ for c in charts] == ["LineChart", "LineChart", "MatrixChart", "MatrixChart"]
+    density = charts[1]
+    assert density.title == "spectral density at step 0 (SLQ)" and density.series[0].color == SERIES_PALETTE[0]
+    assert density.x_label == "eigenvalue λ of ∇²L" and density.y_title == "density φ(λ) (log)"
+    fro = charts[2]
+    assert fro.title == "block norms ‖H_ab‖_F (estimate)" and fro.bar_title == "‖H_ab‖_F (log)"
+    assert (fro.scale.lo, fro.scale.hi, fro.scale.log) == (1.0, 4.0, True)
+    assert block_norm_chart(["a", "b"], norms["frobenius"], exact=True).title == "block norms ‖H_ab‖_F"
+    steps = charts[3]
+    assert steps.row_labels == ("block0", "block1") and steps.col_labels == ("0", "10", "20", "30")
+    assert steps.values.shape == (2, 4) and steps.values[1, 0] == 2.0 and not steps.square
+    assert block_steps_chart(["x"], [5], [[3.0]], log=False).title == "λ_max of each Hessian block H_aa"
+    assert spectrum_charts(None) == [] and len(spectrum_charts(None, norms=norms)) == 1
+
+
+# ---------------------------------------------------------------------------- sensitivity
+def test_sensitivity_labels_titles_and_scales():
+    values = torch.arange(1.0, 10.0, dtype=torch.float64).reshape(3, 3)
+    chart = sensitivity_chart(values, token_labels=["<s>", " the", "a\tb\nc long token"], value_title="mean")
+    assert chart.row_labels == ("0:<s>", "1:␣the", "2:a⇥b⏎c␣lon…") and chart.col_labels == chart.row_labels
+    assert chart.row_hover[2] == "2:a⇥b⏎c␣long␣token" and (chart.row_name, chart.col_name) == ("output i", "input j")
+    assert (chart.x_label, chart.y_label) == ("input position j", "output position i")
+    assert (chart.scale.lo, chart.scale.hi, chart.scale.log) == (1.0, 9.0, False)
+    assert sensitivity_chart(values).row_labels == ("0", "1", "2")
+    with pytest.raises(ValueError, match="token_labels has 2 entries for a map with 3 positions"):
+        sensitivity_chart(values, token_labels=["a", "b"])
+    stats = {0: {"mean": values, "count": torch.full((3, 3), 4.0)}, "final": {"mean": values, "count": values}}
+    rows = sensitivity_grid(stats, None, ["mean", "count"], log=True, note="4 samples")
+    assert [[c.title for c in row] for row in rows] == [
+        ["layer 0 · mean ‖J_ij‖²_F · 4 samples", "layer 0 · samples per cell · 4 samples"],
+        ["final norm · mean ‖J_ij‖²_F · 4 samples", "final norm · samples per cell · 4 samples"],
+    ]
+    assert rows[0][0].scale.log and not rows[0][1].scale.log  # counts never on a log scale
+    assert rows[0][0].bar_title == "mean ‖J_ij‖²_F (log)" and rows[0][0].value_name == "mean"
+    with pytest.raises(ValueError, match="unknown statistics"):
+        sensitivity_grid(stats, statistics=["median"])
+
+
+# ---------------------------------------------------------------------------- landscape
+def test_landscape_contour_levels_origin_and_trajectory():
+    a = np.linspace(-1.0, 1.0, 5)
+    bowl = a[:, None] ** 2 + a[None, :] ** 2  # 0 .. 2
+    chart = landscape_chart(a, a, bowl, value_title="loss (nats)", x_label="α · d1", y_label="β · d2")
+    assert (chart.scale.lo, chart.scale.hi) == (0.0, 2.0)
+    assert chart.contour_levels == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8])
+    assert [lv for lv, _ in chart.contour_lines] == list(chart.contour_levels)
+    assert chart.origin == (0.0, 0.0) and chart.bar_title == "loss (nats)" and chart.value_name == "loss (nats)"
+    log = landscape_chart(a, a, bowl, log=True, contours=True)
+    assert (log.scale.lo, log.scale.hi) == (0.25, 2.0)  # positive values only; 0 at the origin is below
+    # round steps of 0.1 in log10 strictly inside (log10 0.25, log10 2) = (-0.602, 0.301)
+    assert log.contour_levels == pytest.approx([10 ** (k / 10) for k in range(-6, 4)])
+    assert log.bar_title == "loss (log)"
+    off = landscape_chart(a + 3, a, bowl, contours=False, trajectory=[[3.0, 0.0], [np.nan, 1.0], [3.5, 0.5]],
+                          trajectory_steps=[0, 5, 10])
+    assert off.origin is None and off.contour_levels == () and off.contour_lines == ()
+    np.testing.assert_array_equal(off.trajectory, [[3.0, 0.0], [3.5, 0.5]])  # the NaN point dropped ...
+    np.testing.assert_array_equal(off.trajectory_steps, [0, 10])  # ... with its step
+    few = np.full_like(bowl, np.nan)
+    few[0, :3] = 1.0
+    assert landscape_chart(a, a, few).contour_levels == ()  # fewer than four values: no contours
+    with pytest.raises(ValueError, match="increasing"):
+        landscape_chart(a[::-1], a, bowl)
+    with pytest.raises(ValueError, match="trajectory_steps has 1 entries for 2 points"):
+        landscape_chart(a, a, bowl, trajectory=[[0, 0], [1, 1]], trajectory_steps=[3])

@@ -1,0 +1,174 @@
+r"""What a sensitivity map shows: :class:`~.charts.MatrixChart` descriptions of ``[S, S]`` statistics.
+
+Row ``i`` (output position) runs down, column ``j`` (input position) across, as in the live view. Axis labels
+read ``"i:token"`` with the token's whitespace made visible and cut to 10 characters (the live view's axes);
+hover names are cut at 24. Titles read ``"layer 1 · mean ‖J_ij‖²_F"``. The builders take plain arrays or
+tensors (a results file's statistics as well as a widget's snapshot), never a widget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from .charts import MatrixChart, as_array, color_scale, position_label
+
+__all__ = [
+    "QUANTITY",
+    "STATISTICS",
+    "STAT_TITLES",
+    "layer_title",
+    "position_labels",
+    "sensitivity_chart",
+    "sensitivity_grid",
+    "value_title",
+]
+
+QUANTITY = "‖J_ij‖²_F"
+STATISTICS = ("mean", "std", "var", "sem", "cv", "min", "max", "count")
+STAT_TITLES = {
+    "mean": "mean",
+    "std": "std",
+    "var": "variance",
+    "sem": "std. error of mean",
+    "cv": "std / |mean|",
+    "min": "min",
+    "max": "max",
+    "count": "samples per cell",
+}
+X_LABEL = "input position j"
+Y_LABEL = "output position i"
+AXIS_CHARS = 10  # token characters on an axis label (positionLabel in js/src/lib/axes.js)
+HOVER_CHARS = 24  # ... in the cell details
+
+
+def layer_title(layer) -> str:
+    """``"layer 3"``, or ``"final norm"`` for the layer ``"final"``."""
+    return "final norm" if layer == "final" else f"layer {layer}"
+
+
+def value_title(statistic: str, quantity: str = QUANTITY) -> str:
+    """``"mean ‖J_ij‖²_F"``; counts read ``"samples per cell"``."""
+    return STAT_TITLES.get(statistic, statistic) + ("" if statistic == "count" else f" {quantity}")
+
+
+def position_labels(token_labels: Sequence[str] | None, S: int, max_chars: int = AXIS_CHARS) -> list[str]:
+    """``"i:token"`` for each position (``"i"`` alone without tokens or for an empty token).
+
+    Raises:
+        ValueError: For token labels of another length than ``S``.
+    """
+    if token_labels is not None:
+        token_labels = list(token_labels)
+        if len(token_labels) != S:
+            raise ValueError(f"token_labels has {len(token_labels)} entries for a map with {S} positions")
+    return [position_label(i, token_labels, max_chars) for i in range(S)]
+
+
+def sensitivity_chart(
+    values,
+    *,
+    title: str = "",
+    token_labels: Sequence[str] | None = None,
+    log: bool = False,
+    value_title: str = "value",
+    value_name: str | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    log_range: float | None = None,
+    colormap: str | Sequence[str] = "viridis",
+) -> MatrixChart:
+    """One ``[S, S]`` map as a :class:`MatrixChart`.
+
+    Args:
+        values: ``[S, S]`` tensor or array (NaN = no data).
+        title: Chart title.
+        token_labels: ``S`` strings naming the positions, or None.
+        log: Logarithmic colour scale.
+        value_title: Colour-bar title (quantity); value_name: its short name for hover (default: the title).
+        vmin, vmax, log_range: Colour limits instead of the shared rule (see :func:`~.charts.color_scale`).
+        colormap: Colour map.
+
+    Raises:
+        ValueError: For a non-square input, token labels of the wrong length, or ``vmin <= 0`` with ``log``.
+    """
+    arr = as_array(values)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
+        raise ValueError(f"expected a square matrix [S, S] with S >= 1, got shape {tuple(arr.shape)}")
+    S = arr.shape[0]
+    labels = tuple(position_labels(token_labels, S))
+    hover = tuple(position_labels(token_labels, S, HOVER_CHARS))
+    return MatrixChart(
+        values=arr,
+        row_labels=labels,
+        col_labels=labels,
+        title=title,
+        x_label=X_LABEL,
+        y_label=Y_LABEL,
+        value_title=value_title,
+        value_name=value_name or value_title,
+        scale=color_scale(arr, log, lo=vmin, hi=vmax, log_range=log_range, colormap=colormap),
+        row_hover=hover,
+        col_hover=hover,
+        row_name="output i",
+        col_name="input j",
+    )
+
+
+def _statistic(state, name: str):
+    return state[name] if isinstance(state, Mapping) else getattr(state, name)
+
+
+def sensitivity_grid(
+    stats: Mapping,
+    token_labels: Sequence[str] | None = None,
+    statistics: str | Sequence[str] = ("mean",),
+    *,
+    log: bool = False,
+    quantity: str = QUANTITY,
+    note: str = "",
+) -> list[list[MatrixChart]]:
+    """Charts of several layers and statistics: one row per layer, one column per statistic.
+
+    Args:
+        stats: ``{layer: state}``, a state being a :class:`~tscope_widgets.kernels.WelfordState` or a mapping
+            ``{statistic: [S, S]}`` (as read from a results file); all of the same ``S``.
+        token_labels: ``S`` strings for the axes.
+        statistics: Names among :data:`STATISTICS`.
+        log: Logarithmic colour scales (never for counts).
+        quantity: How the per-sample value is written in titles.
+        note: Appended to every title after ``" · "`` (e.g. the samples done), if given.
+
+    Returns:
+        ``[[chart per statistic] per layer]``; titles read ``"layer 0 · mean ‖J_ij‖²_F"``.
+
+    Raises:
+        ValueError: For empty ``stats``, an unknown statistic or maps of different sizes.
+    """
+    if not isinstance(stats, Mapping) or not stats:
+        raise ValueError("stats must be a non-empty mapping {layer: WelfordState}")
+    statistics = [statistics] if isinstance(statistics, str) else list(statistics)
+    unknown = [s for s in statistics if s not in STATISTICS]
+    if unknown or not statistics:
+        raise ValueError(f"unknown statistics {unknown or statistics}; choose from {list(STATISTICS)}")
+    arrays = {layer: {s: as_array(_statistic(state, s)) for s in statistics} for layer, state in stats.items()}
+    sizes = {layer: next(iter(a.values())).shape for layer, a in arrays.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"all layers must have the same map size, got {sizes}")
+    rows = []
+    for layer, by_stat in arrays.items():
+        row = []
+        for stat, values in by_stat.items():
+            name = value_title(stat, quantity)
+            row.append(
+                sensitivity_chart(
+                    values,
+                    title=f"{layer_title(layer)} · {name}" + (f" · {note}" if note else ""),
+                    token_labels=token_labels,
+                    log=log and stat != "count",
+                    value_title=name,
+                    value_name=stat,
+                )
+            )
+        rows.append(row)
+    return rows
+
