@@ -111,7 +111,6 @@ from .runs import (
     LandscapeResult,
     Layer,
     curvature_estimate,
-    landscape_grid,
     loss_batches,
     parse_layers,
     run_curvature,
@@ -166,7 +165,6 @@ __all__ = [
     "run_curvature",
     "curvature_estimate",
     "LandscapeResult",
-    "landscape_grid",
     "run_landscape",
     # reports
     "write_outputs",

@@ -2,10 +2,8 @@
 
 For each analysis: the meta dict (``*_meta``), the tensors saved (``*_tensors``), plain sentences
 (``curvature_lines``), the Bokeh figures of ``report.html`` (``*_figures``), and ``report_*``, which writes all
-of a finished run on rank 0 and prints what it wrote. Nothing here computes an analysis (:mod:`.runs` does).
-
-About 600 lines, more than the ~500 we aim for: the figure code of curvature and landscapes (about 150 lines)
-is here until the ``figures/`` package exists (issue 11); it leaves then.
+of a finished run on rank 0 and prints what it wrote. Nothing here computes an analysis (:mod:`.runs` does),
+and nothing here draws: the report views are :mod:`tscope_widgets.figures.reports`.
 """
 
 from __future__ import annotations
@@ -20,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..figures.reports import DENSITY_LOG_RANGE
 from ..models import ModelAdapter, adapt
 from ..tasks import describe_induction, induction_reading
 from .config import AnalysisConfig, OutputConfig, RunConfig, SensitivityConfig
@@ -177,80 +176,27 @@ def curvature_meta(result: CurvatureResult) -> dict[str, Any]:
     return meta
 
 
-DENSITY_LOG_RANGE = 1e-6  # the density plot's log axis stops this far below its peak
+MATRIX_NAMES = {"hessian": "Hessian", "ggn": "Gauss–Newton part", "functional": "functional part"}
 
 
 def curvature_figures(result: CurvatureResult, log: bool) -> list:
-    """Bokeh figures: the SLQ density (log axis) with the Lanczos eigenvalues marked, and the block-norm map."""
-    import numpy as np
-    from bokeh.models import ColumnDataSource, HoverTool, Span
+    """Bokeh figures of :func:`~tscope_widgets.figures.reports.curvature_figures` for a curvature run."""
+    from ..figures.reports import curvature_figures as figures
 
-    from ..export.bokeh import line_figure, matrix_figure
-
-    name = {"hessian": "Hessian", "ggn": "Gauss–Newton part", "functional": "functional part"}[result.kind]
-    lz = result.lanczos
-    eigenvalues, residuals = lz.eigenvalues.numpy(), lz.residual_norms.numpy()
-    figures = []
+    density = blocks = None
     if result.density is not None:
-        grid, values = result.density.grid.numpy(), result.density.density.numpy()
-        floor = max(float(values.max()), 1e-300) * DENSITY_LOG_RANGE
-        fig = line_figure(
-            grid,
-            {"SLQ density": np.maximum(values, floor)},
-            title=f"Spectral density of the {name} (SLQ, σ = {result.density.sigma:.3g}); ▲ Lanczos eigenvalues",
-            x_label="eigenvalue λ",
-            y_label="density φ(λ)",
-            log_y=True,
-            width=760,
-            height=320,
-        )
-        marker_y = np.maximum(np.interp(eigenvalues, grid, values), floor)
-    else:
-        fig = line_figure(
-            np.arange(eigenvalues.size),
-            {"Lanczos eigenvalues": eigenvalues},
-            title=f"Extreme eigenvalues of the {name} (Lanczos)",
-            x_label="index (ascending)",
-            y_label="eigenvalue λ",
-            width=760,
-            height=320,
-        )
-        marker_y = eigenvalues
-    xs = eigenvalues if result.density is not None else np.arange(eigenvalues.size)
-    for lam in eigenvalues if result.density is not None else ():
-        fig.add_layout(Span(location=float(lam), dimension="height", line_color="#d62728", line_dash="dotted"))
-    source = ColumnDataSource({"x": xs, "y": marker_y, "lam": eigenvalues, "residual": residuals})
-    marks = fig.scatter("x", "y", source=source, marker="triangle", size=9, color="#d62728")
-    fig.add_tools(
-        HoverTool(
-            renderers=[marks],
-            tooltips=[("λ", "@lam{%.6g}"), ("residual", "@residual{%.2e}")],
-            formatters={"@lam": "printf", "@residual": "printf"},
-        )
-    )
-    figures.append(fig)
+        d = result.density
+        density = (d.grid.numpy(), d.density.numpy(), d.sigma)
     if result.blocks is not None:
         b = result.blocks
-        figures.append(
-            matrix_figure(
-                b.frobenius,
-                row_labels=b.labels,
-                col_labels=b.labels,
-                title=f"Block norms ‖H_ab‖_F of the {name}"
-                + ("" if b.exact else f" ({b.num_probes} probes per group)"),
-                x_label="group b",
-                y_label="group a",
-                value_name="‖H_ab‖_F",
-                log=log,
-                width=max(460, 24 * len(b.labels) + 200),
-            )
-        )
-    return figures
+        blocks = (b.labels, b.frobenius, b.exact, b.num_probes)
+    return figures(MATRIX_NAMES[result.kind], result.lanczos.eigenvalues, result.lanczos.residual_norms,
+                   density=density, blocks=blocks, log=log)
 
 
 def curvature_lines(result: CurvatureResult) -> list[str]:
     """Plain sentences with the run's numbers, for the terminal and the report."""
-    name = {"hessian": "Hessian", "ggn": "Gauss–Newton part", "functional": "functional part"}[result.kind]
+    name = MATRIX_NAMES[result.kind]
     lz, s = result.lanczos, result.summary
     state = "converged" if lz.converged else "NOT converged"
     lines = [
@@ -296,73 +242,15 @@ def landscape_meta(result: LandscapeResult) -> dict[str, Any]:
     }
 
 
-def _contour_lines(alphas, betas, loss, log: bool) -> list:
-    """Contour lines of the loss grid at the levels the landscape widget draws (its colour domain and levels).
-
-    The one place the command line uses the widgets' drawing code.
-    """
-    # moves to figures/ (issue 11)
-    from ..widgets._landscape_static import contour_levels, contour_lines
-    from ..widgets._static import color_domain
-
-    return contour_lines(alphas, betas, loss, contour_levels(color_domain(loss, log), log=log), log)
-
-
 def landscape_figures(result: LandscapeResult, log: bool) -> list:
-    """Bokeh figures: loss heatmap with contour lines, accuracy heatmap, and the cuts through the origin."""
-    import numpy as np
-
-    from ..export.bokeh import landscape_heatmap, line_figure
+    """Bokeh figures of :func:`~tscope_widgets.figures.reports.landscape_figures` for a landscape run."""
+    from ..figures.reports import landscape_figures as figures
 
     s = result.slice
-    alphas, betas = s.alphas.numpy(), s.betas.numpy()
-    loss, accuracy = s.loss.numpy(), s.accuracy.numpy()
     eigen = result.how["kind"] == "eigen"
     names = ("top eigenvector v1", "second eigenvector v2") if eigen else ("random d1", "random d2")
-    lines = []
-    if np.isfinite(loss).sum() >= 4:
-        lines = _contour_lines(alphas, betas, loss, log)
-    figures = [
-        landscape_heatmap(
-            alphas,
-            betas,
-            loss,
-            title="Loss L(θ + α d1 + β d2)" + (" (log colours)" if log else ""),
-            value_name="loss",
-            log=log,
-            contours=lines,
-            x_label=f"α · {names[0]}",
-            y_label=f"β · {names[1]}",
-        ),
-        landscape_heatmap(
-            alphas,
-            betas,
-            accuracy,
-            title="Token accuracy",
-            value_name="accuracy",
-            x_label=f"α · {names[0]}",
-            y_label=f"β · {names[1]}",
-        ),
-    ]
-    ia, ib = np.flatnonzero(alphas == 0), np.flatnonzero(betas == 0)
-    if ia.size and ib.size:  # the grid goes through the origin: cuts along each direction
-        series = {f"along {names[0]} (β = 0)": loss[:, ib[0]], f"along {names[1]} (α = 0)": loss[ia[0], :]}
-        if eigen:
-            for label, lam in zip(("v1", "v2"), result.how["eigenvalues"], strict=True):
-                series[f"L0 + ½λ α² ({label}, λ = {lam:.4g})"] = s.origin_loss + 0.5 * lam * alphas**2
-        figures.append(
-            line_figure(
-                alphas,
-                series,
-                title="Cuts through θ" + (" and the quadratic model of each eigenvalue" if eigen else ""),
-                x_label="step along the direction",
-                y_label="loss",
-                marker_x=0.0,
-                width=760,
-                height=300,
-            )
-        )
-    return figures
+    return figures(s.alphas, s.betas, s.loss, s.accuracy, direction_names=names, origin_loss=s.origin_loss,
+                   eigenvalues=result.how["eigenvalues"] if eigen else None, log=log)
 
 
 def run_header(config: str, cfg: RunConfig, prepared: Prepared, dataset: Dataset, start: float) -> dict:

@@ -386,12 +386,6 @@ def curvature_estimate(op, batches: list[dict[str, Tensor]], analysis: Curvature
                         product_memory(op.adapter, batches, op.dtype), available_memory(op.device))
 
 
-def landscape_grid(span: float, resolution: int) -> Tensor:
-    """``resolution`` evenly spaced float64 points from ``-span`` to ``span``, symmetric about 0 bit for bit
-    (``linspace`` is not), with an exact 0 in the middle when ``resolution`` is odd."""
-    return (torch.arange(resolution, dtype=torch.float64) - (resolution - 1) / 2) * (2 * span / (resolution - 1))
-
-
 @dataclass
 class LandscapeResult:
     """What :func:`run_landscape` computed: the slice, its two directions and how they were made."""
@@ -422,30 +416,18 @@ def run_landscape(
     Raises:
         ConfigError: for arguments the kernels refuse, with the kernel's message.
     """
-    from ..kernels.landscape import eigen_directions, random_direction, slice_2d
+    from ..kernels.landscape import landscape_grid, make_directions, slice_2d
 
-    dtype, seed = analysis.torch_dtype, analysis.seed
-    generator = torch.Generator().manual_seed(seed)
+    dtype = analysis.torch_dtype
     caught: list[str] = []
     start = time.perf_counter()
     with _kernel_errors("[analysis]", caught):
-        if analysis.directions == "random":
-            copy = adapt(model).analysis(dtype)
-            d1, d2 = (random_direction(copy, normalization="filter", generator=generator) for _ in range(2))
-            how = {"kind": "random", "normalization": "filter", "ignore": ["bias", "norm"], "seed": seed}
-        else:
-            (d1, d2), eigenvalues = eigen_directions(
-                model,
-                batches,
-                2,
-                which="largest",
-                tol=analysis.tol,
-                max_iter=analysis.max_iter,
-                dtype=dtype,
-                generator=generator,
-                process_group=process_group,
-            )
-            how = {"kind": "eigen", "which": "largest", "eigenvalues": eigenvalues.tolist(), "seed": seed}
+        made = make_directions(
+            analysis.directions, model, count=2, data=batches, seed=analysis.seed, dtype=dtype, tol=analysis.tol,
+            max_iter=analysis.max_iter, process_group=process_group,
+        )
+        d1, d2 = made.directions
+        how = made.how
         directions_seconds = round(time.perf_counter() - start, 3)
         grid = landscape_grid(analysis.span, analysis.resolution)
         rows = slice_2d(model, batches, d1, d2, grid, grid, dtype=dtype, process_group=process_group)

@@ -4,7 +4,7 @@ block-norm map and the block × step :math:`\lambda_{\max}` map, as chart descri
 Series options (:func:`series_options`) fix each series' colour by its index among all options, the rule of
 the live view (``seriesColor(index)``, Tableau 10): the loss is blue, :math:`\lambda_{\max}` red, wherever
 they are drawn. The builders take a history as plain arrays (a mapping, a
-:class:`~tscope_widgets.kernels.tracking.SpectrumHistory` or what a results file holds), never a widget.
+:class:`~tscope_widgets.tracking.SpectrumHistory` or what a results file holds), never a widget.
 """
 
 from __future__ import annotations

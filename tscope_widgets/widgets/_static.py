@@ -20,12 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# Compatibility: the command line imports color_domain from here until it uses tscope_widgets.figures.
-from ..figures.charts import color_domain
 from ..figures.svg import heatmap_svg, svg_size
 
 __all__ = [
-    "color_domain",
     "heatmap_alt",
     "heatmap_html",
     "picture_html",
