@@ -16,7 +16,7 @@ from bokeh.models import Row as RowLayout
 from PIL import Image
 
 from tests.model_zoo import tiny
-from tscope_widgets.kernels.tracking import SpectrumHistory
+from tscope_widgets.tracking import SpectrumHistory
 from tscope_widgets.widgets.landscape import LandscapeWidget
 from tscope_widgets.widgets.sensitivity import SensitivityExplorer
 from tscope_widgets.widgets.spectrum import SpectrumWidget

