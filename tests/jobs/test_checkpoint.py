@@ -174,3 +174,49 @@ def test_load_checkpoint_errors(tmp_path):
     meta_path.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_checkpoint(tmp_path)
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """A write that fails midway (a full disk) leaves the previous checkpoint whole and no temporary file."""
+    from tscope_widgets import _atomic
+
+    def snap(k: int) -> SimpleNamespace:
+        return SimpleNamespace(done=k, total=9, state_dict=lambda: {"a": torch.full((3,), float(k))},
+                               meta=lambda: {"k": k})
+
+    save_checkpoint(tmp_path, snap(1))
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def full_disk(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\x00" * 5)
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(_atomic, "save_file", full_disk)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path, snap(2))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt.done == 1 and ckpt.meta == {"k": 1} and torch.equal(ckpt.tensors["a"], torch.full((3,), 1.0))
+
+
+def test_a_checkpoint_written_the_old_way_loads(tmp_path):
+    """The files as the writer before the shared atomic writer made them (save_file, json.dump indent=1)."""
+    from safetensors.torch import save_file
+
+    name = "state-" + "ab" * 16 + ".safetensors"
+    tensors = {"count": torch.arange(4, dtype=torch.float64), "rows": torch.tensor(4)}
+    save_file(tensors, tmp_path / name, metadata={"format": "tscope_widgets.checkpoint"})
+    record = {"format": "tscope_widgets.checkpoint", "version": 1, "job": "old", "done": 4, "total": 8,
+              "saved_unix_s": 0.0, "tensors_file": name, "tensor_keys": sorted(tensors), "meta": {"next": 4}}
+    with open(tmp_path / "meta.json", "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt.done == 4 and ckpt.total == 8 and ckpt.meta == {"next": 4}
+    assert all(torch.equal(ckpt.tensors[k], tensors[k]) for k in tensors)
+    again = tmp_path / "again"
+    save_checkpoint(again, SimpleNamespace(done=4, total=8, state_dict=lambda: tensors, meta=lambda: {"next": 4}),
+                    job_name="old")
+    new_record = json.loads((again / "meta.json").read_text())
+    assert (again / new_record["tensors_file"]).read_bytes() == (tmp_path / name).read_bytes()
+    assert {k: v for k, v in new_record.items() if k not in ("saved_unix_s", "tensors_file")} == {
+        k: v for k, v in record.items() if k not in ("saved_unix_s", "tensors_file")}

@@ -1,10 +1,11 @@
 """Checkpoints: a kernel snapshot as safetensors plus JSON on disk, and back (no pickle).
 
 :func:`save_checkpoint` writes a directory holding ``meta.json`` (format, version, ``done``,
-``total``, the kernel's ``meta()``) and ``state-<id>.safetensors`` (the tensors). Files are written
-to temporary names, flushed and moved into place with ``os.replace``; ``meta.json`` is replaced last
-and names the tensors file, so a process killed at any moment leaves either the previous checkpoint
-or the new one, never a mix. No pickle is written or read. One writer per directory.
+``total``, the kernel's ``meta()``) and ``state-<id>.safetensors`` (the tensors). Each file is written
+atomically and durably (:mod:`tscope_widgets._atomic`: a temporary name, fsync, ``os.replace``, fsync of
+the directory); ``meta.json`` is replaced last and names the tensors file, so a process killed at any
+moment leaves either the previous checkpoint or the new one, never a mix. No pickle is written or read.
+One writer per directory.
 
 A snapshot (see :mod:`tscope_widgets.jobs.job` for the kernel protocol) has ``done: int`` and
 ``total: int | None``; a checkpointable one also ``state_dict() -> dict[str, Tensor]`` and
@@ -25,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
+
+from .._atomic import TMP_PREFIX, write_safetensors, write_text
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "Checkpoint", "load_checkpoint", "save_checkpoint"]
 
@@ -34,7 +37,6 @@ CHECKPOINT_FORMAT = "tscope_widgets.checkpoint"
 CHECKPOINT_VERSION = 1
 _META_FILE = "meta.json"
 _STATE_FILE = re.compile(r"state-[0-9a-f]{32}\.safetensors")
-_TMP_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -105,19 +107,6 @@ def _snapshot_meta(snapshot: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- checkpoint files
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name == "posix":  # directories cannot be opened for fsync on Windows
-        _fsync_path(path)
-
-
 def save_checkpoint(path_dir: str | os.PathLike, snapshot: Any, *, job_name: str | None = None) -> Path:
     """Write ``snapshot`` (its ``state_dict()``, ``meta()``, ``done`` and ``total``) to a directory.
 
@@ -156,22 +145,12 @@ def save_checkpoint(path_dir: str | os.PathLike, snapshot: Any, *, job_name: str
     state_name = f"state-{token}.safetensors"
     record["tensors_file"] = state_name
 
-    tmp_state = directory / f"{_TMP_PREFIX}{state_name}"
-    save_file(tensors, tmp_state, metadata={"format": CHECKPOINT_FORMAT})
-    _fsync_path(tmp_state)
-    os.replace(tmp_state, directory / state_name)
-
-    tmp_meta = directory / f"{_TMP_PREFIX}{token}-{_META_FILE}"
-    with open(tmp_meta, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_meta, directory / _META_FILE)  # the commit point
-    _fsync_dir(directory)
+    write_safetensors(directory / state_name, tensors, {"format": CHECKPOINT_FORMAT})
+    write_text(directory / _META_FILE, json.dumps(record, indent=1))  # the commit point
 
     for old in directory.iterdir():
         stale_state = _STATE_FILE.fullmatch(old.name) and old.name != state_name
-        if stale_state or old.name.startswith(_TMP_PREFIX):
+        if stale_state or old.name.startswith(TMP_PREFIX):
             old.unlink(missing_ok=True)
     return directory
 
