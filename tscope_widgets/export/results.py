@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from .._atomic import write_safetensors, write_text
+from .._version import __version__
 from ..kernels.welford import WelfordState
 from ..models.adapter import LayerDict
 
@@ -73,8 +74,6 @@ def statistics_tensors(stats: Mapping[Layer, WelfordState]) -> dict[str, Tensor]
 
 
 def _versions() -> dict[str, str]:
-    from .. import __version__
-
     versions = {
         "tscope_widgets": __version__,
         "torch": torch.__version__,
