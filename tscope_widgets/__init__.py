@@ -5,6 +5,7 @@ spectra, loss-landscape slices, background jobs with checkpoints, and the models
 try them on. See ``DESIGN.md`` for the quantities.
 """
 
+from ._version import __version__ as __version__
 from .jobs import Checkpoint, Job, JobError, Progress, load_checkpoint, save_checkpoint
 from .kernels import (
     CostEstimate,
@@ -78,7 +79,6 @@ __all__ = [
     "SpectrumWidget",
     "LandscapeWidget",
 ]
-__version__ = "0.1.0"
 
 
 _EXPORT_NAMES = (

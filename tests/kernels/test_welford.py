@@ -341,3 +341,112 @@ def test_bad_merge_and_state_dict_raise():
         s.load_state_dict({**good, "rows": torch.tensor(-1)})
     with pytest.raises(ValueError, match="mean"):
         WelfordState.from_state_dict({"count": torch.zeros(3)})
+
+
+# ---------------------------------------------------------------- flat packing and growing (for distributed merges)
+def _old_pack(state: WelfordState) -> torch.Tensor:
+    """The packing distributed.py used before WelfordState.to_flat (through the state_dict keys)."""
+    sd = state.state_dict()
+    parts = [sd[k].reshape(-1).to(torch.float64) for k in ("count", "mean", "m2", "min", "max")]
+    return torch.cat([*(p.cpu() for p in parts), sd["rows"].reshape(1).to(torch.float64)])
+
+
+def _old_unpack(flat, shape, dtype, device) -> WelfordState:
+    pieces = flat[:-1].reshape(5, *shape)
+    sd = {k: piece.to(torch.float64 if k == "count" else dtype)
+          for k, piece in zip(("count", "mean", "m2", "min", "max"), pieces, strict=True)}
+    sd["rows"] = flat[-1].to(torch.int64)
+    return WelfordState.from_state_dict(sd, device=device)
+
+
+def _old_grow(state: WelfordState, seq_len: int) -> WelfordState:
+    pad = seq_len - state.shape[-1]
+    if pad == 0:
+        return state
+    fill = {"count": 0.0, "mean": 0.0, "m2": 0.0, "min": float("inf"), "max": float("-inf")}
+    sd = state.state_dict()
+    sd.update({k: torch.nn.functional.pad(sd[k], (0, pad, 0, pad), value=v) for k, v in fill.items()})
+    return WelfordState.from_state_dict(sd, device=state.device)
+
+
+def _masked_state(shape, dtype=F64, seed=0, rows=7) -> WelfordState:
+    g = _gen(seed)
+    st_ = WelfordState(shape, dtype=dtype)
+    x = torch.randn(rows, *shape, generator=g, dtype=F64).to(dtype) * 3 + 1
+    mask = torch.rand(rows, *shape, generator=g) < 0.6
+    if shape:
+        mask.reshape(rows, -1)[:, 0] = False  # an empty cell (count 0, ±inf min/max)
+    st_.update(x, mask)
+    return st_
+
+
+def _assert_same_state(a: WelfordState, b: WelfordState) -> None:
+    assert a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
+    da, db = a.state_dict(), b.state_dict()
+    assert da.keys() == db.keys()
+    for k in da:
+        assert da[k].dtype == db[k].dtype and torch.equal(da[k], db[k]), k
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(5, 5), (2, 3, 4), (3,), ()])
+def test_to_flat_and_from_flat_equal_the_old_packing(shape, dtype):
+    state = _masked_state(shape, dtype)
+    flat = state.to_flat()
+    assert flat.dtype == torch.float64 and flat.device.type == "cpu" and flat.shape == (5 * math.prod(shape) + 1,)
+    assert torch.equal(flat, _old_pack(state))
+    assert bool(torch.isinf(flat).any()) or not shape  # empty cells travel as ±inf
+    back = WelfordState.from_flat(flat, shape, dtype, state.device)
+    _assert_same_state(back, _old_unpack(flat, shape, dtype, state.device))
+    _assert_same_state(back, state)
+    _assert_same_state(WelfordState.from_flat(flat, shape, dtype), state)  # device defaults to flat's
+
+
+def test_from_flat_rejects_a_wrong_length():
+    flat = _masked_state((2, 2)).to_flat()
+    with pytest.raises(ValueError, match="has 21 entries"):
+        WelfordState.from_flat(flat[:-1], (2, 2))
+    with pytest.raises(ValueError, match="has 21 entries"):
+        WelfordState.from_flat(flat.reshape(1, -1), (2, 2))
+    bad = flat.clone()
+    bad[0] = -1.0  # a negative count
+    with pytest.raises(ValueError, match="count"):
+        WelfordState.from_flat(bad, (2, 2))
+
+
+@pytest.mark.parametrize("size", [4, 6, 9])
+def test_grown_equals_the_old_padding_and_merges_like_one_pass(size):
+    state = _masked_state((4, 4), seed=3)
+    grown = state.grown(size)
+    _assert_same_state(grown, _old_grow(state, size))
+    assert grown is not state and grown.total_count == state.total_count
+    assert torch.equal(grown.count[4:, :], torch.zeros(size - 4, size, dtype=F64))
+    assert torch.equal(grown.count[:, 4:], torch.zeros(size, size - 4, dtype=F64))
+    # A state of a shorter sample set, grown, merges with a longer one as one pass over both would.
+    g = _gen(4)
+    long = torch.randn(5, size, size, generator=g, dtype=F64)
+    one_pass = WelfordState((size, size))
+    one_pass.update(long)
+    short_data = torch.randn(3, 4, 4, generator=g, dtype=F64)
+    padded = torch.full((3, size, size), float("nan"), dtype=F64)
+    padded[:, :4, :4] = short_data
+    one_pass.update(padded, ~torch.isnan(padded))
+    short, rest = WelfordState((4, 4)), WelfordState((size, size))
+    short.update(short_data)
+    rest.update(long)
+    merged = rest.merge(short.grown(size))
+    torch.testing.assert_close(merged.mean, one_pass.mean, rtol=1e-14, atol=1e-14, equal_nan=True)
+    torch.testing.assert_close(merged.var, one_pass.var, rtol=1e-13, atol=1e-14, equal_nan=True)
+    assert torch.equal(merged.count, one_pass.count)
+    assert torch.equal(merged.min, one_pass.min) and torch.equal(merged.max, one_pass.max)
+
+
+def test_grown_rejects_a_smaller_grid_or_a_non_square_state():
+    with pytest.raises(ValueError, match="size must be an int >= 4"):
+        _masked_state((4, 4)).grown(3)
+    with pytest.raises(ValueError, match="size must be an int"):
+        _masked_state((4, 4)).grown(5.0)
+    with pytest.raises(ValueError, match="square"):
+        _masked_state((4, 3)).grown(5)
+    with pytest.raises(ValueError, match="square"):
+        _masked_state((4,)).grown(5)

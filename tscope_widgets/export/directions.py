@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ._atomic import write_safetensors
+from .._atomic import write_safetensors
 from .lazy_state_dict import open_state_dict
 
 __all__ = ["save_directions", "load_directions", "DIRECTIONS_FORMAT", "DIRECTIONS_VERSION"]

@@ -32,9 +32,10 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
+from .._atomic import write_safetensors, write_text
+from .._version import __version__
 from ..kernels.welford import WelfordState
 from ..models.adapter import LayerDict
-from ._atomic import write_safetensors
 
 STATISTICS_FILE = "statistics.safetensors"
 META_FILE = "meta.json"
@@ -73,8 +74,6 @@ def statistics_tensors(stats: Mapping[Layer, WelfordState]) -> dict[str, Tensor]
 
 
 def _versions() -> dict[str, str]:
-    from .. import __version__
-
     versions = {
         "tscope_widgets": __version__,
         "torch": torch.__version__,
@@ -149,8 +148,8 @@ def save_statistics(
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
     directory.mkdir(parents=True, exist_ok=True)
-    safetensors.torch.save_file(tensors, str(directory / STATISTICS_FILE), metadata={"format": FORMAT})
-    (directory / META_FILE).write_text(json.dumps(info, indent=2, allow_nan=False))
+    write_safetensors(directory / STATISTICS_FILE, tensors, {"format": FORMAT})
+    write_text(directory / META_FILE, json.dumps(info, indent=2, allow_nan=False))
     return directory
 
 
@@ -291,7 +290,7 @@ def save_results(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = write_safetensors(directory / f"{name}.safetensors", flat, {"format": RESULTS_FORMAT, "results": name})
-    (directory / META_FILE).write_text(json.dumps(info, indent=2, allow_nan=False))
+    write_text(directory / META_FILE, json.dumps(info, indent=2, allow_nan=False))
     return path
 
 

@@ -13,8 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from .._atomic import write_safetensors
 from ..tracking import SpectrumHistory, SpectrumTracker
-from ._atomic import write_safetensors
 from .lazy_state_dict import open_state_dict
 
 __all__ = ["save_spectrum_history", "load_spectrum_history", "SPECTRUM_HISTORY_FORMAT", "SPECTRUM_HISTORY_VERSION"]

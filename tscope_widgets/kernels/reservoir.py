@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 Layer = int | str
@@ -197,6 +198,36 @@ class SampleReservoir:
         self.maps = {layer: state[f"maps.{layer}"].to("cpu", torch.float32).clone() for layer in self.layers}
         self.seen = int(state["seen"])
         self.generator.set_state(state["rng_state"].to("cpu", torch.uint8).clone())
+
+    def grown(self, seq_len: int) -> SampleReservoir:
+        """A copy storing ``seq_len`` positions; the new positions are empty, as for samples shorter than that.
+
+        New positions hold token id 0, mask False and NaN maps; samples, their indices, ``seen`` and the
+        generator state are kept. For reservoirs of samples of different lengths (e.g. one per process)
+        that must share one shape.
+
+        Args:
+            seq_len: New stored length, at least :attr:`seq_len`.
+
+        Returns:
+            A new reservoir (a plain copy when ``seq_len`` equals :attr:`seq_len`).
+
+        Raises:
+            ValueError: If ``seq_len`` is not an int at least :attr:`seq_len`.
+        """
+        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < self.seq_len:
+            raise ValueError(f"seq_len must be an int >= {self.seq_len} (the stored length), got {seq_len!r}")
+        sd = self.state_dict()
+        pad = seq_len - self.seq_len
+        if pad:
+            sd["input_ids"] = F.pad(sd["input_ids"], (0, pad), value=0)
+            sd["mask"] = F.pad(sd["mask"], (0, pad), value=False)
+            sd["seq_len"] = torch.tensor(seq_len, dtype=torch.long)
+            for layer in self.layers:
+                sd[f"maps.{layer}"] = F.pad(sd[f"maps.{layer}"], (0, pad, 0, pad), value=float("nan"))
+        out = SampleReservoir(self.capacity, seq_len, self.layers, seed=0)
+        out.load_state_dict(sd)
+        return out
 
     def copy(self) -> SampleReservoir:
         """An independent copy (tensors and generator state cloned)."""

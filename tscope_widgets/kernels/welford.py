@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["WelfordState"]
@@ -373,6 +374,85 @@ class WelfordState:
             raise ValueError(f"state['mean'] must be floating point, got {mean.dtype}")
         out = cls(tuple(mean.shape), dtype=mean.dtype, device=device if device is not None else mean.device)
         out.load_state_dict(state)
+        return out
+
+    def to_flat(self) -> Tensor:
+        """The whole state as one float64 CPU vector, e.g. to send it through one collective.
+
+        Layout: ``count``, ``mean``, ``m2``, ``min``, ``max`` flattened (in that order), then ``rows``;
+        the casts are exact for float32 and float64 statistics and for counts below :math:`2^{53}`.
+        :meth:`from_flat` is the inverse.
+
+        Returns:
+            ``[5·numel + 1]`` float64 on the CPU, where ``numel`` is the number of cells of :attr:`shape`.
+        """
+        parts = [t.reshape(-1).to(torch.float64).cpu() for t in (self._count, self._mean, self._m2, self._min,
+                                                                self._max)]
+        return torch.cat([*parts, torch.tensor([self._rows], dtype=torch.int64).to(torch.float64)])
+
+    @classmethod
+    def from_flat(
+        cls,
+        flat: Tensor,
+        shape: int | Sequence[int] | torch.Size,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+    ) -> WelfordState:
+        """Rebuild a state from :meth:`to_flat` output.
+
+        Args:
+            flat: ``[5·numel + 1]`` vector as :meth:`to_flat` returns it (any floating dtype and device).
+            shape: Cell grid of the state.
+            dtype: Dtype of the statistics (counts are float64 regardless).
+            device: Device of the new state; default: that of ``flat``.
+
+        Returns:
+            A new state (checked as :meth:`load_state_dict` checks).
+
+        Raises:
+            ValueError: If ``flat`` is not a vector of ``5·numel + 1`` entries, or holds an invalid state.
+        """
+        shape = _as_shape(shape)
+        numel = 1
+        for n in shape:
+            numel *= n
+        if not isinstance(flat, Tensor) or flat.ndim != 1 or flat.numel() != 5 * numel + 1:
+            got = list(flat.shape) if isinstance(flat, Tensor) else type(flat).__name__
+            raise ValueError(f"a flat WelfordState of shape {list(shape)} has {5 * numel + 1} entries, got {got}")
+        pieces = flat[:-1].reshape(5, *shape)
+        state = {k: piece.to(torch.float64 if k == "count" else dtype)
+                 for k, piece in zip(_STATE_KEYS[:5], pieces, strict=True)}
+        state["rows"] = flat[-1].to(torch.int64)
+        return cls.from_state_dict(state, device=device if device is not None else flat.device)
+
+    def grown(self, size: int) -> WelfordState:
+        """This state on the larger square cell grid ``[..., size, size]``: the new cells are empty.
+
+        For statistics over position pairs ``[S, S]`` of samples of different lengths (e.g. one per
+        process): grown to a common ``size``, they merge cell by cell. New cells hold count 0, mean 0,
+        m2 0, min +inf and max -inf, as cells that never saw a value do.
+
+        Args:
+            size: New length of each of the last two axes, at least the current one.
+
+        Returns:
+            A new state (a copy when ``size`` equals the current length); :attr:`total_count` is kept.
+
+        Raises:
+            ValueError: If the last two axes are not square, or ``size`` is not an int at least their length.
+        """
+        if len(self._shape) < 2 or self._shape[-1] != self._shape[-2]:
+            raise ValueError(f"grown needs a square cell grid [..., S, S], this state has shape {list(self._shape)}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < self._shape[-1]:
+            raise ValueError(f"size must be an int >= {self._shape[-1]} (the current grid), got {size!r}")
+        pad = (0, size - self._shape[-1], 0, size - self._shape[-1])
+        out = WelfordState.__new__(WelfordState)
+        out._shape, out._dtype, out._rows = (*self._shape[:-2], size, size), self._dtype, self._rows
+        out._count = F.pad(self._count, pad, value=0.0)
+        out._mean = F.pad(self._mean, pad, value=0.0)
+        out._m2 = F.pad(self._m2, pad, value=0.0)
+        out._min = F.pad(self._min, pad, value=float("inf"))
+        out._max = F.pad(self._max, pad, value=float("-inf"))
         return out
 
     def clone(self) -> WelfordState:

@@ -1,8 +1,11 @@
-"""Jobs: run an analysis kernel in a background thread, with progress, pause/cancel and checkpoints.
+"""Job: run an analysis kernel in a background thread, with progress, pause/cancel and checkpoints.
 
-This is the only module of the package that knows about threads. Widgets and the CLI start a
-:class:`Job` on a *kernel*; the Job keeps the latest snapshot, progress and status, stops between
-units of work when asked to, keeps partial results on error, and can checkpoint to disk and resume.
+:mod:`tscope_widgets.jobs` is the only part of the package that knows about threads. Widgets and the
+CLI start a :class:`Job` on a *kernel*; the Job keeps the latest snapshot, progress and status, stops
+between units of work when asked to, keeps partial results on error, and can checkpoint to disk and
+resume. (This module is a little over 500 lines because it is one class, :class:`Job`, whose worker,
+throttled delivery and control methods share one lock and one state; splitting them would spread that
+state over modules.)
 
 Kernel protocol
 ---------------
@@ -38,88 +41,31 @@ Example:
     >>> job.result().done, job.status
     (5, 'done')
 
-Checkpoints
------------
-:func:`save_checkpoint` writes a directory holding ``meta.json`` (format, version, ``done``,
-``total``, the kernel's ``meta()``) and ``state-<id>.safetensors`` (the tensors). Files are written
-to temporary names, flushed and moved into place with ``os.replace``; ``meta.json`` is replaced last
-and names the tensors file, so a process killed at any moment leaves either the previous checkpoint
-or the new one, never a mix. No pickle is written or read. One writer per directory.
-
-Threads
--------
-``Job(..., num_threads=n)`` runs the kernel with ``n`` PyTorch intra-op threads in the job's thread
-(on small models one thread is often fastest: a second one can slow a job 5-10x on a busy machine).
-The job's thread calls ``torch.set_num_threads(n)`` before it calls the kernel. With PyTorch's OpenMP
-backend (the CPU wheels'), that sets the count of the calling thread and the process default, which
-threads that first use PyTorch later start with, but not the count of threads that already did (the
-notebook's main thread keeps its count). When the run ends (exhausted, failed, or closed after a
-cancel), the job's thread puts the default back to what it was before the first of the overlapping
-runs with ``num_threads`` started, once the last of them ends, unless something else changed it in
-the meantime (then it is left alone). Other backends have one process-wide pool that cannot be
-resized once used, so ``num_threads`` is refused there (:func:`check_num_threads`).
+Checkpoints are written by :mod:`tscope_widgets.jobs.checkpoint`; intra-op threads are set as
+described in :mod:`tscope_widgets.jobs.threads`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import re
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from numbers import Integral
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file, save_file
-from torch import Tensor
+from .checkpoint import Checkpoint, check_checkpointable, load_checkpoint, progress_of, save_checkpoint
+from .threads import check_num_threads, claim_threads, release_threads
 
-__all__ = [
-    "Checkpoint",
-    "Job",
-    "JobError",
-    "Progress",
-    "STATUSES",
-    "check_num_threads",
-    "default_num_threads",
-    "load_checkpoint",
-    "save_checkpoint",
-]
+__all__ = ["STATUSES", "Job", "JobError", "Progress"]
 
 logger = logging.getLogger(__name__)
 
 STATUSES = ("pending", "running", "paused", "cancelled", "done", "error")
 _TERMINAL = frozenset({"cancelled", "done", "error"})
-
-CHECKPOINT_FORMAT = "tscope_widgets.checkpoint"
-CHECKPOINT_VERSION = 1
-_META_FILE = "meta.json"
-_STATE_FILE = re.compile(r"state-[0-9a-f]{32}\.safetensors")
-_TMP_PREFIX = ".tmp-"
-
-
-# ---------------------------------------------------------------------------- data classes
-@dataclass(frozen=True)
-class Checkpoint:
-    """A checkpoint as loaded from disk and passed to a kernel as ``resume=``.
-
-    Attributes:
-        tensors: The snapshot's ``state_dict()`` (CPU tensors).
-        meta: The snapshot's ``meta()`` (JSON values).
-        done: The snapshot's ``done`` when it was saved.
-        total: The snapshot's ``total`` when it was saved.
-    """
-
-    tensors: dict[str, Tensor]
-    meta: dict[str, Any]
-    done: int = 0
-    total: int | None = None
 
 
 @dataclass(frozen=True)
@@ -159,252 +105,6 @@ class JobError(RuntimeError):
         super().__init__(message)
         self.snapshot = snapshot
         self.job = job
-
-
-# ---------------------------------------------------------------------------- snapshot access
-def _progress_of(snapshot: Any) -> tuple[int, int | None]:
-    try:
-        done, total = snapshot.done, snapshot.total
-    except AttributeError:
-        raise TypeError(
-            f"a kernel snapshot needs attributes `done: int` and `total: int | None`; "
-            f"got a {type(snapshot).__name__} without them"
-        ) from None
-    try:
-        return int(done), None if total is None else int(total)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"snapshot.done must be an int and snapshot.total an int or None, got {done!r} and {total!r}"
-        ) from None
-
-
-def _check_checkpointable(snapshot: Any) -> None:
-    for name in ("state_dict", "meta"):
-        if not callable(getattr(snapshot, name, None)):
-            raise TypeError(
-                f"a checkpointing job needs snapshots with state_dict() and meta(); "
-                f"{type(snapshot).__name__} has no {name}()"
-            )
-
-
-def _snapshot_tensors(snapshot: Any) -> dict[str, Tensor]:
-    tensors = snapshot.state_dict()
-    if not isinstance(tensors, Mapping):
-        raise TypeError(f"snapshot.state_dict() must return a dict of tensors, got {type(tensors).__name__}")
-    out = {}
-    for key, t in tensors.items():
-        if not isinstance(key, str) or not isinstance(t, Tensor):
-            raise TypeError(f"snapshot.state_dict() must map str to Tensor, got {key!r}: {type(t).__name__}")
-        # A private contiguous CPU copy: safetensors rejects views that share storage.
-        out[key] = t.detach().to("cpu").clone(memory_format=torch.contiguous_format)
-    return out
-
-
-def _snapshot_meta(snapshot: Any) -> dict[str, Any]:
-    meta = snapshot.meta()
-    if not isinstance(meta, dict):
-        raise TypeError(f"snapshot.meta() must return a dict, got {type(meta).__name__}")
-    try:
-        json.dumps(meta)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"snapshot.meta() must be JSON-serialisable: {e}") from e
-    return meta
-
-
-# ---------------------------------------------------------------------------- checkpoint files
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name == "posix":  # directories cannot be opened for fsync on Windows
-        _fsync_path(path)
-
-
-def save_checkpoint(path_dir: str | os.PathLike, snapshot: Any, *, job_name: str | None = None) -> Path:
-    """Write ``snapshot`` (its ``state_dict()``, ``meta()``, ``done`` and ``total``) to a directory.
-
-    The directory is created if needed; an earlier checkpoint in it is replaced atomically (see the
-    module docstring). Older tensors files are removed once the new ``meta.json`` is in place.
-
-    Args:
-        path_dir: Checkpoint directory.
-        snapshot: A kernel snapshot with ``done``, ``total``, ``state_dict()`` and ``meta()``.
-        job_name: Recorded in ``meta.json`` for humans.
-
-    Returns:
-        The checkpoint directory.
-
-    Raises:
-        TypeError: If the snapshot lacks a part of the protocol, ``state_dict()`` is not a dict of
-            tensors, or ``meta()`` is not JSON-serialisable.
-    """
-    done, total = _progress_of(snapshot)
-    _check_checkpointable(snapshot)
-    tensors = _snapshot_tensors(snapshot)
-    record = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "job": job_name,
-        "done": done,
-        "total": total,
-        "saved_unix_s": time.time(),
-        "tensors_file": "",
-        "tensor_keys": sorted(tensors),
-        "meta": _snapshot_meta(snapshot),
-    }
-    directory = Path(path_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex
-    state_name = f"state-{token}.safetensors"
-    record["tensors_file"] = state_name
-
-    tmp_state = directory / f"{_TMP_PREFIX}{state_name}"
-    save_file(tensors, tmp_state, metadata={"format": CHECKPOINT_FORMAT})
-    _fsync_path(tmp_state)
-    os.replace(tmp_state, directory / state_name)
-
-    tmp_meta = directory / f"{_TMP_PREFIX}{token}-{_META_FILE}"
-    with open(tmp_meta, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_meta, directory / _META_FILE)  # the commit point
-    _fsync_dir(directory)
-
-    for old in directory.iterdir():
-        stale_state = _STATE_FILE.fullmatch(old.name) and old.name != state_name
-        if stale_state or old.name.startswith(_TMP_PREFIX):
-            old.unlink(missing_ok=True)
-    return directory
-
-
-def load_checkpoint(path_dir: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint` (safetensors + JSON; no pickle).
-
-    Args:
-        path_dir: Checkpoint directory.
-
-    Returns:
-        The :class:`Checkpoint` (tensors on the CPU).
-
-    Raises:
-        FileNotFoundError: If the directory holds no checkpoint.
-        ValueError: If ``meta.json`` is not a checkpoint of this format and version, or it does not
-            match the tensors file.
-    """
-    directory = Path(path_dir)
-    meta_path = directory / _META_FILE
-    for attempt in range(2):
-        try:
-            record = json.loads(meta_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no checkpoint in {directory}: {_META_FILE} not found") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{meta_path} is not valid JSON: {e}") from e
-        if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{meta_path} is not a {CHECKPOINT_FORMAT} file")
-        if record.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(
-                f"{meta_path} has checkpoint version {record.get('version')!r}; this code reads "
-                f"version {CHECKPOINT_VERSION}"
-            )
-        state_name = record.get("tensors_file")
-        if not isinstance(state_name, str) or not _STATE_FILE.fullmatch(state_name):
-            raise ValueError(f"{meta_path}: bad tensors_file entry {state_name!r}")
-        try:
-            tensors = load_file(directory / state_name, device="cpu")
-            break
-        except FileNotFoundError:
-            if attempt:  # a concurrent writer may have replaced the checkpoint in between: retry once
-                raise FileNotFoundError(f"{meta_path} names missing file {state_name}") from None
-    keys = record.get("tensor_keys")
-    if keys is not None and sorted(tensors) != keys:
-        raise ValueError(f"{meta_path} lists tensors {keys}, but the tensors file has {sorted(tensors)}")
-    meta = record.get("meta")
-    if not isinstance(meta, dict):
-        raise ValueError(f"{meta_path}: 'meta' must be a JSON object")
-    done, total = record.get("done"), record.get("total")
-    if not isinstance(done, int) or not (total is None or isinstance(total, int)):
-        raise ValueError(f"{meta_path}: bad done/total entries {done!r}, {total!r}")
-    return Checkpoint(tensors=tensors, meta=meta, done=done, total=total)
-
-
-# ---------------------------------------------------------------------------- intra-op threads
-def _openmp_backend() -> bool:
-    """True if PyTorch's intra-op parallelism runs on OpenMP (per-thread counts; see the module docstring)."""
-    return "ATen parallel backend: OpenMP" in torch.__config__.parallel_info()
-
-
-def check_num_threads(num_threads: Any) -> int | None:
-    """``num_threads`` as an int, or None; refused if it is not a positive int or PyTorch cannot honour it.
-
-    Args:
-        num_threads: PyTorch intra-op threads for a job's thread (see the module docstring), or None.
-
-    Returns:
-        ``int(num_threads)``, or None.
-
-    Raises:
-        TypeError: If it is not an int (``bool`` included) or None.
-        ValueError: If it is below 1, or PyTorch's parallel backend is not OpenMP.
-    """
-    if num_threads is None:
-        return None
-    if not isinstance(num_threads, Integral) or isinstance(num_threads, bool):
-        raise TypeError(f"num_threads must be a positive int or None, got {type(num_threads).__name__}")
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be a positive int or None, got {num_threads}")
-    if not _openmp_backend():
-        raise ValueError(
-            "num_threads needs PyTorch's OpenMP parallel backend (see torch.__config__.parallel_info()); "
-            "with this build call torch.set_num_threads once, before any work, instead"
-        )
-    return int(num_threads)
-
-
-def default_num_threads() -> int:
-    """The intra-op thread count a thread that first uses PyTorch now would get (the process default).
-
-    A fresh thread initialises its count from the default on its first call; the probe thread ends at once.
-    """
-    out: list[int] = []
-    probe = threading.Thread(target=lambda: out.append(torch.get_num_threads()), name="tscope-thread-probe")
-    probe.start()
-    probe.join()
-    return out[0]
-
-
-class _ThreadDefault:
-    """Bookkeeping of the process default of intra-op threads while jobs run with their own count."""
-
-    lock = threading.Lock()
-    active = 0  # runs with their own count, in flight
-    before: int | None = None  # the default before the first of them started
-    last_set: int | None = None  # the count the latest of them set
-
-
-def _claim_threads(num_threads: int) -> None:
-    """Set ``num_threads`` intra-op threads in the calling thread (a job's, before its run)."""
-    with _ThreadDefault.lock:
-        before = default_num_threads() if _ThreadDefault.active == 0 else _ThreadDefault.before
-        torch.set_num_threads(num_threads)
-        _ThreadDefault.before = before
-        _ThreadDefault.active += 1
-        _ThreadDefault.last_set = num_threads
-
-
-def _release_threads() -> None:
-    """End of a run of :func:`_claim_threads`: the last run in flight puts the default back, unless
-    something else changed it meanwhile."""
-    with _ThreadDefault.lock:
-        _ThreadDefault.active -= 1
-        if _ThreadDefault.active == 0 and default_num_threads() == _ThreadDefault.last_set:
-            torch.set_num_threads(_ThreadDefault.before)
 
 
 # ---------------------------------------------------------------------------- Job
@@ -450,7 +150,7 @@ class Job:
         num_threads: PyTorch intra-op threads of the job's thread while the kernel runs (a positive
             int), or None to leave the count alone (the job's thread then starts with the process
             default). Set before the kernel is called; the process default is put back when the run
-            ends (see "Threads" in the module docstring).
+            ends (see :mod:`tscope_widgets.jobs.threads`).
         **kwargs: Keyword arguments for the kernel.
 
     Status goes ``pending`` -> ``running`` (<-> ``paused``) -> ``done`` | ``cancelled`` | ``error``.
@@ -780,7 +480,7 @@ class Job:
         self._set_active(True)
         try:
             if self._num_threads is not None:
-                _claim_threads(self._num_threads)
+                claim_threads(self._num_threads)
                 claimed = True
             kwargs = dict(self._kwargs)
             if self._resume is not None:
@@ -801,9 +501,9 @@ class Job:
                     snapshot = next(gen)
                 except StopIteration:
                     break
-                done, total = _progress_of(snapshot)
+                done, total = progress_of(snapshot)
                 if self._checkpoint_dir is not None:
-                    _check_checkpointable(snapshot)
+                    check_checkpointable(snapshot)
                 with self._lock:
                     self._snapshot, self._done, self._total = snapshot, done, total
                 n_snapshots += 1
@@ -827,7 +527,7 @@ class Job:
             except Exception:
                 logger.exception("kernel of job %r raised while being closed", self.name)
         if claimed:
-            _release_threads()
+            release_threads()
 
         self._set_active(False)
         with self._lock:
