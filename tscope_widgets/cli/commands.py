@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import __version__
 from .. import distributed as dist_
+from .._version import __version__
 from .config import (
     STATISTICS_SHOWN,
     ConfigError,
