@@ -211,6 +211,32 @@ def test_bad_inputs():
         lanczos([[1.0]])
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_gram_schmidt_swept_slice_by_slice_gives_the_same_pairs(monkeypatch, dtype):
+    """One-row blocks (vectors of GPT-2-small size) are orthogonalised slice by slice, w read once per pass."""
+    import importlib
+
+    lanczos_module = importlib.import_module("tscope_widgets.kernels.lanczos")
+    operator_module = importlib.import_module("tscope_widgets.kernels.operator")
+    N = 5000  # a dense operator with a Hessian-like spectrum, N not a multiple of any slice
+    A = symmetric(_hessian_like(N=N), seed=4).to(dtype)
+    want = lanczos(A, k=2, which="both", tol=1e-5, generator=gen(0))
+    swept = []
+    monkeypatch.setattr(lanczos_module, "BASIS_BLOCK_BYTES", 1)  # one row per block
+    monkeypatch.setattr(lanczos_module, "SWEEP", 1024)
+    monkeypatch.setattr(lanczos_module, "INNER_SLICE", 256)
+    original = lanczos_module._swept_projection
+    monkeypatch.setattr(lanczos_module, "_swept_projection", lambda *a: swept.append(1) or original(*a))
+    got = lanczos(A, k=2, which="both", tol=1e-5, generator=gen(0))
+    assert swept and got.num_iterations == want.num_iterations
+    rtol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(got.eigenvalues, want.eigenvalues, rtol=rtol, atol=0)
+    Q = torch.cat(got._basis.blocks)[: got.num_iterations].double()  # [n, N]
+    gram = Q @ Q.T
+    assert (gram - torch.eye(Q.shape[0], dtype=torch.float64)).abs().max() < (1e-13 if dtype == torch.float64 else 1e-5)
+    assert operator_module.INNER_SLICE == 16384  # the module's own slice is untouched by the patch
+
+
 def test_basis_in_small_blocks_gives_the_same_pairs_and_refuses_a_block_that_does_not_fit(monkeypatch):
     """Large vectors are kept in blocks of a few rows (never one array grown by copying)."""
     import importlib
