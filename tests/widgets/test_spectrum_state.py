@@ -206,7 +206,7 @@ def test_source_and_block_options():
     for top_k in (0, -1, 2.0, True, "3", None):
         with pytest.raises(ValueError, match="top_k"):
             check_block_options(top_k, 1e-6)
-    for tol in (0, -1e-3, math.nan, math.inf, True, "1e-6", None):
+    for tol in (0, -1e-3, math.nan, math.inf, 10**400, True, "1e-6", None):
         with pytest.raises(ValueError, match="tol"):
             check_block_options(5, tol)
 

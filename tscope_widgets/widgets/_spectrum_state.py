@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..figures.spectrum import SERIES, density_index
-from ._values import Check, flag, is_int, is_real
+from ._values import Check, flag, is_finite, is_int
 
 __all__ = [
     "HISTORY_VECTORS",
@@ -234,7 +234,7 @@ def check_block_options(top_k: Any, tol: Any) -> tuple[int, float]:
     """
     if not is_int(top_k) or top_k < 1:
         raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-    if not is_real(tol) or not 0 < tol < float("inf"):
+    if not is_finite(tol) or not tol > 0:
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     return int(top_k), float(tol)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MIN_THROTTLE_S", "is_int", "is_real", "check_throttle", "check_flag", "flag", "choice"]
+__all__ = ["MIN_THROTTLE_S", "is_int", "is_real", "is_finite", "check_throttle", "check_flag", "flag", "choice"]
 
 MIN_THROTTLE_S = 0.05  # at most 20 data updates per second reach the browser
 
@@ -31,14 +31,23 @@ def is_real(x: Any) -> bool:
     return isinstance(x, Real) and not isinstance(x, (bool, np.bool_))
 
 
+def is_finite(x: Any) -> bool:
+    """A finite real number, not a bool (an int too large for a float, which JSON allows, is not)."""
+    if not is_real(x):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
+
+
 def check_throttle(throttle: Any, minimum: float = MIN_THROTTLE_S) -> float:
     """``throttle`` as seconds between two data updates sent to the browser.
 
     Raises:
         ValueError: For a bool, a non-number, NaN, infinity or a number below ``minimum``.
     """
-    numeric = not isinstance(throttle, bool) and isinstance(throttle, (int, float))
-    if not numeric or not math.isfinite(throttle) or throttle < minimum:
+    if not isinstance(throttle, (int, float)) or not is_finite(throttle) or throttle < minimum:
         raise ValueError(f"throttle must be a number of seconds >= {minimum}, got {throttle!r}")
     return float(throttle)
 
