@@ -33,7 +33,7 @@ import {
 } from "./lib/grid.js";
 import { pictureHidingCSS } from "./lib/picture.js";
 import { colorDomain, colorIndexer, colormapLUT, formatValue } from "./lib/scales.js";
-import { buttonStates, statusText } from "./lib/status.js";
+import { jobControls } from "./lib/job_controls.js";
 import { cssToRGBA, themeColors } from "./lib/theme.js";
 import { labelledPoints, pointNear, trajectoryPixels } from "./lib/trajectory.js";
 
@@ -41,7 +41,6 @@ const LUT = colormapLUT("viridis", 256);
 const MARGIN = { left: 64, top: 10, right: 104, bottom: 46 };
 const PLOT = { width: 400, height: 400 };
 const SURFACE = { width: 504, height: 456 };
-const STATUS_TRAITS = ["status", "message", "done", "total", "rate", "eta", "elapsed"];
 const VIEW_TITLES = { "2d": "heatmap + contours", "3d": "3D surface" };
 const CONTOUR_COUNT = 10;
 const TRAJECTORY_COLOR = "#e91e63"; // as in the static picture and the Bokeh export
@@ -98,9 +97,7 @@ function render({ model, el }) {
   const viewSelect = h("select", { "aria-label": "view" });
   const logBox = h("input", { type: "checkbox", "aria-label": "log colour scale" });
   const contourBox = h("input", { type: "checkbox", "aria-label": "contour lines" });
-  const pauseButton = h("button", { type: "button", title: "pause after the row in flight" }, "pause");
-  const resumeButton = h("button", { type: "button" }, "resume");
-  const stopButton = h("button", { type: "button", title: "stop after the row in flight; keeps the rows done" }, "stop");
+  const job = jobControls({ unit: "row", keeps: "the rows done", counted: "rows" });
   const toolbar = h(
     "div",
     { class: "tscope-toolbar" },
@@ -108,9 +105,9 @@ function render({ model, el }) {
     h("label", {}, "view", viewSelect),
     h("label", {}, logBox, "log colour"),
     h("label", {}, contourBox, "contours"),
-    h("span", {}, pauseButton, " ", resumeButton, " ", stopButton),
+    job.buttons,
   );
-  const statusLine = h("div", { class: "tscope-status", role: "status", "aria-live": "polite" });
+  const statusLine = job.statusLine;
   const canvas = h("canvas", { class: "tscope-heatmap" });
   const surfaceHost = h("div", { class: "tscope-surface-host" });
   const surfaceBar = h("canvas", { class: "tscope-surface-bar" });
@@ -191,14 +188,7 @@ function render({ model, el }) {
   }
 
   function drawStatus() {
-    const s = Object.fromEntries(STATUS_TRAITS.map((k) => [k, model.get(k)]));
-    statusLine.textContent = statusText(s, "rows");
-    statusLine.classList.toggle("tscope-error", s.status === "error");
-    const enabled = buttonStates(s.status);
-    pauseButton.disabled = !enabled.pause;
-    resumeButton.disabled = !enabled.resume;
-    stopButton.disabled = !enabled.stop;
-    root.dataset.status = s.status;
+    job.draw(model, root);
   }
 
   function drawMain() {
@@ -655,9 +645,7 @@ function render({ model, el }) {
     model.set("show_contours", contourBox.checked);
     model.save_changes();
   });
-  for (const [button, command] of [[pauseButton, "pause"], [resumeButton, "resume"], [stopButton, "stop"]]) {
-    on(button, "click", () => model.send({ type: "command", command }));
-  }
+  job.wire(model, life, () => schedule("status"));
 
   // ----- model events
   for (const name of ["_alphas", "_betas", "_loss", "_accuracy", "_trajectory", "quantity"]) {
@@ -676,7 +664,6 @@ function render({ model, el }) {
   listen("change:_surface_error", () => schedule("main"));
   for (const name of ["quantity", "quantity_options"]) listen(`change:${name}`, () => schedule("controls"));
   for (const name of ["direction_labels", "quantity_titles"]) listen(`change:${name}`, () => schedule("main", "detail"));
-  for (const name of STATUS_TRAITS) listen(`change:${name}`, () => schedule("status"));
 
 
   readArrays();

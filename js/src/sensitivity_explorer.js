@@ -22,7 +22,7 @@ import { lineChart } from "./lib/lines.js";
 import { pictureHidingCSS } from "./lib/picture.js";
 import { columnProfile, offsetProfile, rowProfile } from "./lib/profiles.js";
 import { colorDomain, colorIndexer, colormapLUT, formatValue } from "./lib/scales.js";
-import { buttonStates, statusText } from "./lib/status.js";
+import { jobControls } from "./lib/job_controls.js";
 import { cssToRGBA, themeColors } from "./lib/theme.js";
 
 const LUT = colormapLUT("viridis", 256); // read-only table shared by all views
@@ -36,7 +36,6 @@ const STAT_TITLES = {
   count: "samples per cell",
 };
 const VIEW_TITLES = { matrix: "matrix i × j", offset: "offset i − j" };
-const STATUS_TRAITS = ["status", "message", "done", "total", "rate", "eta", "elapsed"];
 
 const CSS = `${baseCss(".tscope-explorer")}
 .tscope-explorer .tscope-main { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
@@ -64,9 +63,7 @@ function render({ model, el }) {
   const statSelect = h("select", { "aria-label": "statistic" });
   const viewSelect = h("select", { "aria-label": "view" });
   const logBox = h("input", { type: "checkbox", "aria-label": "log colour scale" });
-  const pauseButton = h("button", { type: "button", title: "pause after the batch in flight" }, "pause");
-  const resumeButton = h("button", { type: "button" }, "resume");
-  const stopButton = h("button", { type: "button", title: "stop after the batch in flight; keeps the statistics" }, "stop");
+  const job = jobControls({ unit: "batch", keeps: "the statistics" });
   const toolbar = h(
     "div",
     { class: "tscope-toolbar" },
@@ -74,9 +71,9 @@ function render({ model, el }) {
     h("label", {}, "statistic", statSelect),
     h("label", {}, "view", viewSelect),
     h("label", {}, logBox, "log colour"),
-    h("span", {}, pauseButton, " ", resumeButton, " ", stopButton),
+    job.buttons,
   );
-  const statusLine = h("div", { class: "tscope-status", role: "status", "aria-live": "polite" });
+  const statusLine = job.statusLine;
   const canvas = h("canvas", { class: "tscope-heatmap" });
   const offsetPane = h("div", { class: "tscope-offset" });
   const tooltip = h("div", { class: "tscope-tooltip" });
@@ -134,14 +131,7 @@ function render({ model, el }) {
   }
 
   function drawStatus() {
-    const s = Object.fromEntries(STATUS_TRAITS.map((k) => [k, model.get(k)]));
-    statusLine.textContent = statusText(s);
-    statusLine.classList.toggle("tscope-error", s.status === "error");
-    const enabled = buttonStates(s.status);
-    pauseButton.disabled = !enabled.pause;
-    resumeButton.disabled = !enabled.resume;
-    stopButton.disabled = !enabled.stop;
-    root.dataset.status = s.status;
+    job.draw(model, root);
   }
 
   function drawMain() {
@@ -347,9 +337,7 @@ function render({ model, el }) {
     model.set("log_scale", logBox.checked);
     model.save_changes();
   });
-  for (const [button, command] of [[pauseButton, "pause"], [resumeButton, "resume"], [stopButton, "stop"]]) {
-    on(button, "click", () => model.send({ type: "command", command }));
-  }
+  job.wire(model, life, () => schedule("status"));
 
   // ----- model events
   listen("change:heat", () => {
@@ -370,7 +358,6 @@ function render({ model, el }) {
   for (const name of ["token_labels", "label_note", "quantity"]) {
     listen(`change:${name}`, () => schedule("main", "detail"));
   }
-  for (const name of STATUS_TRAITS) listen(`change:${name}`, () => schedule("status"));
 
 
   readArrays();

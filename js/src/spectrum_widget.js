@@ -29,6 +29,7 @@ import {
   panelsOf,
   stripLayout,
 } from "./lib/spectrum_data.js";
+import { statusLine as jobStatusLine } from "./lib/job_controls.js";
 import { statusText } from "./lib/status.js";
 import { cssToRGBA, themeColors } from "./lib/theme.js";
 
@@ -147,7 +148,7 @@ function render({ model, el }) {
     h("span", {}, "step: ", stepText, " ", latestButton),
     h("label", {}, "block", blockSelect),
   );
-  const statusLine = h("div", { class: "tscope-status", role: "status", "aria-live": "polite" });
+  const statusLine = jobStatusLine();
   const chartsPane = h("div", { class: "tscope-row tscope-charts" });
   const densityPane = h("div", { class: "tscope-panel tscope-density" });
   const normsCanvas = h("canvas", { class: "tscope-norms" });

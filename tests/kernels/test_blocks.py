@@ -226,3 +226,16 @@ def test_bad_arguments(problem):
         block_norms(adapter, batch, ["head"], kind="fisher")
     with pytest.raises(ValueError, match="exact"):
         block_norms(adapter, batch, ["head"], exact="yes")
+
+
+def test_block_eigen_kernel_streams_the_top_eigenvalues_of_a_diagonal_block(problem):
+    from tscope_widgets.kernels.blocks import block_eigen_kernel
+    from tscope_widgets.widgets import spectrum
+
+    assert spectrum.block_eigen_kernel is block_eigen_kernel  # still importable from the widget module
+    adapter, batch, H, offsets = problem
+    group = "block0.mlp.in"
+    snapshots = list(block_eigen_kernel(adapter, batch, group, k=3, tol=1e-10, dtype=torch.float64))
+    assert len(snapshots) >= 1 and snapshots[-1].converged
+    exact = torch.linalg.eigvalsh(H[offsets[group], offsets[group]])[-3:]
+    torch.testing.assert_close(snapshots[-1].eigenvalues, exact, rtol=1e-8, atol=1e-10)

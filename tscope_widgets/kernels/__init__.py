@@ -4,7 +4,7 @@ Long computations are generators yielding partial results (``done``/``total``) s
 Observers of a training loop (``SpectrumTracker``) are in :mod:`tscope_widgets.tracking`.
 """
 
-from .blocks import BlockNorms, block_norms, iter_block_norms
+from .blocks import BlockNorms, block_eigen_kernel, block_norms, iter_block_norms
 from .cost import CostEstimate, available_memory, product_memory
 from .curvature import DENSE_HESSIAN_MAX_BYTES, HessianOperator, dense_hessian, resolve_groups
 from .density import SpectralDensity, iter_slq, slq_density
@@ -66,6 +66,7 @@ __all__ = [
     "BlockNorms",
     "block_norms",
     "iter_block_norms",
+    "block_eigen_kernel",
     "sgd_stability_threshold",
     # loss landscapes
     "Direction",

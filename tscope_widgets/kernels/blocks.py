@@ -52,10 +52,17 @@ from torch import Tensor
 
 from ..models.adapter import ModelAdapter
 from .curvature import HessianOperator
-from .lanczos import lanczos
+from .lanczos import LanczosResult, iter_lanczos, lanczos
 from .trace import random_probes
 
-__all__ = ["BlockNorms", "block_norms", "iter_block_norms", "AUTO_EXACT_MAX_PARAMS", "EXACT_CHUNK_COLUMNS"]
+__all__ = [
+    "BlockNorms",
+    "block_norms",
+    "iter_block_norms",
+    "block_eigen_kernel",
+    "AUTO_EXACT_MAX_PARAMS",
+    "EXACT_CHUNK_COLUMNS",
+]
 
 # exact=None computes exactly (P products) up to this many parameters, and by probes above it.
 AUTO_EXACT_MAX_PARAMS = 4096
@@ -250,6 +257,33 @@ def iter_block_norms(
     if resume is not None:
         run.restore(resume)
     yield from run.snapshots()
+
+
+def block_eigen_kernel(
+    adapter, data, groups, k: int = 5, tol: float = 1e-6, *, loss=None, dtype=None, seed: int = 0
+) -> Iterator[LanczosResult]:
+    r"""Top ``k`` eigenpairs of a diagonal Hessian block :math:`H_{aa}` by Lanczos, streamed.
+
+    A thin generator for a :class:`~tscope_widgets.jobs.Job` (the spectrum widget runs it on the block a
+    user clicks): builds ``HessianOperator(adapter, data, groups=groups)`` and yields every
+    :class:`~tscope_widgets.kernels.lanczos.LanczosResult` of ``iter_lanczos(op, k, "largest", tol=tol)``
+    (``eigenvalues`` ascending, ``residual_norms``, ``done``/``total``).
+
+    Args:
+        adapter: A :class:`~tscope_widgets.models.ModelAdapter` (its weights must not change meanwhile).
+        data: Batches the loss is averaged over.
+        groups: The block's parameter groups: a name, a glob pattern or a list (see ``resolve_groups``).
+        k: Number of eigenvalues (at most the block's size).
+        tol: Relative residual tolerance.
+        loss, dtype: As in ``HessianOperator``.
+        seed: Seed of the Lanczos start vector.
+
+    Yields:
+        :class:`~tscope_widgets.kernels.lanczos.LanczosResult` after each Lanczos step, the last one final.
+    """
+    op = HessianOperator(adapter, data, groups=groups, loss=loss, dtype=dtype)
+    generator = torch.Generator().manual_seed(seed)
+    yield from iter_lanczos(op, k=min(int(k), op.shape[0]), which="largest", tol=tol, generator=generator)
 
 
 class _Run:

@@ -12,7 +12,25 @@ from typing import ClassVar
 from ..jobs import Job
 from ._display import TERMINAL
 
-__all__ = ["JobControls"]
+__all__ = ["JobControls", "job_progress", "IDLE_PROGRESS"]
+
+# The status traits of a widget without a job (SpectrumWidget before a block is clicked).
+IDLE_PROGRESS = {"status": "idle", "message": "", "done": 0, "total": None, "rate": 0.0, "eta": None, "elapsed": 0.0}
+
+
+def job_progress(job: Job) -> dict:
+    """``{status, message, done, total, rate, eta, elapsed}`` of a job as the status traits hold them (an
+    infinite or unknown rate or ETA as ``0.0`` / None: JSON has no infinity)."""
+    p = job.progress
+    return {
+        "status": job.status,
+        "message": job.message,
+        "done": p.done,
+        "total": p.total,
+        "rate": p.rate if math.isfinite(p.rate) else 0.0,
+        "eta": p.eta_s if p.eta_s is not None and math.isfinite(p.eta_s) else None,
+        "elapsed": p.elapsed_s,
+    }
 
 
 class JobControls:
@@ -136,14 +154,8 @@ class JobControls:
         self._after_job_update(job)
 
     def _sync_status(self) -> None:
-        job = self._job
-        p = job.progress
-        status = job.status
-        message = job.message
-        if self._stop_requested and status not in TERMINAL:
-            message = f"stopping after the {self._work_unit} in flight"
-        self.status, self.message = status, message
-        self.done, self.total = p.done, p.total
-        self.rate = p.rate if math.isfinite(p.rate) else 0.0
-        self.eta = p.eta_s if p.eta_s is not None and math.isfinite(p.eta_s) else None
-        self.elapsed = p.elapsed_s
+        progress = job_progress(self._job)
+        if self._stop_requested and progress["status"] not in TERMINAL:
+            progress["message"] = f"stopping after the {self._work_unit} in flight"
+        for key, value in progress.items():
+            setattr(self, key, value)

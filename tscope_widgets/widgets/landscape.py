@@ -37,8 +37,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Mapping, Sequence
-from numbers import Integral, Real
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +49,29 @@ from torch import Tensor
 from ..figures.landscape import QUANTITY_TITLES, landscape_chart
 from ..figures.svg import render_svg
 from ..jobs import Job, check_num_threads
-from ..kernels.landscape import (
-    DIRECTION_KINDS,
-    landscape_grid,
-    make_directions,
-    project_trajectory,
-    quadratic_model,
-    slice_2d,
-)
+from ..kernels.landscape import DIRECTION_KINDS, direction_norm, make_directions, project_trajectory, slice_2d
 from ..models.registry import adapt
 from ._codec import to_json_tree
 from ._controls import JobControls
 from ._display import Caption, PicturedWidget
+from ._landscape_state import (
+    BROWSER_TRAITS,
+    CHECKPOINT_MARGIN,  # noqa: F401  (importable from this module, as before)
+    MIN_RESOLUTION,  # noqa: F401  (importable from this module, as before)
+    QUANTITIES,
+    VIEWS,
+    check_direction_kind,
+    check_eigenvalues,
+    check_given_directions,
+    check_grid_options,
+    check_grids,
+    check_trajectory_steps,
+    check_view_state,
+    direction_labels,
+    nearest_index,
+    quadratic_curves,
+)
+from ._values import MIN_THROTTLE_S, check_flag, check_throttle
 
 __all__ = ["LandscapeWidget", "DIRECTION_KINDS", "QUANTITIES", "VIEWS"]
 
@@ -76,41 +86,11 @@ if not BUNDLE.is_file():
         "`npm --prefix js ci && npm --prefix js run build` (a wheel ships it prebuilt)"
     )
 
-QUANTITIES = ("loss", "accuracy")
-VIEWS = ("2d", "3d")
+# QUANTITIES, VIEWS, the grid's defaults and the checks of every value received: see _landscape_state.
 COMMANDS = ("pause", "resume", "stop")
-MIN_THROTTLE_S = 0.05  # at most 20 data updates per second reach the browser
-MIN_RESOLUTION = 2
-CHECKPOINT_MARGIN = 0.5  # default grid of "checkpoints": [-0.5, 1.5] in both directions (0.5 ± 1)
-
-_BROWSER_TRAITS = ("selected_point", "log_scale", "view", "quantity", "show_contours")
+_BROWSER_TRAITS = BROWSER_TRAITS
 LIVE_VIEW_SELECTOR = ".tscope-landscape"  # root element of a rendered view (js/src/landscape_widget.js)
 WIDGET_TEXT = "LandscapeWidget: live view (needs its running kernel, or widget state saved with a trusted notebook)"
-
-
-def _is_real(x: Any) -> bool:
-    return isinstance(x, Real) and not isinstance(x, (bool, np.bool_))
-
-
-def _direction_norm(d: Mapping[str, Tensor]) -> float:
-    """:math:`\\lVert d \\rVert_2` over all parameters, in float64."""
-    return math.sqrt(sum(float(t.detach().to(torch.float64).pow(2).sum()) for t in d.values()))
-
-
-def _grid(values, span: float, resolution: int, what: str, center: float = 0.0) -> Tensor:
-    """``values`` as a float64 tensor, or :func:`landscape_grid`: ``resolution`` points from ``center - span``
-    to ``center + span``."""
-    if values is not None:
-        try:
-            t = torch.as_tensor(values).detach().to("cpu", torch.float64)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise TypeError(f"{what} must be a 1-D sequence of numbers ({e})") from e
-        if t.ndim != 1 or t.numel() < 1 or not torch.isfinite(t).all():
-            raise ValueError(f"{what} must be a non-empty 1-D sequence of finite numbers, got shape {list(t.shape)}")
-        if t.numel() > 1 and not (t[1:] > t[:-1]).all():
-            raise ValueError(f"{what} must be strictly increasing")
-        return t
-    return landscape_grid(span, resolution, center=center)
 
 
 class LandscapeWidget(JobControls, PicturedWidget):
@@ -230,21 +210,9 @@ class LandscapeWidget(JobControls, PicturedWidget):
         dtype: torch.dtype | None = None,
         num_threads: int | None = None,
     ):
-        if (
-            isinstance(throttle, bool)
-            or not isinstance(throttle, (int, float))
-            or not math.isfinite(throttle)
-            or throttle < MIN_THROTTLE_S
-        ):
-            raise ValueError(f"throttle must be a number of seconds >= {MIN_THROTTLE_S}, got {throttle!r}")
-        if isinstance(resolution, bool) or not isinstance(resolution, Integral) or resolution < MIN_RESOLUTION:
-            raise ValueError(f"resolution must be an int >= {MIN_RESOLUTION}, got {resolution!r}")
-        if span is not None and (not _is_real(span) or not math.isfinite(span) or span <= 0):
-            raise ValueError(f"span must be a positive number, got {span!r}")
-        if isinstance(seed, bool) or not isinstance(seed, Integral):
-            raise TypeError(f"seed must be an int, got {seed!r}")
-        if not isinstance(log_scale, (bool, np.bool_)):
-            raise TypeError(f"log_scale must be True or False, got {log_scale!r}")
+        throttle = check_throttle(throttle, MIN_THROTTLE_S)
+        resolution, span, seed = check_grid_options(resolution, span, seed)
+        log_scale = check_flag(log_scale, "log_scale")
         self._num_threads = check_num_threads(num_threads)
         # Set before traitlets' __init__: observers may fire from there on.
         self._lock = threading.RLock()
@@ -258,21 +226,16 @@ class LandscapeWidget(JobControls, PicturedWidget):
         self._job: Job | None = None
         self._unsubscribe = lambda: None
         self._stop_requested = False
-        self._throttle = float(throttle)
+        self._throttle = throttle
 
         self._adapter = adapt(model)
         self._data = {"input_ids": data} if isinstance(data, Tensor) else data
         kind = directions if isinstance(directions, str) else "given"
-        center = 0.0
-        if kind == "checkpoints" and span is None and alphas is None and betas is None:
-            span, center = 0.5 + CHECKPOINT_MARGIN, 0.5  # the model at 0, each checkpoint at 1
-        span = 1.0 if span is None else float(span)
-        self._alphas_t = _grid(alphas, span, int(resolution), "alphas", center)
-        self._betas_t = _grid(betas, span, int(resolution), "betas", center)
+        self._alphas_t, self._betas_t = check_grids(kind, span, resolution, alphas, betas)
         self._d1, self._d2, labels, self._eigenvalues = self._build_directions(
-            directions, trajectory, checkpoints, eigenvalues, int(seed), dtype
+            directions, trajectory, checkpoints, eigenvalues, seed, dtype
         )
-        self._norms = (_direction_norm(self._d1), _direction_norm(self._d2))
+        self._norms = (direction_norm(self._d1), direction_norm(self._d2))
         self._trajectory_points, self._trajectory_steps = self._project(trajectory, trajectory_steps)
         self._kernel_kwargs = {"points_per_call": points_per_call, "dtype": dtype}
         run = self._new_run()  # the kernel checks directions, grid and data here, before the comm opens
@@ -341,7 +304,7 @@ class LandscapeWidget(JobControls, PicturedWidget):
         point = self.selected_point
         if point is None:
             return None
-        return int(torch.argmin((self._alphas_t - point[0]).abs())), int(torch.argmin((self._betas_t - point[1]).abs()))
+        return nearest_index(self._alphas_t, point[0]), nearest_index(self._betas_t, point[1])
 
     # ----- export
     def to_bokeh(self, *, quantity: str | None = None, contours: bool | None = None):
@@ -395,18 +358,11 @@ class LandscapeWidget(JobControls, PicturedWidget):
     # ------------------------------------------------------------------ directions
     def _build_directions(self, directions, trajectory, checkpoints, eigenvalues, seed, dtype):
         """``(d1, d2, [label1, label2], eigenvalues [2] or None)`` for the requested kind."""
-        adapter = self._adapter
         if isinstance(directions, str):
-            if directions not in DIRECTION_KINDS:
-                raise ValueError(f"directions={directions!r}; use one of {list(DIRECTION_KINDS)} or a pair (d1, d2)")
-            if eigenvalues is not None and directions != "eigen":
-                raise ValueError(
-                    "eigenvalues describe Hessian eigenvector directions: pass them with directions=(d1, d2), "
-                    "or use directions='eigen', which computes its own"
-                )
+            check_direction_kind(directions, eigenvalues)
             made = make_directions(
                 directions,
-                adapter,
+                self._adapter,
                 data=self._data,
                 seed=seed,
                 dtype=dtype,
@@ -414,50 +370,13 @@ class LandscapeWidget(JobControls, PicturedWidget):
                 checkpoints=checkpoints,
             )
             d1, d2 = made.directions
-            if directions == "random":
-                labels = [
-                    f"random direction {k} (filter-normalised, seed {seed}, ‖d{k}‖ = {_direction_norm(d):.3g})"
-                    for k, d in ((1, d1), (2, d2))
-                ]
-            elif directions == "eigen":
-                evals = made.eigenvalues
-                labels = [f"Hessian eigenvector {k + 1} (λ{k + 1} = {float(evals[k]):.4g})" for k in range(2)]
-                return d1, d2, labels, evals[:2].clone()
-            elif directions == "pca":
-                ratio = made.explained_variance_ratio
-                labels = [
-                    f"PCA direction {k + 1} ({float(ratio[k]):.1%} of the trajectory's variance)" for k in range(2)
-                ]
-            else:
-                labels = [
-                    f"toward checkpoint a (θa − θ, ‖d1‖ = {_direction_norm(d1):.3g})",
-                    f"toward checkpoint b (θb − θ, ‖d2‖ = {_direction_norm(d2):.3g})",
-                ]
-            return d1, d2, labels, None
-        if not isinstance(directions, (tuple, list)) or len(directions) != 2:
-            raise TypeError(
-                f"directions must be one of {list(DIRECTION_KINDS)} or a pair (d1, d2) of dicts "
-                f"{{parameter name: Tensor}}, got {type(directions).__name__}"
-            )
-        d1, d2 = directions
-        for name, d in (("d1", d1), ("d2", d2)):
-            if not isinstance(d, Mapping) or not all(isinstance(t, Tensor) for t in d.values()):
-                raise TypeError(f"{name} must be a dict {{parameter name: Tensor}}, got {type(d).__name__}")
-        evals = self._check_eigenvalues(eigenvalues)
-        labels = []
-        for k, d in ((1, d1), (2, d2)):
-            lam = "" if evals is None or math.isnan(evals[k - 1]) else f", λ{k} = {float(evals[k - 1]):.4g}"
-            labels.append(f"direction {k} (‖d{k}‖ = {_direction_norm(d):.3g}{lam})")
-        return dict(d1), dict(d2), labels, evals
-
-    @staticmethod
-    def _check_eigenvalues(eigenvalues) -> Tensor | None:
-        if eigenvalues is None:
-            return None
-        values = list(eigenvalues.tolist() if isinstance(eigenvalues, Tensor) else eigenvalues)
-        if len(values) != 2 or not all(v is None or (_is_real(v) and math.isfinite(v)) for v in values):
-            raise ValueError(f"eigenvalues must be two finite numbers (or None for one), got {eigenvalues!r}")
-        return torch.tensor([math.nan if v is None else float(v) for v in values], dtype=torch.float64)
+            evals = made.eigenvalues[:2].clone() if directions == "eigen" else None
+            ratio = made.explained_variance_ratio
+            labels = direction_labels(directions, d1, d2, seed=seed, eigenvalues=evals, explained=ratio)
+            return d1, d2, labels, evals
+        d1, d2 = check_given_directions(directions)
+        evals = check_eigenvalues(eigenvalues)
+        return d1, d2, direction_labels("given", d1, d2, eigenvalues=evals), evals
 
     def _project(self, trajectory, steps) -> tuple[Tensor | None, np.ndarray | None]:
         if trajectory is None:
@@ -467,13 +386,7 @@ class LandscapeWidget(JobControls, PicturedWidget):
         items = list(trajectory)
         model = self._adapter.model
         points = project_trajectory(items, self._d1, self._d2, origin=model, reference=model)
-        if steps is None:
-            steps = np.arange(len(items), dtype=np.int64)
-        else:
-            steps = np.asarray(steps)
-            if steps.shape != (len(items),) or steps.dtype.kind not in "iu":
-                raise ValueError(f"trajectory_steps must be {len(items)} ints, one per checkpoint")
-        return points.to(torch.float64).cpu(), steps.astype(np.int64)
+        return points.to(torch.float64).cpu(), check_trajectory_steps(steps, len(items))
 
     # ------------------------------------------------------------------ job plumbing
     def _new_run(self):
@@ -499,16 +412,7 @@ class LandscapeWidget(JobControls, PicturedWidget):
             self._quadratic = self._quadratic_curves(origin)
 
     def _quadratic_curves(self, origin_loss: float) -> dict[str, Any] | None:
-        r""":math:`L_0 + \tfrac12 \lambda_k \lVert d_k \rVert^2 t^2` over each axis (``None`` without eigenvalues)."""
-        if self._eigenvalues is None:
-            return None
-        curves: dict[str, Any] = {"eigenvalues": [float(v) for v in self._eigenvalues]}
-        for key, grid, lam, norm in (
-            ("alpha", self._alphas_t, self._eigenvalues[0], self._norms[0]),
-            ("beta", self._betas_t, self._eigenvalues[1], self._norms[1]),
-        ):
-            curves[key] = None if math.isnan(lam) else quadratic_model(grid * norm, float(lam), origin_loss).numpy()
-        return curves
+        return quadratic_curves(self._alphas_t, self._betas_t, self._eigenvalues, self._norms, origin_loss)
 
     def _grid_values(self, quantity: str) -> np.ndarray:
         snap = self.snapshot
@@ -590,34 +494,8 @@ class LandscapeWidget(JobControls, PicturedWidget):
             self._surface_error = why
 
     def _check(self, name: str, value: Any) -> tuple[bool, Any, str]:
-        """``(ok, canonical value, reason if not ok)`` for a view-state trait."""
-        if name in ("log_scale", "show_contours"):
-            if isinstance(value, (bool, np.bool_)):
-                return True, bool(value), ""
-            return False, None, "must be true or false"
-        if name == "view":
-            if isinstance(value, str) and value in VIEWS:
-                return True, value, ""
-            return False, None, f"choose one of {list(VIEWS)}"
-        if name == "quantity":
-            if isinstance(value, str) and value in QUANTITIES:
-                return True, value, ""
-            return False, None, f"choose one of {list(QUANTITIES)}"
-        # selected_point: [alpha, beta] inside the grid (half a step beyond the ends), snapped to it
-        if value is None:
-            return True, None, ""
-        why = "must be null or [alpha, beta], two finite numbers inside the grid"
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            return False, None, why
-        out = []
-        for x, grid in zip(value, (self._alphas_t, self._betas_t), strict=True):
-            if not _is_real(x) or not math.isfinite(x):
-                return False, None, why
-            step = float(grid[-1] - grid[0]) / max(grid.numel() - 1, 1) or 1.0
-            if not float(grid[0]) - step / 2 <= float(x) <= float(grid[-1]) + step / 2:
-                return False, None, f"{why} ([{float(grid[0]):.4g}, {float(grid[-1]):.4g}])"
-            out.append(float(grid[int(torch.argmin((grid - float(x)).abs()))]))
-        return True, out, ""
+        """``(ok, canonical value, reason if not ok)`` for a view-state trait (see ``check_view_state``)."""
+        return check_view_state(name, value, alphas=self._alphas_t, betas=self._betas_t)
 
     # ------------------------------------------------------------------ helpers
     def _require_snapshot(self):

@@ -26,21 +26,17 @@ Threads: ``num_threads`` sets PyTorch's intra-op thread count of the job's threa
 
 from __future__ import annotations
 
-import inspect
 import logging
-import math
 import os
 import threading
 from collections.abc import Sequence
-from numbers import Integral
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import traitlets
 
-from ..figures.sensitivity import STAT_TITLES, layer_title, sensitivity_grid, value_title
+from ..figures.sensitivity import layer_title, sensitivity_grid, value_title
 from ..figures.svg import render_svg
 from ..jobs import Job, check_num_threads
 from ..kernels.sensitivity import iter_sensitivity
@@ -48,7 +44,21 @@ from ..models.registry import adapt
 from ._codec import to_json_tree
 from ._controls import JobControls
 from ._display import Caption, PicturedWidget
+from ._sensitivity_state import (
+    BROWSER_TRAITS,
+    STATISTICS,
+    STATISTICS_TITLES,  # noqa: F401  (importable from this module, as before)
+    VIEWS,
+    cell_detail,
+    check_kernel_options,
+    check_layer,
+    check_statistics,
+    check_token_labels,
+    check_view_state,
+    fit_labels,
+)
 from ._static import heatmap_alt
+from ._values import MIN_THROTTLE_S, check_throttle
 
 __all__ = ["SensitivityExplorer", "STATISTICS", "VIEWS"]
 
@@ -61,31 +71,12 @@ if not BUNDLE.is_file():
         "`npm --prefix js ci && npm --prefix js run build` (a wheel ships it prebuilt)"
     )
 
-STATISTICS = ("mean", "std", "cv", "min", "max", "count")
-STATISTICS_TITLES = {s: STAT_TITLES[s] for s in STATISTICS}
-VIEWS = ("matrix", "offset")
+# STATISTICS, STATISTICS_TITLES, VIEWS and the checks of every value received: see _sensitivity_state.
 COMMANDS = ("pause", "resume", "stop")
 QUANTITY = "‖J_ij‖²_F"
-MIN_THROTTLE_S = 0.05  # at most 20 data updates per second reach the browser
-
-# Keyword arguments of iter_sensitivity a user may pass through **kernel_kwargs.
-_KERNEL_OPTIONS = frozenset(inspect.signature(iter_sensitivity).parameters) - {
-    "adapter",
-    "data",
-    "layers",
-    "method",
-    "batch_size",
-    "max_seq_len",
-    "tokenizer",
-    "resume",
-}
-_BROWSER_TRAITS = ("layer", "statistic", "selected_cell", "view", "log_scale")
+_BROWSER_TRAITS = BROWSER_TRAITS
 LIVE_VIEW_SELECTOR = ".tscope-explorer"  # root element of a rendered view (js/src/sensitivity_explorer.js)
 WIDGET_TEXT = "SensitivityExplorer: live view (needs its running kernel, or widget state saved with a trusted notebook)"
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, Integral) and not isinstance(x, (bool, np.bool_))
 
 
 class SensitivityExplorer(JobControls, PicturedWidget):
@@ -193,24 +184,10 @@ class SensitivityExplorer(JobControls, PicturedWidget):
         num_threads: int | None = None,
         **kernel_kwargs,
     ):
-        unknown = sorted(set(kernel_kwargs) - _KERNEL_OPTIONS)
-        if unknown:
-            raise TypeError(
-                f"unknown keyword arguments {unknown}; SensitivityExplorer passes on only "
-                f"{sorted(_KERNEL_OPTIONS)} to iter_sensitivity"
-            )
-        if (
-            isinstance(throttle, bool)
-            or not isinstance(throttle, (int, float))
-            or not math.isfinite(throttle)
-            or throttle < MIN_THROTTLE_S
-        ):
-            raise ValueError(f"throttle must be a number of seconds >= {MIN_THROTTLE_S}, got {throttle!r}")
+        kernel_kwargs = check_kernel_options(kernel_kwargs)
+        throttle = check_throttle(throttle, MIN_THROTTLE_S)
         num_threads = check_num_threads(num_threads)
-        if token_labels is not None:
-            if isinstance(token_labels, str) or not all(isinstance(t, str) for t in token_labels):
-                raise TypeError("token_labels must be a sequence of strings, one per position")
-            token_labels = list(token_labels)
+        token_labels = check_token_labels(token_labels)
         # Set before traitlets' __init__: observers may fire from there on.
         self._lock = threading.RLock()
         self._valid = {
@@ -226,7 +203,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
         self._labels_pending = True  # name the positions from the next snapshot
         self._model, self._data, self._tokenizer = model, data, tokenizer
         self._explicit_labels = token_labels
-        self._throttle = float(throttle)
+        self._throttle = throttle
         self._num_threads = num_threads
         self._kernel_kwargs = dict(
             layers=layers,
@@ -284,14 +261,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
 
         snap = self._require_snapshot()
         chosen = self._export_layers(snap, layers)
-        names = (
-            [self.statistic]
-            if statistics is None
-            else ([statistics] if isinstance(statistics, str) else list(statistics))
-        )
-        bad = [s for s in names if s not in STATISTICS]
-        if bad or not names:
-            raise ValueError(f"unknown statistics {bad or names}; choose from {list(STATISTICS)}")
+        names = check_statistics(statistics, self.statistic)
         stats = {layer: snap.stats[layer] for layer in chosen}
         labels = self._axis_labels(snap.seq_len)
         log = bool(self.log_scale)
@@ -430,29 +400,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
             self.batches = snap.batches
             self.heat = getattr(state, self.statistic).numpy()
             self.counts = state.count.to(torch.int64).numpy()
-            self.detail = self._cell_detail(snap)
-
-    def _cell_detail(self, snap) -> dict[str, Any] | None:
-        cell = self.selected_cell
-        if cell is None or not all(0 <= c < snap.seq_len for c in cell):
-            return None
-        i, j = cell
-        state = snap.stats[self.layer]
-        values = {stat: float(getattr(state, stat)[i, j]) for stat in STATISTICS}
-        values["count"] = int(values["count"])
-        res = snap.reservoir
-        n = res.size
-        per_sample = res.maps[self.layer][:n, i, j]  # [n] float32, NaN where i or j is padding
-        keep = torch.isfinite(per_sample)
-        return {
-            "layer": self.layer,
-            "cell": [i, j],
-            **values,
-            "samples": per_sample[keep].numpy(),
-            "sample_index": res.sample_index[:n][keep].numpy(),
-            "reservoir_size": n,
-            "seen": res.seen,
-        }
+            self.detail = cell_detail(snap, self.layer, self.selected_cell)
 
     def _position_labels(self, snap) -> tuple[list[str], str]:
         S = snap.seq_len
@@ -464,7 +412,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
                     len(labels),
                     S,
                 )
-            return (labels + [""] * S)[:S], ""
+            return fit_labels(labels, S), ""
         res = snap.reservoir
         if self._tokenizer is None or res.size == 0:
             return [], ""
@@ -499,35 +447,10 @@ class SensitivityExplorer(JobControls, PicturedWidget):
                 self._sync_data()
 
     def _check(self, name: str, value: Any) -> tuple[bool, Any, str]:
-        """``(ok, canonical value, reason if not ok)`` for a view-state trait."""
-        if name == "layer":
-            options = list(self.layer_options)
-            if _is_int(value):
-                value = int(value)
-                if value < 0:
-                    value += self._num_layers
-            if (_is_int(value) or isinstance(value, str)) and value in options:
-                return True, value, ""
-            return False, None, f"not one of the analysed layers {options}"
-        if name == "statistic":
-            if isinstance(value, str) and value in STATISTICS:
-                return True, value, ""
-            return False, None, f"choose one of {list(STATISTICS)}"
-        if name == "view":
-            if isinstance(value, str) and value in VIEWS:
-                return True, value, ""
-            return False, None, f"choose one of {list(VIEWS)}"
-        if name == "log_scale":
-            if isinstance(value, (bool, np.bool_)):
-                return True, bool(value), ""
-            return False, None, "must be true or false"
-        # selected_cell
-        if value is None:
-            return True, None, ""
-        S = self.seq_len
-        if isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(c) and 0 <= c < S for c in value):
-            return True, [int(value[0]), int(value[1])], ""
-        return False, None, f"must be null or [i, j] with 0 <= i, j < {S}"
+        """``(ok, canonical value, reason if not ok)`` for a view-state trait (see ``check_view_state``)."""
+        return check_view_state(
+            name, value, layers=self.layer_options, num_layers=self._num_layers, seq_len=self.seq_len
+        )
 
     # ------------------------------------------------------------------ helpers
     def _require_snapshot(self):
@@ -547,7 +470,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
         items = [layers] if isinstance(layers, (int, str)) else list(layers)
         out = []
         for item in items:
-            ok, value, why = self._check("layer", item)
+            ok, value, why = check_layer(item, self.layer_options, self._num_layers)
             if not ok:
                 raise ValueError(f"layer {item!r}: {why}")
             out.append(value)

@@ -1,5 +1,9 @@
 r"""``SpectrumWidget``: the Hessian spectrum of a model while it trains, live in JupyterLab.
 
+(About 570 lines, most of them documentation: the widget binds two sources, a tracker through a throttle
+and a block eigenvalue job, to one set of traits; the checks and conversions of every value it receives
+are in ``_spectrum_state``, the Lanczos kernel in ``kernels.blocks``, the charts in ``figures.spectrum``.)
+
 The widget shows what a :class:`~tscope_widgets.tracking.SpectrumTracker` records every few
 steps (a :class:`~tscope_widgets.tracking.SpectrumHistory`), or a fixed history:
 
@@ -46,15 +50,12 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import threading
 from collections.abc import Callable
-from numbers import Integral
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import traitlets
 
@@ -62,19 +63,34 @@ from ..figures.spectrum import (
     PANELS,
     SERIES,
     default_selection,
-    density_index,
     eigen_table_html,
     series_options,
     spectrum_charts,
 )
 from ..figures.svg import render_svg
 from ..jobs import Job, check_num_threads
-from ..kernels.curvature import HessianOperator
-from ..kernels.lanczos import iter_lanczos
+from ..kernels.blocks import block_eigen_kernel
 from ..models.registry import adapt
 from ._codec import to_json_tree
+from ._controls import IDLE_PROGRESS, job_progress
 from ._display import Caption, PicturedWidget
+from ._spectrum_state import (
+    BROWSER_TRAITS,
+    block_groups,
+    check_block_norms,
+    check_block_options,
+    check_history,
+    check_source,
+    check_view_state,
+    density_wire,
+    eigen_record,
+    eigen_result,
+    eigen_wire,
+    series_wire,
+    status_text,
+)
 from ._throttle import Throttle
+from ._values import MIN_THROTTLE_S, check_flag, check_throttle
 
 __all__ = ["SpectrumWidget", "SERIES", "PANELS", "block_eigen_kernel"]
 
@@ -87,158 +103,13 @@ if not BUNDLE.is_file():
         "`npm --prefix js ci && npm --prefix js run build` (a wheel ships it prebuilt)"
     )
 
-MIN_THROTTLE_S = 0.05  # at most 20 data updates per second reach the browser
 COMMANDS = ("stop", "recompute")
 _TERMINAL = ("done", "cancelled", "error")
 
 # PANELS (chart panels) and SERIES (the history's scalar series): see tscope_widgets.figures.spectrum.
-_HISTORY_VECTORS = (*SERIES, "trace_stderr")
-_OPTIONAL_VECTORS = ("train_loss",)  # NaN when a history does not record it
-_BROWSER_TRAITS = ("selected_series", "picked_step", "selected_block", "log_y")
+_BROWSER_TRAITS = BROWSER_TRAITS  # checked in _spectrum_state.check_view_state
 LIVE_VIEW_SELECTOR = ".tscope-spectrum"  # root element of a rendered view (js/src/spectrum_widget.js)
 WIDGET_TEXT = "SpectrumWidget: live view (needs its running kernel, or widget state saved with a trusted notebook)"
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, Integral) and not isinstance(x, (bool, np.bool_))
-
-
-def _as_array(x: Any, name: str, dtype=np.float64) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().to(torch.float64 if dtype == np.float64 else torch.int64).numpy()
-    try:
-        return np.asarray(x, dtype=dtype)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name} must be a numeric array, got {type(x).__name__}: {e}") from None
-
-
-def _check_history(h: Any) -> dict[str, Any]:
-    """The fields of a ``SpectrumHistory`` as numpy arrays, shapes checked.
-
-    Raises:
-        TypeError: For a missing field or a non-numeric array.
-        ValueError: For inconsistent shapes or label counts.
-    """
-    names = (
-        "steps",
-        *_HISTORY_VECTORS,
-        "grad_norms",
-        "grad_norm_labels",
-        "block_lambda_max",
-        "block_labels",
-        "density_steps",
-        "density_grid",
-        "density",
-        "done",
-        "total",
-    )
-    missing = [n for n in names if not hasattr(h, n) and n not in _OPTIONAL_VECTORS]
-    if missing:
-        raise TypeError(
-            f"expected a SpectrumHistory (from SpectrumTracker.history); {type(h).__name__} lacks {missing}"
-        )
-    out: dict[str, Any] = {"steps": _as_array(h.steps, "steps", np.int64).reshape(-1)}
-    T = out["steps"].shape[0]
-    for n in _HISTORY_VECTORS:
-        a = _as_array(getattr(h, n), n) if hasattr(h, n) else np.full(T, np.nan)
-        if a.shape != (T,):
-            raise ValueError(f"history.{n} has shape {a.shape}; expected [{T}] like history.steps")
-        out[n] = a
-    for n, labels_name in (("grad_norms", "grad_norm_labels"), ("block_lambda_max", "block_labels")):
-        labels = getattr(h, labels_name)
-        if isinstance(labels, str) or not all(isinstance(s, str) for s in labels):
-            raise TypeError(f"history.{labels_name} must be a list of strings")
-        a = _as_array(getattr(h, n), n)
-        if a.size == 0 and len(labels) == 0:
-            a = a.reshape(T, 0)
-        if a.shape != (T, len(labels)):
-            raise ValueError(
-                f"history.{n} has shape {a.shape}; expected [{T}, {len(labels)}] (records × {labels_name})"
-            )
-        out[n], out[labels_name] = a, list(labels)
-    ds = _as_array(h.density_steps, "density_steps", np.int64).reshape(-1)
-    D = ds.shape[0]
-    grid, dens = _as_array(h.density_grid, "density_grid"), _as_array(h.density, "density")
-    if D == 0:
-        grid, dens = grid.reshape(0, 0) if grid.size == 0 else grid, dens.reshape(0, 0) if dens.size == 0 else dens
-    if grid.ndim != 2 or grid.shape[0] != D or dens.shape != grid.shape:
-        raise ValueError(
-            f"history.density_grid {grid.shape} and history.density {dens.shape} must both be "
-            f"[{D}, P] (one row per density step)"
-        )
-    out.update(density_steps=ds, density_grid=grid, density=dens)
-    done, total = h.done, h.total
-    if not _is_int(done) or not (total is None or _is_int(total)):
-        raise TypeError(f"history.done must be an int and history.total an int or None, got {done!r}, {total!r}")
-    out.update(done=int(done), total=None if total is None else int(total))
-    return out
-
-
-def _series_wire(h: dict[str, Any]) -> dict[str, Any]:
-    """What the page draws: vectors ``[T]``, gradient norms ``[L, T]``, block λ_max ``[G, T]``."""
-    return {
-        "steps": h["steps"],
-        "values": {n: h[n] for n in _HISTORY_VECTORS},
-        "grad_norms": np.ascontiguousarray(h["grad_norms"].T),
-        "grad_norm_labels": h["grad_norm_labels"],
-        "block_lambda_max": np.ascontiguousarray(h["block_lambda_max"].T) if h["block_labels"] else None,
-        "block_labels": h["block_labels"],
-        "density_steps": h["density_steps"],
-        "done": h["done"],
-        "total": h["total"],
-    }
-
-
-def _check_block_norms(result: Any) -> dict[str, Any]:
-    missing = [n for n in ("labels", "frobenius") if not hasattr(result, n)]
-    if missing:
-        raise TypeError(f"expected a BlockNorms (from block_norms()); {type(result).__name__} lacks {missing}")
-    labels = result.labels
-    if isinstance(labels, str) or not all(isinstance(s, str) for s in labels) or not labels:
-        raise TypeError("block_norms.labels must be a non-empty list of strings")
-    G = len(labels)
-    fro = _as_array(result.frobenius, "frobenius")
-    if fro.shape != (G, G):
-        raise ValueError(f"block_norms.frobenius has shape {fro.shape}; expected [{G}, {G}] for {G} labels")
-    stderr = getattr(result, "frobenius_stderr", None)
-    stderr = None if stderr is None else _as_array(stderr, "frobenius_stderr")
-    if stderr is not None and stderr.shape != (G, G):
-        raise ValueError(f"block_norms.frobenius_stderr has shape {stderr.shape}; expected [{G}, {G}]")
-    spectral = getattr(result, "spectral", None)
-    spectral = None if spectral is None else _as_array(spectral, "spectral").reshape(-1)
-    if spectral is not None and spectral.shape != (G,):
-        raise ValueError(f"block_norms.spectral has shape {spectral.shape}; expected [{G}]")
-    matvecs = getattr(result, "num_matvecs", None)
-    return {
-        "labels": list(labels),
-        "frobenius": fro,
-        "frobenius_stderr": stderr,
-        "spectral": spectral,
-        "exact": bool(getattr(result, "exact", False)),
-        "num_matvecs": int(matvecs) if _is_int(matvecs) else None,
-    }
-
-
-def block_eigen_kernel(adapter, data, groups, k: int = 5, tol: float = 1e-6, *, loss=None, dtype=None, seed: int = 0):
-    r"""Top ``k`` eigenpairs of a diagonal Hessian block :math:`H_{aa}` by Lanczos.
-
-    A thin generator for a :class:`~tscope_widgets.jobs.Job`: builds
-    ``HessianOperator(adapter, data, groups=groups)`` and yields every
-    :class:`~tscope_widgets.kernels.lanczos.LanczosResult` of ``iter_lanczos(op, k, "largest", tol=tol)``
-    (``eigenvalues`` ascending, ``residual_norms``, ``done``/``total``).
-
-    Args:
-        adapter: A :class:`~tscope_widgets.models.ModelAdapter` (its weights must not change meanwhile).
-        data: Batches the loss is averaged over.
-        groups: The block's parameter groups: a name, a glob pattern or a list (see ``resolve_groups``).
-        k: Number of eigenvalues (at most the block's size).
-        tol: Relative residual tolerance.
-        loss, dtype: As in ``HessianOperator``.
-        seed: Seed of the Lanczos start vector.
-    """
-    op = HessianOperator(adapter, data, groups=groups, loss=loss, dtype=dtype)
-    generator = torch.Generator().manual_seed(seed)
-    yield from iter_lanczos(op, k=min(int(k), op.shape[0]), which="largest", tol=tol, generator=generator)
 
 
 class SpectrumWidget(PicturedWidget):
@@ -292,7 +163,7 @@ class SpectrumWidget(PicturedWidget):
     source = traitlets.Unicode("fixed").tag(sync=True)  # "tracker" or "fixed"
     can_compute_blocks = traitlets.Bool(False).tag(sync=True)
 
-    # Data as binary buffers (float32 / int32 on the wire): see _series_wire; the density of the
+    # Data as binary buffers (float32 / int32 on the wire): see _spectrum_state.series_wire; the density of the
     # picked step {step, picked, grid [P], values [P]}; the block norms; the clicked block's eigenvalues.
     series = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
     density = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
@@ -322,29 +193,14 @@ class SpectrumWidget(PicturedWidget):
         tol: float = 1e-6,
         num_threads: int | None = None,
     ):
-        if tracker is not None and history is not None:
-            raise ValueError("pass either a tracker (live) or a history (fixed), not both")
-        if tracker is not None and not (hasattr(tracker, "history") and callable(getattr(tracker, "subscribe", None))):
-            raise TypeError(
-                f"tracker must be a SpectrumTracker (with .history and .subscribe), got {type(tracker).__name__}"
-            )
-        if (
-            isinstance(throttle, bool)
-            or not isinstance(throttle, (int, float))
-            or not math.isfinite(throttle)
-            or throttle < MIN_THROTTLE_S
-        ):
-            raise ValueError(f"throttle must be a number of seconds >= {MIN_THROTTLE_S}, got {throttle!r}")
-        if not _is_int(top_k) or top_k < 1:
-            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
-            raise ValueError(f"tol must be a positive number, got {tol!r}")
-        if not isinstance(log_y, (bool, np.bool_)):
-            raise TypeError(f"log_y must be True or False, got {log_y!r}")
+        check_source(tracker, history)
+        throttle = check_throttle(throttle, MIN_THROTTLE_S)
+        top_k, tol = check_block_options(top_k, tol)
+        log_y = check_flag(log_y, "log_y")
         num_threads = check_num_threads(num_threads)
         shown = tracker.history if tracker is not None else history  # one copy: checked, then shown
-        checked = _check_history(shown) if shown is not None else None
-        norms = _check_block_norms(block_norms) if block_norms is not None else None
+        checked = check_history(shown) if shown is not None else None
+        norms = check_block_norms(block_norms) if block_norms is not None else None
         if tracker is not None:
             adapter = adapter if adapter is not None else getattr(tracker, "adapter", None)
             data = data if data is not None else getattr(tracker, "data", None)
@@ -360,8 +216,8 @@ class SpectrumWidget(PicturedWidget):
         self._block_norms_obj, self._norms = None, None
         self._adapter = adapt(adapter) if adapter is not None else None
         self._data = data
-        self._top_k, self._tol = int(top_k), float(tol)
-        self._throttle_s = float(throttle)
+        self._top_k, self._tol = top_k, tol
+        self._throttle_s = throttle
         self._num_threads = num_threads
         self._eigen_job: Job | None = None
         self._eigen_unsubscribe: Callable[[], None] = lambda: None
@@ -413,7 +269,7 @@ class SpectrumWidget(PicturedWidget):
         Raises:
             TypeError, ValueError: For an object without the fields of ``BlockNorms`` or bad shapes.
         """
-        norms = _check_block_norms(result)
+        norms = check_block_norms(result)
         with self._lock, self.hold_sync():
             self._set_norms(result, norms)
 
@@ -486,13 +342,9 @@ class SpectrumWidget(PicturedWidget):
         from ..figures.bokeh import spectrum_layout
 
         with self._lock:
-            h, norms, log = self._history, self._norms, bool(self.log_y)
-            selected = list(self.selected_series)
-            picked = self.picked_step
-            eigen = self.block_eigenvalues
+            h, norms, charts, eigen = self._history, self._norms, self._charts(), self.block_eigenvalues
         if (h is None or h["steps"].size == 0) and norms is None:
             raise RuntimeError("nothing to export yet: no record in the history and no block norms")
-        charts = spectrum_charts(h, norms=norms, selected=selected, log=log, picked_step=picked)
         return spectrum_layout(charts, extra_html=eigen_table_html(eigen) if eigen else "")
 
     def save_html(
@@ -514,7 +366,7 @@ class SpectrumWidget(PicturedWidget):
     def _on_history(self, history) -> None:
         """Tracker subscriber (the training loop's thread): check, then hand to the throttle."""
         try:
-            checked = _check_history(history)
+            checked = check_history(history)
         except (TypeError, ValueError) as e:
             logger.warning("SpectrumWidget ignored a tracker update: %s", e)
             return
@@ -537,7 +389,7 @@ class SpectrumWidget(PicturedWidget):
         self._sync_options()
         if self.picked_step is not None and self.picked_step not in self._step_set:
             self.set_trait("picked_step", None)
-        self.series = _series_wire(checked)
+        self.series = series_wire(checked)
         self._sync_density()
 
     def _sync_options(self) -> None:
@@ -563,25 +415,14 @@ class SpectrumWidget(PicturedWidget):
             self.block_options = blocks
 
     def _sync_density(self) -> None:
-        h = self._history
-        if h is None or h["density_steps"].size == 0:
-            if self.density is not None:
-                self.density = None
-            return
-        ds = h["density_steps"]
-        picked = self.picked_step
-        index = density_index(ds, picked)
-        step = int(ds[index])
+        wire = density_wire(self._history, self.picked_step)
         current = self.density
-        if current is not None and (current["index"], current["step"], current["picked"]) == (index, step, picked):
+        if wire is None or current is None:
+            if wire is not current:
+                self.density = wire
             return
-        self.density = {
-            "index": index,
-            "step": step,
-            "picked": picked,
-            "grid": h["density_grid"][index],
-            "values": h["density"][index],
-        }
+        if (current["index"], current["step"], current["picked"]) != (wire["index"], wire["step"], wire["picked"]):
+            self.density = wire
 
     def _set_norms(self, result, norms: dict[str, Any]) -> None:
         self._picture_changed()
@@ -596,16 +437,12 @@ class SpectrumWidget(PicturedWidget):
         cached = self._eigen_results.get(label)
         if cached is not None and not force and cached["step"] == step and cached["status"] == "done":
             self._cancel_block_job()
-            self.eigen = self._eigen_wire(label, step, cached, cached["status"], cached["message"])
+            self.eigen = eigen_wire(label, step, cached, cached["status"], cached["message"])
             self._sync_job_status(None)
             return
         if self._adapter is None or self._data is None:
-            self.eigen = {
-                "label": label,
-                "step": step,
-                "status": "unavailable",
-                "message": "no model and data to compute with: pass adapter= and data= (or a tracker)",
-            }
+            why = "no model and data to compute with: pass adapter= and data= (or a tracker)"
+            self.eigen = eigen_wire(label, step, None, "unavailable", why)
             return
         self._cancel_block_job()
         loss = getattr(self._tracker, "loss", None)
@@ -615,13 +452,13 @@ class SpectrumWidget(PicturedWidget):
             adapter = copy.deepcopy(self._adapter.analysis(dtype))
         except Exception as e:
             logger.warning("could not copy the model for block %r", label, exc_info=True)
-            self.eigen = {"label": label, "step": step, "status": "error", "message": f"{type(e).__name__}: {e}"}
+            self.eigen = eigen_wire(label, step, None, "error", f"{type(e).__name__}: {e}")
             return
         job = Job(
             block_eigen_kernel,
             adapter,
             self._data,
-            self._block_groups(label),
+            block_groups(label, getattr(self._tracker, "blocks", None), self._adapter.param_groups()),
             self._top_k,
             self._tol,
             loss=loss,
@@ -634,17 +471,9 @@ class SpectrumWidget(PicturedWidget):
         self._eigen_job = job
         self._eigen_request = {"label": label, "step": step}
         self._eigen_unsubscribe = job.subscribe(self._on_eigen)
-        self.eigen = {"label": label, "step": step, "status": "running", "message": ""}
+        self.eigen = eigen_wire(label, step, None, "running", "")
         job.start()
         self._sync_job_status(job)
-
-    def _block_groups(self, label: str) -> list[str] | str:
-        """The parameter groups of a block: the tracker's definition, the group itself, or (for a layer
-        label such as ``"block0"``) every group under it."""
-        tracked = getattr(self._tracker, "blocks", None)
-        if isinstance(tracked, dict) and label in tracked:
-            return list(tracked[label])
-        return label if label in self._adapter.param_groups() else f"{label}.*"
 
     def _latest_step(self) -> int | None:
         h = self._history
@@ -663,47 +492,21 @@ class SpectrumWidget(PicturedWidget):
                 return
             request = self._eigen_request
             status = job.status
-            result = None
-            if snapshot is not None:
-                values = _as_array(snapshot.eigenvalues, "eigenvalues").reshape(-1)[::-1].copy()
-                residuals = _as_array(snapshot.residual_norms, "residual_norms").reshape(-1)[::-1].copy()
-                result = {"eigenvalues": values, "residuals": residuals, "converged": bool(snapshot.converged)}
+            result = None if snapshot is None else eigen_result(snapshot)
             message = job.message if status in _TERMINAL else ""
             with self.hold_sync():
-                self.eigen = self._eigen_wire(request["label"], request["step"], result, status, message)
+                self.eigen = eigen_wire(request["label"], request["step"], result, status, message)
                 self._sync_job_status(job)
             if status in _TERMINAL:
-                self._eigen_results[request["label"]] = {
-                    "step": request["step"],
-                    "eigenvalues": None if result is None else result["eigenvalues"],
-                    "residuals": None if result is None else result["residuals"],
-                    "converged": None if result is None else result["converged"],
-                    "status": status,
-                    "message": message,
-                }
+                self._eigen_results[request["label"]] = eigen_record(request["step"], result, status, message)
         self._after_job_update(job)
 
-    @staticmethod
-    def _eigen_wire(label, step, result, status, message) -> dict[str, Any]:
-        out = {"label": label, "step": step, "status": status, "message": message}
-        if result is not None and result.get("eigenvalues") is not None:
-            out["eigenvalues"] = [float(v) for v in result["eigenvalues"]]  # plain floats: full precision
-            out["residuals"] = [float(v) for v in result["residuals"]]
-            out["converged"] = result.get("converged")
-        return out
-
     def _sync_job_status(self, job: Job | None) -> None:
-        if job is None:
-            self.job_status, self.job_message = "idle", ""
-            self.job_done, self.job_total, self.job_rate, self.job_eta, self.job_elapsed = 0, None, 0.0, None, 0.0
-            return
-        p = job.progress
-        self.job_status = job.status
-        self.job_message = job.message if job.status in _TERMINAL else ""
-        self.job_done, self.job_total = p.done, p.total
-        self.job_rate = p.rate if math.isfinite(p.rate) else 0.0
-        self.job_eta = p.eta_s if p.eta_s is not None and math.isfinite(p.eta_s) else None
-        self.job_elapsed = p.elapsed_s
+        progress = job_progress(job) if job is not None else dict(IDLE_PROGRESS)
+        if job is not None and job.status not in _TERMINAL:
+            progress["message"] = ""
+        for key, value in progress.items():
+            setattr(self, f"job_{key}", value)
 
     # ------------------------------------------------------------------ browser input
     @traitlets.validate(*_BROWSER_TRAITS)
@@ -726,33 +529,9 @@ class SpectrumWidget(PicturedWidget):
                 self._series_chosen = True  # the user's choice: kept when new series appear
 
     def _check(self, name: str, value: Any) -> tuple[bool, Any, str]:
-        """``(ok, canonical value, reason if not ok)`` for a view-state trait."""
-        if name == "selected_series":
-            keys = [o["key"] for o in self.series_options]
-            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-                unknown = [v for v in value if v not in keys]
-                if not unknown:
-                    chosen = set(value)
-                    return True, [k for k in keys if k in chosen], ""
-                return False, None, f"unknown series {unknown}; choose from {keys}"
-            return False, None, "must be a list of series names"
-        if name == "picked_step":
-            if value is None:
-                return True, None, ""
-            if _is_int(value) and int(value) in self._step_set:
-                return True, int(value), ""
-            return False, None, "must be null (the latest) or one of the recorded steps"
-        if name == "selected_block":
-            if value is None:
-                return True, None, ""
-            options = list(self.block_options)
-            if isinstance(value, str) and value in options:
-                return True, value, ""
-            return False, None, f"not one of the blocks {options}"
-        # log_y
-        if isinstance(value, (bool, np.bool_)):
-            return True, bool(value), ""
-        return False, None, "must be true or false"
+        """``(ok, canonical value, reason if not ok)`` for a view-state trait (see ``check_view_state``)."""
+        series = [o["key"] for o in self.series_options]
+        return check_view_state(name, value, series=series, steps=self._step_set, blocks=self.block_options)
 
     # ------------------------------------------------------------------ static picture
     def _flush_updates(self) -> None:
@@ -789,16 +568,13 @@ class SpectrumWidget(PicturedWidget):
     def _picture_svg(self) -> str | None:
         """The current charts (series, scale and picked step as selected), or None before any data."""
         with self._lock:
-            h, norms, log = self._history, self._norms, bool(self.log_y)
-            selected, picked = list(self.selected_series), self.picked_step
-        return render_svg(spectrum_charts(h, norms=norms, selected=selected, log=log, picked_step=picked))
+            return render_svg(self._charts())
+
+    def _charts(self):
+        """The charts' description (series, scale and picked step as selected); the caller holds the lock."""
+        h, norms, log = self._history, self._norms, bool(self.log_y)
+        return spectrum_charts(h, norms=norms, selected=list(self.selected_series), log=log,
+                               picked_step=self.picked_step)
 
     def _status_text(self) -> str:
-        h = self._history
-        if h is None:
-            return "no history yet" + (" (tracker attached)" if self._tracker is not None else "")
-        T = h["steps"].size
-        of = f" of {h['total']}" if h["total"] is not None else ""
-        where = "tracker" if self._tracker is not None else "fixed history"
-        latest = f" · latest step {int(h['steps'][-1])}" if T else ""
-        return f"{where} · {h['done']}{of} records{latest}"
+        return status_text(self._history, self._tracker is not None)

@@ -65,13 +65,14 @@ from .evaluator import (
     default_points_per_call,
 )
 from .slices import LandscapeSlice, landscape_grid, quadratic_model, slice_1d, slice_2d
-from .state import Direction, ModelState, TensorDescriptions
+from .state import Direction, ModelState, TensorDescriptions, direction_norm
 from .trajectory import pca_directions, project_trajectory
 
 __all__ = [
     "Direction",
     "ModelState",
     "TensorDescriptions",
+    "direction_norm",
     "LandscapeSlice",
     "random_direction",
     "eigen_directions",

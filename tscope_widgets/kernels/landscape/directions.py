@@ -33,7 +33,7 @@ from ...models.adapter import ModelAdapter
 from ...models.registry import adapt
 from ..curvature import HessianOperator
 from ..lanczos import lanczos
-from .state import Direction, ModelState, _as_module, _float_dtype, _resolve_keys, _StateReader
+from .state import Direction, ModelState, _as_module, _float_dtype, _resolve_keys, _StateReader, direction_norm
 from .trajectory import pca_directions
 
 __all__ = [
@@ -415,7 +415,7 @@ def make_directions(
         )
     dirs = [checkpoint_direction(model, c, reference=model) for c in checkpoints]
     for name, d in zip(names, dirs, strict=True):
-        if sum(float(t.detach().to(torch.float64).pow(2).sum()) for t in d.values()) == 0:
+        if direction_norm(d) == 0:
             needs = "the plane needs two other points" if count == 2 else "the line needs another point"
             raise ValueError(f"checkpoint {name} equals the model's parameters; {needs}")
     return DirectionSet(kind, dirs, how={"kind": kind})

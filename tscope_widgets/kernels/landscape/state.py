@@ -18,9 +18,19 @@ from torch import Tensor, nn
 
 from ...models.adapter import ModelAdapter
 
-__all__ = ["Direction", "ModelState", "TensorDescriptions"]
+__all__ = ["Direction", "ModelState", "TensorDescriptions", "direction_norm"]
 
 Direction = dict[str, Tensor]
+
+
+def direction_norm(d: Mapping[str, Tensor]) -> float:
+    r""":math:`\lVert d \rVert_2` of a direction over all its parameters (flat), summed in float64.
+
+    Example:
+        >>> direction_norm({"w": torch.tensor([3.0]), "b": torch.tensor([[4.0]])})
+        5.0
+    """
+    return math.sqrt(sum(float(t.detach().to(torch.float64).pow(2).sum()) for t in d.values()))
 
 
 def _as_module(x: ModelAdapter | nn.Module) -> nn.Module:

@@ -1,0 +1,174 @@
+"""Checked conversions of the values :class:`~.sensitivity.SensitivityExplorer` receives, as pure functions.
+
+Values from the browser are untrusted: the view state the page may set (``layer``, ``statistic``,
+``selected_cell``, ``view``, ``log_scale``) is checked against what the explorer offers
+(:func:`check_view_state`). So are the constructor's pass-through options (:func:`check_kernel_options`),
+token labels (:func:`check_token_labels`, :func:`fit_labels`) and the statistics asked of an export
+(:func:`check_statistics`). :func:`cell_detail` reads one cell of a snapshot into what the page draws.
+Nothing here holds state, draws or computes.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ..figures.sensitivity import STAT_TITLES
+from ..kernels.sensitivity import iter_sensitivity
+from ._values import Check, choice, flag, is_int
+
+__all__ = [
+    "STATISTICS",
+    "STATISTICS_TITLES",
+    "VIEWS",
+    "BROWSER_TRAITS",
+    "KERNEL_OPTIONS",
+    "check_kernel_options",
+    "check_token_labels",
+    "fit_labels",
+    "check_statistics",
+    "check_layer",
+    "check_view_state",
+    "cell_detail",
+]
+
+STATISTICS = ("mean", "std", "cv", "min", "max", "count")
+STATISTICS_TITLES = {s: STAT_TITLES[s] for s in STATISTICS}
+VIEWS = ("matrix", "offset")
+BROWSER_TRAITS = ("layer", "statistic", "selected_cell", "view", "log_scale")
+
+# Keyword arguments of iter_sensitivity a user may pass through **kernel_kwargs (the rest are the
+# explorer's own arguments).
+KERNEL_OPTIONS = frozenset(inspect.signature(iter_sensitivity).parameters) - {
+    "adapter",
+    "data",
+    "layers",
+    "method",
+    "batch_size",
+    "max_seq_len",
+    "tokenizer",
+    "resume",
+}
+
+
+def check_kernel_options(kernel_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The extra keyword arguments for ``iter_sensitivity`` (their values are checked by the kernel).
+
+    Raises:
+        TypeError: For a name that is not one of :data:`KERNEL_OPTIONS`.
+    """
+    unknown = sorted(set(kernel_kwargs) - KERNEL_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"unknown keyword arguments {unknown}; SensitivityExplorer passes on only "
+            f"{sorted(KERNEL_OPTIONS)} to iter_sensitivity"
+        )
+    return dict(kernel_kwargs)
+
+
+def check_token_labels(token_labels: Any) -> list[str] | None:
+    """``token_labels`` as a list of strings (one per position), or None.
+
+    Raises:
+        TypeError: For a string, a non-iterable or labels that are not strings.
+    """
+    if token_labels is None:
+        return None
+    why = "token_labels must be a sequence of strings, one per position"
+    if isinstance(token_labels, (str, bytes, Mapping)) or not isinstance(token_labels, Iterable):
+        raise TypeError(why)
+    labels = list(token_labels)
+    if not all(isinstance(t, str) for t in labels):
+        raise TypeError(why)
+    return [str(t) for t in labels]
+
+
+def fit_labels(labels: Sequence[str], S: int) -> list[str]:
+    """``labels`` cut or padded with blanks to ``S`` positions."""
+    return (list(labels) + [""] * S)[:S]
+
+
+def check_statistics(statistics: str | Sequence[str] | None, current: str) -> list[str]:
+    """The statistics an export asks for: None (the one shown, ``current``), a name or a list of names.
+
+    Raises:
+        ValueError: For an empty list or a name that is not one of :data:`STATISTICS`.
+    """
+    if statistics is None:
+        names = [current]
+    elif isinstance(statistics, str):
+        names = [statistics]
+    else:
+        names = list(statistics)
+    bad = [s for s in names if not isinstance(s, str) or s not in STATISTICS]
+    if bad or not names:
+        raise ValueError(f"unknown statistics {bad or names}; choose from {list(STATISTICS)}")
+    return names
+
+
+def check_layer(value: Any, layers: Sequence, num_layers: int) -> Check:
+    """One of the analysed ``layers`` (an index, negative from the end of ``num_layers``, or a label)."""
+    options = list(layers)
+    if is_int(value):
+        value = int(value)
+        if value < 0:
+            value += num_layers
+    if (is_int(value) or isinstance(value, str)) and value in options:
+        return True, value, ""
+    return False, None, f"not one of the analysed layers {options}"
+
+
+def check_view_state(name: str, value: Any, *, layers: Sequence, num_layers: int, seq_len: int) -> Check:
+    """``(ok, canonical value, reason if not ok)`` for a view-state trait of the explorer.
+
+    Args:
+        name: One of :data:`BROWSER_TRAITS`.
+        value: The value proposed (from the browser: anything JSON can hold).
+        layers: The analysed layers (``layer`` is one of them; a negative index counts from the end).
+        num_layers: The model's number of layers.
+        seq_len: Positions ``S`` (``selected_cell`` is ``[i, j]`` with ``0 <= i, j < S``, or None).
+    """
+    if name == "layer":
+        return check_layer(value, layers, num_layers)
+    if name == "statistic":
+        return choice(value, STATISTICS)
+    if name == "view":
+        return choice(value, VIEWS)
+    if name == "log_scale":
+        return flag(value)
+    if name == "selected_cell":
+        if value is None:
+            return True, None, ""
+        S = seq_len
+        if isinstance(value, (list, tuple)) and len(value) == 2 and all(is_int(c) and 0 <= c < S for c in value):
+            return True, [int(value[0]), int(value[1])], ""
+        return False, None, f"must be null or [i, j] with 0 <= i, j < {S}"
+    raise KeyError(f"{name!r} is not a view-state trait of SensitivityExplorer; those are {list(BROWSER_TRAITS)}")
+
+
+def cell_detail(snap: Any, layer: Any, cell: Sequence[int] | None) -> dict[str, Any] | None:
+    """What the page shows of one cell ``[i, j]`` of ``layer`` in a snapshot: every statistic, and the cell's
+    values in the reservoir samples (``samples [n]`` float32 without padding, ``sample_index [n]``); None
+    without a cell or for one outside the snapshot's ``S``."""
+    if cell is None or not all(0 <= c < snap.seq_len for c in cell):
+        return None
+    i, j = cell
+    state = snap.stats[layer]
+    values: dict[str, Any] = {stat: float(getattr(state, stat)[i, j]) for stat in STATISTICS}
+    values["count"] = int(values["count"])
+    res = snap.reservoir
+    n = res.size
+    per_sample = res.maps[layer][:n, i, j]  # [n] float32, NaN where i or j is padding
+    keep = torch.isfinite(per_sample)
+    return {
+        "layer": layer,
+        "cell": [i, j],
+        **values,
+        "samples": per_sample[keep].numpy(),
+        "sample_index": res.sample_index[:n][keep].numpy(),
+        "reservoir_size": n,
+        "seen": res.seen,
+    }
