@@ -75,10 +75,12 @@ class HFAdapter(ModelAdapter):
 
     @classmethod
     def lm_classes(cls) -> tuple[type, ...]:
+        """The model classes with a language-modelling head that this adapter handles, over all families."""
         return tuple(c for lm, _ in cls.families.values() for c in lm)
 
     @classmethod
     def base_classes(cls) -> tuple[type, ...]:
+        """The bare-model classes (no head) that this adapter handles, over all families."""
         return tuple(c for _, base in cls.families.values() for c in base)
 
     # ----- structure --------------------------------------------------------------------------
@@ -98,18 +100,22 @@ class HFAdapter(ModelAdapter):
 
     @property
     def config(self) -> PretrainedConfig:
+        """The model's Hugging Face config (shared with its bare model)."""
         return self.model.config
 
     @property
     def blocks(self) -> nn.ModuleList:
+        """The blocks, at ``blocks_attr`` inside the bare model."""
         return _get(self.base, self.blocks_attr)
 
     @property
     def embedding(self) -> nn.Embedding:
+        """The token embedding ``[V, D]``, at ``embed_attr`` inside the bare model."""
         return _get(self.base, self.embed_attr)
 
     @property
     def final_norm(self) -> nn.Module | None:
+        """The final norm at ``final_norm_attr``, or ``None`` for an architecture without one (BERT)."""
         return None if self.final_norm_attr is None else _get(self.base, self.final_norm_attr)
 
     @property
@@ -138,6 +144,7 @@ class HFAdapter(ModelAdapter):
 
     @property
     def has_rotary(self) -> bool:
+        """Whether the bare model has rotary position embeddings (``rotary_emb``: Llama family, GPT-NeoX)."""
         return hasattr(self.base, "rotary_emb")
 
     # ----- forward ----------------------------------------------------------------------------
@@ -341,6 +348,7 @@ class BertAdapter(HFAdapter):
 
     @property
     def causal(self) -> bool:
+        """Whether attention is causal: only for a BERT configured as a decoder (``is_decoder``)."""
         return bool(self.config.is_decoder)
 
     def _embed_paths(self) -> list[str]:

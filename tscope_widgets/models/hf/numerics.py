@@ -166,10 +166,12 @@ class SlopeSavingGELU(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, approximate: str) -> Tensor:
+        """``F.gelu(x, approximate=approximate)``, elementwise, in ``x``'s shape and dtype."""
         return F.gelu(x, approximate=approximate)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
+        """Save the input ``x`` (for backward and forward mode) and the ``approximate`` mode."""
         x, approximate = inputs
         ctx.approximate = approximate
         ctx.save_for_backward(x)
@@ -177,11 +179,13 @@ class SlopeSavingGELU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        """VJP: ``grad * gelu_slope(x)``; no gradient for ``approximate``."""
         (x,) = ctx.saved_tensors
         return grad * gelu_slope(x, ctx.approximate), None
 
     @staticmethod
     def jvp(ctx, x_tangent: Tensor, _) -> Tensor:
+        """JVP: ``x_tangent * gelu_slope(x)``."""
         (x,) = ctx.saved_tensors
         return x_tangent * gelu_slope(x, ctx.approximate)
 
