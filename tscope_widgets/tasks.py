@@ -137,6 +137,7 @@ class InductionTask(Task):
         self.seq_len = 2 * self.k_max + 1
 
     def config(self) -> dict:
+        """``{"num_symbols", "k_max", "k_min"}``: the constructor arguments (see :meth:`Task.config`)."""
         return {"num_symbols": self.num_symbols, "k_max": self.k_max, "k_min": self.k_min}
 
     def sample(
@@ -228,6 +229,7 @@ class ModularAdditionTask(Task):
         self.test_pairs = pairs[order[n_train:]]  # [P_test, 2]
 
     def config(self) -> dict:
+        """``{"p", "train_fraction", "split_seed"}``: the constructor arguments (see :meth:`Task.config`)."""
         return {"p": self.p, "train_fraction": self.train_fraction, "split_seed": self.split_seed}
 
     def encode(self, pairs: Tensor) -> dict[str, Tensor]:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from tests.model_zoo import tiny
 from tscope_widgets.figures.charts import color_domain, format_value
-from tscope_widgets.figures.svg import LEVELS, NAN_INDEX, NONPOSITIVE_INDEX, PALETTE, color_indices, encode_png
+from tscope_widgets.figures.png import LEVELS, NAN_INDEX, NONPOSITIVE_INDEX, PALETTE, color_indices, encode_png
 from tscope_widgets.tracking import SpectrumHistory
 from tscope_widgets.widgets._static import heatmap_html, picture_html, stand_in_style, svg_image
 from tscope_widgets.widgets.landscape import LandscapeWidget

@@ -256,6 +256,7 @@ def _run_landscape(args, cfg: RunConfig, out: Path, prepared: Prepared, dataset:
     return 0
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``tscope`` argument parser: ``--version`` and one subcommand per command (``demo``, ``run``, ...)."""
     parser = argparse.ArgumentParser(
         prog="tscope", description="Look inside transformers through their derivatives."
     )

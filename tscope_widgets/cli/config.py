@@ -402,6 +402,7 @@ class AnalysisConfig(_Table):
 
     @property
     def torch_dtype(self) -> torch.dtype:
+        """``dtype`` as a torch dtype (``torch.float64`` or ``torch.float32``)."""
         return DTYPES[self.dtype]
 
     def _values(self) -> dict[str, Any]:

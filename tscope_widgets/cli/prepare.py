@@ -214,6 +214,20 @@ class Dataset:
 
 
 def task_dataset(task, samples: int, seed: int) -> Dataset:
+    """``samples`` sequences of a synthetic task, drawn with ``seed``, with each position labelled by its role.
+
+    An induction task samples its fixed layout (``k = k_max``, no padding), so every position has one role
+    (``BOS``, ``r1`` ... ``copy rk``); a modular-addition task samples its test split and labels ``a, b, =, c``.
+
+    Args:
+        task: A :class:`~tscope_widgets.tasks.InductionTask` or :class:`~tscope_widgets.tasks.ModularAdditionTask`.
+        samples: Number of sequences ``N``.
+        seed: Seed of the sampling generator.
+
+    Returns:
+        A :class:`Dataset` whose ids ``[N, S]`` (int64) are both the data and ``extra["input_ids"]``, with the
+        task's labels ``[N, S]`` (-100 where not scored).
+    """
     from ..tasks import InductionTask
 
     g = torch.Generator().manual_seed(seed)

@@ -69,6 +69,12 @@ def run_sensitivity(
     :class:`distributed.RankFailure` instead of a hang.
 
     Args:
+        prepared: The model to analyse.
+        dataset: The token ids (``dataset.data``) and the tokenizer for text.
+        analysis: The ``[analysis]`` table: layers, source, method, mode, batch size, dtype, seed, checkpoint interval.
+        progress: Show a progress bar (tqdm).
+        checkpoint_dir: Folder for checkpoints (this rank's own under torchrun), or ``None`` for none.
+        resume: Start from the newest checkpoint in ``checkpoint_dir``.
         device: Where the model is analysed (its private copy); ``None``: where the model is.
 
     Returns:

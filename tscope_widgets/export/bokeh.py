@@ -70,13 +70,17 @@ def sensitivity_heatmap(
         log: Logarithmic colour scale.
         value_name: Name of the value in the hover and on the colour bar.
         palette: Bokeh palette name or list of colours.
-        vmin, vmax: Colour-scale limits (default: the shared rule, the finite extremes; for ``log`` the
-            positive ones).
+        vmin: Lower colour-scale limit (default: the shared rule, the smallest finite value; for ``log`` the
+            smallest positive one).
+        vmax: Upper colour-scale limit (default: the largest finite value).
         log_range: If given, a default log scale spans at most ``vmax / log_range`` .. ``vmax``.
-        width, height: Size in pixels.
+        width: Width in pixels.
+        height: Height in pixels.
         max_ticks: At most this many labelled ticks per axis (every ``ceil(S / max_ticks)``-th position).
-        x_label, y_label: Axis titles.
-        x_range, y_range: Ranges to share between figures (from another heatmap of the same ``S``).
+        x_label: Title of the x axis (input positions ``j``).
+        y_label: Title of the y axis (output positions ``i``).
+        x_range: x range to share with another heatmap of the same ``S`` (linked pan/zoom), or None.
+        y_range: y range to share likewise, or None.
 
     Returns:
         ``bokeh.plotting.figure`` with the heatmap, a colour bar and a hover tool.
@@ -118,7 +122,8 @@ def sensitivity_figures(
         statistics: Names among ``mean, std, var, sem, cv, min, max, count``.
         log: Log colour scale for every panel (not for counts).
         quantity: How the per-sample value is written in titles (default :math:`\lVert J_{ij}\rVert_F^2`).
-        width, height: Size of each panel in pixels.
+        width: Width of each panel in pixels.
+        height: Height of each panel in pixels.
 
     Returns:
         A Bokeh ``GridPlot``.
@@ -149,12 +154,15 @@ def line_figure(
     Args:
         x: ``[N]`` x values.
         series: ``{name: ys [N]}``; NaN breaks a line (on a log axis values ``<= 0`` are left out too).
-        title, x_label, y_label: Texts of the figure.
+        title: Figure title.
+        x_label: Title of the x axis.
+        y_label: Title of the y axis.
         log_y: Logarithmic y axis.
         bands: ``{name: (lo [N], hi [N])}``: shaded bands under the series of that name.
         marker_x: A dashed vertical line here (when inside the x range).
         colors: Line colours in order (default: the series palette, Tableau 10).
-        width, height: Size in pixels.
+        width: Width in pixels.
+        height: Height in pixels.
 
     Returns:
         ``bokeh.plotting.figure``.
@@ -202,13 +210,18 @@ def matrix_figure(
 
     Args:
         values: ``[R, C]`` tensor or array (NaN = no data).
-        row_labels: ``R`` names (y axis, first row at the top); col_labels: ``C`` names (x axis).
-        title, x_label, y_label: Texts of the figure.
+        row_labels: ``R`` names (y axis, first row at the top).
+        col_labels: ``C`` names (x axis).
+        title: Figure title.
+        x_label: Title of the x axis.
+        y_label: Title of the y axis.
         value_name: Name of the value in the hover and on the colour bar.
         log: Logarithmic colour scale.
         palette: Bokeh palette name or list of colours.
         log_range: If given, a log scale spans at most ``vmax / log_range`` .. ``vmax``.
-        width: Width in pixels; height: default square cells (``square``) or 18 px per row.
+        width: Width in pixels.
+        height: Height in pixels; default: square cells (``square``) or 18 px per row.
+        square: Square cells when ``height`` is not given.
         max_ticks: At most this many labelled ticks per axis.
 
     Returns:
@@ -272,10 +285,12 @@ def landscape_heatmap(
             :func:`tscope_widgets.figures.landscape_chart` computes them at the shared levels.
         trajectory: ``[T, 2]`` points ``(alpha, beta)`` drawn as a path with markers (hover: step), or None.
         trajectory_steps: ``[T]`` step numbers (default ``0 .. T-1``).
-        x_label, y_label: Axis titles.
+        x_label: Title of the x axis (the first direction).
+        y_label: Title of the y axis (the second direction).
         palette: Bokeh palette name or list of colours.
         log_range: If given, a log scale spans at most ``vmax / log_range`` .. ``vmax``.
-        width, height: Size in pixels.
+        width: Width in pixels.
+        height: Height in pixels.
 
     Returns:
         ``bokeh.plotting.figure`` with heatmap, contour lines, trajectory, origin marker, colour bar and hover.

@@ -1,6 +1,7 @@
 """Figures: what each view shows, decided once, as chart descriptions (:mod:`.charts`), built from a widget's
 state or a results file (:mod:`.sensitivity`, :mod:`.spectrum`, :mod:`.landscape`) and rendered as the notebook
-picture (:mod:`.svg`) and as Bokeh (:mod:`.bokeh`, imported on its own: it brings in Bokeh's plotting).
+picture (:mod:`.svg`; heatmap cells are palette PNGs from :mod:`.png`) and as Bokeh (:mod:`.bokeh`, imported on
+its own: it brings in Bokeh's plotting).
 
 Imports numpy, torch, contourpy and Bokeh only; never widgets, jobs or the command line.
 """

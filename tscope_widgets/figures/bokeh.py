@@ -84,9 +84,11 @@ def matrix_chart_figure(
 
     Args:
         chart: The description.
-        width: Width in pixels; height: default square cells (``chart.square``) or 18 px per row.
+        width: Width in pixels.
+        height: Height in pixels; default: square cells (``chart.square``) or 18 px per row.
         max_ticks: At most this many labelled ticks per axis (every ``ceil(n / max_ticks)``-th).
-        x_range, y_range: Ranges to share between figures of the same size.
+        x_range: x range to share with another figure of the same size (linked pan/zoom), or None.
+        y_range: y range to share likewise, or None.
     """
     arr = np.asarray(chart.values, dtype=np.float64)
     R, C = arr.shape

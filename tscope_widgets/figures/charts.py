@@ -138,7 +138,8 @@ def color_scale(
     Args:
         values: Any array (NaN = no data).
         log: Logarithmic scale.
-        lo, hi: Explicit limits (replace the rule's ends).
+        lo: Explicit lower limit (replaces the rule's lower end).
+        hi: Explicit upper limit (replaces the rule's upper end).
         log_range: For ``log`` without ``lo``: the scale spans at most ``hi / log_range`` .. ``hi`` (values
             below take the lowest colour). None: the full positive range (the live view's rule).
         colormap: See :class:`ColorScale`.

@@ -88,8 +88,11 @@ def landscape_chart(
         alphas: ``[A]`` increasing coordinates along the first direction (across).
         betas: ``[B]`` increasing coordinates along the second direction (upwards).
         values: ``[A, B]`` values at ``(alphas[i], betas[j])`` (NaN = not computed yet).
-        value_title: Colour-bar title (quantity and units); value_name: short name for hover (default: title).
-        title, x_label, y_label: Texts.
+        value_title: Colour-bar title (quantity and units).
+        value_name: Short name of the value for hover (default: ``value_title``).
+        title: Chart title.
+        x_label: Title of the x axis (the first direction).
+        y_label: Title of the y axis (the second direction).
         log: Logarithmic colour scale (contours in log values).
         contours: Compute contour lines (when at least four values are finite).
         trajectory: ``[T, 2]`` points ``(alpha, beta)``; non-finite ones are dropped with their steps.

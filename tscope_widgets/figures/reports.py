@@ -56,7 +56,8 @@ def curvature_figures(
 
     Args:
         matrix_name: ``"Hessian"``, ``"Gauss–Newton part"``, ...
-        eigenvalues: ``[m]`` Ritz values; residuals: ``[m]`` their residual norms.
+        eigenvalues: ``[m]`` Ritz values.
+        residuals: ``[m]`` their residual norms.
         density: ``(grid [G], density [G], sigma)`` of an SLQ run, or None.
         blocks: ``(labels [K], frobenius [K, K], exact, probes per group)``, or None.
         log: Log colours for the block-norm map.
@@ -105,7 +106,10 @@ def landscape_figures(
     origin (with the quadratic model :math:`L_0 + \tfrac12 \lambda \alpha^2` along eigenvectors).
 
     Args:
-        alphas, betas: ``[A]``, ``[B]`` grid coordinates; loss, accuracy: ``[A, B]``.
+        alphas: ``[A]`` grid coordinates along the first direction.
+        betas: ``[B]`` grid coordinates along the second direction.
+        loss: ``[A, B]`` loss at each grid point.
+        accuracy: ``[A, B]`` accuracy at each grid point.
         direction_names: How the two directions are called on the axes.
         origin_loss: The loss at the model itself.
         eigenvalues: The directions' Hessian eigenvalues (eigen directions), or None.

@@ -84,8 +84,11 @@ def sensitivity_chart(
         title: Chart title.
         token_labels: ``S`` strings naming the positions, or None.
         log: Logarithmic colour scale.
-        value_title: Colour-bar title (quantity); value_name: its short name for hover (default: the title).
-        vmin, vmax, log_range: Colour limits instead of the shared rule (see :func:`~.charts.color_scale`).
+        value_title: Colour-bar title (quantity).
+        value_name: Short name of the value for hover (default: ``value_title``).
+        vmin: Lower colour limit instead of the shared rule (see :func:`~.charts.color_scale`).
+        vmax: Upper colour limit instead of the shared rule.
+        log_range: For ``log`` without ``vmin``: the scale spans at most ``vmax / log_range`` .. ``vmax``.
         colormap: Colour map.
 
     Raises:

@@ -3,8 +3,8 @@ notebooks, viewers without a kernel).
 
 Each chart becomes one self-contained ``<svg>`` element (:func:`line_chart_svg`, :func:`matrix_svg`,
 :func:`landscape_svg`); :func:`render_svg` lays several out as one document (:func:`compose_svg`). Heatmap
-cells are an embedded PNG (one pixel per cell, palette-indexed, scaled up without smoothing), written here
-with ``zlib`` (:func:`encode_png`): an ``<img>`` with a ``data:`` SVG source survives HTML sanitizers that
+cells are an embedded PNG (one pixel per cell, palette-indexed, scaled up without smoothing), written by
+:mod:`.png` (:func:`~.png.encode_png`): an ``<img>`` with a ``data:`` SVG source survives HTML sanitizers that
 drop inline ``<svg>`` and ``<style>``. Every decision (colour scale, series colours, ranges, labels, contour
 levels) comes from the description; this module only places it. Elements carry classes and ``data-``
 attributes (``tscope-static-title``, ``tscope-static-colorbar`` with ``data-lo``/``data-hi``/``data-log``,
@@ -14,142 +14,48 @@ is escaped.
 
 from __future__ import annotations
 
-import base64
 import html
 import math
 import re
-import struct
-import zlib
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 
 from .charts import (
-    BACKGROUND,
-    NAN_COLOR,
     ColorScale,
     LandscapeChart,
     LineChart,
     MatrixChart,
     format_value,
     nice_ticks,
-    palette_colors,
 )
+from .png import LEVELS, NAN_INDEX, NONPOSITIVE_INDEX, PALETTE, color_indices, encode_png, palette_of, png_data_uri
 from .sensitivity import sensitivity_chart
 
 __all__ = [
+    # renderers
+    "compose_svg",
+    "heatmap_svg",
+    "landscape_svg",
+    "line_chart_svg",
+    "matrix_svg",
+    "render_svg",
+    "svg_size",
+    # palette images, defined in .png and importable from here too
     "LEVELS",
     "NAN_INDEX",
     "NONPOSITIVE_INDEX",
     "PALETTE",
     "color_indices",
-    "compose_svg",
     "encode_png",
-    "heatmap_svg",
-    "landscape_svg",
-    "line_chart_svg",
-    "matrix_svg",
     "palette_of",
-    "render_svg",
-    "svg_size",
 ]
 
-LEVELS = 254  # colour-map entries; the palette's last two entries mark NaN and "below the scale" (<= 0 on log)
-NAN_INDEX = LEVELS
-NONPOSITIVE_INDEX = LEVELS + 1
 FONT = "system-ui, -apple-system, 'Segoe UI', sans-serif"
 _FG, _FG2, _GRID = "#1f1f1f", "#616161", "#9e9e9e"
 _SVG_SIZE = re.compile(r'<svg [^>]*?\bwidth="(?P<width>[0-9.]+)" height="(?P<height>[0-9.]+)"')
 _LANDSCAPE_PX = 400  # plot area side, as in the live view (js/src/landscape_widget.js)
 _LANDSCAPE_MARGIN = {"left": 64, "top": 10, "right": 104, "bottom": 46}
-
-
-def _rgb(color: str) -> list[int]:
-    return [int(color[k : k + 2], 16) for k in (1, 3, 5)]
-
-
-@lru_cache(maxsize=16)
-def _palette(colormap: str | tuple[str, ...], nan_color: str, low_color: str | None) -> np.ndarray:
-    colors = np.array([_rgb(c) for c in palette_colors(colormap)], dtype=np.uint8)
-    levels = colors[np.round(np.linspace(0, len(colors) - 1, LEVELS)).astype(int)]
-    low = _rgb(low_color) if low_color is not None else levels[0]
-    out = np.concatenate([levels, [_rgb(nan_color), low]]).astype(np.uint8)
-    out.setflags(write=False)
-    return out
-
-
-def palette_of(scale: ColorScale) -> np.ndarray:
-    """``[256, 3]`` uint8 RGB: :data:`LEVELS` entries of the colour map, then NaN, then "below the scale"."""
-    return _palette(scale.colormap, scale.nan_color, scale.low_color)
-
-
-PALETTE = _palette("viridis", NAN_COLOR, BACKGROUND)  # [256, 3]: the default (viridis, log) palette
-
-
-def encode_png(indices: np.ndarray, palette: np.ndarray) -> bytes:
-    """Encode a palette image as PNG (colour type 3, 8 bits per pixel, no interlace).
-
-    Args:
-        indices: ``[H, W]`` uint8 palette indices (``H, W >= 1``), row 0 at the top.
-        palette: ``[N, 3]`` uint8 RGB entries, ``1 <= N <= 256``; every index must be ``< N``.
-
-    Returns:
-        The PNG file's bytes.
-
-    Raises:
-        ValueError: For wrong shapes or dtypes, an empty image or an index outside the palette.
-    """
-    if indices.ndim != 2 or indices.dtype != np.uint8 or 0 in indices.shape:
-        raise ValueError(f"indices must be a non-empty [H, W] uint8 array, got {indices.dtype} {indices.shape}")
-    if palette.ndim != 2 or palette.shape[1] != 3 or palette.dtype != np.uint8 or not 1 <= len(palette) <= 256:
-        raise ValueError(f"palette must be [N, 3] uint8 with 1 <= N <= 256, got {palette.dtype} {palette.shape}")
-    if int(indices.max()) >= len(palette):
-        raise ValueError(f"index {int(indices.max())} is outside the {len(palette)}-entry palette")
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    height, width = indices.shape
-    scanlines = np.zeros((height, width + 1), dtype=np.uint8)  # filter byte 0 ("None") per row
-    scanlines[:, 1:] = indices
-    return b"".join(
-        [
-            b"\x89PNG\r\n\x1a\n",
-            chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)),
-            chunk(b"PLTE", np.ascontiguousarray(palette).tobytes()),
-            chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6)),
-            chunk(b"IEND", b""),
-        ]
-    )
-
-
-def color_indices(values: np.ndarray, domain: tuple[float, float], log: bool = False) -> np.ndarray:
-    """Palette indices of ``values``: ``floor((v - lo) / (hi - lo) * LEVELS)`` clipped to the colour
-    map (in ``log v`` for ``log``), :data:`NAN_INDEX` for NaN, :data:`NONPOSITIVE_INDEX` for ``v <= 0``
-    on a log scale (``colorIndexer`` in ``js/src/lib/scales.js``).
-
-    Args:
-        values: Float array of any shape.
-        domain: ``(lo, hi)`` with ``lo < hi`` (both > 0 for ``log``).
-        log: Logarithmic scale.
-
-    Returns:
-        uint8 array of the same shape.
-    """
-    lo, hi = domain
-    if not hi > lo or (log and not lo > 0):
-        raise ValueError(f"bad colour domain {domain}")
-    x = np.asarray(values, dtype=np.float64)
-    nan = np.isnan(x)
-    nonpositive = log & ~nan & (x <= 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (np.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo)) if log else (x - lo) / (hi - lo)
-    k = np.clip(np.floor(np.nan_to_num(t, nan=0.0, posinf=1.0, neginf=0.0) * LEVELS), 0, LEVELS - 1)
-    out = k.astype(np.uint8)
-    out[nan] = NAN_INDEX
-    out[nonpositive] = NONPOSITIVE_INDEX
-    return out
 
 
 def svg_size(svg: str) -> tuple[float, float]:
@@ -165,10 +71,6 @@ def svg_size(svg: str) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------- pieces
-def _png_uri(indices: np.ndarray, palette: np.ndarray) -> str:
-    return "data:image/png;base64," + base64.b64encode(encode_png(indices, palette)).decode("ascii")
-
-
 def _svg_open(width: float, height: float, cls: str, attrs: str = "") -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="{cls}" width="{width:g}" height="{height:g}" '
@@ -197,7 +99,7 @@ def _y_label(x: float, y: float, text: str) -> str:
 def _color_bar(scale: ColorScale, x: float, y: float, h: float, title: str, title_dx: float) -> str:
     """The colour bar (high at the top) with its end values and its rotated title."""
     esc = html.escape
-    uri = _png_uri(np.arange(LEVELS - 1, -1, -1, dtype=np.uint8)[:, None], palette_of(scale))
+    uri = png_data_uri(np.arange(LEVELS - 1, -1, -1, dtype=np.uint8)[:, None], palette_of(scale))
     return (
         f'<image class="tscope-static-colorbar" data-lo="{scale.lo!r}" data-hi="{scale.hi!r}" '
         f'data-log="{str(scale.log).lower()}" x="{x:g}" y="{y:g}" width="12" height="{h:g}" '
@@ -354,7 +256,7 @@ def matrix_svg(chart: MatrixChart, *, max_width: int = 420, max_cell: int = 32, 
     bar_h = max(h, 40, 6 * len(bar_title) + 8)  # room for the bar's rotated title (about 6 px a character)
     total_w, total_h = x0 + w + 100, max(y0 + h + bottom, y0 + bar_h + 18)
     scale = chart.scale
-    heat_uri = _png_uri(color_indices(values, (scale.lo, scale.hi), scale.log), palette_of(scale))
+    heat_uri = png_data_uri(color_indices(values, (scale.lo, scale.hi), scale.log), palette_of(scale))
     parts = [_svg_open(total_w, total_h, "tscope-static-matrix")]
     if chart.title:
         parts.append(_title(x0, chart.title))
@@ -438,7 +340,7 @@ def landscape_svg(chart: LandscapeChart) -> str:
         # the PNG's rows are the B values of beta (largest at the top), its columns the A values of alpha
         f'<image class="tscope-static-heatmap" data-rows="{B}" data-cols="{A}" x="{x0}" y="{y0}" width="{w}" '
         f'height="{h}" preserveAspectRatio="none" style="image-rendering:pixelated" '
-        f'href="{_png_uri(image, palette_of(scale))}"/>',
+        f'href="{png_data_uri(image, palette_of(scale))}"/>',
         # a nested viewport clips the overlays to the plot area (no ids needed)
         f'<svg x="{x0}" y="{y0}" width="{w}" height="{h}" viewBox="{x0} {y0} {w} {h}" overflow="hidden">',
     ]

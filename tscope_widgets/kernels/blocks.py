@@ -235,11 +235,21 @@ def iter_block_norms(
     each Lanczos run (``done``/``total`` count these units), the last one being the result.
 
     Args:
-        adapter, data, groups, kind, num_probes, exact, spectral, tol, dtype, generator, process_group: As
-            in :func:`block_norms`.
+        adapter: The model or its adapter; analysed on a private copy (as in :func:`block_norms`).
+        data: A batch ``{"input_ids": [B, S], ...}`` or a list of batches; the loss is their mean.
+        groups: Group names or glob patterns; ``None`` = every group.
+        kind: ``"hessian"``, ``"ggn"`` or ``"functional"``.
+        num_probes: Rademacher probes per column group ``K >= 2`` (probe mode).
+        exact: Unit vectors (``True``), probes (``False``) or by size (``None``), as in :func:`block_norms`.
+        spectral: Also compute the spectral norms of the diagonal blocks.
+        tol: Lanczos tolerance for spectral norms of blocks computed by probes.
+        dtype: Analysis dtype (``None``: the operator's default).
+        generator: Seeded generator for probes and Lanczos starts (``None``: a fresh one seeded 0).
         resume: A :class:`~tscope_widgets.jobs.Checkpoint` of an earlier snapshot with the same
             settings: column groups and spectral norms done are kept, the probe generator continues
             from its saved state, so the result equals an uninterrupted run.
+        process_group: Under ``torch.distributed``, the group whose ranks each pass a shard of ``data``;
+            every rank gets the single-process result.
 
     Yields:
         :class:`BlockNorms` snapshots (independent copies).

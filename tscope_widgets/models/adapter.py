@@ -105,21 +105,26 @@ class ModelAdapter(abc.ABC):
     # ----- subclass hooks -------------------------------------------------------------------
     @property
     @abc.abstractmethod
-    def blocks(self) -> nn.ModuleList: ...
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks in order (``blocks[l]`` is layer ``l``), as held by the model."""
 
     @property
     def final_norm(self) -> nn.Module | None:
+        """The norm between the last block and the head (layer ``"final"``), or ``None`` (post-norm, none)."""
         return None
 
     @property
     @abc.abstractmethod
-    def embedding(self) -> nn.Embedding: ...
+    def embedding(self) -> nn.Embedding:
+        """The token embedding ``[V, D]`` (positions, if learned, are not part of it)."""
 
     @abc.abstractmethod
     def _run(self, inputs_embeds: Tensor, attention_mask: Tensor | None) -> Tensor: ...
 
     @abc.abstractmethod
-    def param_groups(self) -> dict[str, list[ParamSlice]]: ...
+    def param_groups(self) -> dict[str, list[ParamSlice]]:
+        """Ordered ``{group: [ParamSlice, ...]}``: ``embed``, ``block{l}.attn.q|k|v|o``, ``block{l}.mlp.in|out``,
+        ``block{l}.ln1|ln2``, ``ln_f``, ``head`` (those the model has); fused weights as views."""
 
     def _prepare_analysis_copy(self, model: nn.Module, dtype: torch.dtype) -> None:  # noqa: B027 (optional hook)
         """Adjust the private analysis copy in place (eager attention, dtype-faithful norms)."""
@@ -127,22 +132,27 @@ class ModelAdapter(abc.ABC):
     # ----- sizes ----------------------------------------------------------------------------
     @property
     def num_layers(self) -> int:
+        """Number of blocks ``L``."""
         return len(self.blocks)
 
     @property
     def vocab_size(self) -> int:
+        """Rows ``V`` of the token embedding."""
         return self.embedding.num_embeddings
 
     @property
     def d_model(self) -> int:
+        """Embedding width ``D``, the size of the residual stream."""
         return self.embedding.embedding_dim
 
     @property
     def dtype(self) -> torch.dtype:
+        """The model's floating dtype (that of the token embedding), which embeddings passed in must have."""
         return self.embedding.weight.dtype
 
     @property
     def device(self) -> torch.device:
+        """The device of the token embedding (the model is assumed to sit on one device)."""
         return self.embedding.weight.device
 
     # ----- layers ---------------------------------------------------------------------------

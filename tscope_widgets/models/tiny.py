@@ -72,6 +72,7 @@ class MLP(nn.Module):
         self.act = nn.GELU() if cfg.activation == "gelu" else nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[B, S, D] -> [B, S, D]``, through a hidden width of ``mlp_width``."""
         return self.fc_out(self.act(self.fc_in(x)))
 
 
@@ -92,6 +93,7 @@ class Block(nn.Module):
         self.mlp = MLP(cfg) if cfg.mlp_width > 0 else None
 
     def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        """x: ``[B, S, D]`` -> ``[B, S, D]``; key_mask: ``[B, S]`` bool, True where a key may be attended."""
         a = self.alpha
         if self.norm == "post":
             x = self.ln1(x + a * self.attn(x, key_mask))
@@ -140,6 +142,7 @@ class TinyConfig:
 
     @property
     def mlp_width(self) -> int:
+        """Hidden width of the MLP: ``d_mlp``, or ``4 * d_model`` when unset (0 = attention-only)."""
         return 4 * self.d_model if self.d_mlp is None else self.d_mlp
 
 
@@ -205,14 +208,17 @@ class TinyAdapter(ModelAdapter):
 
     @property
     def blocks(self) -> nn.ModuleList:
+        """The model's ``blocks``."""
         return self.model.blocks
 
     @property
     def final_norm(self) -> nn.Module | None:
+        """``ln_f``, or ``None`` when the model has no final norm (``norm="post"`` or ``"none"``)."""
         return None if isinstance(self.model.ln_f, nn.Identity) else self.model.ln_f
 
     @property
     def embedding(self) -> nn.Embedding:
+        """The token embedding ``wte`` (``[V, D]``)."""
         return self.model.wte
 
     def _run(self, inputs_embeds: Tensor, attention_mask: Tensor | None) -> Tensor:

@@ -36,7 +36,13 @@ def dense_hessian(
     models and tests; sizes are checked before any model copy is made.
 
     Args:
-        adapter, data, groups, col_groups, kind, loss: As for :class:`HessianOperator`.
+        adapter: A :class:`ModelAdapter` or supported model; never modified (the operator works on a copy).
+        data: One batch dict (``input_ids [B, S]``, optional ``attention_mask``, ``labels``) or an iterable
+            of them.
+        groups: Row groups: ``None`` (all of ``param_groups()``), a name, a glob pattern, or a list.
+        col_groups: Column groups (``None``: the row groups, a symmetric matrix).
+        kind: ``"hessian"``, ``"ggn"`` or ``"functional"`` (Hessian minus GGN).
+        loss: ``None`` for the adapter's LM loss, or ``loss(adapter, batch) -> scalar`` (``"hessian"`` only).
         dtype: Analysis and result dtype (float64 by default).
         max_bytes: Refuse when the matrix ``P_rows * P_cols * itemsize`` would exceed this many bytes.
 

@@ -179,6 +179,7 @@ class HessianOperator(LinearOperator):
 
     @property
     def process_group(self):
+        """The ``torch.distributed`` process group the products are reduced over, or ``None`` (one process)."""
         return self._problem.process_group
 
     # ----- values ---------------------------------------------------------------------------------

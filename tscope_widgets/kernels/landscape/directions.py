@@ -177,8 +177,9 @@ def checkpoint_direction(
     :math:`L((1 - \alpha)\theta_a + \alpha \theta_b)` of Goodfellow et al. (2015); ``alpha = 1`` is ``b``.
 
     Args:
-        a, b: Models, adapters or state dicts (any ``Mapping[str, Tensor]``, e.g. a lazy
-            ``tscope_widgets.export.open_state_dict(path)``).
+        a: The start :math:`\theta_a`: a model, adapter or state dict (any ``Mapping[str, Tensor]``, e.g. a
+            lazy ``tscope_widgets.export.open_state_dict(path)``).
+        b: The end :math:`\theta_b`, of the same kinds.
         reference: Model or adapter whose ``named_parameters()`` give the direction's names (tied
             weights once; a checkpoint may hold a tied weight under any of its names). Defaults to
             ``a`` or ``b`` when one of them is a model or adapter; with two state dicts and no
@@ -345,8 +346,12 @@ def make_directions(
         data: Batches for ``"eigen"``.
         seed: Seed of the random draws (``"random"``) or of the Lanczos start vector (``"eigen"``).
         dtype: Analysis dtype for ``"random"`` and ``"eigen"`` (``None``: the model's, at least float32).
-        normalization, ignore: As in :func:`random_direction`.
-        tol, max_iter, process_group: As in :func:`eigen_directions`.
+        normalization: ``"filter"``, ``"layer"`` or ``"none"`` (``"random"``; see :func:`random_direction`).
+        ignore: Names of parameter kinds held fixed (zero direction) for ``"random"``.
+        tol: Relative residual tolerance of Lanczos (``"eigen"``).
+        max_iter: Lanczos steps at most (``"eigen"``; ``None``: its default).
+        process_group: Under ``torch.distributed`` (``"eigen"``), the group whose ranks each pass a shard
+            of ``data``.
         trajectory: Checkpoints for ``"pca"``.
         checkpoints: ``count`` checkpoints for ``"checkpoints"``.
 

@@ -329,7 +329,9 @@ def slice_2d(
         adapter: A :class:`ModelAdapter` or a supported model.
         data: One batch dict (``input_ids [B, S]``, optional ``attention_mask``, ``labels``) or an
             iterable of them; it is read once and held (token ids only) for the whole grid.
-        d1, d2: :data:`Direction` with exactly the model's parameter names and shapes, finite values.
+        d1: :data:`Direction` of the rows (``alphas``), with exactly the model's parameter names and shapes,
+            finite values.
+        d2: :data:`Direction` of the columns (``betas``), likewise.
         alphas: ``[A]`` finite coordinates along ``d1`` (rows).
         betas: ``[B]`` finite coordinates along ``d2`` (columns).
         points_per_call: Grid points per call (``>= 1``), ``None`` = automatic. Under a process group

@@ -131,7 +131,8 @@ def project_trajectory(
     Args:
         trajectory: ``T`` checkpoints: models, adapters or state dicts (any ``Mapping[str, Tensor]``,
             lazy ones included; read one tensor at a time).
-        d1, d2: Directions with the same parameter names and shapes.
+        d1: First direction (coordinate ``c_1``).
+        d2: Second direction (coordinate ``c_2``), with the same parameter names and shapes as ``d1``.
         origin: The origin :math:`\theta_o` (checkpoint of the same kinds).
         reference: Model or adapter whose tied-weight names let a checkpoint hold a parameter under
             another name; defaults to the origin or a checkpoint that is a model or adapter.

@@ -224,7 +224,13 @@ def choose_mode(
     all layers of a model with more than about 7 blocks). Ties go to reverse.
 
     Args:
+        method: ``"exact"`` or ``"hutchinson"`` (``"full"`` has no mode).
+        mode: ``"auto"``, ``"reverse"`` or ``"forward"``.
         depths: Blocks between the source and each target layer (``>= 1`` each).
+        d_source: Width ``D`` of the source (the vectors per position of an exact forward pass).
+        d_hidden: Width ``H`` of the target layers (the vectors per position of an exact reverse pass).
+        probes: Hutchinson probes ``K`` per position.
+        causal: Whether the model is causal (reverse passes then run on prefixes).
     """
     if mode != "auto":
         return mode

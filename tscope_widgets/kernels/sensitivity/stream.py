@@ -145,11 +145,16 @@ def iter_sensitivity(
     Args:
         adapter: Model or :class:`ModelAdapter`; analysed on a private copy.
         data: See above.
-        layers, source, method, probes, chunk_size, dtype, mode: As in :func:`position_sensitivity`
-            (the mode is resolved once for the whole run).
+        layers: Target layer(s): ints (negative count from the end), ``"final"`` or ``"all"``.
+        method: ``"exact"``, ``"hutchinson"`` or ``"full"``.
         batch_size: Samples per batch (``>= 1``) for tensors and strings.
         max_seq_len: Truncation length (``>= 1``) and, for iterables of batches, ``S_max``.
         tokenizer: Hugging Face tokenizer, required for strings.
+        source: ``"embeddings"`` or a block index ``l`` (the residual stream entering block ``l``).
+        probes: ``K >= 1`` Hutchinson probes per position.
+        chunk_size: Vectors per vmapped pass; ``None`` = automatic (see :func:`position_sensitivity`).
+        dtype: Compute dtype; ``None`` = the model's, promoted to at least float32.
+        mode: ``"auto"``, ``"reverse"`` or ``"forward"``, resolved once for the whole run.
         reservoir_size: Capacity of the reservoir (``>= 0``).
         seed: Seeds the Hutchinson probes (``seed``) and the reservoir (``seed + 1``).
         resume: A ``Checkpoint`` or ``None``.
