@@ -1101,6 +1101,8 @@ def main(argv=None) -> None:
         help="comma-separated: small, medium, qwen2-1.5b (default: small,medium; "
         "--gpu adds qwen2-1.5b; --quick: small)",
     )
+    p.add_argument("--methods", default=None,
+                   help="comma-separated subset of the methods of the chosen rows (default: all), e.g. ours,plain")
     p.add_argument("--threads", default="1", help="1 or all (os.cpu_count())")
     p.add_argument("--repeats", type=int, default=None, help="later products timed per HVP method (5; --quick 3)")
     p.add_argument(
@@ -1167,6 +1169,9 @@ def main(argv=None) -> None:
     }
     rows, he_search = [], {}
     todo = plan(row_names, sizes)
+    if args.methods:
+        wanted = {m.strip() for m in args.methods.split(",") if m.strip()}
+        todo = [e for e in todo if e["method"] in wanted or (e["method"] == "he_search" and "he" in wanted)]
     if "small" not in sizes and set(row_names) - MULTI_SIZE_ROWS:
         log(f"rows {sorted(set(row_names) - MULTI_SIZE_ROWS)} run at size small only, which --sizes leaves out")
     t_start = time.perf_counter()

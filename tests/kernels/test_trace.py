@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tests.kernels.spectra import F64, Recording, gen, symmetric
+from tscope_widgets.kernels.operator import LinearOperator
 from tscope_widgets.kernels.trace import diagonal, hutchinson_trace, hutchpp_trace, random_probes
 
 
@@ -182,3 +183,35 @@ def test_hutchpp_sketch_of_a_large_operator_holds_one_matrix_and_agrees(monkeypa
     small = torch.tensor(small)
     assert abs(large.mean().item() - exact) <= 4 * large.std().item() / 10  # unbiased
     assert large.std().item() == pytest.approx(small.std().item(), rel=0.3)  # as good as the one-piece sketch
+
+
+class _Diagonal(LinearOperator):
+    """A float32 diagonal operator that records the columns of every product."""
+
+    def __init__(self, d: torch.Tensor):
+        super().__init__((d.numel(), d.numel()), d.dtype, d.device)
+        self.d, self.columns = d, []
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        self.columns.append(V.shape[1])
+        return self.d[:, None] * V
+
+
+@pytest.mark.parametrize("one_piece", [True, False])
+def test_hutchpp_keeps_the_sketch_of_a_float32_operator_longer_than_one_over_eps(monkeypatch, one_piece):
+    """N = 9M > 1/eps(float32): a rank tolerance of max(N, s)·eps·σ_max would exceed σ_max and drop the whole
+    sketch (silently on the one-piece path; an empty Gram matrix on the large path, as at GPT-2-small size)."""
+    from tscope_widgets.kernels import trace as trace_module
+
+    N = 9_000_000
+    d = torch.rand(N, generator=gen(0))
+    d[:3] = torch.tensor([1e6, 2e6, 3e6])  # without them in the sketch, 6 probes would be ~20% off
+    if not one_piece:
+        monkeypatch.setattr(trace_module, "SKETCH_IN_ONE_PIECE_BYTES", 0)
+    op = _Diagonal(d)
+    estimate = hutchpp_trace(op, 9, generator=gen(1))
+    assert sum(op.columns) == 9
+    if one_piece:
+        assert op.columns[:2] == [3, 3]  # the sketch, then A Q of rank 3 (not 0)
+    exact = d.double().sum().item()
+    assert estimate.value == pytest.approx(exact, rel=1e-3)

@@ -214,7 +214,7 @@ def hutchpp_trace(
         S = random_probes(N, s, distribution=distribution, dtype=op.dtype, device=op.device, generator=generator)
         Y = op.matmat(S)
         U, sv, _ = torch.linalg.svd(Y, full_matrices=False)
-        rank_tol = max(N, s) * torch.finfo(op.dtype).eps * sv.max()
+        rank_tol = _rank_tolerance(s, op.dtype) * sv.max()
         Q = U[:, sv > rank_tol]
         low_rank = (Q * op.matmat(Q)).sum().item() if Q.shape[1] else 0.0
     else:
@@ -305,8 +305,10 @@ def _large_sketch(op: LinearOperator, s: int, distribution: str, generator, chun
     ``A Q`` beside it): ``S`` is drawn and multiplied a chunk of columns at a time, and ``A S`` is
     orthonormalised in place by two rounds of Gram-matrix orthonormalisation (CholeskyQR2 with an
     eigendecomposition, so rank-deficient sketches work): ``Y <- Y V Λ^{-1/2}`` over the eigenpairs with
-    ``λ > N·eps·λ_max`` (singular values above ``sqrt(N·eps)·σ_max``: the Gram matrix squares the
-    condition number), applied to row blocks in place."""
+    ``λ > s·eps·λ_max`` (:func:`_rank_tolerance`; singular values above ``sqrt(s·eps)·σ_max``: the Gram
+    matrix squares the condition number, and rounding leaves about ``eps·λ_max`` in each of its eigenvalues),
+    applied to row blocks in place. The second round makes the kept directions orthonormal to working
+    precision."""
     N, dtype = op.shape[0], op.dtype
     chunk = _chunk_size(op, chunk_size)
     Y = torch.empty(N, s, dtype=dtype, device=op.device)
@@ -317,7 +319,7 @@ def _large_sketch(op: LinearOperator, s: int, distribution: str, generator, chun
     for _ in range(2):
         gram = sum((Y[a : a + INNER_SLICE].T @ Y[a : a + INNER_SLICE]).double() for a in range(0, N, INNER_SLICE))
         lam, V = torch.linalg.eigh(gram)
-        keep = lam > N * torch.finfo(dtype).eps * lam.max()
+        keep = lam > _rank_tolerance(s, dtype) * lam.max()  # rounding leaves about eps·λ_max in every λ
         W = (V[:, keep] / lam[keep].sqrt()).to(dtype)  # [s, r]
         rows = max(1, SKETCH_ROW_BLOCK_BYTES // (s * dtype.itemsize))
         for a in range(0, N, rows):
@@ -325,6 +327,17 @@ def _large_sketch(op: LinearOperator, s: int, distribution: str, generator, chun
         Y = Y[:, : W.shape[1]]
     low_rank = sum(float(Y[:, j] @ op.matvec(Y[:, j])) for j in range(Y.shape[1]))
     return Y, low_rank
+
+
+def _rank_tolerance(s: int, dtype: torch.dtype) -> float:
+    """Relative singular value ``s·eps`` below which a column of the sketch ``A S [N, s]`` is dropped.
+
+    The rounding of ``A S`` (each entry to about ``eps``) perturbs its singular values by about ``eps·σ_max``
+    times a small factor in ``s``, not in ``N``: the usual ``max(N, s)·eps`` rank tolerance exceeds 1 for
+    ``N > 1/eps`` (8.4M entries in float32, below GPT-2-small's 124M) and would drop every column. Dropping
+    a direction only moves its trace to the Hutchinson part: the estimate stays unbiased.
+    """
+    return max(s, 1) * torch.finfo(dtype).eps
 
 
 def _chunk_size(op: LinearOperator, chunk_size: int | None) -> int:
