@@ -285,7 +285,8 @@ def block_eigen_kernel(
         groups: The block's parameter groups: a name, a glob pattern or a list (see ``resolve_groups``).
         k: Number of eigenvalues (at most the block's size).
         tol: Relative residual tolerance.
-        loss, dtype: As in ``HessianOperator``.
+        loss: The loss of a batch, as in ``HessianOperator`` (default: the adapter's LM loss).
+        dtype: Analysis dtype, as in ``HessianOperator`` (default: the model's).
         seed: Seed of the Lanczos start vector.
 
     Yields:

@@ -247,7 +247,9 @@ def check_view_state(name: str, value: Any, *, alphas: Tensor, betas: Tensor) ->
     Args:
         name: One of :data:`BROWSER_TRAITS`.
         value: The value proposed (from the browser: anything JSON can hold).
-        alphas, betas: The grid coordinates ``[A]``, ``[B]`` (float64); ``selected_point`` snaps to them.
+        alphas: The grid coordinates ``[A]`` (float64) along the first direction; ``selected_point`` snaps
+            to them.
+        betas: The grid coordinates ``[B]`` (float64) along the second direction.
     """
     if name in ("log_scale", "show_contours"):
         return flag(value)

@@ -283,7 +283,8 @@ class SensitivityExplorer(JobControls, PicturedWidget):
 
         Args:
             path: Output ``.html`` file.
-            layers, statistics: As in :meth:`to_bokeh` (default: every layer, the selected statistic).
+            layers: As in :meth:`to_bokeh` (default: every layer).
+            statistics: As in :meth:`to_bokeh` (default: the selected statistic).
             title: Heading.
             notes: Text under the heading; default: method, samples and job status.
 
