@@ -214,19 +214,17 @@ def test_bad_inputs():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_gram_schmidt_swept_slice_by_slice_gives_the_same_pairs(monkeypatch, dtype):
     """One-row blocks (vectors of GPT-2-small size) are orthogonalised slice by slice, w read once per pass."""
-    import importlib
-
-    lanczos_module = importlib.import_module("tscope_widgets.kernels.lanczos")
-    operator_module = importlib.import_module("tscope_widgets.kernels.operator")
+    from tscope_widgets.kernels import krylov
+    from tscope_widgets.kernels import operator as operator_module
     N = 5000  # a dense operator with a Hessian-like spectrum, N not a multiple of any slice
     A = symmetric(_hessian_like(N=N), seed=4).to(dtype)
     want = lanczos(A, k=2, which="both", tol=1e-5, generator=gen(0))
     swept = []
-    monkeypatch.setattr(lanczos_module, "BASIS_BLOCK_BYTES", 1)  # one row per block
-    monkeypatch.setattr(lanczos_module, "SWEEP", 1024)
-    monkeypatch.setattr(lanczos_module, "INNER_SLICE", 256)
-    original = lanczos_module._swept_projection
-    monkeypatch.setattr(lanczos_module, "_swept_projection", lambda *a: swept.append(1) or original(*a))
+    monkeypatch.setattr(krylov, "BASIS_BLOCK_BYTES", 1)  # one row per block
+    monkeypatch.setattr(krylov, "SWEEP", 1024)
+    monkeypatch.setattr(krylov, "INNER_SLICE", 256)
+    original = krylov._swept_projection
+    monkeypatch.setattr(krylov, "_swept_projection", lambda *a: swept.append(1) or original(*a))
     got = lanczos(A, k=2, which="both", tol=1e-5, generator=gen(0))
     assert swept and got.num_iterations == want.num_iterations
     rtol = 1e-12 if dtype == torch.float64 else 1e-5
@@ -239,16 +237,12 @@ def test_gram_schmidt_swept_slice_by_slice_gives_the_same_pairs(monkeypatch, dty
 
 def test_basis_in_small_blocks_gives_the_same_pairs_and_refuses_a_block_that_does_not_fit(monkeypatch):
     """Large vectors are kept in blocks of a few rows (never one array grown by copying)."""
-    import importlib
-
-    from tscope_widgets.kernels import cost
-
-    lanczos_module = importlib.import_module("tscope_widgets.kernels.lanczos")  # the package exports a function
+    from tscope_widgets.kernels import cost, krylov
 
     A = symmetric(_hessian_like(N=120), seed=2)
     want = lanczos(A, k=3, which="both", tol=1e-10, generator=gen(0))
     N = A.shape[0]
-    monkeypatch.setattr(lanczos_module, "BASIS_BLOCK_BYTES", 3 * N * 8)  # blocks of 3 rows
+    monkeypatch.setattr(krylov, "BASIS_BLOCK_BYTES", 3 * N * 8)  # blocks of 3 rows
     got = lanczos(A, k=3, which="both", tol=1e-10, generator=gen(0))
     assert got.num_iterations == want.num_iterations > 6 and len(got._basis.blocks) > 2
     torch.testing.assert_close(got.eigenvalues, want.eigenvalues, rtol=1e-12, atol=0)

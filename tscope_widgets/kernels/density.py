@@ -12,7 +12,7 @@ smoothing with a Gaussian kernel :math:`g_\sigma`:
 
     \phi(t) \approx \frac{1}{n_v} \sum_{l=1}^{n_v} \sum_{k=1}^{m} (\tau_k^{(l)})^2 \, g_\sigma(t - \theta_k^{(l)})
 
-All probes run through one Lanczos recurrence (:class:`~.lanczos._LanczosRecurrence`), one ``[N, n_v]``
+All probes run through one Lanczos recurrence (:class:`~.krylov.LanczosRecurrence`), one ``[N, n_v]``
 product per step.
 
 References:
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .lanczos import _LanczosRecurrence
+from .krylov import LanczosRecurrence
 from .operator import LinearOperator, as_operator
 from .trace import random_probes
 
@@ -158,7 +158,7 @@ def iter_slq(
         raise ValueError(f"probes must have shape [{N}, {num_probes}] (N, num_probes), got {shape}")
 
     num_steps = min(num_steps, N)
-    recurrence = _LanczosRecurrence(op, probes, num_steps, generator)
+    recurrence = LanczosRecurrence(op, probes, num_steps, generator)
     for _ in range(num_steps):
         recurrence.step()
         nodes, vectors = recurrence.ritz()
