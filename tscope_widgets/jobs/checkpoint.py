@@ -15,11 +15,11 @@ kernel receives as ``resume=``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +36,8 @@ __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "Checkpoint", "load_checkp
 CHECKPOINT_FORMAT = "tscope_widgets.checkpoint"
 CHECKPOINT_VERSION = 1
 _META_FILE = "meta.json"
-_STATE_FILE = re.compile(r"state-[0-9a-f]{32}\.safetensors")
+# state-<sha256 of the tensors, 64 hex>.safetensors; older checkpoints: state-<uuid, 32 hex>.safetensors.
+_STATE_FILE = re.compile(r"state-(?:[0-9a-f]{32}|[0-9a-f]{64})\.safetensors")
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,14 @@ class Checkpoint:
         meta: The snapshot's ``meta()`` (JSON values).
         done: The snapshot's ``done`` when it was saved.
         total: The snapshot's ``total`` when it was saved.
+        path: The directory it was loaded from (for messages), or ``None``.
     """
 
     tensors: dict[str, Tensor]
     meta: dict[str, Any]
     done: int = 0
     total: int | None = None
+    path: str | None = None
 
 
 # ---------------------------------------------------------------------------- snapshot access
@@ -106,6 +109,28 @@ def _snapshot_meta(snapshot: Any) -> dict[str, Any]:
     return meta
 
 
+def tensors_sha256(tensors: Mapping[str, Tensor]) -> str:
+    """sha256 (hex) over the tensors in key order: each key, dtype, shape and the bytes (C order).
+
+    It names the tensors file (``state-<sha256>.safetensors``, recorded in ``meta.json``) at save
+    time and is compared at load time, so a tensors file changed or
+    damaged after it was written is refused. Checkpoint tensors are small (statistics ``[S, S]`` per
+    layer and a reservoir), so this costs about as much as writing them.
+
+    Args:
+        tensors: CPU tensors by name.
+
+    Returns:
+        The hex digest.
+    """
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{key}|{t.dtype}|{tuple(tensors[key].shape)};".encode())
+        h.update((t.to(torch.uint8) if t.dtype == torch.bool else t).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
 # ---------------------------------------------------------------------------- checkpoint files
 def save_checkpoint(path_dir: str | os.PathLike, snapshot: Any, *, job_name: str | None = None) -> Path:
     """Write ``snapshot`` (its ``state_dict()``, ``meta()``, ``done`` and ``total``) to a directory.
@@ -141,7 +166,7 @@ def save_checkpoint(path_dir: str | os.PathLike, snapshot: Any, *, job_name: str
     }
     directory = Path(path_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex
+    token = tensors_sha256(tensors)  # content-addressed: load_checkpoint verifies it
     state_name = f"state-{token}.safetensors"
     record["tensors_file"] = state_name
 
@@ -166,8 +191,10 @@ def load_checkpoint(path_dir: str | os.PathLike) -> Checkpoint:
 
     Raises:
         FileNotFoundError: If the directory holds no checkpoint.
-        ValueError: If ``meta.json`` is not a checkpoint of this format and version, or it does not
-            match the tensors file.
+        ValueError: If ``meta.json`` is not a checkpoint of this format and version, it does not
+            match the tensors file (keys, or the sha256 of the tensors recorded at save time), or
+            ``done``/``total`` are not non-negative ints with ``done <= total``. Checkpoints written
+            before the sha256 was recorded (``state-<uuid>.safetensors``) are read without that check.
     """
     directory = Path(path_dir)
     meta_path = directory / _META_FILE
@@ -197,10 +224,23 @@ def load_checkpoint(path_dir: str | os.PathLike) -> Checkpoint:
     keys = record.get("tensor_keys")
     if keys is not None and sorted(tensors) != keys:
         raise ValueError(f"{meta_path} lists tensors {keys}, but the tensors file has {sorted(tensors)}")
+    digest = state_name[len("state-") : -len(".safetensors")]
+    if len(digest) == 64 and digest != tensors_sha256(tensors):
+        raise ValueError(
+            f"{directory / state_name}: the tensors' sha256 is not the {digest[:12]}… recorded in "
+            f"{meta_path} (field tensors_file): the file changed after it was saved"
+        )
     meta = record.get("meta")
     if not isinstance(meta, dict):
         raise ValueError(f"{meta_path}: 'meta' must be a JSON object")
     done, total = record.get("done"), record.get("total")
-    if not isinstance(done, int) or not (total is None or isinstance(total, int)):
+    if (
+        isinstance(done, bool)
+        or not isinstance(done, int)
+        or done < 0
+        or not (total is None or (isinstance(total, int) and not isinstance(total, bool) and total >= done))
+    ):
         raise ValueError(f"{meta_path}: bad done/total entries {done!r}, {total!r}")
-    return Checkpoint(tensors=tensors, meta=meta, done=done, total=total)
+    if "done" in meta and meta["done"] != done:
+        raise ValueError(f"{meta_path}: field meta.done={meta['done']!r} differs from done={done!r}")
+    return Checkpoint(tensors=tensors, meta=meta, done=done, total=total, path=str(directory))

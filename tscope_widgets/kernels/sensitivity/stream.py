@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ...data import batch_stream
 from ...models.adapter import LayerDict, ModelAdapter
+from ..fingerprint import DataHasher, LazyFingerprint, fingerprint_difference, model_fingerprint
 from ..reservoir import SampleReservoir
 from ..welford import WelfordState
 from .maps import (
@@ -57,6 +58,11 @@ class SensitivitySnapshot:
         batch_size: Samples per batch requested (resuming with another value changes rounding).
         seed: Seed of the probe and reservoir generators.
         probe_rng: ``uint8`` state of the probe generator after this batch.
+        dtype: Compute dtype of the analysis copy, e.g. ``"torch.float64"``.
+        max_seq_len: The ``max_seq_len`` argument of the run.
+        data_sha256: sha256 of the batches processed so far (:class:`~..fingerprint.DataHasher`).
+        model_fingerprint: :class:`~..fingerprint.LazyFingerprint` of the analysed model, or ``None``;
+            computed when :meth:`meta` is first called (e.g. by a checkpoint writer).
     """
 
     stats: LayerDict
@@ -73,6 +79,10 @@ class SensitivitySnapshot:
     batch_size: int = 8
     seed: int = 0
     probe_rng: Tensor = field(default_factory=lambda: torch.Generator().get_state())
+    dtype: str = ""
+    max_seq_len: int | None = None
+    data_sha256: str = ""
+    model_fingerprint: LazyFingerprint | None = field(default=None, repr=False, compare=False)
 
     def state_dict(self) -> dict[str, Tensor]:
         """Tensors for a checkpoint: ``stats.<layer>.<key>``, ``reservoir.<key>`` and ``probe_rng``."""
@@ -99,6 +109,13 @@ class SensitivitySnapshot:
             "batch_size": self.batch_size,
             "reservoir_size": self.reservoir.capacity,
             "seed": self.seed,
+            "dtype": self.dtype,
+            "max_seq_len": self.max_seq_len,
+            "fingerprint": {
+                "model": None if self.model_fingerprint is None else self.model_fingerprint.get(),
+                "data_samples": self.done,
+                "data_sha256": self.data_sha256,
+            },
         }
 
 
@@ -138,9 +155,18 @@ def iter_sensitivity(
 
     Resume: pass the ``Checkpoint`` (``.tensors``: :meth:`SensitivitySnapshot.state_dict`, ``.meta``:
     :meth:`SensitivitySnapshot.meta`) of an earlier run over the same data. Statistics, reservoir,
-    probe generator and counters are restored and the first ``done`` samples (an iterable of
-    batches: the first ``batches`` batches) are skipped; with the same ``batch_size`` the result is
-    bit-identical to an uninterrupted run. A checkpoint of a finished run yields its snapshot again.
+    probe generator and counters are restored and the first ``batches`` batches (``done`` samples)
+    are read, hashed and skipped; the result is bit-identical to an uninterrupted run. A checkpoint
+    of a finished run yields its snapshot again.
+
+    A resume is refused (``ValueError`` saying what differs) unless the checkpoint was made with the
+    same model (class, parameter names and shapes, sha256 of the values: see
+    :func:`~..fingerprint.model_fingerprint`), the same settings (layers, method, mode, source,
+    probes for Hutchinson, dtype, batch size, max_seq_len, reservoir size, seed) and the same data
+    (the sha256 of its first ``done`` samples, and its size when known). The restored state is
+    checked too: counters, counts (integral, at most ``done``), finite moments, ``min <= mean <= max``,
+    reservoir token ids inside the vocabulary, generator states. Checkpoints written before
+    fingerprints existed are refused: they cannot be checked, so start a new run.
 
     Args:
         adapter: Model or :class:`ModelAdapter`; analysed on a private copy.
@@ -186,6 +212,7 @@ def iter_sensitivity(
     run = _Run(
         model, stream, targets, src, method, mode, probes, chunk_size, batch_size, reservoir_size, seed
     )
+    run.max_seq_len = max_seq_len
     if resume is not None:
         run.restore(resume)
     return run.snapshots()
@@ -217,6 +244,11 @@ class _Run:
         self.reservoir: SampleReservoir | None = None
         self.done = self.batches = 0
         self.resumed = False
+        self.max_seq_len: int | None = None
+        self.dtype = str(model.dtype)
+        self.hasher = DataHasher()
+        self.batch_iter: Iterator | None = None
+        self.model_fp = LazyFingerprint(lambda: model_fingerprint(model.model))
         if self.seq_len is not None:
             self._allocate(self.seq_len)
 
@@ -242,6 +274,9 @@ class _Run:
             "source": self.source,
             "reservoir_size": self.reservoir_size,
             "seed": self.seed,
+            "batch_size": self.batch_size,
+            "dtype": self.dtype,
+            "max_seq_len": self.max_seq_len,
         }
         if self.method == "hutchinson":
             want["probes"] = self.probes
@@ -252,22 +287,70 @@ class _Run:
                 raise ValueError(
                     f"resume checkpoint was made with {key}={meta.get(key)!r}; this run has {value!r}"
                 )
-        self._allocate(int(meta["seq_len"]))
+        where = _where(checkpoint)
+        fingerprint = meta.get("fingerprint")
+        if not isinstance(fingerprint, Mapping) or not isinstance(fingerprint.get("model"), Mapping):
+            raise ValueError(
+                f"{where} has no model and data fingerprint (it was written before checkpoints recorded "
+                "one), so it cannot be checked against this model and data; start a new run"
+            )
+        diff = fingerprint_difference(fingerprint["model"], self.model_fp.get())
+        if diff is not None:
+            raise ValueError(f"the checkpoint was made with another model: {diff}")
+        done, batches, seq_len = _check_counters(meta, where)
+        self._allocate(seq_len)
         for lay in self.layers:
             prefix = f"stats.{lay}."
-            self.stats[lay] = WelfordState.from_state_dict(
-                {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, device="cpu"
+            part = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            try:
+                self.stats[lay] = WelfordState.from_state_dict(part, device="cpu")
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{where}: field stats.{lay}: {err}") from None
+            _check_welford(self.stats[lay], done, f"{where}: field stats.{lay}")
+        try:
+            self.reservoir.load_state_dict(
+                {k[len("reservoir.") :]: v for k, v in tensors.items() if k.startswith("reservoir.")}
             )
-        self.reservoir.load_state_dict(
-            {k[len("reservoir.") :]: v for k, v in tensors.items() if k.startswith("reservoir.")}
-        )
-        self.generator.set_state(tensors["probe_rng"].to("cpu", torch.uint8))
-        self.done, self.batches = int(meta["done"]), int(meta["batches"])
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"{where}: field reservoir: {err}") from None
+        _check_reservoir(self.reservoir, done, self.model.vocab_size, where)
+        if not isinstance(tensors.get("probe_rng"), Tensor):
+            raise ValueError(f"{where}: field probe_rng is missing")
+        _set_rng(self.generator, tensors["probe_rng"], f"{where}: field probe_rng")
+        self.done, self.batches = done, batches
+        self._skip_resumed(fingerprint)
         self.resumed = True
+
+    def _skip_resumed(self, fingerprint: Mapping) -> None:
+        """Read and hash the first ``batches`` batches; refuse data other than the checkpoint's."""
+        total = self.stream.total
+        if total is not None and self.done > total:
+            raise ValueError(
+                f"the checkpoint was made with other data: it has done={self.done} samples, this data "
+                f"set only {total}"
+            )
+        self.batch_iter = iter(self.stream.batches(0, 0))
+        for _ in range(self.batches):
+            try:
+                ids, mask = next(self.batch_iter)
+            except StopIteration:
+                raise ValueError(
+                    f"the checkpoint was made with other data: it has done={self.done} samples in "
+                    f"{self.batches} batches, this data set ends after {self.hasher.samples} samples"
+                ) from None
+            self.hasher.add(ids, mask)
+        saved, now = fingerprint.get("data_sha256"), self.hasher.hexdigest()
+        if self.hasher.samples != self.done or saved != now:
+            raise ValueError(
+                f"the checkpoint was made with other data: its first {self.done} samples have sha256 "
+                f"{str(saved)[:12]}…, the first {self.batches} batches ({self.hasher.samples} samples) "
+                f"of this data {now[:12]}…"
+            )
 
     def snapshots(self) -> Iterator[SensitivitySnapshot]:
         started = False
-        for ids, mask in self.stream.batches(self.done, self.batches):
+        batches = self.batch_iter if self.batch_iter is not None else self.stream.batches(0, 0)
+        for ids, mask in batches:
             started = True
             self._step(ids, mask)
             yield self._snapshot()
@@ -312,6 +395,7 @@ class _Run:
             valid = torch.isfinite(x)
             self.stats[lay].update(torch.where(valid, x, 0.0), mask=valid)
         self.reservoir.add(ids, None if mask is None else mask.bool(), maps)
+        self.hasher.add(ids, mask)
         self.done += B
         self.batches += 1
 
@@ -334,4 +418,78 @@ class _Run:
             batch_size=self.batch_size,
             seed=self.seed,
             probe_rng=self.generator.get_state(),
+            dtype=self.dtype,
+            max_seq_len=self.max_seq_len,
+            data_sha256=self.hasher.hexdigest(),
+            model_fingerprint=self.model_fp,
         )
+
+
+# ---------------------------------------------------------------------------- checks of a resumed state
+def _where(checkpoint) -> str:
+    path = getattr(checkpoint, "path", None)
+    return f"checkpoint {path}" if path else "the resume checkpoint"
+
+
+def _check_counters(meta: Mapping, where: str) -> tuple[int, int, int]:
+    """``done``, ``batches`` and ``seq_len`` of a checkpoint's meta, checked."""
+    out = []
+    for key in ("done", "batches", "seq_len"):
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{where}: field meta.{key} must be an int >= 1, got {value!r}")
+        out.append(value)
+    done, batches, seq_len = out
+    if batches > done:
+        raise ValueError(f"{where}: field meta.batches={batches} exceeds meta.done={done}")
+    total = meta.get("total")
+    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < done):
+        raise ValueError(f"{where}: field meta.total={total!r} is not an int >= done={done}")
+    return done, batches, seq_len
+
+
+def _check_welford(state: WelfordState, done: int, where: str) -> None:
+    """Counts at most ``done`` and rows equal to it; finite moments; ``min <= mean <= max`` where counted."""
+    if state.total_count != done:
+        raise ValueError(f"{where}.rows: {state.total_count} samples, but meta.done is {done}")
+    count = state.count
+    if bool((count > done).any()):
+        raise ValueError(f"{where}.count: a count of {count.max().item():g} exceeds meta.done={done}")
+    seen = count > 0
+    sd = state.state_dict()
+    for key in ("mean", "m2", "min", "max"):
+        if not bool(torch.isfinite(sd[key][seen]).all()):
+            raise ValueError(f"{where}.{key}: not finite in a cell with count > 0")
+    mean, lo, hi = sd["mean"][seen], sd["min"][seen], sd["max"][seen]
+    tol = 1e-9 * torch.maximum(lo.abs(), hi.abs())
+    if bool((lo > hi).any()) or bool((mean < lo - tol).any()) or bool((mean > hi + tol).any()):
+        raise ValueError(f"{where}.min/mean/max: min <= mean <= max fails in a cell with count > 0")
+
+
+def _check_reservoir(reservoir: SampleReservoir, done: int, vocab_size: int, where: str) -> None:
+    """``seen`` equal to ``done``, token ids inside the vocabulary, sample indices below ``done``."""
+    if reservoir.seen != done:
+        raise ValueError(f"{where}: field reservoir.seen={reservoir.seen}, but meta.done is {done}")
+    ids = reservoir.input_ids
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        raise ValueError(
+            f"{where}: field reservoir.input_ids holds ids in [{int(ids.min())}, {int(ids.max())}], "
+            f"outside the model's vocabulary [0, {vocab_size})"
+        )
+    idx = reservoir.sample_index
+    if idx.numel() and (int(idx.min()) < -1 or int(idx.max()) >= done):
+        raise ValueError(f"{where}: field reservoir.sample_index outside [-1, {done})")
+
+
+def _set_rng(generator: torch.Generator, state: Tensor, where: str) -> None:
+    """Set a CPU generator's state from a checkpoint, refusing a malformed one."""
+    want = torch.Generator().get_state()
+    if state.dtype != torch.uint8 or tuple(state.shape) != tuple(want.shape):
+        raise ValueError(
+            f"{where}: a CPU generator state is uint8 {list(want.shape)}, got {state.dtype} "
+            f"{list(state.shape)}"
+        )
+    try:
+        generator.set_state(state.to("cpu").clone())
+    except RuntimeError as err:
+        raise ValueError(f"{where}: not a valid generator state ({err})") from None
