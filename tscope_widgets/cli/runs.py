@@ -112,7 +112,8 @@ def run_sensitivity(
                 resume=checkpoint,
             )
         except (TypeError, ValueError) as err:
-            raise ConfigError(f"[analysis]: {err}") from None
+            where = "--resume" if checkpoint is not None and "checkpoint" in str(err) else "[analysis]"
+            raise ConfigError(f"{where}: {err}") from None
         return layers, stream
 
     layers, stream = on_every_rank("while starting the sensitivity analysis", start_stream)

@@ -267,6 +267,13 @@ class _Run:
             )
         if meta.get("kernel") != "sensitivity":
             raise ValueError(f"resume checkpoint is from kernel {meta.get('kernel')!r}, not 'sensitivity'")
+        where = _where(checkpoint)
+        fingerprint = meta.get("fingerprint")
+        if not isinstance(fingerprint, Mapping) or not isinstance(fingerprint.get("model"), Mapping):
+            raise ValueError(
+                f"{where} has no model and data fingerprint (it was written before checkpoints recorded "
+                "one), so it cannot be checked against this model and data; start a new run"
+            )
         want = {
             "layers": self.layers,
             "method": self.method,
@@ -287,13 +294,6 @@ class _Run:
                 raise ValueError(
                     f"resume checkpoint was made with {key}={meta.get(key)!r}; this run has {value!r}"
                 )
-        where = _where(checkpoint)
-        fingerprint = meta.get("fingerprint")
-        if not isinstance(fingerprint, Mapping) or not isinstance(fingerprint.get("model"), Mapping):
-            raise ValueError(
-                f"{where} has no model and data fingerprint (it was written before checkpoints recorded "
-                "one), so it cannot be checked against this model and data; start a new run"
-            )
         diff = fingerprint_difference(fingerprint["model"], self.model_fp.get())
         if diff is not None:
             raise ValueError(f"the checkpoint was made with another model: {diff}")

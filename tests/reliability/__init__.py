@@ -1,0 +1,1 @@
+"""Reliability findings, one test per finding (each failed before its fix)."""
