@@ -6,6 +6,7 @@ statistics, or loaded a damaged checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -136,7 +137,7 @@ def edit_meta(ckpt: Path, **values) -> None:
 
 def edited(ckpt: Path, **tensors) -> Checkpoint:
     c = load_checkpoint(ckpt)
-    return Checkpoint({**c.tensors, **tensors}, c.meta, c.done, c.total, c.path)
+    return dataclasses.replace(c, tensors={**c.tensors, **tensors})
 
 
 @pytest.mark.parametrize("done", [7, 10**30])
@@ -150,10 +151,10 @@ def test_missing_done_or_probe_rng_is_refused(model, ids, ckpt):
     c = load_checkpoint(ckpt)
     meta = {k: v for k, v in c.meta.items() if k != "done"}
     with pytest.raises(ValueError, match="meta.done"):
-        resume(model, ids, Checkpoint(c.tensors, meta, c.done, c.total, c.path))
+        resume(model, ids, dataclasses.replace(c, meta=meta))
     tensors = {k: v for k, v in c.tensors.items() if k != "probe_rng"}
     with pytest.raises(ValueError, match="probe_rng is missing"):
-        resume(model, ids, Checkpoint(tensors, c.meta, c.done, c.total, c.path))
+        resume(model, ids, dataclasses.replace(c, tensors=tensors))
 
 
 def test_a_malformed_probe_rng_is_refused(model, ids, ckpt):

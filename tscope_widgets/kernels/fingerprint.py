@@ -8,8 +8,9 @@ fixed order); :class:`DataHasher` keeps a sha256 over the samples processed so f
 
 Cost: hashing reads every parameter's bytes once (on the CPU; a model on an accelerator is copied one
 tensor at a time). At GPT-2 size (124M parameters, float32, about 500 MB) this is a few tenths of a
-second on one core (see ``BENCHMARKS.md``), computed once per run and only when a checkpoint is
-written or resumed from.
+second on one core (measured: 0.26 s for 99M float32 values on one shared CPU core, so about 0.33 s
+at 124M), computed once per run, when a snapshot's ``meta()`` is first asked for (a checkpoint, a
+results file) or a run resumes.
 """
 
 from __future__ import annotations
