@@ -37,7 +37,7 @@ MAX_HEADER_BYTES = 100_000_000  # the limit safetensors itself applies
 MAX_JSON_BYTES = 256 * 2**20
 MAX_JSON_DEPTH = 200  # nesting of arrays and objects; our files use fewer than 10 levels
 MAX_INT_DIGITS = 100
-_FIX = "the file is damaged or of another kind: write it again, or restore it from a good copy"
+_FIX = "The file is damaged or of another kind: write it again, or restore it from a good copy"
 
 
 def _torch_dtype(name: str) -> torch.dtype | None:
@@ -179,7 +179,7 @@ def _loads(data: str | bytes) -> Any:
         text = data
     if not text.strip():
         raise ValueError("it is empty")
-    if not _depth_ok(text, MAX_JSON_DEPTH):
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and not _depth_ok(text, MAX_JSON_DEPTH):
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return json.loads(text, parse_int=_parse_int, parse_float=_parse_float)
@@ -273,6 +273,10 @@ def _header_from_bytes(path: Path, size: int, head: bytes, what: str, fix: str |
     def bad(reason: str) -> ValueError:
         return _refuse(path, "a safetensors file", reason, what, fix)
 
+    if head.startswith(b"PK\x03\x04"):
+        raise bad("it is a zip archive, e.g. written by torch.save; such files are not loaded here (no unpickling)")
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        raise bad("it is a Python pickle; pickles are never loaded here")
     if size < 8:
         raise bad(f"{size} bytes, shorter than the 8-byte header length" if size else "the file is empty")
     (n,) = struct.unpack("<Q", head[:8])

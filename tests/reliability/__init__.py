@@ -1,0 +1,1 @@
+"""Reliability: bad input, corrupt files, killed runs."""
