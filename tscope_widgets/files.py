@@ -273,20 +273,23 @@ def _header_from_bytes(path: Path, size: int, head: bytes, what: str, fix: str |
     def bad(reason: str) -> ValueError:
         return _refuse(path, "a safetensors file", reason, what, fix)
 
-    if head.startswith(b"PK\x03\x04"):
-        raise bad("it is a zip archive, e.g. written by torch.save; such files are not loaded here (no unpickling)")
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        raise bad("it is a Python pickle; pickles are never loaded here")
+    def foreign(reason: str) -> ValueError:
+        if head.startswith(b"PK\x03\x04"):
+            return bad("a zip archive, e.g. written by torch.save; such files are not loaded here (no unpickling)")
+        if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+            return bad("a Python pickle; pickles are never loaded here")
+        return bad(reason)
+
     if size < 8:
         raise bad(f"{size} bytes, shorter than the 8-byte header length" if size else "the file is empty")
     (n,) = struct.unpack("<Q", head[:8])
     if n > MAX_HEADER_BYTES:
-        raise bad(f"a header length of {n} bytes, more than the {MAX_HEADER_BYTES} safetensors allows")
+        raise foreign(f"a header length of {n} bytes, more than the {MAX_HEADER_BYTES} safetensors allows")
     if n < 2 or 8 + n > size:
-        raise bad(f"a header length of {n} bytes in a file of {size} bytes (truncated?)")
+        raise foreign(f"a header length of {n} bytes in a file of {size} bytes (truncated?)")
     raw = head[8 : 8 + n]
     if raw[:1] != b"{":
-        raise bad("the header is not a JSON object (a pickle, a torch.save zip or text?)")
+        raise foreign("the header is not a JSON object (a pickle, a torch.save zip or text?)")
     try:
         header = _loads(raw)
     except ValueError as e:
