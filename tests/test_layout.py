@@ -28,6 +28,11 @@ FORBIDDEN = {
     f"{PACKAGE}.tracking": ["widgets", "cli"],
     f"{PACKAGE}.cli": ["widgets"],
 }
+# the one writer and the one reader of files sit below everything
+_ALL = ["models", "data", "tasks", "kernels", "tracking", "training", "jobs", "distributed", "figures", "export",
+        "widgets", "cli", "_atomic", "files"]
+FORBIDDEN[f"{PACKAGE}._atomic"] = [m for m in _ALL if m != "_atomic"]
+FORBIDDEN[f"{PACKAGE}.files"] = [m for m in _ALL if m != "files"]
 
 
 def _module_name(path: Path) -> str:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .files import SafetensorsHeader, read_json, read_safetensors_header
 from .models import TinyConfig, TinyTransformer, adapt
 from .tasks import Task, get_task
 
@@ -383,28 +384,145 @@ def save_model(
     return weights
 
 
+_INT_FIELDS = ("vocab_size", "max_seq_len", "d_model", "n_layer", "n_head")
+_ST_DTYPES = {"float32": "F32", "float64": "F64", "float16": "F16", "bfloat16": "BF16"}
+
+
+def tiny_parameter_count(cfg: TinyConfig) -> int:
+    """Number of parameters of ``TinyTransformer(cfg)`` (a tied head counted once), from the config alone.
+
+    Args:
+        cfg: The model configuration.
+
+    Returns:
+        The count, computed without building anything.
+    """
+    d, w, b = cfg.d_model, cfg.mlp_width, int(cfg.bias)
+    norm = d + b * d
+    block = 4 * (d * d + b * d) + (2 * d * w + b * (w + d) if w > 0 else 0) + (2 * norm if cfg.norm != "none" else 0)
+    head = 0 if cfg.tie_weights else d * cfg.vocab_size
+    return cfg.vocab_size * d + cfg.max_seq_len * d + cfg.n_layer * block + (norm if cfg.norm == "pre" else 0) + head
+
+
+def tiny_parameter_shapes(cfg: TinyConfig) -> dict[str, tuple[int, ...]]:
+    """``{name: shape}`` of ``TinyTransformer(cfg).state_dict()``, from the config alone.
+
+    With ``tie_weights`` the shared matrix is listed once, as ``head.weight`` (the name ``save_model``
+    keeps). Build it only once :func:`tiny_parameter_count` is known to be sane: it lists every layer.
+
+    Args:
+        cfg: The model configuration.
+
+    Returns:
+        The names and shapes, in no particular order.
+    """
+    d, w = cfg.d_model, cfg.mlp_width
+
+    def linear(name: str, n_out: int, n_in: int) -> dict[str, tuple[int, ...]]:
+        return {f"{name}.weight": (n_out, n_in), **({f"{name}.bias": (n_out,)} if cfg.bias else {})}
+
+    def norm(name: str) -> dict[str, tuple[int, ...]]:
+        return {f"{name}.weight": (d,), **({f"{name}.bias": (d,)} if cfg.bias else {})}
+
+    shapes: dict[str, tuple[int, ...]] = {"wpe.weight": (cfg.max_seq_len, d), "head.weight": (cfg.vocab_size, d)}
+    if not cfg.tie_weights:
+        shapes["wte.weight"] = (cfg.vocab_size, d)
+    for i in range(cfg.n_layer):
+        p = f"blocks.{i}"
+        for part in "qkvo":
+            shapes.update(linear(f"{p}.attn.{part}", d, d))
+        if w > 0:
+            shapes.update(linear(f"{p}.mlp.fc_in", w, d))
+            shapes.update(linear(f"{p}.mlp.fc_out", d, w))
+        if cfg.norm != "none":
+            shapes.update(norm(f"{p}.ln1"))
+            shapes.update(norm(f"{p}.ln2"))
+    if cfg.norm == "pre":
+        shapes.update(norm("ln_f"))
+    return shapes
+
+
+def _tiny_config(info: dict, config_path: Path) -> TinyConfig:
+    raw = info.get("tiny_config")
+    if not isinstance(raw, dict):
+        raise ValueError(f"{config_path}: 'tiny_config' must be a JSON object, got {raw!r}")
+    for name in _INT_FIELDS + ("d_mlp",):
+        value = raw.get(name)
+        if name in raw and not (type(value) is int or (name == "d_mlp" and value is None)):
+            raise ValueError(f"{config_path}: tiny_config.{name} must be an integer, got {value!r}")
+    try:
+        return TinyConfig(**raw)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{config_path}: bad tiny_config ({err})") from None
+
+
+def _check_weights(cfg: TinyConfig, dtype: str, header: SafetensorsHeader, config_path: Path) -> None:
+    """Refuse weights whose names, shapes or dtypes differ from what ``cfg`` builds, before building it."""
+    fix = "the two files do not belong together: save the model again with save_model"
+    want_count, got_count = tiny_parameter_count(cfg), header.numel
+    if want_count != got_count:
+        raise ValueError(
+            f"{config_path} describes a model of {want_count:,} parameters, but {header.path} holds "
+            f"{got_count:,}; {fix}"
+        )
+    want = tiny_parameter_shapes(cfg)
+    got = {name: spec.shape for name, spec in header.tensors.items()}
+    if cfg.tie_weights and "wte.weight" in got and "head.weight" not in got:
+        got["head.weight"] = got.pop("wte.weight")  # either name of the shared matrix
+    if got != want:
+        missing, unexpected = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+        wrong = sorted(k for k in set(want) & set(got) if want[k] != got[k])
+        detail = "; ".join(
+            text
+            for text in (
+                f"missing {missing[:5]}" if missing else "",
+                f"unexpected {unexpected[:5]}" if unexpected else "",
+                f"other shapes for {[(k, got[k], want[k]) for k in wrong[:5]]} (file, config)" if wrong else "",
+            )
+            if text
+        )
+        raise ValueError(f"{header.path} does not hold the weights {config_path} describes ({detail}); {fix}")
+    bad = sorted({spec.dtype for spec in header.tensors.values()} - {_ST_DTYPES[dtype]})
+    if bad:
+        raise ValueError(f"{header.path} holds {bad} tensors, {config_path} says {dtype}; {fix}")
+
+
 def load_model(directory: str | Path) -> tuple[TinyTransformer, dict]:
     """Read a model written by :func:`save_model`.
+
+    Nothing is built before ``model.json`` is checked against the header of ``model.safetensors``
+    (parameter count, names, shapes, dtypes), so a damaged or foreign config cannot ask for more memory
+    than the weights file holds.
+
+    Args:
+        directory: A folder written by :func:`save_model`.
 
     Returns:
         ``(model, info)``: the :class:`TinyTransformer` in eval mode, with the saved dtype and exactly
         the saved weights, and the parsed ``model.json`` (``tiny_config``, ``training``, ``extra``).
 
     Raises:
-        FileNotFoundError: when either file is missing. ValueError: for a JSON of another format.
+        FileNotFoundError: when either file is missing. ValueError: for a JSON of another format, a
+            damaged file, or files that do not belong together (each naming the file).
     """
     directory = Path(directory)
     config_path, weights = directory / MODEL_CONFIG, directory / MODEL_WEIGHTS
     for path in (config_path, weights):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; expected a folder written by save_model")
-    info = json.loads(config_path.read_text())
-    if not isinstance(info, dict) or info.get("format") != _FORMAT:
+    info = read_json(config_path, what="a tiny-model description (model.json) written by save_model")
+    if info.get("format") != _FORMAT:
         raise ValueError(f"{config_path} is not a tscope_widgets tiny-model config (format {_FORMAT!r})")
     dtype = info.get("dtype", "float32")
-    if dtype not in _DTYPES:
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
         raise ValueError(f"{config_path}: unsupported dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
-    model = TinyTransformer(TinyConfig(**info["tiny_config"])).to(_DTYPES[dtype])
-    safetensors.torch.load_model(model, str(weights), strict=True)
+    cfg = _tiny_config(info, config_path)
+    header = read_safetensors_header(weights, what="the weights (model.safetensors) of a model written by save_model")
+    _check_weights(cfg, dtype, header, config_path)
+    model = TinyTransformer(cfg).to(_DTYPES[dtype])
+    try:
+        safetensors.torch.load_model(model, str(weights), strict=True)
+    except Exception as err:  # safetensors' own error types; the file may have changed since the check
+        raise ValueError(f"{weights}: cannot load the weights ({err}); save the model again with save_model") from None
     model.eval()
     return model, info

@@ -1,1 +1,1 @@
-"""Reliability findings, one test per finding (each failed before its fix)."""
+"""Reliability: bad input, corrupt files, foreign checkpoints; one test per finding (each failed before its fix)."""

@@ -53,7 +53,13 @@ def prepare_tiny(cfg: ModelConfig, progress: bool, num_threads: int | None) -> P
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"[model].path: {err}") from None
         training = info.get("training") or {}
-        task = get_task(training["task"], **training["task_kwargs"]) if training.get("task") else None
+        try:
+            task = get_task(training["task"], **training["task_kwargs"]) if training.get("task") else None
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            raise ConfigError(
+                f"[model].path: {Path(cfg.path) / 'model.json'}: bad training task record ({err!r}); "
+                "save the model again with save_model"
+            ) from None
         desc = {
             "kind": "tiny",
             "class": "TinyTransformer",
@@ -256,13 +262,23 @@ def _read_ids(path: Path) -> tuple[Tensor, Tensor | None]:
 
         try:
             array = np.load(path, allow_pickle=False)
-        except ValueError as err:
-            raise ConfigError(f"[data].ids: {path}: {err}") from None
+        except (ValueError, OSError, EOFError) as err:
+            raise ConfigError(
+                f"[data].ids: {path}: cannot read it as an .npy array of token ids ({err}); write the ids "
+                "with numpy.save (no pickled objects)"
+            ) from None
         ids, mask = torch.from_numpy(np.ascontiguousarray(array)), None
     elif path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from ..files import read_safetensors
 
-        tensors = load_file(str(path))
+        try:
+            tensors, _ = read_safetensors(
+                path,
+                what="token ids [N, S] in a safetensors file ('input_ids', optionally 'attention_mask')",
+                fix="write the ids with safetensors.torch.save_file({'input_ids': ids}, path)",
+            )
+        except ValueError as err:
+            raise ConfigError(f"[data].ids: {err}") from None
         if "input_ids" in tensors:
             ids, mask = tensors["input_ids"], tensors.get("attention_mask")
         elif len(tensors) == 1:
@@ -273,6 +289,8 @@ def _read_ids(path: Path) -> tuple[Tensor, Tensor | None]:
         raise ConfigError(f"[data].ids: {path} must be an .npy or .safetensors file")
     if ids.ndim != 2 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
         raise ConfigError(f"[data].ids must be an integer tensor [N, S], got {ids.dtype} {tuple(ids.shape)}")
+    if ids.numel() == 0:
+        raise ConfigError(f"[data].ids: {path} holds no token ids (shape {tuple(ids.shape)})")
     return ids.long(), None if mask is None else mask.long()
 
 
@@ -348,7 +366,11 @@ def prepare_data(cfg: DataConfig, model_cfg: ModelConfig, prepared: Prepared) ->
     path = Path(cfg.text)
     if not path.is_file():
         raise ConfigError(f"[data].text: {path} not found")
-    texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"[data].text: {path} is not UTF-8 text ({err}); save it as UTF-8, one text a line") from None
+    texts = [line.strip() for line in text.splitlines() if line.strip()]
     if cfg.limit:
         texts = texts[: cfg.limit]
     if not texts:

@@ -17,6 +17,7 @@ from typing import Any
 from torch import Tensor
 
 from .._atomic import write_safetensors
+from ..files import parse_json
 from .lazy_state_dict import open_state_dict
 
 __all__ = ["save_directions", "load_directions", "DIRECTIONS_FORMAT", "DIRECTIONS_VERSION"]
@@ -95,12 +96,13 @@ def load_directions(path: str | os.PathLike) -> tuple[dict[str, dict[str, Tensor
             raise ValueError(
                 f"{sd.path} has version {header.get('version')!r}; this code reads {DIRECTIONS_VERSION}"
             )
-        try:
-            order = json.loads(header["order"])
-            meta = json.loads(header["meta"])
-        except (KeyError, json.JSONDecodeError) as e:
-            raise ValueError(f"{sd.path}: bad header ({e})") from e
-        if not isinstance(order, dict) or not all(isinstance(ps, list) for ps in order.values()):
+        what = "a directions file written by save_directions"
+        for key in ("order", "meta"):
+            if key not in header:
+                raise ValueError(f"{sd.path}: bad header (no {key!r} entry); expected {what}")
+        order = parse_json(header["order"], source=f"{sd.path}: bad header entry 'order'", what=what, expect=dict)
+        meta = parse_json(header["meta"], source=f"{sd.path}: bad header entry 'meta'", what=what, expect=dict)
+        if not all(isinstance(ps, list) and all(isinstance(p, str) for p in ps) for ps in order.values()):
             raise ValueError(f"{sd.path}: bad header (order must map direction names to parameter lists)")
         listed = {f"{d}/{p}" for d, ps in order.items() for p in ps}
         if set(sd) != listed:

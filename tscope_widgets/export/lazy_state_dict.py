@@ -26,28 +26,9 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
+from ..files import read_safetensors_header
+
 __all__ = ["LazyStateDict", "open_state_dict"]
-
-# safetensors dtype names -> torch dtypes (those torch has)
-_DTYPES = {
-    "BOOL": torch.bool,
-    "U8": torch.uint8,
-    "I8": torch.int8,
-    "I16": torch.int16,
-    "U16": torch.uint16,
-    "I32": torch.int32,
-    "U32": torch.uint32,
-    "I64": torch.int64,
-    "U64": torch.uint64,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F32": torch.float32,
-    "F64": torch.float64,
-    "C64": torch.complex64,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-}
-
 
 class LazyStateDict(Mapping[str, Tensor]):
     """A read-only ``Mapping[str, Tensor]`` over one safetensors file; ``sd[name]`` reads one tensor.
@@ -66,22 +47,18 @@ class LazyStateDict(Mapping[str, Tensor]):
 
     Raises:
         FileNotFoundError: If ``path`` is not a file.
-        ValueError: If it is not a safetensors file.
+        ValueError: If it is not a sound safetensors file (see :func:`~tscope_widgets.files.read_safetensors_header`).
     """
 
     def __init__(self, path: str | os.PathLike, *, device: str | torch.device = "cpu"):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path} not found; expected a safetensors file of a state dict")
+        header = read_safetensors_header(self.path, what="a safetensors file of a state dict")
         try:
             self._file = safe_open(str(self.path), framework="pt", device=str(device))
-        except Exception as e:  # safetensors raises its own error types for bad files
+        except Exception as e:  # safetensors raises its own error types (the file may have changed since)
             raise ValueError(f"{self.path}: cannot read it as a safetensors file ({e})") from e
-        self.metadata: dict[str, str] = dict(self._file.metadata() or {})
-        self._specs: dict[str, tuple[tuple[int, ...], str]] = {}
-        for key in self._file.keys():
-            piece = self._file.get_slice(key)
-            self._specs[key] = (tuple(piece.get_shape()), piece.get_dtype())
+        self.metadata: dict[str, str] = header.metadata
+        self._specs = {key: (spec.shape, spec.torch_dtype) for key, spec in header.tensors.items()}
 
     def _open_file(self):
         if self._file is None:
@@ -107,14 +84,10 @@ class LazyStateDict(Mapping[str, Tensor]):
 
         Raises:
             KeyError: If the file holds no such tensor.
-            ValueError: If its dtype has no torch equivalent.
         """
         if key not in self._specs:
             raise KeyError(f"{self.path} holds no tensor {key!r}")
-        shape, name = self._specs[key]
-        if name not in _DTYPES:
-            raise ValueError(f"{self.path}: tensor {key!r} has dtype {name}, which torch cannot hold")
-        return shape, _DTYPES[name]
+        return self._specs[key]
 
     def close(self) -> None:
         """Release the file (later reads raise ``ValueError``; the names and shapes stay available)."""

@@ -23,17 +23,18 @@ import json
 import math
 import platform
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors.torch
 import torch
 from torch import Tensor
 
 from .._atomic import write_safetensors, write_text
 from .._version import __version__
+from ..files import read_json, read_safetensors
 from ..kernels.welford import WelfordState
 from ..models.adapter import LayerDict
 
@@ -186,6 +187,9 @@ def _with_num_layers(stats: LayerDict, meta: Mapping[str, Any]) -> LayerDict:
     return stats
 
 
+_STATS_WHAT = "a folder written by save_statistics"
+
+
 def load_statistics(directory: str | Path) -> tuple[LayerDict, dict[str, Any]]:
     """Read a folder written by :func:`save_statistics`.
 
@@ -195,24 +199,40 @@ def load_statistics(directory: str | Path) -> tuple[LayerDict, dict[str, Any]]:
         is given; and the parsed ``meta.json``. Extra tensors are returned by :func:`load_extra_tensors`.
 
     Raises:
-        FileNotFoundError: when a file is missing. ValueError: for files of another format.
+        FileNotFoundError: when a file is missing. ValueError: for files of another format, or damaged
+            ones (each naming the file).
     """
     directory = Path(directory)
     meta_path, stats_path = directory / META_FILE, directory / STATISTICS_FILE
     for path in (meta_path, stats_path):
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found; expected a folder written by save_statistics")
-    meta = json.loads(meta_path.read_text())
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise FileNotFoundError(f"{path} not found; expected {_STATS_WHAT}")
+    meta = read_json(meta_path, what=f"the description (meta.json) of {_STATS_WHAT}")
+    if meta.get("format") != FORMAT:
         raise ValueError(f"{meta_path} is not a tscope_widgets statistics description (format {FORMAT!r})")
-    tensors = safetensors.torch.load_file(str(stats_path))
-    stats = _states_from_tensors(tensors, list(meta["layers"]), stats_path)
+    layers = meta.get("layers")
+    if not isinstance(layers, list) or not all(
+        isinstance(layer, (int, str)) and not isinstance(layer, bool) for layer in layers
+    ):
+        raise ValueError(f"{meta_path}: 'layers' must be a list of layer labels (ints or names), got {layers!r}")
+    tensors, _ = read_safetensors(stats_path, what=f"the statistics of {_STATS_WHAT}")
+    stats = _states_from_tensors(tensors, layers, stats_path)
     return _with_num_layers(stats, meta), meta
 
 
 def load_extra_tensors(directory: str | Path) -> dict[str, Tensor]:
-    """The ``extra_tensors`` stored by :func:`save_statistics` (``{}`` when there are none)."""
-    tensors = safetensors.torch.load_file(str(Path(directory) / STATISTICS_FILE))
+    """The ``extra_tensors`` stored by :func:`save_statistics` (``{}`` when there are none).
+
+    Args:
+        directory: A folder written by :func:`save_statistics`.
+
+    Returns:
+        ``{name: Tensor}``.
+
+    Raises:
+        FileNotFoundError: when the statistics file is missing. ValueError: for a damaged one.
+    """
+    tensors, _ = read_safetensors(Path(directory) / STATISTICS_FILE, what=f"the statistics of {_STATS_WHAT}")
     return {name.removeprefix("extra."): t for name, t in tensors.items() if name.startswith("extra.")}
 
 
@@ -233,8 +253,16 @@ def save_npz(path: str | Path, stats: Mapping[Layer, WelfordState]) -> Path:
 def load_npz(path: str | Path) -> LayerDict:
     """``{layer: WelfordState}`` from a file written by :func:`save_npz` (bit-for-bit, no pickle)."""
     path = Path(path)
-    with np.load(path, allow_pickle=False) as data:
-        tensors = {name: torch.from_numpy(data[name].copy()) for name in data.files}
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; expected a file written by save_npz")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            tensors = {name: torch.from_numpy(data[name].copy()) for name in data.files}
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise ValueError(
+            f"{path}: cannot read it as an .npz file of statistics ({err}); expected a file written by "
+            "save_npz. The file is damaged or of another kind: write it again, or restore it from a good copy"
+        ) from None
     return _states_from_tensors(tensors, None, path)
 
 
@@ -309,8 +337,8 @@ def load_results(directory: str | Path) -> tuple[dict[str, Tensor], dict[str, An
     meta_path = directory / META_FILE
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found; expected a folder written by save_results")
-    meta = json.loads(meta_path.read_text())
-    if not isinstance(meta, dict) or meta.get("format") != RESULTS_FORMAT:
+    meta = read_json(meta_path, what="the description (meta.json) of a folder written by save_results")
+    if meta.get("format") != RESULTS_FORMAT:
         raise ValueError(f"{meta_path} is not a tscope_widgets results description (format {RESULTS_FORMAT!r})")
     name = meta.get("results")
     if not isinstance(name, str) or not _RESULTS_NAME.fullmatch(name):
@@ -318,10 +346,11 @@ def load_results(directory: str | Path) -> tuple[dict[str, Tensor], dict[str, An
     path = directory / f"{name}.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; {meta_path} refers to it")
-    tensors = safetensors.torch.load_file(str(path))
+    tensors, _ = read_safetensors(path, what=f"the tensors of a folder written by save_results ({meta_path})")
     listed = meta.get("tensors")
     if not isinstance(listed, dict) or set(listed) != set(tensors):
-        raise ValueError(f"{path} holds {sorted(tensors)}, {meta_path} lists {sorted(listed or {})}")
+        names = sorted(listed) if isinstance(listed, dict) else listed
+        raise ValueError(f"{path} holds {sorted(tensors)}, {meta_path} lists {names!r}")
     for key, want in listed.items():
         t = tensors[key]
         got = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}

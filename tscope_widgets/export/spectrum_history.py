@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from .._atomic import write_safetensors
+from ..files import parse_json
 from ..tracking import SpectrumHistory, SpectrumTracker
 from .lazy_state_dict import open_state_dict
 
@@ -75,12 +76,14 @@ def load_spectrum_history(path: str | os.PathLike) -> SpectrumHistory:
                 f"{sd.path}: unsupported spectrum history version {header.get('version')!r}; "
                 f"this code reads {SPECTRUM_HISTORY_VERSION}"
             )
-        try:
-            meta = {key: json.loads(header[key]) for key in _JSON_KEYS}
-        except (KeyError, json.JSONDecodeError) as e:
-            raise ValueError(f"{sd.path}: bad header ({e})") from e
+        what = "a spectrum history written by save_spectrum_history"
+        missing = [key for key in _JSON_KEYS if key not in header]
+        if missing:
+            raise ValueError(f"{sd.path}: bad header (no {missing} entries); expected {what}")
+        meta = {key: parse_json(header[key], source=f"{sd.path}: bad header entry {key!r}", what=what)
+                for key in _JSON_KEYS}
         tensors = {name: sd[name] for name in sd}
     try:
         return SpectrumHistory.from_state(tensors, {"kind": "spectrum_history", **meta})
-    except ValueError as e:
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:  # a damaged file's arrays or labels
         raise ValueError(f"{sd.path}: {e}") from None

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
 from .._atomic import TMP_PREFIX, write_safetensors, write_text
+from ..files import read_json, read_safetensors
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "Checkpoint", "load_checkpoint", "save_checkpoint"]
 
@@ -200,11 +200,9 @@ def load_checkpoint(path_dir: str | os.PathLike) -> Checkpoint:
     meta_path = directory / _META_FILE
     for attempt in range(2):
         try:
-            record = json.loads(meta_path.read_text(encoding="utf-8"))
+            record = read_json(meta_path, what=f"the description of a {CHECKPOINT_FORMAT} checkpoint", expect=None)
         except FileNotFoundError:
             raise FileNotFoundError(f"no checkpoint in {directory}: {_META_FILE} not found") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{meta_path} is not valid JSON: {e}") from e
         if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{meta_path} is not a {CHECKPOINT_FORMAT} file")
         if record.get("version") != CHECKPOINT_VERSION:
@@ -216,7 +214,9 @@ def load_checkpoint(path_dir: str | os.PathLike) -> Checkpoint:
         if not isinstance(state_name, str) or not _STATE_FILE.fullmatch(state_name):
             raise ValueError(f"{meta_path}: bad tensors_file entry {state_name!r}")
         try:
-            tensors = load_file(directory / state_name, device="cpu")
+            tensors, _ = read_safetensors(
+                directory / state_name, what=f"the tensors of the {CHECKPOINT_FORMAT} checkpoint {meta_path}"
+            )
             break
         except FileNotFoundError:
             if attempt:  # a concurrent writer may have replaced the checkpoint in between: retry once
