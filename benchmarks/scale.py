@@ -60,8 +60,9 @@ Rows (methods; "products" = Hessian-vector products):
                           --he-max-iter
              Target: ours wall <= 0.5x the fastest peer; the error of each λ against the reference is reported.
   trace      hutchpp_trace(HessianOperator(model, batch), 100) (--trace-products), small only: estimate, stderr.
-             Hutch++ keeps its sketch: >= 2 (m/3) P floats (33 vectors of 124M float32 twice, 30.6 GiB, at
-             m = 100), so at GPT-2-small size it needs a machine with that much memory (the child logs the figure).
+             Hutch++ keeps its sketch, one [P, m/3] matrix (33 vectors of 124M float32, 15.3 GiB, at m = 100,
+             orthonormalised in place), so at GPT-2-small size it needs about 20 GB with the model (the child logs
+             the figure).
   slq        slq_density(HessianOperator(model, batch, groups=g), num_probes=10, num_steps=50), small only, for
              g = "block0.attn.*" and "block11.mlp.*" (the last block in --quick), each in its own subprocess:
              products and the range of the Ritz nodes.
@@ -548,8 +549,8 @@ def trace_ours(ctx: Ctx) -> dict:
     m_products = ctx.spec["trace_products"]
     P = num_params(ctx.model)
     log(
-        f"    Hutch++ keeps 2 x {m_products // 3} vectors of {P:,} floats: >= "
-        f"{2 * (m_products // 3) * P * 4 / 2**30:.1f} GiB"
+        f"    Hutch++ keeps {m_products // 3} vectors of {P:,} floats: >= "
+        f"{(m_products // 3) * P * 4 / 2**30:.1f} GiB"
     )
     with ctx.measured() as m:
         H = count_ours(HessianOperator(ctx.model, ctx.batch), "ours hutch++")
