@@ -18,6 +18,8 @@ from .kernels import (
     hutchpp_trace,
     iter_sensitivity,
     lanczos,
+    landscape_grid,
+    make_directions,
     position_sensitivity,
     random_direction,
     slice_1d,
@@ -52,6 +54,8 @@ __all__ = [
     "SpectrumTracker",
     "SpectrumHistory",
     "random_direction",
+    "make_directions",
+    "landscape_grid",
     "slice_1d",
     "slice_2d",
     # jobs

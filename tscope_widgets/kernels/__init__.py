@@ -11,9 +11,12 @@ from .density import SpectralDensity, iter_slq, slq_density
 from .lanczos import CurvatureSummary, LanczosResult, curvature_summary, iter_lanczos, lanczos
 from .landscape import (
     Direction,
+    DirectionSet,
     LandscapeSlice,
     checkpoint_direction,
     eigen_directions,
+    landscape_grid,
+    make_directions,
     pca_directions,
     project_trajectory,
     quadratic_model,
@@ -72,6 +75,9 @@ __all__ = [
     "Direction",
     "LandscapeSlice",
     "random_direction",
+    "make_directions",
+    "DirectionSet",
+    "landscape_grid",
     "eigen_directions",
     "checkpoint_direction",
     "pca_directions",
