@@ -101,6 +101,17 @@ class LanczosResult:
         return self._basis.combine(self._coefficients)
 
 
+def _check_tol(tol: float) -> float:
+    """``tol`` as a float; a ``ValueError`` unless it is a finite number > 0 (NaN would never converge)."""
+    try:
+        value = float(tol) if not isinstance(tol, (bool, str)) else math.nan
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"tol must be a finite number > 0 (a relative tolerance such as 1e-6), got {tol!r}")
+    return value
+
+
 def iter_lanczos(
     A: LinearOperator | Tensor,
     k: int = 1,
@@ -160,7 +171,8 @@ def iter_lanczos(
 
     Raises:
         ValueError: On a non-square operator, unknown ``which`` or ``criterion``, ``k`` outside ``[1, N]``,
-            ``max_iter`` below the number of wanted pairs, or a ``v0`` of the wrong shape or zero.
+            ``max_iter`` below the number of wanted pairs, a ``tol`` that is not a finite number > 0,
+            or a ``v0`` of the wrong shape or zero.
     """
     op = as_operator(A)
     N = op.shape[0]
@@ -178,7 +190,8 @@ def iter_lanczos(
     elif isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < num_wanted:
         raise ValueError(f"max_iter must be an int >= the number of wanted pairs ({num_wanted}), got {max_iter!r}")
     max_iter = min(max_iter, N)
-    tol = max(float(tol), _TOL_EPS_FACTOR * torch.finfo(op.dtype).eps)
+    tol = _check_tol(tol)
+    tol = max(tol, _TOL_EPS_FACTOR * torch.finfo(op.dtype).eps)
 
     recurrence = LanczosRecurrence(op, _start_vector(op, v0, generator)[:, None], max_iter, generator)
     while True:

@@ -41,6 +41,8 @@ class LinearOperator(abc.ABC):
 
     def matmat(self, V: Tensor) -> Tensor:
         """``A @ V``: ``V [N, K] -> [M, K]`` (cast to the operator's dtype and device)."""
+        if not isinstance(V, Tensor):
+            raise TypeError(f"matmat expects a torch.Tensor of shape [{self.shape[1]}, K], got {type(V).__name__}")
         if V.ndim != 2 or V.shape[0] != self.shape[1]:
             raise ValueError(f"matmat expects a matrix of shape [{self.shape[1]}, K], got {tuple(V.shape)}")
         V = V.to(device=self.device, dtype=self.dtype)
@@ -49,11 +51,18 @@ class LinearOperator(abc.ABC):
 
     def matvec(self, v: Tensor) -> Tensor:
         """``A @ v``: ``v [N] -> [M]``."""
+        if not isinstance(v, Tensor):
+            raise TypeError(f"matvec expects a torch.Tensor of shape [{self.shape[1]}], got {type(v).__name__}")
         if v.ndim != 1 or v.shape[0] != self.shape[1]:
             raise ValueError(f"matvec expects a vector of shape [{self.shape[1]}], got {tuple(v.shape)}")
         return self.matmat(v[:, None])[:, 0]
 
     def __matmul__(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(
+                f"A @ x expects a torch.Tensor of shape [{self.shape[1]}] or [{self.shape[1]}, K], "
+                f"got {type(x).__name__}"
+            )
         return self.matvec(x) if x.ndim == 1 else self.matmat(x)
 
     def to_scipy(self):

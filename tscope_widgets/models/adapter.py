@@ -232,6 +232,41 @@ class ModelAdapter(abc.ABC):
             attention_mask = attention_mask.to(self.device, torch.long)
         return input_ids.to(self.device), attention_mask
 
+    def check_labels(self, labels: Tensor, input_ids: Tensor) -> Tensor:
+        """Validate ``labels [B, S]`` against ``input_ids [B, S]`` the way :meth:`check_inputs` checks ids.
+
+        Args:
+            labels: Target token ids: an integer tensor of the ids' shape whose values lie in
+                ``[0, vocab_size)`` or equal the ignore index ``-100``.
+            input_ids: The batch's (already checked) ids, whose shape and device the labels must match.
+
+        Returns:
+            The labels on the ids' device.
+
+        Raises:
+            TypeError: When ``labels`` is not a tensor or does not hold integers.
+            ValueError: When the shape differs from the ids', or a value is outside the vocabulary and
+                not the ignore index (naming the first bad value and its position).
+        """
+        if not isinstance(labels, Tensor):
+            raise TypeError(f"labels must be a torch.Tensor of token ids, got {type(labels).__name__}")
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+            raise TypeError(
+                f"labels must hold integer token ids (in [0, {self.vocab_size}) or {IGNORE_INDEX} to ignore), "
+                f"got dtype {labels.dtype}"
+            )
+        if labels.shape != input_ids.shape:
+            raise ValueError(f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(input_ids.shape)}")
+        labels = labels.to(input_ids.device)
+        bad = ((labels < 0) | (labels >= self.vocab_size)) & (labels != IGNORE_INDEX)
+        if bool(bad.any()):
+            pos = tuple(int(i) for i in bad.nonzero()[0])
+            raise ValueError(
+                f"labels{list(pos)} = {int(labels[pos])} is not a token id: labels must lie in "
+                f"[0, {self.vocab_size}) or equal the ignore index {IGNORE_INDEX}"
+            )
+        return labels
+
     def embed(self, input_ids: Tensor) -> Tensor:
         """Token embeddings ``[B, S, D]`` of ``input_ids [B, S]`` (what the model takes as ``inputs_embeds``)."""
         return self.embedding(input_ids.to(self.device))
@@ -382,9 +417,8 @@ class ModelAdapter(abc.ABC):
             if not self.causal:
                 raise ValueError("a masked LM needs batch['labels'] (use -100 for positions without a target)")
             labels = input_ids if mask is None else input_ids.masked_fill(mask == 0, IGNORE_INDEX)
-        labels = labels.to(input_ids.device)
-        if labels.shape != input_ids.shape:
-            raise ValueError(f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(input_ids.shape)}")
+        else:
+            labels = self.check_labels(labels, input_ids)
         if self.causal:
             labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
             if mask is not None:
