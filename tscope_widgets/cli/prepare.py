@@ -116,6 +116,13 @@ def prepare_hf(cfg: ModelConfig) -> Prepared:
         config = transformers.AutoConfig.for_model(model_type, **fields)
     except ValueError as err:
         raise ConfigError(f"[model].config: {err}") from None
+    layers = getattr(config, "num_hidden_layers", None)
+    if isinstance(layers, int) and layers < 1:
+        key = next((k for k in ("n_layer", "num_hidden_layers", "num_layers") if k in fields), "num_hidden_layers")
+        raise ConfigError(
+            f"[model].config.{key} = {fields.get(key, layers)} builds a model without transformer blocks: there is "
+            "nothing to analyse; give at least 1 layer"
+        )
     auto = transformers.AutoModelForMaskedLM if model_type == "bert" else transformers.AutoModelForCausalLM
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
