@@ -310,6 +310,29 @@ def report_sensitivity(
     print(f"sensitivity over {snapshot.done} samples took {seconds:.1f} s.")
 
 
+def _loss_run_meta(kind: str, numbers: dict, quantity: str, batches: list[dict[str, Tensor]], config: str,
+                   cfg: RunConfig, prepared: Prepared, dataset: Dataset, start: float) -> dict[str, Any]:
+    """``meta.json`` of a curvature or landscape run: its numbers, the loss batches and the run header."""
+    return {
+        "analysis": kind,
+        **numbers,
+        "samples": sum(len(b["input_ids"]) for b in batches),
+        "batches": len(batches),
+        "dtype": cfg.analysis.dtype,
+        "quantity": quantity,
+        **run_header(config, cfg, prepared, dataset, start),
+    }
+
+
+def _model_and_data_notes(prepared: Prepared, adapter: ModelAdapter, dataset: Dataset, meta: dict) -> list[str]:
+    """The report's first two notes: the model, and the data with its samples, batches and dtype."""
+    data = json.dumps(dataset.description, default=str, ensure_ascii=False)
+    return [
+        f"Model: {_model_summary(prepared, adapter)}.",
+        f"Data: {data}; {meta['samples']} samples in {meta['batches']} batches, {meta['dtype']}.",
+    ]
+
+
 def report_curvature(
     config: str,
     cfg: RunConfig,
@@ -324,26 +347,20 @@ def report_curvature(
     from ..export.html import save_report
     from ..export.results import save_results
 
-    analysis, output = cfg.analysis, cfg.output
+    output = cfg.output
     adapter = adapt(prepared.model)
     lines = curvature_lines(result)
-    meta = {
-        "analysis": "curvature",
-        **curvature_meta(result),
-        "samples": sum(len(b["input_ids"]) for b in batches),
-        "batches": len(batches),
-        "dtype": analysis.dtype,
-        "quantity": "curvature of the token-weighted mean LM loss over the data (HessianOperator)",
-        **run_header(config, cfg, prepared, dataset, start),
-    }
+    meta = _loss_run_meta(
+        "curvature", curvature_meta(result),
+        "curvature of the token-weighted mean LM loss over the data (HessianOperator)",
+        batches, config, cfg, prepared, dataset, start,
+    )
     paths = {"results": save_results(out, "curvature", curvature_tensors(result) | _data_tensors(batches), meta)}
     paths["meta"] = out / "meta.json"
     _save_model(paths, out, prepared, output)
     if output.report:
         notes = [
-            f"Model: {_model_summary(prepared, adapter)}.",
-            f"Data: {json.dumps(dataset.description, default=str, ensure_ascii=False)}; {meta['samples']} samples in "
-            f"{len(batches)} batches, {analysis.dtype}.",
+            *_model_and_data_notes(prepared, adapter, dataset, meta),
             *lines,
             *(f"Warning: {w}" for w in result.warnings),
         ]
@@ -382,15 +399,11 @@ def report_landscape(
     analysis, output = cfg.analysis, cfg.output
     adapter = adapt(prepared.model)
     s = result.slice
-    meta = {
-        "analysis": "landscape",
-        **landscape_meta(result),
-        "samples": sum(len(b["input_ids"]) for b in batches),
-        "batches": len(batches),
-        "dtype": analysis.dtype,
-        "quantity": "L(θ + α d1 + β d2): token-weighted mean LM loss over the data; accuracy of the argmax",
-        **run_header(config, cfg, prepared, dataset, start),
-    }
+    meta = _loss_run_meta(
+        "landscape", landscape_meta(result),
+        "L(θ + α d1 + β d2): token-weighted mean LM loss over the data; accuracy of the argmax",
+        batches, config, cfg, prepared, dataset, start,
+    )
     tensors = s.state_dict() | _data_tensors(batches)
     paths = {"results": save_results(out, "landscape", tensors, meta), "meta": out / "meta.json"}
     paths["directions"] = save_directions(
@@ -410,9 +423,7 @@ def report_landscape(
     )
     if output.report:
         notes = [
-            f"Model: {_model_summary(prepared, adapter)}.",
-            f"Data: {json.dumps(dataset.description, default=str, ensure_ascii=False)}; {meta['samples']} samples, "
-            f"{analysis.dtype}.",
+            *_model_and_data_notes(prepared, adapter, dataset, meta),
             f"{made}. directions.safetensors holds them, so the slice can be recomputed exactly.",
             summary,
             *(f"Warning: {w}" for w in result.warnings),

@@ -129,6 +129,16 @@ def _thin(n: int, length_px: float, spacing_px: float = 12) -> range:
 
 
 # ---------------------------------------------------------------------------- charts
+def _heatmap_image(values: np.ndarray, scale: ColorScale, x: float, y: float, w: float, h: float) -> str:
+    """The cells ``values [R, C]`` (row 0 at the top) as a palette PNG stretched over ``w x h`` px, unsmoothed."""
+    rows, cols = values.shape
+    uri = png_data_uri(color_indices(values, (scale.lo, scale.hi), scale.log), palette_of(scale))
+    return (
+        f'<image class="tscope-static-heatmap" data-rows="{rows}" data-cols="{cols}" x="{x}" y="{y}" '
+        f'width="{w:g}" height="{h:g}" preserveAspectRatio="none" style="image-rendering:pixelated" href="{uri}"/>'
+    )
+
+
 def line_chart_svg(chart: LineChart, *, width: int = 420, height: int = 170) -> str:
     """A :class:`LineChart` as an ``<svg class="tscope-static-lines">`` element: lines (and bands), a legend,
     the marker, end ticks and axis titles; a "no data" note when nothing can be drawn."""
@@ -256,14 +266,11 @@ def matrix_svg(chart: MatrixChart, *, max_width: int = 420, max_cell: int = 32, 
     bar_h = max(h, 40, 6 * len(bar_title) + 8)  # room for the bar's rotated title (about 6 px a character)
     total_w, total_h = x0 + w + 100, max(y0 + h + bottom, y0 + bar_h + 18)
     scale = chart.scale
-    heat_uri = png_data_uri(color_indices(values, (scale.lo, scale.hi), scale.log), palette_of(scale))
     parts = [_svg_open(total_w, total_h, "tscope-static-matrix")]
     if chart.title:
         parts.append(_title(x0, chart.title))
     parts += [
-        f'<image class="tscope-static-heatmap" data-rows="{rows}" data-cols="{cols}" x="{x0}" y="{y0}" '
-        f'width="{w:g}" height="{h:g}" preserveAspectRatio="none" style="image-rendering:pixelated" '
-        f'href="{heat_uri}"/>',
+        _heatmap_image(values, scale, x0, y0, w, h),
         f'<rect x="{x0}" y="{y0}" width="{w:g}" height="{h:g}" fill="none" stroke="{_GRID}"/>',
     ]
     for i in _thin(rows, h):
@@ -332,15 +339,12 @@ def landscape_svg(chart: LandscapeChart) -> str:
     fx = _axis_map(alphas, x0 + cw / 2, cw)
     fy = _axis_map(betas, y0 + h - ch / 2, -ch)
     scale = chart.scale
-    image = color_indices(values.T[::-1], (scale.lo, scale.hi), scale.log)  # [B, A], largest beta in the top row
     parts = [_svg_open(total_w, total_h, "tscope-static-landscape")]
     if chart.title:
         parts.append(_title(x0, chart.title))
     parts += [
         # the PNG's rows are the B values of beta (largest at the top), its columns the A values of alpha
-        f'<image class="tscope-static-heatmap" data-rows="{B}" data-cols="{A}" x="{x0}" y="{y0}" width="{w}" '
-        f'height="{h}" preserveAspectRatio="none" style="image-rendering:pixelated" '
-        f'href="{png_data_uri(image, palette_of(scale))}"/>',
+        _heatmap_image(values.T[::-1], scale, x0, y0, w, h),
         # a nested viewport clips the overlays to the plot area (no ids needed)
         f'<svg x="{x0}" y="{y0}" width="{w}" height="{h}" viewBox="{x0} {y0} {w} {h}" overflow="hidden">',
     ]
