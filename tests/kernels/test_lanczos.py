@@ -51,7 +51,7 @@ def test_residual_norms_equal_explicit_residuals_and_vectors_are_orthonormal():
     A = symmetric(_hessian_like(200, seed=3), 4)
     scale = torch.linalg.matrix_norm(A, 2).item()
     tol = 1e-7
-    for result in iter_lanczos(A, k=3, which="both", tol=tol, generator=gen(5)):
+    for result in iter_lanczos(A, k=3, which="both", tol=tol, generator=gen(5), reorthogonalize="full"):
         Y, theta = result.eigenvectors, result.eigenvalues
         explicit = (A @ Y - Y * theta).norm(dim=0)
         torch.testing.assert_close(result.residual_norms, explicit, rtol=1e-6, atol=1e-12 * scale)
@@ -218,14 +218,14 @@ def test_gram_schmidt_swept_slice_by_slice_gives_the_same_pairs(monkeypatch, dty
     from tscope_widgets.kernels import operator as operator_module
     N = 5000  # a dense operator with a Hessian-like spectrum, N not a multiple of any slice
     A = symmetric(_hessian_like(N=N), seed=4).to(dtype)
-    want = lanczos(A, k=2, which="both", tol=1e-5, generator=gen(0))
+    want = lanczos(A, k=2, which="both", tol=1e-5, generator=gen(0), reorthogonalize="full")
     swept = []
     monkeypatch.setattr(krylov, "BASIS_BLOCK_BYTES", 1)  # one row per block
     monkeypatch.setattr(krylov, "SWEEP", 1024)
     monkeypatch.setattr(krylov, "INNER_SLICE", 256)
     original = krylov._swept_projection
     monkeypatch.setattr(krylov, "_swept_projection", lambda *a: swept.append(1) or original(*a))
-    got = lanczos(A, k=2, which="both", tol=1e-5, generator=gen(0))
+    got = lanczos(A, k=2, which="both", tol=1e-5, generator=gen(0), reorthogonalize="full")
     assert swept and got.num_iterations == want.num_iterations
     rtol = 1e-12 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(got.eigenvalues, want.eigenvalues, rtol=rtol, atol=0)
@@ -256,3 +256,59 @@ def test_basis_in_small_blocks_gives_the_same_pairs_and_refuses_a_block_that_doe
         for result in iter_lanczos(A, k=3, which="both", tol=1e-10, generator=gen(0)):
             steps.append(result.eigenvalues)
     assert len(steps) == 6  # the partial results were yielded before the refusal
+
+
+def _run_recurrence(A, steps, mode, seed=1):
+    from tscope_widgets.kernels.krylov import LanczosRecurrence
+    from tscope_widgets.kernels.operator import as_operator
+    g = gen(seed)
+    rec = LanczosRecurrence(as_operator(A), torch.randn(A.shape[0], 1, dtype=A.dtype, generator=g), steps, g, mode)
+    for _ in range(steps):
+        rec.step()
+    Q = torch.cat([blk[0] for blk in rec._blocks])[:steps].double()
+    loss = (Q @ Q.T - torch.eye(steps, dtype=torch.float64)).abs().max().item()
+    return rec, loss
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_partial_reorthogonalization_keeps_the_basis_semi_orthogonal_without_ghosts(monkeypatch, dtype):
+    """Simon (1984): semi-orthogonality (|q_i·q_k| <= sqrt(eps)) keeps T's Ritz values exact and free of copies,
+    with full passes at only some steps; without them the same run loses orthogonality and shows ghosts."""
+    from tscope_widgets.kernels import krylov
+    lam = torch.cat([torch.linspace(0.0, 1.0, 395, dtype=F64), torch.tensor([3.0, 5.0, 8.0, 13.0, 21.0], dtype=F64)])
+    A = symmetric(lam, 7).to(dtype)
+    eps = torch.finfo(dtype).eps
+    steps = 250
+    rec, loss = _run_recurrence(A, steps, "partial")
+    assert loss <= eps**0.5
+    assert 0 < rec.reorthogonalized_steps < steps
+    theta = rec.ritz()[0][0]
+    torch.testing.assert_close(theta[-5:], lam[-5:], rtol=0, atol=50 * eps * 21)
+    assert int(((theta - 21).abs() < 1e-3).sum()) == 1  # one copy of the largest eigenvalue
+    # the same run with the full passes switched off: orthogonality lost, a ghost copy of 21 appears
+    monkeypatch.setattr(krylov.LanczosRecurrence, "_needs_full_pass", lambda self, beta: False)
+    _, plain_loss = _run_recurrence(A, steps, "partial")
+    rec_plain, _ = _run_recurrence(A, steps, "partial")
+    assert plain_loss > 0.1
+    assert int(((rec_plain.ritz()[0][0] - 21).abs() < 1e-3).sum()) > 1
+
+
+@pytest.mark.parametrize("which", ["largest", "both"])
+def test_partial_and_full_reorthogonalization_give_the_same_eigenpairs(which):
+    A = symmetric(_hessian_like(300, seed=5), 6)
+    exact = torch.linalg.eigvalsh(A)
+    scale = exact.abs().max().item()
+    results = {mode: lanczos(A, k=3, which=which, tol=1e-10, generator=gen(2), reorthogonalize=mode)
+               for mode in ("partial", "full")}
+    expected = exact[-3:] if which == "largest" else torch.cat([exact[:3], exact[-3:]])
+    for mode, result in results.items():
+        assert result.converged
+        torch.testing.assert_close(result.eigenvalues, expected, rtol=0, atol=1e-9 * scale)
+        Y = result.eigenvectors
+        explicit = (A @ Y - Y * result.eigenvalues).norm(dim=0)
+        # partial: the components dropped below sqrt(eps) enter the Lanczos relation (see LanczosResult)
+        slack = 0 if mode == "full" else torch.finfo(F64).eps ** 0.5 * scale
+        assert torch.all(explicit <= 2e-10 * scale + slack)
+    assert results["partial"].num_matvecs <= results["full"].num_matvecs + 2
+    with pytest.raises(ValueError, match="reorthogonalize must be one of"):
+        lanczos(A, reorthogonalize="none")

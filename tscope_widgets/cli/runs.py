@@ -270,7 +270,7 @@ def run_curvature(
 
     The operator is :class:`~tscope_widgets.kernels.curvature.HessianOperator` of the token-weighted LM
     loss over ``batches`` (``[analysis].hessian_kind``: Hessian, Gauss–Newton or functional part), in
-    ``[analysis].dtype``. Lanczos with full reorthogonalization gives the ``k`` largest and ``k``
+    ``[analysis].dtype``. Lanczos (partial reorthogonalization) gives the ``k`` largest and ``k``
     smallest eigenvalues with residual norms; Hutch++ the trace :math:`\pm` its standard error; SLQ the
     smoothed spectral density; the block map :math:`\lVert H_{ab} \rVert_F` over parameter groups is
     exact when the groups hold at most ``AUTO_EXACT_MAX_PARAMS`` parameters (spectral norms of the

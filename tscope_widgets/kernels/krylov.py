@@ -1,15 +1,22 @@
-r"""The Lanczos recurrence with full reorthogonalization, and the basis it keeps: the engine under
+r"""The Lanczos recurrence with full or partial reorthogonalization, and the basis it keeps: the engine under
 :func:`~.lanczos.iter_lanczos` (one start vector) and :func:`~.density.slq_density` (one per probe).
 
 One step multiplies the operator by the newest basis vector of every sequence, subtracts the three-term
 recurrence's components and then the projection on the whole basis (classical Gram–Schmidt, a second pass
-when the first removed much: Daniel, Gragg, Kaufman & Stewart 1976), and normalizes. At GPT-2-small size a
+when the first removed much: Daniel, Gragg, Kaufman & Stewart 1976), and normalizes. With partial
+reorthogonalization (Simon 1984) the projection on the whole basis is subtracted only at the steps where a
+recurrence for the inner products :math:`\omega_{jk} \approx q_j^\top q_k` says that the basis is about to
+lose semi-orthogonality (:math:`\max_k |\omega_{j+1,k}| > \sqrt{\varepsilon}`), and at the step after; the
+basis then stays orthogonal to :math:`\sqrt{\varepsilon}`, which keeps ``T`` the projection of the operator on
+the Krylov space to working precision (Simon 1984, Theorem 4), so its Ritz values are as accurate as with full
+reorthogonalization and no spurious copies appear; most steps then cost about one product. At GPT-2-small size a
 basis vector is 0.5 GB: the basis is held in blocks that are never copied (:class:`LanczosBasis`), every
 allocation is checked against the free memory first, and the Gram–Schmidt passes over one-row blocks are
 swept slice by slice so that the new vector is read once per pass (:func:`_swept_projection`).
 
 References:
-    Paige (1972), IMA J. Appl. Math. 10; Parlett (1998), "The Symmetric Eigenvalue Problem", SIAM, ch. 6.
+    Paige (1972), IMA J. Appl. Math. 10; Parlett (1998), "The Symmetric Eigenvalue Problem", SIAM, ch. 6;
+    Simon (1984), "The Lanczos algorithm with partial reorthogonalization", Math. Comp. 42(165).
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from .cost import check_memory
 from .operator import INNER_SLICE, LinearOperator, inner
 from .trace import random_probes
 
-__all__ = ["LanczosRecurrence", "LanczosBasis", "BASIS_BLOCK_BYTES", "SWEEP"]
+__all__ = ["LanczosRecurrence", "LanczosBasis", "BASIS_BLOCK_BYTES", "SWEEP", "REORTHOGONALIZATION"]
+
+REORTHOGONALIZATION = ("full", "partial")
 
 # Rows of the basis are allocated in blocks of about this size (at least one row): see LanczosRecurrence.
 BASIS_BLOCK_BYTES = 64 * 2**20
@@ -33,25 +42,43 @@ _BREAKDOWN_RATIO = 10 * torch.finfo(torch.float64).eps
 
 
 class LanczosRecurrence:
-    """The Lanczos three-term recurrence with full reorthogonalization for ``B`` start vectors at once.
+    """The Lanczos three-term recurrence with full or partial reorthogonalization for ``B`` start vectors.
 
     Column ``b`` of every ``[N, B]`` product belongs to its own Krylov sequence. On breakdown
     (:math:`\\beta \\approx 0`: the Krylov space is invariant) the sequence restarts with a random vector
     orthogonal to its basis and the coupling entry of ``T`` is set to exactly 0, so ``T`` becomes block
     diagonal and the new block's Ritz vectors have a zero first component (zero quadrature weight).
 
+    With ``reorthogonalize="partial"`` every new vector is first orthogonalized against the two latest basis
+    vectors (local reorthogonalization, Parlett 1998 §13.8), and against the whole basis only when Simon's
+    estimate of the lost orthogonality exceeds :math:`\\sqrt{\\varepsilon}` (``ε`` of the operator's dtype), and
+    at the step after such a step (Simon 1984, §5). ``reorthogonalized_steps`` counts those steps.
+
     Attributes:
         size: Number of steps done, i.e. basis vectors used and the order of ``T``.
+        reorthogonalize: ``"full"`` or ``"partial"``.
+        reorthogonalized_steps: Steps at which the new vectors were orthogonalized against the whole basis.
         max_steps: Steps at most (``<= N``); no vector beyond those is kept.
         num_matvecs: Products with the operator so far (``B`` per step).
         last_beta: Norm ``[B]`` (float64, CPU) of the latest new vector before normalization; the Ritz
             residuals are ``last_beta * |last row of the eigenvectors of T|``.
     """
 
-    def __init__(self, op: LinearOperator, start: Tensor, max_steps: int, generator: torch.Generator | None):
+    def __init__(self, op: LinearOperator, start: Tensor, max_steps: int, generator: torch.Generator | None,
+                 reorthogonalize: str = "full"):
         N = op.shape[0]
         if not 1 <= max_steps <= N:
             raise ValueError(f"max_steps must be in [1, {N}], got {max_steps}")
+        if reorthogonalize not in REORTHOGONALIZATION:
+            raise ValueError(f"reorthogonalize must be one of {REORTHOGONALIZATION}, got {reorthogonalize!r}")
+        self.reorthogonalize = reorthogonalize
+        self.reorthogonalized_steps = 0
+        eps = torch.finfo(op.dtype).eps
+        self._eps, self._semi = eps, eps**0.5
+        # Simon's estimates of q_j·q_k for the newest two vectors, [B, j+1] and [B, j], float64 CPU.
+        self._omega = torch.ones(start.shape[1], 1, dtype=torch.float64)
+        self._omega_prev = torch.zeros(start.shape[1], 0, dtype=torch.float64)
+        self._force_next = False
         self.op, self.N, self.B = op, N, start.shape[1]
         self.max_steps = max_steps
         self.generator = generator
@@ -93,11 +120,18 @@ class LanczosRecurrence:
         w[:, None].baddbmm_(alpha.view(-1, 1, 1), q[:, None], alpha=-1)
         if j > 0:
             w[:, None].baddbmm_(self._offdiag[-1].to(w).view(-1, 1, 1), self._row(j - 1)[:, None], alpha=-1)
-        self._orthogonalize(w, j + 1)
+        if self.reorthogonalize == "full":
+            self._orthogonalize(w, j + 1)
+        else:
+            alpha = alpha + self._local_orthogonalize(w, j)
         beta = inner(w[:, None], w).view(self.B).clamp_min(0).sqrt()
         alpha64, beta64 = alpha.double().cpu(), beta.double().cpu()
         self.scale = max(self.scale, alpha64.abs().max().item(), beta64.max().item())
         self._alphas.append(alpha64)
+        if self.reorthogonalize == "partial" and self._needs_full_pass(beta64):
+            self._orthogonalize(w, j + 1)
+            beta = inner(w[:, None], w).view(self.B).clamp_min(0).sqrt()
+            beta64 = beta.double().cpu()
         self.size = j + 1
         self.last_beta = beta64
         if self.size == self.max_steps:
@@ -110,6 +144,7 @@ class LanczosRecurrence:
             mask = broken.to(self.op.device)[:, None]
             w = torch.where(mask, fresh, w)
             beta = torch.where(mask[:, 0], inner(fresh[:, None], fresh).view(self.B).clamp_min(0).sqrt(), beta)
+            self._omega[broken, :-1] = self._eps  # the fresh vector is orthogonal to the whole basis
         self._offdiag.append(torch.where(broken, 0.0, beta64))
         self._next = w.div_(beta[:, None])
 
@@ -125,6 +160,50 @@ class LanczosRecurrence:
     def ritz(self) -> tuple[Tensor, Tensor]:
         """Ritz values ``[B, size]`` (ascending) and eigenvectors of ``T`` ``[B, size, size]``, float64 CPU."""
         return torch.linalg.eigh(self.tridiagonal())
+
+    def _local_orthogonalize(self, w: Tensor, j: int) -> Tensor:
+        """One more Gram–Schmidt pass of ``w [B, N]`` against ``q_j``, in place; returns the correction ``[B]``
+        to ``alpha_j`` (the component along ``q_j`` that the first pass left)."""
+        q = self._row(j)[:, None]  # [B, 1, N]
+        c = inner(q, w)  # [B, 1]
+        w[:, None].baddbmm_(c[:, None].to(w), q, alpha=-1)
+        return c[:, 0]
+
+    def _needs_full_pass(self, beta: Tensor) -> bool:
+        r"""Advance Simon's recurrence for :math:`\omega_{j+1,k} \approx q_{j+1}^\top q_k` (``beta [B]`` the new
+        norm) and say whether the new vectors must be orthogonalized against the whole basis.
+
+        .. math::
+
+            \beta_{j+1}\omega_{j+1,k} = \beta_{k+1}\omega_{j,k+1} + (\alpha_k - \alpha_j)\omega_{jk}
+            + \beta_k\omega_{j,k-1} - \beta_j\omega_{j-1,k} \pm \varepsilon \lVert A \rVert
+
+        (``β_k`` couples ``q_{k-1}`` and ``q_k``); the ``±ε||A||`` term, with the sign that increases
+        :math:`|\omega|`, bounds the rounding of one step, and :math:`\omega_{j+1,j} = \varepsilon \lVert A
+        \rVert / \beta_{j+1}` after the local pass. After a full pass the estimates are reset to that level.
+        """
+        j = len(self._alphas) - 1
+        omega, prev = self._omega, self._omega_prev  # [B, j+1], [B, j]
+        a = torch.stack(self._alphas, 1)  # [B, j+1]
+        b = torch.stack(self._offdiag, 1) if self._offdiag else torch.zeros(self.B, 0, dtype=torch.float64)  # [B, j]
+        safe = beta.clamp_min(torch.finfo(torch.float64).tiny)[:, None]
+        noise = self._eps * self.scale / safe  # [B, 1]
+        new = torch.empty(self.B, j + 2, dtype=torch.float64)
+        if j > 0:
+            rec = b * omega[:, 1:] + (a[:, :j] - a[:, j : j + 1]) * omega[:, :j] - b[:, j - 1 : j] * prev
+            rec[:, 1:] += b[:, :-1] * omega[:, : j - 1]
+            rec = rec / safe
+            new[:, :j] = rec + torch.where(rec < 0, -noise, noise)
+        new[:, j] = noise[:, 0]
+        new[:, j + 1] = 1.0
+        forced = self._force_next
+        lost = j > 0 and bool((new[:, :j].abs().amax(1) > self._semi).any())
+        self._force_next = lost and not forced
+        if lost or forced:
+            self.reorthogonalized_steps += 1
+            new[:, : j + 1] = noise
+        self._omega_prev, self._omega = omega, new
+        return lost or forced
 
     def _orthogonalize(self, w: Tensor, n: int) -> None:
         """Subtract from ``w [B, N]`` (contiguous, in place) its projection on the first ``n`` basis vectors

@@ -127,6 +127,31 @@ def test_slice_2d_matches_plain_loop(name, points_per_call):
     assert abs(final.loss[1, 0].item() - origin) <= 1e-12  # (0, 0) is the origin
 
 
+@pytest.mark.parametrize("limit", [16, 2])
+def test_one_point_per_call_moves_along_rows_in_place_and_matches_plain(monkeypatch, limit):
+    """With one point per call, a point in the same row as the last is reached by one in-place pass (``+= Δβ d2``);
+    the buffer is rewritten from θ after ``MAX_UPDATES_IN_PLACE`` such passes; results equal the plain loop."""
+    from tscope_widgets.kernels.landscape import evaluator
+    monkeypatch.setattr(evaluator, "MAX_UPDATES_IN_PLACE", limit)
+    updates = []
+    original = evaluator._GridEvaluator._move_to
+    monkeypatch.setattr(evaluator._GridEvaluator, "_move_to",
+                        lambda self, point: (original(self, point), updates.append(self._updates)))
+    model = BUILDERS["gpt2"]()
+    data = two_batches(model)
+    d1, d2 = pair_of_directions(model)
+    alphas, betas = [-0.5, 0.0, 1.0], [-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0]
+    final = list(slice_2d(model, data, d1, d2, alphas, betas, points_per_call=1))[-1]
+    # row α = -0.5: fresh at β = -1, in place to -0.5, fresh at 0 (one pass either way), in place after
+    expected_row = [0, 1, 0, 1, 2, 3, 4] if limit == 16 else [0, 1, 0, 1, 2, 0, 1]
+    assert updates[:7] == expected_row
+    assert max(updates) <= limit
+    for i, a in enumerate(alphas):
+        for j, b in enumerate(betas):
+            ref, _ = reference_loss(moved(model, [(a, d1), (b, d2)]), data)
+            assert abs(final.loss[i, j].item() - ref) <= 1e-10, (a, b)
+
+
 @pytest.mark.parametrize("points_per_call", [1, 3])
 def test_slice_1d_matches_plain_loop(points_per_call):
     model = tiny()

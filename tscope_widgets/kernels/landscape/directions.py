@@ -220,8 +220,9 @@ def eigen_directions(
     r"""Extreme Hessian eigenvectors of the LM loss over ``data`` as unit-norm directions.
 
     :math:`H v_i = \lambda_i v_i` for the Hessian of the token-weighted loss (restricted to ``groups``),
-    by Lanczos with full reorthogonalization on :class:`~.curvature.HessianOperator`. Each Ritz vector, a
-    flat vector over the selected groups, is written back into parameter tensors through the groups'
+    by Lanczos (:func:`~..lanczos.lanczos`, partial reorthogonalization) on
+    :class:`~.curvature.HessianOperator`. Each Ritz vector, a flat vector over the selected groups, is written
+    back into parameter tensors through the groups'
     :class:`~tscope_widgets.models.adapter.ParamSlice` views (a fused tensor such as GPT-2's ``c_attn``
     receives the part of each of its groups); entries outside the groups are zero. So each direction has
     unit norm in the flat space of all parameters, as :func:`quadratic_model` assumes, and the slice

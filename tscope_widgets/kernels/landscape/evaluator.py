@@ -36,6 +36,9 @@ MAX_POINTS_PER_CALL_DEFAULT = 256
 # P = 1 / 4 / 8: 5 MB of parameters 22 / 17 / 17, 11 MB 35 / 27 / 25, 22 MB 42 / 43 / 54; 86 MB: 128 at
 # P = 1, 183 at P = 2. So P copies are kept within this many bytes on a CPU (a larger model gets P = 1).
 CPU_PARAMETER_COPIES_BUDGET = 64 * 2**20
+# With one point per call, the buffer is moved from point to point by at most this many in-place updates in a
+# row before it is written from θ again (each update rounds once: the drift stays within a few ulps).
+MAX_UPDATES_IN_PLACE = 16
 
 
 class _BatchObjective(nn.Module):
@@ -120,12 +123,14 @@ class _GridEvaluator:
     once and reused by every call: ``[P, *shape]`` for each parameter that some direction moves (is
     nonzero somewhere); every other parameter, and all of them at the origin ``c = 0``, is θ itself.
     With ``P > 1`` one ``addmm`` per parameter writes all points of a call from the stacked directions
-    ``[m, numel]`` and ``functional_call`` is vmapped over the points. With ``P = 1`` the buffer is
-    written as ``θ + c_j d_j`` for the first nonzero coefficient (``torch.add(out=)``), then ``+= c_k d_k``
-    for the others, with no stacked copy of the directions, and the call is plain: a point on an axis of
-    the grid costs one pass over the parameters, another point two (memory-bound, the cost that remains
-    beyond the forward passes at GPT-2-small size). Memory beyond the model: ``P`` copies of the moved
-    parameters, plus ``m`` stacked copies of the directions when ``P > 1``.
+    ``[m, numel]`` and ``functional_call`` is vmapped over the points. With ``P = 1`` there is no stacked
+    copy of the directions and the call is plain; the buffer keeps the previous point, and the next one is
+    reached by whichever takes fewer passes over the parameters (memory-bound, the cost that remains beyond
+    the forward passes at GPT-2-small size): ``θ + c_j d_j`` for the first nonzero coefficient
+    (``torch.add(out=)``) then ``+= c_k d_k`` for the others, or ``+= (c_k - c'_k) d_k`` for the coefficients
+    that changed. Along a row of a 2D grid that is one pass per point instead of two; the buffer is rewritten
+    from θ at least every :data:`MAX_UPDATES_IN_PLACE` points, so rounding cannot accumulate. Memory beyond
+    the model: ``P`` copies of the moved parameters, plus ``m`` stacked copies of the directions when ``P > 1``.
 
     Each batch gives its summed token loss and number of correct argmax predictions. Under a process
     group the per-point sums ``[n, 3]`` (loss, correct, targets; float64) are added over the ranks by
@@ -152,6 +157,8 @@ class _GridEvaluator:
         self.stacked = (
             {n: torch.stack([d.reshape(-1) for d in ds]) for n, ds in self.directions.items()} if self.P > 1 else {}
         )
+        self._held: list[float] | None = None  # coordinates of the point buf[0] holds (P = 1)
+        self._updates = 0  # in-place updates since buf[0] was last written from θ
 
     @torch.no_grad()
     def _parameters_at(self, coords: Tensor) -> dict[str, Tensor]:
@@ -161,15 +168,29 @@ class _GridEvaluator:
             c = coords.to(self.device, self.dtype)
             for name, buf in self.buffers.items():
                 torch.addmm(self.base[name].reshape(1, -1), c, self.stacked[name], out=buf[:n].view(n, -1))
-        else:  # skip zero coefficients: a point on an axis of the grid costs one pass, not two
-            terms = [(c, j) for j, c in enumerate(coords[0].tolist()) if c != 0]
-            for name, buf in self.buffers.items():
-                ds = self.directions[name]
-                (c, j), *rest = terms
-                torch.add(self.base[name], ds[j], alpha=c, out=buf[0])
-                for c, j in rest:
-                    buf[0].add_(ds[j], alpha=c)
+        else:
+            self._move_to(coords[0].tolist())
         return {f"net.{name}": buf[:n] for name, buf in self.buffers.items()}
+
+    def _move_to(self, point: list[float]) -> None:
+        """Write the parameters at ``point`` (``m`` coefficients, not all zero) into ``buf[0]``, in as few passes
+        over the parameters as possible (see the class docstring)."""
+        fresh = [(c, j) for j, c in enumerate(point) if c != 0]
+        held = self._held
+        steps = [] if held is None else [(c - h, j) for j, (c, h) in enumerate(zip(point, held, strict=True)) if c != h]
+        in_place = held is not None and len(steps) < len(fresh) and self._updates < MAX_UPDATES_IN_PLACE
+        for name, buf in self.buffers.items():
+            ds = self.directions[name]
+            if in_place:
+                for c, j in steps:
+                    buf[0].add_(ds[j], alpha=c)
+                continue
+            (c, j), *rest = fresh
+            torch.add(self.base[name], ds[j], alpha=c, out=buf[0])
+            for c, j in rest:
+                buf[0].add_(ds[j], alpha=c)
+        self._updates = self._updates + 1 if in_place else 0
+        self._held = list(point)
 
     @torch.no_grad()
     def __call__(self, coords: Tensor) -> tuple[Tensor, Tensor]:
