@@ -141,6 +141,11 @@ class ModelAdapter(abc.ABC):
         return self.embedding.num_embeddings
 
     @property
+    def max_positions(self) -> int | None:
+        """Longest sequence the model takes (learned position embeddings), or ``None`` when unbounded."""
+        return None
+
+    @property
     def d_model(self) -> int:
         """Embedding width ``D``, the size of the residual stream."""
         return self.embedding.embedding_dim
