@@ -201,8 +201,8 @@ def hutchpp_trace(
 
     Raises:
         ValueError: If ``A`` is not square or ``num_matvecs < 3``.
-        MemoryError: If the sketch (three ``[N, min(m // 3, N)]`` matrices) would not fit on the operator's
-            device, before anything is allocated.
+        MemoryError: If the sketch (three ``[N, m // 3]`` matrices) would not fit on the operator's device,
+            before anything is allocated.
 
     References:
         Meyer, Musco, Musco & Woodruff (2021), "Hutch++: Optimal Stochastic Trace Estimation", SOSA.
@@ -213,12 +213,12 @@ def hutchpp_trace(
         raise ValueError(f"hutchpp_trace needs num_matvecs >= 3 (a third sketches A), got {m}")
     N = op.shape[0]
     s = m // 3
-    # The sketch Y = A S, its basis Q and A Q: three [N, min(s, N)] matrices.
+    # The probes S, the sketch Y = A S and its basis Q: three [N, s] matrices.
     check_memory(
-        3 * N * min(s, N) * op.dtype.itemsize,
+        3 * N * s * op.dtype.itemsize,
         op.device,
         f"hutchpp_trace(num_matvecs={m}) on an operator of size {N} (a sketch of {s} columns)",
-        [f"lower num_matvecs (a sketch of rank {N} or more gives no more than num_matvecs = {3 * N})",
+        [f"lower num_matvecs (at num_matvecs = {3 * N} the sketch spans the whole space and the trace is exact)",
          "or use hutchinson_trace, which holds no sketch"],
     )
     if N * s * op.dtype.itemsize <= SKETCH_IN_ONE_PIECE_BYTES:
