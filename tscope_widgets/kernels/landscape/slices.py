@@ -336,7 +336,8 @@ def slice_2d(
     :math:`\sum_b N_b \bar\ell_b / \sum_b N_b`, with the label rule of :meth:`ModelAdapter.loss`
     (``N_b`` target tokens in batch ``b``), in float64; the accuracy is the fraction of those targets
     predicted by the argmax. Everything runs on the private analysis copy ``adapter.analysis(dtype)``
-    through ``torch.func.functional_call``; the user's model is never modified.
+    through ``torch.func.functional_call``; the user's model is never modified, and hooks registered on
+    its modules are not run (the copy has none).
 
     Grid points are visited row-major (all betas of ``alphas[0]``, then ``alphas[1]``, ...). Each call
     evaluates up to ``P = points_per_call`` points. Their parameters :math:`\theta + \alpha d_1 + \beta d_2`

@@ -169,7 +169,8 @@ def iter_sensitivity(
     fingerprints existed are refused: they cannot be checked, so start a new run.
 
     Args:
-        adapter: Model or :class:`ModelAdapter`; analysed on a private copy.
+        adapter: Model or :class:`ModelAdapter`; analysed on a private copy, without the hooks
+            registered on its modules (they are not run).
         data: See above.
         layers: Target layer(s): ints (negative count from the end), ``"final"`` or ``"all"``.
         method: ``"exact"``, ``"hutchinson"`` or ``"full"``.
