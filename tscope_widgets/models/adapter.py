@@ -210,11 +210,23 @@ class ModelAdapter(abc.ABC):
         return layer % L
 
     def resolve_layers(self, layers: Layer | Iterable[Layer]) -> list[Layer]:
-        """Canonical labels for ``layers`` (``"all"`` = every block), duplicates removed, in order."""
-        if layers == "all":
+        """Canonical labels for ``layers`` (``"all"`` = every block), duplicates removed, in order.
+
+        Raises:
+            TypeError: for ``layers`` that are not ``"all"``, an int, a name or an iterable of them (a float,
+                ``None``, a tensor), or for an element that is not an int or a name.
+            ValueError: for an index out of range, an unknown name, or no layers.
+        """
+        if isinstance(layers, str) and layers == "all":
             return list(range(self.num_layers))
         if isinstance(layers, (int, str)):
             layers = [layers]
+        elif not isinstance(layers, Iterable) or isinstance(layers, Tensor):
+            L = self.num_layers
+            raise TypeError(
+                f"layers must be 'all', an int in [-{L}, {L}), 'final' or a list of them, got "
+                f"{type(layers).__name__} {layers!r}"
+            )
         out: list[Layer] = []
         for layer in layers:
             r = self.resolve_layer(layer)
