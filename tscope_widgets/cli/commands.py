@@ -238,6 +238,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_sensitivity(args, cfg: RunConfig, out: Path, prepared: Prepared, dataset: Dataset, start: float) -> int:
     ctx = dist_.context()
     checkpoints = sensitivity_checkpoint_dir(out) if cfg.analysis.checkpoint_every or args.resume else None
+    if checkpoints is not None:  # what main() says on Ctrl-C
+        args.interrupted_hint = (
+            f"checkpoints are in {checkpoints}; continue with: tscope run {args.config} --out {out} --resume"
+        )
     snapshot, seconds, layers = run_sensitivity(
         prepared,
         dataset,
@@ -329,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``tscope`` command; returns the exit status (0 ok, 2 configuration error)."""
+    """Entry point of the ``tscope`` command; returns the exit status (0 ok, 2 configuration error, 130 Ctrl-C:
+    one line saying where the checkpoint is and how to resume, no traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     for name in ("samples", "steps", "probes", "threads"):
@@ -355,6 +360,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"tscope: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = getattr(args, "interrupted_hint", None) or (
+            "no checkpoint was written (set [analysis].checkpoint_every = N in a sensitivity run to resume one)"
+        )
+        print(f"tscope: interrupted; {hint}", file=sys.stderr)
+        return 130
     except RuntimeError as err:
         if _world_size() <= 1 or not _is_communication_error(err):
             raise
