@@ -33,7 +33,8 @@ preconditioned, and the edge of stability they reach concerns :math:`\lambda_{ma
 optimiser's changing preconditioner ``P`` (Cohen et al. 2022, "Adaptive Gradient Methods at the Edge of
 Stability"), so the threshold is recorded as NaN for them.
 
-The tracker never modifies the training: it analyses a private copy of the model (``ModelAdapter.analysis``)
+The tracker never modifies the training: it analyses a private copy of the model (``ModelAdapter.analysis``,
+without the hooks registered on the model's modules: they are not run by the analysis)
 with its own seeded random generator, so the user's parameters, gradients, modes and the global random state
 are untouched, and a training run with the tracker gives bitwise the same parameters as one without.
 """

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .. import distributed as dist_
 from .._version import __version__
+from ..models import adapt
 from .config import (
     STATISTICS_SHOWN,
     ConfigError,
@@ -35,6 +36,7 @@ from .config import (
     SensitivityConfig,
     load_run_config,
 )
+from .limits import check_grid, check_output_dir
 from .prepare import Dataset, Prepared, on_every_rank, prepare_data, prepare_model, task_dataset
 from .reports import report_curvature, report_demo, report_landscape, report_sensitivity
 from .runs import (
@@ -110,6 +112,22 @@ def _check_same_data(dataset: Dataset) -> None:
         raise ConfigError(str(err)) from None
 
 
+def _check_positions(dataset: Dataset, max_seq_len: int | None, model: torch.nn.Module) -> None:
+    """Refuse token ids longer than the model's learned positions (``n_positions``), naming both keys."""
+    data = dataset.data
+    ids = data if isinstance(data, Tensor) else data.get("input_ids") if isinstance(data, Mapping) else None
+    limit = adapt(model).max_positions
+    if ids is None or limit is None:  # texts are cut by the tokenizer; rotary positions have no limit
+        return
+    length = min(ids.shape[1], max_seq_len or ids.shape[1])
+    if length > limit:
+        raise ConfigError(
+            f"the data hold sequences of {length} tokens, but the model takes at most {limit} positions "
+            f"(n_positions / max_position_embeddings / max_seq_len of [model]); set [analysis].max_seq_len = "
+            f"{limit} or less, or give the model more positions"
+        )
+
+
 def _shard_batches(batches: list[dict[str, Tensor]], ctx: dist_.DistContext) -> tuple[list, Any]:
     """This rank's loss batches (``r, r + W, ...``) and the process group to reduce over (``None`` alone)."""
     if ctx.world_size == 1:
@@ -142,6 +160,7 @@ def _demo(args: argparse.Namespace, ctx: dist_.DistContext) -> int:
     from ..training import RECIPES
 
     out = Path(args.out)
+    check_output_dir(out, "--out")
     steps = args.steps if args.steps is not None else (300 if args.quick else None)
     samples = args.samples if args.samples is not None else (32 if args.quick else 256)
     model_cfg = ModelConfig(kind="tiny", task="induction", steps=steps, seed=args.seed)
@@ -192,6 +211,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume and kind != "sensitivity":
         raise ConfigError(f"--resume continues a sensitivity run from its checkpoint; kind = {kind!r} has none")
     out = Path(args.out or cfg.output.dir or Path("results") / Path(args.config).stem)
+    check_output_dir(out, "--out" if args.out else "[output].dir" if cfg.output.dir else "the output folder")
+    if kind == "landscape":
+        check_grid(cfg.analysis.resolution)
     with _process_group(args) as ctx:
         start = time.perf_counter()
         model_cfg = cfg.model
@@ -207,6 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"held-out accuracy {r.accuracy:.3f}"
             )
         dataset = on_every_rank("while preparing the data", lambda: prepare_data(cfg.data, model_cfg, prepared))
+        _check_positions(dataset, cfg.analysis.max_seq_len, prepared.model)
         _check_same_data(dataset)
         run = {"sensitivity": _run_sensitivity, "curvature": _run_curvature, "landscape": _run_landscape}[kind]
         return run(args, cfg, out, prepared, dataset, start)
@@ -215,6 +238,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_sensitivity(args, cfg: RunConfig, out: Path, prepared: Prepared, dataset: Dataset, start: float) -> int:
     ctx = dist_.context()
     checkpoints = sensitivity_checkpoint_dir(out) if cfg.analysis.checkpoint_every or args.resume else None
+    if checkpoints is not None:  # what main() says on Ctrl-C
+        args.interrupted_hint = (
+            f"checkpoints are in {checkpoints}; continue with: tscope run {args.config} --out {out} --resume"
+        )
     snapshot, seconds, layers = run_sensitivity(
         prepared,
         dataset,
@@ -306,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``tscope`` command; returns the exit status (0 ok, 2 configuration error)."""
+    """Entry point of the ``tscope`` command; returns the exit status (0 ok, 2 configuration error, 130 Ctrl-C:
+    one line saying where the checkpoint is and how to resume, no traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     for name in ("samples", "steps", "probes", "threads"):
@@ -332,6 +360,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"tscope: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = getattr(args, "interrupted_hint", None) or (
+            "no checkpoint was written (set [analysis].checkpoint_every = N in a sensitivity run to resume one)"
+        )
+        print(f"tscope: interrupted; {hint}", file=sys.stderr)
+        return 130
     except RuntimeError as err:
         if _world_size() <= 1 or not _is_communication_error(err):
             raise

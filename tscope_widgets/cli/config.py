@@ -316,6 +316,15 @@ def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; give the TOML file inside it") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8 (TOML "
+            "files are UTF-8)"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read ({err.strerror or err}); check its permissions") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
     try:

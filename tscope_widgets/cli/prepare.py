@@ -18,6 +18,7 @@ from torch import Tensor
 from .. import distributed as dist_
 from ..models import adapt
 from .config import ConfigError, DataConfig, ModelConfig
+from .limits import build_checked, check_samples
 
 
 @dataclass
@@ -96,8 +97,21 @@ def prepare_tiny(cfg: ModelConfig, progress: bool, num_threads: int | None) -> P
     return Prepared(result.model, desc, result.task, save=lambda d: [save_model(d, result)], training=result)
 
 
+def _config_errors() -> tuple[type[Exception], ...]:
+    """The errors of a Hugging Face config field of the wrong type (huggingface_hub's strict dataclasses)."""
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:  # older huggingface_hub
+        return ()
+    return (StrictDataclassError,)
+
+
 def prepare_hf(cfg: ModelConfig) -> Prepared:
-    """Load a Hugging Face model by name, or build one with random weights from a config table."""
+    """Load a Hugging Face model by name, or build one with random weights from a config table.
+
+    A config table is first built on the ``meta`` device (no memory): a model type without an adapter, or a
+    model whose weights would not fit in memory, is refused before its weights are allocated.
+    """
     import transformers
 
     if cfg.name is not None:
@@ -114,8 +128,11 @@ def prepare_hf(cfg: ModelConfig) -> Prepared:
     model_type = fields.pop("model_type")
     try:
         config = transformers.AutoConfig.for_model(model_type, **fields)
-    except ValueError as err:
-        raise ConfigError(f"[model].config: {err}") from None
+    except (*_config_errors(), TypeError, ValueError) as err:
+        raise ConfigError(
+            f"[model].config: {' '.join(str(err).split())}; fix that key (see the {model_type} config "
+            "documentation of transformers)"
+        ) from None
     layers = getattr(config, "num_hidden_layers", None)
     if isinstance(layers, int) and layers < 1:
         key = next((k for k in ("n_layer", "num_hidden_layers", "num_layers") if k in fields), "num_hidden_layers")
@@ -124,6 +141,19 @@ def prepare_hf(cfg: ModelConfig) -> Prepared:
             "nothing to analyse; give at least 1 layer"
         )
     auto = transformers.AutoModelForMaskedLM if model_type == "bert" else transformers.AutoModelForCausalLM
+
+    def supported(meta_model: torch.nn.Module) -> None:
+        try:
+            adapt(meta_model)
+        except TypeError as err:
+            raise ConfigError(f"[model].config.model_type = {model_type!r}: {err}") from None
+
+    try:
+        build_checked(lambda: auto.from_config(config), "[model].config", supported)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"[model].config: {err}") from None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         try:
@@ -350,6 +380,7 @@ def prepare_data(cfg: DataConfig, model_cfg: ModelConfig, prepared: Prepared) ->
                 f"[data].task {task.name!r} uses {task.vocab_size} token ids, more than the model's "
                 f"vocabulary of {adapter.vocab_size}"
             )
+        check_samples(cfg.samples, task.seq_len)
         return task_dataset(task, cfg.samples, cfg.seed)
     if cfg.ids is not None:
         ids, mask = _read_ids(Path(cfg.ids))

@@ -43,7 +43,7 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ from torch import Tensor
 from ..models.adapter import ModelAdapter
 from .curvature import HessianOperator
 from .lanczos import LanczosResult, iter_lanczos, lanczos
+from .reservoir import set_generator_state
 from .trace import random_probes
 
 __all__ = [
@@ -320,7 +321,20 @@ class _Run:
         self.done = 0
 
     def restore(self, checkpoint) -> None:
-        meta, t = checkpoint.meta, checkpoint.tensors
+        meta, t = getattr(checkpoint, "meta", None), getattr(checkpoint, "tensors", None)
+        if not isinstance(meta, Mapping) or not isinstance(t, Mapping):
+            raise TypeError(f"resume must be a checkpoint with .tensors and .meta, got {type(checkpoint).__name__}")
+        where = f"block norm checkpoint {getattr(checkpoint, 'path', '') or ''}".rstrip()
+        missing = [k for k in ("column_exact", "squared", "squared_var", "column_done", "spectral", "probe_rng")
+                   if not isinstance(t.get(k), Tensor)]
+        missing += [k for k in ("num_matvecs", "done") if k not in meta]
+        if missing:
+            raise ValueError(f"{where} lacks the field(s) {missing}: it is damaged or from another kernel; "
+                             "start a new run")
+        for key in ("num_matvecs", "done"):
+            value = meta[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{where}: field {key} must be an integer >= 0, got {value!r}")
         mine = {"labels": self.labels, "kind": self.kind, "num_probes": self.num_probes}
         for key, value in mine.items():
             if meta.get(key) != value:
@@ -331,7 +345,7 @@ class _Run:
         self.squared_var = t["squared_var"].clone().to(torch.float64)
         self.column_done = t["column_done"].clone().to(torch.bool)
         self.spectral_norms = t["spectral"].clone().to(torch.float64)
-        self.generator.set_state(t["probe_rng"].clone())
+        set_generator_state(self.generator, t["probe_rng"], f"{where}: field probe_rng")
         self.base_matvecs = self.num_matvecs = int(meta["num_matvecs"])
         self.done = int(meta["done"])
 

@@ -104,7 +104,12 @@ class LanczosRecurrence:
         return LanczosBasis([blk[b] for blk in self._blocks], self.size)
 
     def step(self) -> None:
-        """One Lanczos step for every sequence: one ``[N, B]`` product."""
+        """One Lanczos step for every sequence: one ``[N, B]`` product.
+
+        Raises:
+            FloatingPointError: When the product holds NaN or inf (said here, not as an ill-conditioned
+                ``eigh`` later).
+        """
         if self.size >= self.max_steps:
             raise RuntimeError(f"the recurrence already did its {self.max_steps} steps")
         j = self.size
@@ -126,6 +131,12 @@ class LanczosRecurrence:
             alpha = alpha + self._local_orthogonalize(w, j)
         beta = inner(w[:, None], w).view(self.B).clamp_min(0).sqrt()
         alpha64, beta64 = alpha.double().cpu(), beta.double().cpu()
+        if not (torch.isfinite(alpha64).all() and torch.isfinite(beta64).all()):
+            raise FloatingPointError(
+                f"the operator produced non-finite values (NaN or inf) at Lanczos step {j + 1}: A q is not finite "
+                "for a finite q; check the model's loss and parameters on this data (e.g. adapter.loss(batch)), "
+                "or use float64"
+            )
         self.scale = max(self.scale, alpha64.abs().max().item(), beta64.max().item())
         self._alphas.append(alpha64)
         if self.reorthogonalize == "partial" and self._needs_full_pass(beta64):

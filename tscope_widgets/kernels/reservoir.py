@@ -22,6 +22,27 @@ from torch import Tensor
 Layer = int | str
 
 
+def set_generator_state(generator: torch.Generator, state: Tensor, where: str) -> None:
+    """Set a CPU generator's state from a checkpoint, refusing a malformed one.
+
+    Args:
+        generator: The generator to set.
+        state: A state from ``torch.Generator().get_state()``: ``uint8`` of its shape.
+        where: What the state is (the checkpoint field), for the message.
+
+    Raises:
+        ValueError: For a state of another dtype or shape, or one torch refuses, naming ``where``.
+    """
+    want = torch.Generator().get_state()
+    if not isinstance(state, Tensor) or state.dtype != torch.uint8 or tuple(state.shape) != tuple(want.shape):
+        got = f"{state.dtype} {list(state.shape)}" if isinstance(state, Tensor) else type(state).__name__
+        raise ValueError(f"{where}: a CPU generator state is uint8 {list(want.shape)}, got {got}")
+    try:
+        generator.set_state(state.to("cpu").clone())
+    except RuntimeError as err:
+        raise ValueError(f"{where}: not a valid generator state ({err})") from None
+
+
 class SampleReservoir:
     """Uniform sample of at most ``capacity`` samples with their token ids, masks and maps.
 
@@ -196,8 +217,15 @@ class SampleReservoir:
         self.mask = state["mask"].to("cpu", torch.bool).clone()
         self.sample_index = state["sample_index"].to("cpu", torch.long).clone()
         self.maps = {layer: state[f"maps.{layer}"].to("cpu", torch.float32).clone() for layer in self.layers}
-        self.seen = int(state["seen"])
-        self.generator.set_state(state["rng_state"].to("cpu", torch.uint8).clone())
+        seen = state["seen"]
+        if not (isinstance(seen, Tensor) and seen.numel() == 1 and not seen.is_floating_point() and int(seen) >= 0):
+            shown = seen.tolist() if isinstance(seen, Tensor) else seen
+            raise ValueError(
+                f"reservoir.seen={shown}: the reservoir state 'seen' must be one integer >= 0 (the samples "
+                "offered so far); the state is damaged: start a new run"
+            )
+        set_generator_state(self.generator, state["rng_state"], "reservoir state 'rng_state'")
+        self.seen = int(seen)
 
     def grown(self, seq_len: int) -> SampleReservoir:
         """A copy storing ``seq_len`` positions; the new positions are empty, as for samples shorter than that.

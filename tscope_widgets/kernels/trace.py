@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .cost import check_memory
 from .operator import INNER_SLICE, LinearOperator, as_operator
 
 __all__ = [
@@ -200,6 +201,8 @@ def hutchpp_trace(
 
     Raises:
         ValueError: If ``A`` is not square or ``num_matvecs < 3``.
+        MemoryError: If the sketch (three ``[N, m // 3]`` matrices) would not fit on the operator's device,
+            before anything is allocated.
 
     References:
         Meyer, Musco, Musco & Woodruff (2021), "Hutch++: Optimal Stochastic Trace Estimation", SOSA.
@@ -210,6 +213,14 @@ def hutchpp_trace(
         raise ValueError(f"hutchpp_trace needs num_matvecs >= 3 (a third sketches A), got {m}")
     N = op.shape[0]
     s = m // 3
+    # The probes S, the sketch Y = A S and its basis Q: three [N, s] matrices.
+    check_memory(
+        3 * N * s * op.dtype.itemsize,
+        op.device,
+        f"hutchpp_trace(num_matvecs={m}) on an operator of size {N} (a sketch of {s} columns)",
+        [f"lower num_matvecs (at num_matvecs = {3 * N} the sketch spans the whole space and the trace is exact)",
+         "or use hutchinson_trace, which holds no sketch"],
+    )
     if N * s * op.dtype.itemsize <= SKETCH_IN_ONE_PIECE_BYTES:
         S = random_probes(N, s, distribution=distribution, dtype=op.dtype, device=op.device, generator=generator)
         Y = op.matmat(S)

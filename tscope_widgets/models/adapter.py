@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import copy
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -79,6 +80,36 @@ class LayerDict(dict):
         if isinstance(key, int) and key < 0 and key + self.num_layers in self:
             return self[key + self.num_layers]
         raise KeyError(f"layer {key!r} not in results; available: {list(self.keys())}")
+
+
+# The per-module hook tables of torch.nn.Module that a user's register_*_hook calls fill.
+_HOOK_TABLES = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks",
+)
+
+
+def drop_user_hooks(model: nn.Module) -> None:
+    """Remove every module hook of ``model`` in place (forward, forward-pre, backward, state-dict hooks).
+
+    Meant for the private analysis copy (:meth:`ModelAdapter.analysis`), whose hook tables are copies of the
+    user's: emptying them leaves the user's model and its hooks untouched.
+    """
+    for module in model.modules():
+        for table in _HOOK_TABLES:
+            if getattr(module, table, None):
+                setattr(module, table, OrderedDict())
+        if getattr(module, "_is_full_backward_hook", None) is not None:
+            module._is_full_backward_hook = None
 
 
 class ModelAdapter(abc.ABC):
@@ -141,6 +172,11 @@ class ModelAdapter(abc.ABC):
         return self.embedding.num_embeddings
 
     @property
+    def max_positions(self) -> int | None:
+        """Longest sequence the model takes (learned position embeddings), or ``None`` when unbounded."""
+        return None
+
+    @property
     def d_model(self) -> int:
         """Embedding width ``D``, the size of the residual stream."""
         return self.embedding.embedding_dim
@@ -174,11 +210,23 @@ class ModelAdapter(abc.ABC):
         return layer % L
 
     def resolve_layers(self, layers: Layer | Iterable[Layer]) -> list[Layer]:
-        """Canonical labels for ``layers`` (``"all"`` = every block), duplicates removed, in order."""
-        if layers == "all":
+        """Canonical labels for ``layers`` (``"all"`` = every block), duplicates removed, in order.
+
+        Raises:
+            TypeError: for ``layers`` that are not ``"all"``, an int, a name or an iterable of them (a float,
+                ``None``, a tensor), or for an element that is not an int or a name.
+            ValueError: for an index out of range, an unknown name, or no layers.
+        """
+        if isinstance(layers, str) and layers == "all":
             return list(range(self.num_layers))
         if isinstance(layers, (int, str)):
             layers = [layers]
+        elif not isinstance(layers, Iterable) or isinstance(layers, Tensor):
+            L = self.num_layers
+            raise TypeError(
+                f"layers must be 'all', an int in [-{L}, {L}), 'final' or a list of them, got "
+                f"{type(layers).__name__} {layers!r}"
+            )
         out: list[Layer] = []
         for layer in layers:
             r = self.resolve_layer(layer)
@@ -278,6 +326,12 @@ class ModelAdapter(abc.ABC):
         Parameters and buffers are converted, not copied, when dtype and device already match
         (``Tensor.to`` returns the same storage), so the copy is cheap; the user's model is not
         modified in any way. Returns ``self`` when this adapter already is such a copy in ``dtype``.
+
+        Hooks the user registered on the model's modules (forward, forward-pre, backward and state-dict
+        hooks; :func:`drop_user_hooks`) are not carried into the copy: the analyses run it inside
+        ``torch.func`` transforms, where a hook that calls ``.numpy()`` fails and a hook that edits
+        outputs would silently change the results. The user's model keeps its hooks. Global hooks
+        (``torch.nn.modules.module.register_module_forward_hook``) still apply.
         """
         dtype = dtype or self.dtype
         device = torch.device(device) if device is not None else self.device
@@ -291,6 +345,7 @@ class ModelAdapter(abc.ABC):
         for b in self.model.buffers():
             memo[id(b)] = b.detach().to(device=device, dtype=dtype if b.is_floating_point() else b.dtype)
         clone = copy.deepcopy(self.model, memo)
+        drop_user_hooks(clone)
         clone.eval()
         self._prepare_analysis_copy(clone, dtype)
         adapter = copy.copy(self)

@@ -221,6 +221,11 @@ class TinyAdapter(ModelAdapter):
         """The token embedding ``wte`` (``[V, D]``)."""
         return self.model.wte
 
+    @property
+    def max_positions(self) -> int:
+        """``max_seq_len``: the rows of the learned position embedding ``wpe``."""
+        return self.model.config.max_seq_len
+
     def _run(self, inputs_embeds: Tensor, attention_mask: Tensor | None) -> Tensor:
         return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
 

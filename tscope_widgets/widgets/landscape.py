@@ -49,7 +49,14 @@ from torch import Tensor
 from ..figures.landscape import QUANTITY_TITLES, landscape_chart
 from ..figures.svg import render_svg
 from ..jobs import Job, check_num_threads
-from ..kernels.landscape import DIRECTION_KINDS, direction_norm, make_directions, project_trajectory, slice_2d
+from ..kernels.landscape import (
+    DIRECTION_KINDS,
+    check_grid_memory,
+    direction_norm,
+    make_directions,
+    project_trajectory,
+    slice_2d,
+)
 from ..models.registry import adapt
 from ._codec import to_json_tree
 from ._controls import JobControls
@@ -232,6 +239,8 @@ class LandscapeWidget(JobControls, PicturedWidget):
         self._data = {"input_ids": data} if isinstance(data, Tensor) else data
         kind = directions if isinstance(directions, str) else "given"
         self._alphas_t, self._betas_t = check_grids(kind, span, resolution, alphas, betas)
+        grid_set_by = "alphas, betas" if alphas is not None else f"resolution={resolution}"
+        check_grid_memory(len(self._alphas_t), len(self._betas_t), grid_set_by)
         self._d1, self._d2, labels, self._eigenvalues = self._build_directions(
             directions, trajectory, checkpoints, eigenvalues, seed, dtype
         )

@@ -9,7 +9,7 @@ vector inside autograd (a slice of a flat leaf costs a whole-vector buffer in ev
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,11 +31,17 @@ def resolve_groups(available: Mapping[str, list[ParamSlice]], spec: GroupSpec) -
             list of names and patterns.
 
     Raises:
+        TypeError: for a ``spec`` that is neither ``None``, a string nor an iterable of strings.
         ValueError: for a name or pattern that matches no group (listing the available ones), an
             empty list, or a group selected twice.
     """
     if spec is None:
         return list(available)
+    if not isinstance(spec, str) and not isinstance(spec, Iterable):
+        raise TypeError(
+            f"groups must be None (all), a group name or pattern, or a list of them, got {type(spec).__name__} "
+            f"{spec!r}; e.g. groups='block0.attn.*' or groups=['embed', 'head']"
+        )
     patterns = [spec] if isinstance(spec, str) else list(spec)
     if not patterns:
         raise ValueError(f"no parameter groups requested; pass None for all, or some of: {', '.join(available)}")

@@ -19,7 +19,8 @@ The operator acts on one flat vector (:class:`~.groups.ParamLayout`: each group'
 is computed on the parameter tensors themselves, as a plain double backward is: the flat vector is cut
 into one tangent per parameter, and only the parameters of the requested groups are differentiated,
 so a block :math:`H_{ab}` costs a product over those groups' parameters, not the whole model's. The
-model is a private eval-mode copy (``adapter.analysis(dtype)``); parameters are swapped in with
+model is a private eval-mode copy (``adapter.analysis(dtype)``, without the hooks registered on the user's
+modules, which therefore neither run nor change the products); parameters are swapped in with
 ``torch.func.functional_call``, so the user's model is never written to, and tied weights count once.
 
 Routes (all give the same numbers up to rounding, or, for finite differences, their stated error):

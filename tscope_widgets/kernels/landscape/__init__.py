@@ -64,7 +64,7 @@ from .evaluator import (
     POINTS_MEMORY_BUDGET,
     default_points_per_call,
 )
-from .slices import LandscapeSlice, landscape_grid, quadratic_model, slice_1d, slice_2d
+from .slices import LandscapeSlice, check_grid_memory, grid_memory, landscape_grid, quadratic_model, slice_1d, slice_2d
 from .state import Direction, ModelState, TensorDescriptions, direction_norm
 from .trajectory import pca_directions, project_trajectory
 
@@ -83,6 +83,8 @@ __all__ = [
     "DirectionSet",
     "DIRECTION_KINDS",
     "landscape_grid",
+    "grid_memory",
+    "check_grid_memory",
     "slice_1d",
     "slice_2d",
     "quadratic_model",

@@ -26,11 +26,43 @@ from torch import Tensor, nn
 
 from ...models.adapter import ModelAdapter
 from ..collectives import all_reduce_, check_group
+from ..cost import check_memory
 from ..sensitivity import analysis_adapter
 from .evaluator import _batches, _check_points_per_call, _GridEvaluator, default_points_per_call
 from .state import _check_direction
 
 __all__ = ["LandscapeSlice", "landscape_grid", "slice_1d", "slice_2d", "quadratic_model"]
+
+
+# float64 values held per grid point: loss and accuracy of the state, of the snapshot copy a consumer holds,
+# and the two coordinates of the row-major point list.
+GRID_VALUES_PER_POINT = 6
+
+
+def grid_memory(rows: int, cols: int | None = None) -> int:
+    """Bytes a slice of ``rows`` x ``cols`` points (``cols=None``: a 1D slice) holds besides the model.
+
+    :data:`GRID_VALUES_PER_POINT` float64 values per point: loss and accuracy ``[A, B]`` of the streamed state
+    and of the snapshot a consumer keeps, and the ``[A*B, 2]`` coordinates visited.
+    """
+    return 8 * GRID_VALUES_PER_POINT * int(rows) * (1 if cols is None else int(cols))
+
+
+def check_grid_memory(rows: int, cols: int | None, what: str) -> None:
+    """Refuse, before anything is allocated, a grid whose arrays (:func:`grid_memory`) do not fit in memory.
+
+    Raises:
+        MemoryError: Naming ``what`` (the parameters that set the grid), the estimate, the memory available
+            and what to do instead.
+    """
+    shape = f"{rows}" if cols is None else f"{rows} x {cols}"
+    check_memory(
+        grid_memory(rows, cols),
+        "cpu",
+        f"a landscape grid of {shape} points ({what})",
+        ["use fewer grid points (a resolution of 51 to 201 per direction resolves a basin)",
+         "or slice a smaller window with a smaller span and fewer points"],
+    )
 
 
 def landscape_grid(span: float, resolution: int, *, center: float = 0.0) -> Tensor:
@@ -304,7 +336,8 @@ def slice_2d(
     :math:`\sum_b N_b \bar\ell_b / \sum_b N_b`, with the label rule of :meth:`ModelAdapter.loss`
     (``N_b`` target tokens in batch ``b``), in float64; the accuracy is the fraction of those targets
     predicted by the argmax. Everything runs on the private analysis copy ``adapter.analysis(dtype)``
-    through ``torch.func.functional_call``; the user's model is never modified.
+    through ``torch.func.functional_call``; the user's model is never modified, and hooks registered on
+    its modules are not run (the copy has none).
 
     Grid points are visited row-major (all betas of ``alphas[0]``, then ``alphas[1]``, ...). Each call
     evaluates up to ``P = points_per_call`` points. Their parameters :math:`\theta + \alpha d_1 + \beta d_2`
@@ -353,6 +386,8 @@ def slice_2d(
         ValueError: Empty or non-finite ``alphas``/``betas``; a direction with missing, extra or
             mis-shaped parameters or non-finite values (naming the parameter); batches without
             targets; a ``resume`` checkpoint of another grid or model.
+        MemoryError: A grid whose arrays (:func:`grid_memory`) would not fit in memory, before anything
+            is allocated.
         TypeError: Bad argument types, including a ``process_group`` that is not a ``ProcessGroup``.
         RuntimeError: ``process_group`` given without an initialised ``torch.distributed``; the
             arguments or data of another rank were rejected.
@@ -379,6 +414,7 @@ def _stream(
         _check_points_per_call(points_per_call)
         a = _coordinates(alphas, "alphas")
         b = None if betas is None else _coordinates(betas, "betas")
+        check_grid_memory(a.shape[0], None if b is None else b.shape[0], "alphas, betas")
         model = analysis_adapter(adapter, dtype)
         batches = _batches(model, data, allow_empty=process_group is not None)
         params = dict(model.model.named_parameters())

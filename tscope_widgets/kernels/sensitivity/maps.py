@@ -71,7 +71,9 @@ def position_sensitivity(
     r"""Per-sample sensitivity maps :math:`s_{ij} = \lVert \partial h_i / \partial e_j \rVert_F^2`.
 
     Runs on a private eval-mode copy of the model (``adapter.analysis(dtype)``); the user's model
-    is never modified. One forward pass serves all requested layers.
+    is never modified, and hooks registered on its modules are not run (the copy has none: a hook that
+    calls ``.numpy()`` would fail inside the transforms, one that edits outputs would change the maps).
+    One forward pass serves all requested layers.
 
     **exact** (reverse mode): per target layer, VJPs with one-hot cotangents at ``(i, c)``, the same
     for every sample (built once, expanded over the batch), vmapped in passes of at most

@@ -20,7 +20,7 @@ from torch import Tensor
 from ...data import batch_stream
 from ...models.adapter import LayerDict, ModelAdapter
 from ..fingerprint import DataHasher, LazyFingerprint, fingerprint_difference, model_fingerprint
-from ..reservoir import SampleReservoir
+from ..reservoir import SampleReservoir, set_generator_state
 from ..welford import WelfordState
 from .maps import (
     Layer,
@@ -169,7 +169,8 @@ def iter_sensitivity(
     fingerprints existed are refused: they cannot be checked, so start a new run.
 
     Args:
-        adapter: Model or :class:`ModelAdapter`; analysed on a private copy.
+        adapter: Model or :class:`ModelAdapter`; analysed on a private copy, without the hooks
+            registered on its modules (they are not run).
         data: See above.
         layers: Target layer(s): ints (negative count from the end), ``"final"`` or ``"all"``.
         method: ``"exact"``, ``"hutchinson"`` or ``"full"``.
@@ -482,14 +483,5 @@ def _check_reservoir(reservoir: SampleReservoir, done: int, vocab_size: int, whe
 
 
 def _set_rng(generator: torch.Generator, state: Tensor, where: str) -> None:
-    """Set a CPU generator's state from a checkpoint, refusing a malformed one."""
-    want = torch.Generator().get_state()
-    if state.dtype != torch.uint8 or tuple(state.shape) != tuple(want.shape):
-        raise ValueError(
-            f"{where}: a CPU generator state is uint8 {list(want.shape)}, got {state.dtype} "
-            f"{list(state.shape)}"
-        )
-    try:
-        generator.set_state(state.to("cpu").clone())
-    except RuntimeError as err:
-        raise ValueError(f"{where}: not a valid generator state ({err})") from None
+    """Set a CPU generator's state from a checkpoint, refusing a malformed one (:func:`set_generator_state`)."""
+    set_generator_state(generator, state, where)

@@ -104,6 +104,11 @@ class HFAdapter(ModelAdapter):
         return self.model.config
 
     @property
+    def max_positions(self) -> int | None:
+        """The config's ``positions_attr`` (e.g. GPT-2's ``n_positions``), ``None`` for rotary positions."""
+        return None if self.positions_attr is None else int(getattr(self.config, self.positions_attr))
+
+    @property
     def blocks(self) -> nn.ModuleList:
         """The blocks, at ``blocks_attr`` inside the bare model."""
         return _get(self.base, self.blocks_attr)

@@ -1,0 +1,98 @@
+"""Checks a run passes before it starts: the output folder, and sizes that would not fit in memory.
+
+Each refusal is a :class:`ConfigError` naming the option or key and what to do, raised before the model is
+trained or built, so that a bad ``--out`` or a huge ``[data].samples`` is not noticed after the computation.
+The memory estimates go through :func:`tscope_widgets.kernels.cost.check_memory` (refuse when the estimate
+exceeds 90% of the memory available).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..kernels.cost import check_memory
+from ..kernels.landscape import grid_memory
+from .config import ConfigError
+
+ANALYSIS_DTYPE_BYTES = 8  # the analysis copy is float64 by default
+
+
+def check_output_dir(out: Path, option: str) -> None:
+    """Make sure ``out`` is, or can be made, a folder this process can write into.
+
+    Creates ``out`` (and its parents) when missing and writes and removes one empty file in it.
+
+    Args:
+        out: The output folder.
+        option: How the user named it (``"--out"`` or ``"[output].dir"``), for the message.
+
+    Raises:
+        ConfigError: When ``out`` is a file, or cannot be created or written.
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"{option} {out} is a file, not a folder: give a folder for the results (it is created if missing)"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".tscope-write-test-"):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"{option} {out}: cannot write results there ({err.strerror or err}); give a folder you can "
+            "write to"
+        ) from None
+
+
+def refuse_if_too_big(need: int, what: str, alternatives: list[str]) -> None:
+    """:func:`check_memory` on the CPU, its ``MemoryError`` as a :class:`ConfigError`."""
+    try:
+        check_memory(need, "cpu", what, alternatives)
+    except MemoryError as err:
+        raise ConfigError(str(err)) from None
+
+
+def check_grid(resolution: int) -> None:
+    """Refuse ``[analysis].resolution`` when its ``resolution x resolution`` landscape grid does not fit."""
+    refuse_if_too_big(
+        grid_memory(resolution, resolution),
+        f"[analysis].resolution = {resolution} (a {resolution} x {resolution} landscape grid)",
+        ["lower [analysis].resolution (51 to 201 points per direction resolve a basin)"],
+    )
+
+
+def check_samples(samples: int, seq_len: int) -> None:
+    """Refuse ``[data].samples`` when its token ids and labels (int64 ``[samples, seq_len]`` each) do not fit."""
+    refuse_if_too_big(
+        2 * 8 * samples * seq_len,
+        f"[data].samples = {samples} sequences of {seq_len} tokens",
+        ["lower [data].samples (a few hundred sequences give stable statistics)"],
+    )
+
+
+def build_checked(build: Callable[[], torch.nn.Module], what: str, check: Callable[[Any], None]) -> None:
+    """Build the model on the ``meta`` device (no memory), run ``check`` on it, and refuse a model whose
+    float32 weights and float64 analysis copy would not fit.
+
+    Args:
+        build: Builds the model (called under ``torch.device("meta")``).
+        what: The configuration that describes it, for the message (``"[model].config"``).
+        check: Called with the meta model before its size is checked (e.g. that an adapter exists).
+
+    Raises:
+        ConfigError: From ``check``, or when the weights would not fit.
+    """
+    with torch.device("meta"):
+        model = build()
+    check(model)
+    params = sum(p.numel() for p in model.parameters())
+    refuse_if_too_big(
+        params * (4 + ANALYSIS_DTYPE_BYTES),
+        f"{what} describes a model of {params:,} parameters; its weights and their float64 analysis copy",
+        [f"make the model smaller in {what} (vocab_size, widths, layers)"],
+    )
