@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from bokeh.models import GridPlot
+from bokeh.models import GridPlot, LinearColorMapper, LogColorMapper
 from bokeh.plotting import figure
 
 from tests.model_zoo import tiny
@@ -149,7 +149,7 @@ def test_python_side_values_are_canonicalised(finished):
     assert w.selected_cell == [2, 0] and type(w.selected_cell[0]) is int
     w.log_scale = np.bool_(True)
     assert w.log_scale is True
-    w.layer, w.selected_cell, w.log_scale = 1, None, False
+    w.layer, w.selected_cell, w.log_scale = 1, None, "auto"
 
 
 # ---------------------------------------------------------------------------- untrusted input
@@ -358,7 +358,34 @@ def test_exports_need_statistics_then_write_bokeh_html_and_results(
             call()
 
 
+def test_colours_default_to_auto_log_and_follow_the_settings_everywhere(finished):
+    w = finished
+    assert (w.log_scale, w.colormap, w.color_percentiles, w.color_limits) == ("auto", "viridis", None, None)
+    mean = w.snapshot.stats[w.layer].mean.numpy()
+    positive = mean[np.isfinite(mean) & (mean > 0)]
+    assert positive.max() / positive.min() >= 100  # a sensitivity map spans decades: "auto" draws it in log
+    assert 'data-log="true"' in w._picture_svg()
+    assert w.to_bokeh().select_one({"type": LogColorMapper}) is not None
+    try:
+        browser_update(w, log_scale=False, color_percentiles=[5, 95], colormap="magma")
+        assert 'data-log="false"' in w._picture_svg()
+        mapper = w.to_bokeh().select_one({"type": LinearColorMapper})
+        finite = mean[np.isfinite(mean)]
+        assert (mapper.low, mapper.high) == pytest.approx(tuple(np.percentile(finite, [5, 95])))
+        assert mapper.palette[0] == "#000004"  # magma
+        w.statistic = "count"  # counts: linear, viridis, unclamped
+        assert w.to_bokeh().select_one({"type": LinearColorMapper}).palette[0] == "#440154"
+    finally:
+        browser_update(w, log_scale="auto", color_percentiles=None, colormap="viridis", statistic="mean")
+
+
 def test_constructor_refuses_bad_arguments(model, ids):
+    with pytest.raises(ValueError, match="colormap='jet'"):
+        SensitivityExplorer(model, ids, colormap="jet", start=False)
+    with pytest.raises(ValueError, match="color_percentiles"):
+        SensitivityExplorer(model, ids, color_percentiles=(99, 1), start=False)
+    with pytest.raises(ValueError, match="log_scale"):
+        SensitivityExplorer(model, ids, log_scale="yes", start=False)
     with pytest.raises(TypeError, match="unknown keyword arguments \\['colour'\\]"):
         SensitivityExplorer(model, ids, colour="red")
     with pytest.raises(ValueError, match="throttle"):
