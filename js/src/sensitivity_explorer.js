@@ -23,6 +23,7 @@ import { pictureHidingCSS } from "./lib/picture.js";
 import { columnProfile, offsetProfile, rowProfile } from "./lib/profiles.js";
 import { COLORMAPS, DIVERGING, colorIndexer, colorRange, colormapLUT, formatValue, resolveLog } from "./lib/scales.js";
 import { jobControls } from "./lib/job_controls.js";
+import { emptyBodyText } from "./lib/status.js";
 import { cssToRGBA, themeColors } from "./lib/theme.js";
 
 const LUTS = new Map(); // read-only tables shared by all views, one per colour map
@@ -174,12 +175,21 @@ function render({ model, el }) {
   function drawHeatmap() {
     if (!heat) {
       layout = null;
-      const ctx = sizeCanvas(canvas, 420, 60, theme.bg);
-      ctx.fillStyle = theme.fg2;
-      ctx.font = `12px ${theme.font}`;
-      ctx.fillText("waiting for the first batch…", 12, 30);
+      const text = emptyBodyText(model.get("status"), model.get("message"), "waiting for the first batch…");
+      const font = `12px ${theme.font}`;
+      let ctx = sizeCanvas(canvas, 420, 60, theme.bg);
+      ctx.font = font;
+      const width = Math.ceil(ctx.measureText(text).width) + 24;
+      if (width > 420) {
+        ctx = sizeCanvas(canvas, Math.min(width, 1200), 60, theme.bg);
+        ctx.font = font;
+      }
+      ctx.fillStyle = model.get("status") === "error" ? theme.error : theme.fg2;
+      ctx.fillText(text, 12, 30);
+      canvas.dataset.empty = text;
       return;
     }
+    delete canvas.dataset.empty;
     const [rows, cols] = heat.shape;
     layout = heatmapLayout({ rows, cols, margin: MARGIN });
     const ctx = sizeCanvas(canvas, layout.totalWidth, layout.totalHeight, theme.bg);
@@ -230,7 +240,9 @@ function render({ model, el }) {
 
   function drawOffset() {
     if (!heat) {
-      offsetPane.replaceChildren(h("p", { class: "tscope-hint" }, "waiting for the first batch…"));
+      offsetPane.replaceChildren(
+        h("p", { class: "tscope-hint" }, emptyBodyText(model.get("status"), model.get("message"), "waiting for the first batch…")),
+      );
       return;
     }
     const S = heat.shape[0];
@@ -400,6 +412,9 @@ function render({ model, el }) {
     schedule("main", "detail");
   });
   listen("change:detail", () => schedule("detail"));
+  listen("change:status", () => {
+    if (!heat) schedule("main"); // an empty body says whether the job still runs or failed
+  });
   listen("change:selected_cell", () => schedule("main", "detail"));
   for (const name of ["log_scale", "colormap", "color_percentiles", "color_limits"]) {
     listen(`change:${name}`, () => schedule("controls", "main", "detail"));

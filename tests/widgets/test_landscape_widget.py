@@ -26,7 +26,7 @@ from tests.widgets.pictures import heatmaps, picture_svgs
 from tscope_widgets.figures.charts import color_domain, contour_levels, nice_ticks
 from tscope_widgets.figures.landscape import contour_lines
 from tscope_widgets.figures.svg import PALETTE, color_indices
-from tscope_widgets.jobs import default_num_threads
+from tscope_widgets.jobs import JobError, default_num_threads
 from tscope_widgets.kernels.landscape import LandscapeSlice, quadratic_model, random_direction
 from tscope_widgets.models.registry import adapt
 from tscope_widgets.widgets import landscape as landscape_module
@@ -167,7 +167,8 @@ def test_updates_are_throttled_and_coalesced(model, ids, monkeypatch):
 def test_an_error_shows_its_message_and_keeps_the_partial_rows(model, ids, monkeypatch):
     monkeypatch.setattr(landscape_module, "slice_2d", synthetic_kernel(fail_after=2))
     w = LandscapeWidget(model, ids, resolution=5)
-    assert w.wait(WAIT)
+    with pytest.raises(JobError, match="the landscape job failed: RuntimeError: boom"):
+        w.wait(WAIT)
     assert w.status == "error" and w.message == "RuntimeError: boom"
     assert w.rows_done == 2 and w.done == 2 and w.total == 5
     assert np.isfinite(w.loss[:2]).all() and np.isnan(w.loss[2:]).all()

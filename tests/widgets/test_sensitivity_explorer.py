@@ -17,7 +17,7 @@ from bokeh.plotting import figure
 from tests.model_zoo import tiny
 from tests.widgets.comm import Wire, browser_command, browser_update
 from tscope_widgets.export import load_extra_tensors, load_statistics
-from tscope_widgets.jobs import default_num_threads
+from tscope_widgets.jobs import JobError, default_num_threads
 from tscope_widgets.widgets import SensitivityExplorer
 from tscope_widgets.widgets import sensitivity as explorer_module
 
@@ -250,7 +250,9 @@ class FailingBatches:
 
 def test_an_error_shows_its_message_and_keeps_the_partial_heatmap(model, ids, caplog):
     w = SensitivityExplorer(model, FailingBatches(ids), layers=[1])
-    assert w.wait(WAIT)
+    with pytest.raises(JobError, match="the sensitivity job failed: RuntimeError: disk on fire") as caught:
+        w.wait(WAIT)
+    assert isinstance(caught.value.__cause__, RuntimeError) and caught.value.snapshot is w.snapshot
     assert w.status == "error" and w.message == "RuntimeError: disk on fire"
     assert w.done == 16 and w.total is None and w.eta is None
     assert w.snapshot.done == 16
@@ -258,7 +260,40 @@ def test_an_error_shows_its_message_and_keeps_the_partial_heatmap(model, ids, ca
     assert np.isfinite(w.heat).all() and w.layer_options == [1]
     failed = w.job
     w.start()  # after an error, start() begins a fresh run (which fails the same way here)
-    assert w.job is not failed and w.wait(WAIT) and w.status == "error" and w.done == 16
+    with pytest.raises(JobError):
+        w.wait(WAIT)
+    assert w.job is not failed and w.status == "error" and w.done == 16
+
+
+def test_bad_data_are_refused_before_the_job_starts(model, ids):
+    vocab = model.config.vocab_size
+    with pytest.raises(TypeError, match=r"data: input_ids must hold integer token ids, got dtype torch.float32.*long"):
+        SensitivityExplorer(model, ids.float())
+    bad = ids.clone()
+    bad[3, 2] = vocab + 5
+    found = rf"data: token ids must lie in \[0, {vocab}\); found values in \[0, {vocab + 5}\]"
+    with pytest.raises(ValueError, match=found):
+        SensitivityExplorer(model, bad)
+    with pytest.raises(ValueError, match="attention_mask must contain only 0"):
+        SensitivityExplorer(model, (ids, torch.full_like(ids, 2)))
+    # the first batch of a re-iterable data set (a list of batches, a DataLoader) is checked too
+    with pytest.raises(ValueError, match="token ids must lie in"):
+        SensitivityExplorer(model, [bad[:8], ids[8:]], batch_size=8)
+
+
+def test_a_job_that_fails_before_any_data_shows_its_error_and_wait_raises(model, ids):
+    bad = ids.clone()
+    bad[0, 0] = -1
+
+    def one_shot():  # a generator is not read before the run: its first batch fails in the job
+        yield bad[:8]
+
+    w = SensitivityExplorer(model, one_shot())
+    with pytest.raises(JobError, match=r"the sensitivity job failed: ValueError: .*token ids must lie in"):
+        w.wait(WAIT)
+    assert w.status == "error" and w.stats is None and w.heat is None
+    html = w._picture_bundle()["text/html"]
+    assert "the job failed: ValueError" in html and "waiting for the first batch" not in html
 
 
 def test_pause_resume_stop_from_python_and_from_the_browser(model, ids, real_snapshot, monkeypatch):

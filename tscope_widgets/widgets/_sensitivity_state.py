@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..data import first_batch
 from ..figures.charts import COLORMAPS
 from ..figures.sensitivity import STAT_TITLES
 from ..kernels.sensitivity import iter_sensitivity
@@ -29,6 +30,7 @@ __all__ = [
     "BROWSER_TRAITS",
     "KERNEL_OPTIONS",
     "check_kernel_options",
+    "check_data",
     "check_token_labels",
     "fit_labels",
     "check_statistics",
@@ -84,6 +86,29 @@ def check_kernel_options(kernel_kwargs: Mapping[str, Any]) -> dict[str, Any]:
             f"{sorted(KERNEL_OPTIONS)} to iter_sensitivity"
         )
     return dict(kernel_kwargs)
+
+
+def check_data(adapter: Any, data: Any, batch_size: int, max_seq_len: int | None, tokenizer: Any) -> None:
+    """Refuse data the job would fail on, before it starts: ids that are not integers, ids outside the
+    model's vocabulary, a mask of another shape or with values other than 0/1 (every id of a tensor; the
+    first batch of a list of strings, a ``DataLoader`` or a list of batches; nothing of a one-shot iterator).
+
+    Raises:
+        TypeError: For ids that are not an integer tensor, naming the dtype and what to pass.
+        ValueError: For ids outside ``[0, vocab_size)`` or a bad mask, naming the values found.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        return  # iter_sensitivity names the problem
+    batch = first_batch(data, batch_size, max_seq_len, tokenizer)
+    if batch is None:
+        return
+    ids, mask = batch
+    try:
+        adapter.check_inputs(ids, mask)
+    except TypeError as err:
+        raise TypeError(f"data: {err}; pass token ids as an integer tensor (e.g. ids.long())") from None
+    except ValueError as err:
+        raise ValueError(f"data: {err}; check the tokenizer or the ids against the model's vocabulary") from None
 
 
 def check_token_labels(token_labels: Any) -> list[str] | None:

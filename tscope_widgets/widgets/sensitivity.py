@@ -52,6 +52,7 @@ from ._sensitivity_state import (
     VIEWS,
     cell_detail,
     check_color_options,
+    check_data,
     check_kernel_options,
     check_layer,
     check_statistics,
@@ -123,10 +124,15 @@ class SensitivityExplorer(JobControls, PicturedWidget):
 
     Raises:
         TypeError: For unknown keyword arguments, non-string token labels, a ``num_threads`` that
-            is not an int, or what ``iter_sensitivity`` refuses as a type.
+            is not an int, ids that are not integers (a float tensor), or what ``iter_sensitivity``
+            refuses as a type.
         ValueError: For a bad ``throttle``, ``num_threads < 1`` or ``num_threads`` on a PyTorch
-            without the OpenMP backend, and everything ``iter_sensitivity`` refuses up front (layers,
-            method, sizes, empty data).
+            without the OpenMP backend, token ids outside the model's vocabulary or a bad attention
+            mask (all ids of a tensor, the first batch of other data), bad colour options, and everything
+            ``iter_sensitivity`` refuses up front (layers, method, sizes, empty data).
+
+    A job that fails later (a bad batch further on) shows its error in the status line and in place of
+    the heatmap, and :meth:`wait` raises :class:`~tscope_widgets.jobs.JobError`.
 
     Example:
         >>> explorer = SensitivityExplorer(model, ids, layers="all", token_labels=labels)  # doctest: +SKIP
@@ -231,8 +237,10 @@ class SensitivityExplorer(JobControls, PicturedWidget):
             tokenizer=tokenizer,
             **kernel_kwargs,
         )
-        # Validate everything before the widget opens its comm to the page.
+        # Validate everything before the widget opens its comm to the page: what the job would only find
+        # out in its thread (float ids, ids outside the vocabulary, a bad mask) is refused here.
         adapter = adapt(model)
+        check_data(adapter, data, batch_size, max_seq_len, tokenizer)
         self._num_layers = adapter.num_layers
         options = adapter.resolve_layers(layers)
         run = self._new_run()
