@@ -24,6 +24,7 @@ import { columnProfile, offsetProfile, rowProfile } from "./lib/profiles.js";
 import { COLORMAPS, DIVERGING, colorIndexer, colorRange, colormapLUT, formatValue, resolveLog } from "./lib/scales.js";
 import { jobControls } from "./lib/job_controls.js";
 import { emptyBodyText } from "./lib/status.js";
+import { cellSummary } from "./lib/cell_summary.js";
 import { cssToRGBA, themeColors } from "./lib/theme.js";
 
 const LUTS = new Map(); // read-only tables shared by all views, one per colour map
@@ -39,6 +40,7 @@ const MARGIN = { left: 112, top: 8, right: 96, bottom: 104 };
 const STAT_TITLES = {
   mean: "mean",
   std: "std",
+  sem: "std. error of mean",
   cv: "std / |mean|",
   min: "min",
   max: "max",
@@ -87,6 +89,7 @@ function render({ model, el }) {
     job.buttons,
   );
   const statusLine = job.statusLine;
+  const methodLine = h("p", { class: "tscope-caption tscope-method" });
   const canvas = h("canvas", { class: "tscope-heatmap" });
   const offsetPane = h("div", { class: "tscope-offset" });
   const tooltip = h("div", { class: "tscope-tooltip" });
@@ -98,6 +101,7 @@ function render({ model, el }) {
     h("style", {}, CSS + pictureHidingCSS(model.get("picture_id"))),
     toolbar,
     statusLine,
+    methodLine,
     h("div", { class: "tscope-main" }, plot, detailPane),
   );
   el.append(root);
@@ -160,6 +164,10 @@ function render({ model, el }) {
 
   function drawStatus() {
     job.draw(model, root);
+    const note = model.get("method_note") || "";
+    methodLine.textContent = note;
+    methodLine.style.display = note ? "" : "none";
+    methodLine.dataset.method = model.get("method") || "";
   }
 
   function drawMain() {
@@ -293,7 +301,7 @@ function render({ model, el }) {
         h(
           "p",
           { class: "tscope-caption" },
-          `mean ${formatValue(info.mean)} · std ${formatValue(info.std)} · min ${formatValue(info.min)} · max ${formatValue(info.max)} · n = ${info.count ?? 0}`,
+          cellSummary(info, model.get("method")),
         ),
         histogramChart(histogramBins(info.samples ? info.samples.data : []), { xLabel: quantity, markerX: info.mean, theme }),
         h(
@@ -423,6 +431,7 @@ function render({ model, el }) {
   for (const name of ["layer", "statistic", "layer_options", "statistic_options", "view_options"]) {
     listen(`change:${name}`, () => schedule("controls"));
   }
+  for (const name of ["method", "method_note"]) listen(`change:${name}`, () => schedule("status", "detail"));
   for (const name of ["token_labels", "label_note", "quantity"]) {
     listen(`change:${name}`, () => schedule("main", "detail"));
   }

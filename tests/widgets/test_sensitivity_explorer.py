@@ -265,6 +265,28 @@ def test_an_error_shows_its_message_and_keeps_the_partial_heatmap(model, ids, ca
     assert w.job is not failed and w.status == "error" and w.done == 16
 
 
+def test_hutchinson_is_labelled_as_an_estimate_with_its_standard_error(model, ids):
+    from scipy import stats as scipy_stats
+
+    w = SensitivityExplorer(model, ids, method="hutchinson", probes=4, batch_size=8, reservoir_size=N, seed=0)
+    assert w.method_note.startswith("Hutchinson estimates")  # before the first batch too
+    assert w.wait(WAIT)
+    assert w.method == "hutchinson" and "sem" in w.statistic_options
+    assert w.method_note == "Hutchinson estimates with 4 probes: cell means ± standard error (sem)"
+    html = w._picture_bundle()["text/html"]
+    assert "Hutchinson estimates with 4 probes" in html
+    browser_update(w, selected_cell=[3, 1])
+    detail = w.detail
+    # the standard error of the cell's mean over its per-sample estimates (every sample kept: reservoir >= N)
+    per_sample = w.snapshot.reservoir.maps[w.layer][:N, 3, 1].to(torch.float64).numpy()
+    assert detail["sem"] == pytest.approx(scipy_stats.sem(per_sample), rel=1e-5)
+    assert detail["sem"] == pytest.approx(detail["std"] / np.sqrt(detail["count"]), rel=1e-12)
+    browser_update(w, statistic="sem")
+    np.testing.assert_allclose(w.heat, w.snapshot.stats[w.layer].sem.numpy())
+    exact = SensitivityExplorer(model, ids, start=False)
+    assert exact.method_note == "exact values"
+
+
 def test_bad_data_are_refused_before_the_job_starts(model, ids):
     vocab = model.config.vocab_size
     with pytest.raises(TypeError, match=r"data: input_ids must hold integer token ids, got dtype torch.float32.*long"):

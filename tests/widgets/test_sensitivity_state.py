@@ -142,7 +142,7 @@ def fake_snapshot(S: int = 3, n: int = 2):
 def test_cell_detail_reads_every_statistic_and_the_finite_samples():
     detail = cell_detail(fake_snapshot(), 0, [1, 2])
     assert detail["cell"] == [1, 2] and detail["layer"] == 0 and detail["mean"] == 5.0
-    assert detail["count"] == 10 and type(detail["count"]) is int  # 5 + its offset in STATISTICS
+    assert detail["count"] == 11 and type(detail["count"]) is int  # 5 + its offset in STATISTICS
     assert detail["samples"].tolist() == [5.0] and detail["sample_index"].tolist() == [7]
     assert detail["reservoir_size"] == 2 and detail["seen"] == 10
     assert cell_detail(fake_snapshot(), 0, None) is None

@@ -20,6 +20,7 @@ __all__ = [
     "STATISTICS",
     "STAT_TITLES",
     "layer_title",
+    "method_note",
     "position_labels",
     "sensitivity_chart",
     "sensitivity_grid",
@@ -47,6 +48,24 @@ HOVER_CHARS = 24  # ... in the cell details
 def layer_title(layer) -> str:
     """``"layer 3"``, or ``"final norm"`` for the layer ``"final"``."""
     return "final norm" if layer == "final" else f"layer {layer}"
+
+
+def method_note(method: str, probes: int | None = None) -> str:
+    r"""What the numbers of a map are, by method: ``"exact"``, or for Hutchinson that they are estimates.
+
+    Hutchinson's estimator :math:`\tfrac1K\sum_k \lVert J_{ij}^\top z_k\rVert^2` with Rademacher probes
+    :math:`z_k` is unbiased for :math:`\lVert J_{ij}\rVert_F^2` (Hutchinson 1990); each sample's value is one
+    estimate, so a cell's mean over samples carries the probes' noise as well as the data's spread, and its
+    standard error of the mean (``sem`` = std / √n over the per-sample estimates) covers both.
+
+    Args:
+        method: ``"exact"``, ``"hutchinson"`` or ``"full"``.
+        probes: Probes per position (Hutchinson), or None when not known yet.
+    """
+    if method == "hutchinson":
+        per = f" with {probes} probes" if probes else ""
+        return f"Hutchinson estimates{per}: cell means ± standard error (sem)"
+    return f"{method} values" if method else ""
 
 
 def value_title(statistic: str, quantity: str = QUANTITY) -> str:

@@ -44,7 +44,7 @@ __all__ = [
     "cell_detail",
 ]
 
-STATISTICS = ("mean", "std", "cv", "min", "max", "count")
+STATISTICS = ("mean", "std", "sem", "cv", "min", "max", "count")
 STATISTICS_TITLES = {s: STAT_TITLES[s] for s in STATISTICS}
 VIEWS = ("matrix", "offset")
 BROWSER_TRAITS = (

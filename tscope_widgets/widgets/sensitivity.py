@@ -37,7 +37,7 @@ from typing import Any
 import torch
 import traitlets
 
-from ..figures.sensitivity import layer_title, sensitivity_grid, value_title
+from ..figures.sensitivity import layer_title, method_note, sensitivity_grid, value_title
 from ..figures.svg import render_svg
 from ..jobs import Job, check_num_threads
 from ..kernels.sensitivity import iter_sensitivity
@@ -168,6 +168,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
     label_note = traitlets.Unicode("").tag(sync=True)
     quantity = traitlets.Unicode(QUANTITY).tag(sync=True)
     method = traitlets.Unicode("").tag(sync=True)
+    method_note = traitlets.Unicode("").tag(sync=True)  # what the numbers are (Hutchinson: estimates ± sem)
 
     # Data, as binary buffers: the statistic [S, S] (float32 on the wire), the counts [S, S]
     # (int32 on the wire) and the selected cell's details (scalars + reservoir samples).
@@ -252,6 +253,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
             for name, value in colors.items():
                 self.set_trait(name, value)
             self.method = method
+            self.method_note = method_note(method, kernel_kwargs.get("probes"))
         self._new_job(run)
         if start:
             self.start()
@@ -328,6 +330,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
             notes = [
                 f"{snap.method} {QUANTITY} ({snap.mode} mode, source: {snap.source}) over "
                 f"{self._samples_text(snap)}; job {self._job.status}.",
+                method_note(snap.method, snap.probes) + ".",
                 "Rows: output position i; columns: input position j.",
             ]
         return save_report(path, figures, title, notes)
@@ -381,6 +384,9 @@ class SensitivityExplorer(JobControls, PicturedWidget):
         status = f"job {self._job.status}"
         if snap is not None and layer in snap.layers:
             status = f"{self._samples_text(snap)} · {status}"
+        if self.method_note:
+            status = f"{self.method_note} · {status}"
+        if snap is not None and layer in snap.layers:
             if self._job.status == "error":
                 status += f": {self._job.message}"
         return title, status, value_title(stat, QUANTITY)
@@ -427,6 +433,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
                 self._labels_pending = False
                 self.token_labels, self.label_note = self._position_labels(snap)
             state = snap.stats[self.layer]
+            self.method_note = method_note(snap.method, snap.probes)
             self.batches = snap.batches
             self.heat = getattr(state, self.statistic).numpy()
             self.counts = state.count.to(torch.int64).numpy()
