@@ -19,7 +19,7 @@ from tscope_widgets.figures.charts import (
     palette_colors,
     resolve_log,
 )
-from tscope_widgets.figures.landscape import landscape_chart
+from tscope_widgets.figures.landscape import landscape_chart, thin_labels
 from tscope_widgets.figures.sensitivity import sensitivity_chart, sensitivity_grid
 from tscope_widgets.figures.spectrum import (
     block_norm_chart,
@@ -251,3 +251,15 @@ def test_landscape_contour_levels_origin_and_trajectory():
         landscape_chart(a[::-1], a, bowl)
     with pytest.raises(ValueError, match="trajectory_steps has 1 entries for 2 points"):
         landscape_chart(a, a, bowl, trajectory=[[0, 0], [1, 1]], trajectory_steps=[3])
+
+
+# ---------------------------------------------------------------------------- landscape labels
+def test_thin_labels_drops_labels_that_pile_up_and_keeps_the_ends():
+    # a trajectory that spirals into a well: the last steps sit within a few pixels of each other
+    pts = np.array([[0, 0], [40, 0], [60, 10], [64, 12], [66, 13], [67, 13.5]], dtype=float)
+    kept = thin_labels(pts, range(6), min_gap=18)
+    assert kept == [0, 1, 5]  # 2 lies 7.3 px from 5 (the last, kept first); 3 and 4 closer still
+    gaps = [np.hypot(*(pts[i] - pts[j])) for i in kept for j in kept if i < j]
+    assert min(gaps) >= 18
+    assert thin_labels(pts, [0, 5], min_gap=100) == [5]  # the last wins when the ends collide
+    assert thin_labels(pts, [2], min_gap=18) == [2] and thin_labels(pts, []) == []

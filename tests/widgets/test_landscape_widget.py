@@ -353,6 +353,19 @@ def test_eigen_directions_curvature_matches_the_slice_and_the_quadratic_overlay(
     np.testing.assert_allclose(q["beta"], quadratic_model(w.betas, lam[1], w.origin_loss).numpy(), rtol=1e-6)
 
 
+def test_eigen_planes_get_their_span_from_the_curvature(model, ids):
+    from tscope_widgets.kernels.landscape import eigen_span
+
+    w = LandscapeWidget(model, ids, directions="eigen", resolution=5, start=False)
+    lam = w.eigenvalues
+    span = math.sqrt(2 * 1.0 / float(max(lam)))  # 1/2 lambda_max alpha^2 = 1 nat at the edge
+    assert span == pytest.approx(eigen_span(lam))
+    np.testing.assert_allclose(w.alphas, np.linspace(-span, span, 5), rtol=1e-12)
+    np.testing.assert_allclose(w.betas, np.linspace(-span, span, 5), rtol=1e-12)
+    fixed = LandscapeWidget(model, ids, directions="eigen", span=0.5, resolution=3, start=False)
+    np.testing.assert_allclose(fixed.alphas, [-0.5, 0.0, 0.5])
+
+
 def test_given_eigenvalues_scale_the_quadratic_model_with_the_direction_norm(model, ids, monkeypatch):
     monkeypatch.setattr(landscape_module, "slice_2d", synthetic_kernel())
     gen = torch.Generator().manual_seed(3)
