@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,17 @@ def test_a_failing_writer_of_text_leaves_the_old_file(tmp_path):
         write_text(path, {"not": "text"})  # type: ignore[arg-type]
     assert path.read_text() == '{"old": 1}'
     assert names(tmp_path) == ["meta.json"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="permission bits are POSIX")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_files_get_the_permissions_the_umask_allows(tmp_path, umask):
+    # safetensors creates its file with mode 0600; results should be readable as any new file would be
+    old = os.umask(umask)
+    try:
+        tensors = write_safetensors(tmp_path / "statistics.safetensors", {"x": torch.zeros(2)})
+        text = write_text(tmp_path / "meta.json", "{}")
+    finally:
+        os.umask(old)
+    for path in (tensors, text):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask, path

@@ -199,6 +199,10 @@ probes = 4
         ("[model]\nkind = 'tiny'\n[analysis]\nmethod = 'approx'\n", r"choose one of \['exact'"),
         ("[model]\nkind = 'tiny'\n[analysis]\nlayers = [1.5]\n", "must hold ints and 'final'"),
         ("[model]\nkind = 'tiny'\n[output]\nstatistics = ['median']\n", r"unknown \['median'\]"),
+        (
+            "[model]\nkind = 'tiny'\n[output]\nlog = 'yes'\n",
+            r"\[output\]\.log = 'yes'; choose one of \[True, False, 'auto'\]",
+        ),
     ],
 )
 def test_bad_configs_are_rejected_with_the_key_named(tmp_path, capsys, text, message):
@@ -248,6 +252,8 @@ def test_valid_config_defaults_and_negative_layers():
     assert cfg["analysis"]["method"] == "exact" and cfg["analysis"]["dtype"] == "float64"
     assert cfg["data"]["task"] == "from_model" and cfg["data"]["samples"] == 256
     assert cfg["output"]["statistics"] == ["mean", "std"]
+    assert cfg["output"]["log"] == "auto"  # log colours where the values span decades, as the widgets
+    assert validate_config(tomllib.loads("[model]\nkind = 'tiny'\n[output]\nlog = false\n"))["output"]["log"] is False
 
 
 def test_typed_configs_hold_the_validated_tables(tmp_path):

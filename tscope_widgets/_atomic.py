@@ -9,7 +9,9 @@ Each file is written under a temporary name in its own folder (``.tmp-<random>-<
   instead of a file truncated under it;
 - a process killed or a machine that loses power at any moment leaves the old file or the new one;
 - a failure while writing (a full disk, a bad tensor) leaves the old file as it was and no temporary
-  file behind.
+  file behind;
+- the file gets the permissions of any new file (``0o666`` less the process umask), whatever mode the
+  writer created it with (safetensors writes ``0o600``).
 
 Nothing here imports from the rest of the package.
 """
@@ -42,6 +44,21 @@ def _fsync_dir(path: Path) -> None:
         _fsync_path(path)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the system tells it (Linux ``/proc``); elsewhere
+    set and put back at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` to write a temporary file beside ``path``, then make it ``path`` atomically.
 
@@ -60,6 +77,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         _fsync_path(tmp)
         os.replace(tmp, path)
     finally:

@@ -13,7 +13,9 @@ those shapes are, and how they become batches:
 :func:`batch_stream` gives a :class:`BatchStream` of ``(ids, mask)`` pairs that can restart after a number
 of samples or batches (a resumed run); :func:`known_samples` counts the samples of a ``DataLoader`` when it
 can; :func:`id_tensors` and :func:`batch_tensors` read one data set or one batch; :func:`batch_list` reads
-one batch dict or an iterable of them into a list (the kernels that go over their data many times).
+one batch dict or an iterable of them into a list (the kernels that go over their data many times);
+:func:`first_batch` reads what can be checked before a run starts (the ids of a tensor, the first batch
+of a re-iterable data set).
 
 Nothing here imports the kernels, widgets, jobs or the command line.
 """
@@ -28,7 +30,15 @@ from typing import Any
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-__all__ = ["BatchStream", "batch_stream", "batch_list", "id_tensors", "batch_tensors", "known_samples"]
+__all__ = [
+    "BatchStream",
+    "batch_stream",
+    "batch_list",
+    "id_tensors",
+    "batch_tensors",
+    "first_batch",
+    "known_samples",
+]
 
 
 @dataclass
@@ -96,6 +106,33 @@ def batch_stream(data, batch_size: int, max_seq_len: int | None = None, tokenize
             yield batch_tensors(batch)
 
     return BatchStream(iterable_batches, known_samples(data), max_seq_len)
+
+
+def first_batch(
+    data, batch_size: int, max_seq_len: int | None = None, tokenizer=None
+) -> tuple[Tensor, Tensor | None] | None:
+    """What can be checked of ``data`` before a run: ``(ids, mask)`` of an id tensor (all ``[N, S]`` of it:
+    checking it is cheap), else the first batch ``[B, S_b]`` (tokenized strings, a ``DataLoader``, a list
+    of batches); None for a one-shot iterator (a generator), whose first batch reading would consume.
+
+    Args:
+        data: What :func:`batch_stream` takes.
+        batch_size: Samples per batch (strings).
+        max_seq_len: Truncation length.
+        tokenizer: For strings.
+
+    Raises:
+        ValueError, TypeError: What :func:`batch_stream` and :func:`batch_tensors` refuse (empty data,
+            unsupported types, a batch without ``input_ids``).
+    """
+    if isinstance(data, Iterator):
+        return None
+    if isinstance(data, Tensor) or (isinstance(data, tuple) and data and isinstance(data[0], Tensor)) or (
+        isinstance(data, Mapping) and "input_ids" in data
+    ):
+        return id_tensors(data)
+    stream = batch_stream(data, batch_size, max_seq_len, tokenizer)
+    return next(stream.batches(0, 0), None)
 
 
 def id_tensors(data) -> tuple[Tensor, Tensor | None]:

@@ -35,7 +35,7 @@ import { pictureHidingCSS } from "./lib/picture.js";
 import { colorDomain, colorIndexer, colormapLUT, formatValue } from "./lib/scales.js";
 import { jobControls } from "./lib/job_controls.js";
 import { cssToRGBA, themeColors } from "./lib/theme.js";
-import { labelledPoints, pointNear, trajectoryPixels } from "./lib/trajectory.js";
+import { labelledPoints, pointNear, thinLabels, trajectoryPixels } from "./lib/trajectory.js";
 
 const LUT = colormapLUT("viridis", 256);
 const MARGIN = { left: 64, top: 10, right: 104, bottom: 46 };
@@ -405,7 +405,7 @@ function render({ model, el }) {
     ctx.font = `10px ${theme.font}`;
     ctx.textAlign = "left";
     ctx.textBaseline = "bottom";
-    for (const k of labelledPoints(trackPixels.length, 6)) {
+    for (const k of thinLabels(trackPixels, labelledPoints(trackPixels.length, 6))) {
       const p = trackPixels[k];
       const text = `${p.step}`;
       ctx.lineWidth = 3;

@@ -2,8 +2,8 @@
 //
 // Python owns the data: `heat` (the selected layer's statistic, [S, S] float32), `counts` ([S, S]
 // int32), `detail` (the selected cell's statistics and reservoir samples) and the job status. This
-// view draws them and writes back only view state: layer, statistic, view, log_scale,
-// selected_cell; pause/resume/stop go as custom messages. Every render() keeps its own state and
+// view draws them and writes back only view state: layer, statistic, view, log_scale ("auto", true,
+// false), colormap, color_percentiles, color_limits, selected_cell; pause/resume/stop go as custom messages. Every render() keeps its own state and
 // returns a cleanup that removes its listeners, so a widget can be shown twice or re-rendered.
 //
 // Each output showing the explorer is followed by a static picture of it (an output of its own, for
@@ -21,15 +21,26 @@ import { histogramBins, histogramChart } from "./lib/histogram.js";
 import { lineChart } from "./lib/lines.js";
 import { pictureHidingCSS } from "./lib/picture.js";
 import { columnProfile, offsetProfile, rowProfile } from "./lib/profiles.js";
-import { colorDomain, colorIndexer, colormapLUT, formatValue } from "./lib/scales.js";
+import { COLORMAPS, DIVERGING, colorIndexer, colorRange, colormapLUT, formatValue, resolveLog } from "./lib/scales.js";
 import { jobControls } from "./lib/job_controls.js";
+import { emptyBodyText } from "./lib/status.js";
+import { cellSummary } from "./lib/cell_summary.js";
 import { cssToRGBA, themeColors } from "./lib/theme.js";
 
-const LUT = colormapLUT("viridis", 256); // read-only table shared by all views
+const LUTS = new Map(); // read-only tables shared by all views, one per colour map
+const lutOf = (name) => {
+  const key = COLORMAPS.includes(name) ? name : COLORMAPS[0];
+  if (!LUTS.has(key)) LUTS.set(key, colormapLUT(key, 256));
+  return LUTS.get(key);
+};
+const SCALE_TITLES = { auto: "auto", log: "log", linear: "linear" };
+const RANGE_TITLES = { full: "full range", "1-99": "1–99 %", "5-95": "5–95 %" };
+const RANGES = { full: null, "1-99": [1, 99], "5-95": [5, 95] };
 const MARGIN = { left: 112, top: 8, right: 96, bottom: 104 };
 const STAT_TITLES = {
   mean: "mean",
   std: "std",
+  sem: "std. error of mean",
   cv: "std / |mean|",
   min: "min",
   max: "max",
@@ -62,7 +73,9 @@ function render({ model, el }) {
   const layerSelect = h("select", { "aria-label": "layer" });
   const statSelect = h("select", { "aria-label": "statistic" });
   const viewSelect = h("select", { "aria-label": "view" });
-  const logBox = h("input", { type: "checkbox", "aria-label": "log colour scale" });
+  const scaleSelect = h("select", { "aria-label": "colour scale" });
+  const rangeSelect = h("select", { "aria-label": "colour range" });
+  const cmapSelect = h("select", { "aria-label": "colour map" });
   const job = jobControls({ unit: "batch", keeps: "the statistics" });
   const toolbar = h(
     "div",
@@ -70,10 +83,13 @@ function render({ model, el }) {
     h("label", {}, "layer", layerSelect),
     h("label", {}, "statistic", statSelect),
     h("label", {}, "view", viewSelect),
-    h("label", {}, logBox, "log colour"),
+    h("label", {}, "colour", scaleSelect),
+    h("label", {}, "range", rangeSelect),
+    h("label", {}, "map", cmapSelect),
     job.buttons,
   );
   const statusLine = job.statusLine;
+  const methodLine = h("p", { class: "tscope-caption tscope-method" });
   const canvas = h("canvas", { class: "tscope-heatmap" });
   const offsetPane = h("div", { class: "tscope-offset" });
   const tooltip = h("div", { class: "tscope-tooltip" });
@@ -85,6 +101,7 @@ function render({ model, el }) {
     h("style", {}, CSS + pictureHidingCSS(model.get("picture_id"))),
     toolbar,
     statusLine,
+    methodLine,
     h("div", { class: "tscope-main" }, plot, detailPane),
   );
   el.append(root);
@@ -100,7 +117,19 @@ function render({ model, el }) {
   let paints = 0;
 
   const statistic = () => model.get("statistic");
-  const useLog = () => Boolean(model.get("log_scale")) && statistic() !== "count";
+  const isCount = () => statistic() === "count";
+  const useLog = () => resolveLog(model.get("log_scale"), heat ? heat.data : [], { count: isCount() });
+  const scaleKey = () => {
+    const v = model.get("log_scale");
+    return v === "auto" ? "auto" : v ? "log" : "linear";
+  };
+  const rangeKey = () => {
+    const p = model.get("color_percentiles");
+    if (!p) return "full";
+    const key = Object.keys(RANGES).find((k) => RANGES[k] && RANGES[k][0] === p[0] && RANGES[k][1] === p[1]);
+    return key ?? `${p[0]}-${p[1]}`;
+  };
+  const colormap = () => (isCount() ? COLORMAPS[0] : model.get("colormap"));
   const tokens = () => model.get("token_labels") ?? [];
   const statTitle = () => {
     const stat = statistic();
@@ -127,11 +156,18 @@ function render({ model, el }) {
     fillSelect(layerSelect, model.get("layer_options") ?? [], model.get("layer"), layerTitle);
     fillSelect(statSelect, model.get("statistic_options") ?? [], statistic(), (s) => STAT_TITLES[s] ?? s);
     fillSelect(viewSelect, model.get("view_options") ?? [], model.get("view"), (v) => VIEW_TITLES[v] ?? v);
-    logBox.checked = Boolean(model.get("log_scale"));
+    fillSelect(scaleSelect, Object.keys(SCALE_TITLES), scaleKey(), (k) => SCALE_TITLES[k]);
+    const ranges = Object.keys(RANGES).includes(rangeKey()) ? Object.keys(RANGES) : [...Object.keys(RANGES), rangeKey()];
+    fillSelect(rangeSelect, ranges, rangeKey(), (k) => RANGE_TITLES[k] ?? `${k} %`);
+    fillSelect(cmapSelect, COLORMAPS, model.get("colormap"), (k) => k);
   }
 
   function drawStatus() {
     job.draw(model, root);
+    const note = model.get("method_note") || "";
+    methodLine.textContent = note;
+    methodLine.style.display = note ? "" : "none";
+    methodLine.dataset.method = model.get("method") || "";
   }
 
   function drawMain() {
@@ -147,21 +183,40 @@ function render({ model, el }) {
   function drawHeatmap() {
     if (!heat) {
       layout = null;
-      const ctx = sizeCanvas(canvas, 420, 60, theme.bg);
-      ctx.fillStyle = theme.fg2;
-      ctx.font = `12px ${theme.font}`;
-      ctx.fillText("waiting for the first batch…", 12, 30);
+      const text = emptyBodyText(model.get("status"), model.get("message"), "waiting for the first batch…");
+      const font = `12px ${theme.font}`;
+      let ctx = sizeCanvas(canvas, 420, 60, theme.bg);
+      ctx.font = font;
+      const width = Math.ceil(ctx.measureText(text).width) + 24;
+      if (width > 420) {
+        ctx = sizeCanvas(canvas, Math.min(width, 1200), 60, theme.bg);
+        ctx.font = font;
+      }
+      ctx.fillStyle = model.get("status") === "error" ? theme.error : theme.fg2;
+      ctx.fillText(text, 12, 30);
+      canvas.dataset.empty = text;
       return;
     }
+    delete canvas.dataset.empty;
     const [rows, cols] = heat.shape;
     layout = heatmapLayout({ rows, cols, margin: MARGIN });
     const ctx = sizeCanvas(canvas, layout.totalWidth, layout.totalHeight, theme.bg);
     const log = useLog();
-    const domain = colorDomain(heat.data, log);
-    const rgba = fillRGBA(new Uint8ClampedArray(4 * rows * cols), heat.data, colorIndexer(domain, { log }), LUT, {
+    const lut = lutOf(colormap());
+    const count = isCount();
+    const { domain } = colorRange(heat.data, {
+      log,
+      percentiles: count ? null : model.get("color_percentiles"),
+      limits: count ? null : model.get("color_limits"),
+      diverging: DIVERGING.has(colormap()),
+    });
+    const rgba = fillRGBA(new Uint8ClampedArray(4 * rows * cols), heat.data, colorIndexer(domain, { log }), lut, {
       nan: cssToRGBA(theme.nan, probe),
       nonpositive: cssToRGBA(theme.bg, probe),
     });
+    canvas.dataset.log = String(log);
+    canvas.dataset.colormap = colormap();
+    canvas.dataset.domain = domain.map(formatValue).join(",");
     paintGrid(ctx, layout, rgba, scratch);
     const cell = model.get("selected_cell");
     if (cell && cell[0] < rows && cell[1] < cols) {
@@ -182,10 +237,10 @@ function render({ model, el }) {
       y: layout.y,
       width: 12,
       height: layout.height,
-      lut: LUT,
+      lut,
       domain,
       log,
-      title: statTitle(),
+      title: statTitle() + (log ? " (log)" : ""),
       theme,
     });
     canvas.dataset.rows = String(rows);
@@ -193,7 +248,9 @@ function render({ model, el }) {
 
   function drawOffset() {
     if (!heat) {
-      offsetPane.replaceChildren(h("p", { class: "tscope-hint" }, "waiting for the first batch…"));
+      offsetPane.replaceChildren(
+        h("p", { class: "tscope-hint" }, emptyBodyText(model.get("status"), model.get("message"), "waiting for the first batch…")),
+      );
       return;
     }
     const S = heat.shape[0];
@@ -244,7 +301,7 @@ function render({ model, el }) {
         h(
           "p",
           { class: "tscope-caption" },
-          `mean ${formatValue(info.mean)} · std ${formatValue(info.std)} · min ${formatValue(info.min)} · max ${formatValue(info.max)} · n = ${info.count ?? 0}`,
+          cellSummary(info, model.get("method")),
         ),
         histogramChart(histogramBins(info.samples ? info.samples.data : []), { xLabel: quantity, markerX: info.mean, theme }),
         h(
@@ -333,8 +390,22 @@ function render({ model, el }) {
   on(layerSelect, "change", choose(layerSelect, "layer", "layer_options"));
   on(statSelect, "change", choose(statSelect, "statistic", "statistic_options"));
   on(viewSelect, "change", choose(viewSelect, "view", "view_options"));
-  on(logBox, "change", () => {
-    model.set("log_scale", logBox.checked);
+  on(scaleSelect, "change", () => {
+    const key = Object.keys(SCALE_TITLES)[Number(scaleSelect.value)];
+    if (key === undefined) return;
+    model.set("log_scale", key === "auto" ? "auto" : key === "log");
+    model.save_changes();
+  });
+  on(rangeSelect, "change", () => {
+    const key = Object.keys(RANGES)[Number(rangeSelect.value)];
+    if (key === undefined) return; // an extra entry (percentiles set from Python) is already shown
+    model.set("color_percentiles", RANGES[key]);
+    model.save_changes();
+  });
+  on(cmapSelect, "change", () => {
+    const name = COLORMAPS[Number(cmapSelect.value)];
+    if (name === undefined) return;
+    model.set("colormap", name);
     model.save_changes();
   });
   job.wire(model, life, () => schedule("status"));
@@ -349,12 +420,18 @@ function render({ model, el }) {
     schedule("main", "detail");
   });
   listen("change:detail", () => schedule("detail"));
+  listen("change:status", () => {
+    if (!heat) schedule("main"); // an empty body says whether the job still runs or failed
+  });
   listen("change:selected_cell", () => schedule("main", "detail"));
-  listen("change:log_scale", () => schedule("controls", "main", "detail"));
+  for (const name of ["log_scale", "colormap", "color_percentiles", "color_limits"]) {
+    listen(`change:${name}`, () => schedule("controls", "main", "detail"));
+  }
   listen("change:view", () => schedule("controls", "main"));
   for (const name of ["layer", "statistic", "layer_options", "statistic_options", "view_options"]) {
     listen(`change:${name}`, () => schedule("controls"));
   }
+  for (const name of ["method", "method_note"]) listen(`change:${name}`, () => schedule("status", "detail"));
   for (const name of ["token_labels", "label_note", "quantity"]) {
     listen(`change:${name}`, () => schedule("main", "detail"));
   }

@@ -212,3 +212,11 @@ test("bilinear interpolation on the grid, ignoring missing corners without weigh
   close(p[2], 1);
   assert.equal(surfacePosition(values, 3, 2, { alphas, betas, domain: [0, 4] }, 2, 1), null);
 });
+
+test("thinLabels drops step labels that pile up and keeps the ends (as figures.landscape.thin_labels)", async () => {
+  const { thinLabels } = await import("../src/lib/trajectory.js");
+  const pts = [[0, 0], [40, 0], [60, 10], [64, 12], [66, 13], [67, 13.5]].map(([x, y]) => ({ x, y }));
+  assert.deepEqual(thinLabels(pts, [0, 1, 2, 3, 4, 5], 18), [0, 1, 5]);
+  assert.deepEqual(thinLabels(pts, [0, 5], 100), [5]);
+  assert.deepEqual(thinLabels(pts, [], 18), []);
+});

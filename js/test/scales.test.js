@@ -81,3 +81,53 @@ test("values print short", () => {
   assert.equal(formatValue(NaN), "–");
   assert.equal(formatValue(null), "–");
 });
+
+test("auto log: a log scale where the positive values span two decades, never for counts", async () => {
+  const { autoLog, resolveLog } = await import("../src/lib/scales.js");
+  assert.equal(autoLog(Float32Array.from([0, NaN, 1, 99])), false); // < 2 decades
+  assert.equal(autoLog(Float32Array.from([0, NaN, 1, 100])), true);
+  assert.equal(autoLog(Float32Array.from([-1e6, 0.5, 2])), false); // negatives do not count
+  assert.equal(autoLog(new Float32Array(0)), false);
+  assert.equal(autoLog(Float32Array.from([1e-6, 1]), { count: true }), false);
+  assert.equal(resolveLog("auto", Float32Array.from([1e-6, 1])), true);
+  assert.equal(resolveLog(false, Float32Array.from([1e-6, 1])), false);
+  assert.equal(resolveLog(true, Float32Array.from([1, 2])), true);
+  assert.equal(resolveLog(true, Float32Array.from([1, 2]), { count: true }), false);
+});
+
+test("colour ranges clamp by percentiles (NumPy's linear rule) and by values; diverging maps centre on zero", async () => {
+  const { colorRange, percentile } = await import("../src/lib/scales.js");
+  const data = Float64Array.from({ length: 101 }, (_, k) => k); // 0..100
+  assert.equal(percentile([0, 10], 25), 2.5);
+  assert.equal(percentile([1, 2, 3, 4], 50), 2.5); // numpy.percentile([1,2,3,4], 50)
+  assert.deepEqual(colorRange(data).domain, [0, 100]);
+  assert.deepEqual(colorRange(data, { percentiles: [5, 95] }), { domain: [5, 95], clipped: true });
+  assert.deepEqual(colorRange(data, { percentiles: [0, 90] }), { domain: [0, 90], clipped: false });
+  assert.deepEqual(colorRange(data, { percentiles: [5, 95], limits: [null, 50] }).domain, [5, 50]);
+  // log: percentiles of the positive values (1..100); a non-positive low limit is dropped
+  assert.deepEqual(colorRange(data, { log: true, percentiles: [0, 100] }).domain, [1, 100]);
+  assert.deepEqual(colorRange(data, { log: true, limits: [0, 50] }).domain, [1, 50]);
+  const diff = Float32Array.from([-3, 1, 2, NaN]);
+  assert.deepEqual(colorRange(diff, { diverging: true }).domain, [-3, 3]);
+});
+
+test("rdbu runs blue - white - red (d3's RdBu reversed), the same colours as the Python palette", async () => {
+  const lut = colormapLUT("rdbu", 256);
+  const hex = (k) => `#${Array.from(lut.slice(3 * k, 3 * k + 3), (x) => x.toString(16).padStart(2, "0")).join("")}`;
+  // tests/figures/test_builders.py checks figures.charts.rgb_basis_palette against the same values
+  assert.deepEqual([0, 1, 64, 127, 128, 200, 255].map(hex), [
+    "#053061", "#063264", "#6cacd1", "#f1efee", "#f2efed", "#da6b57", "#67001f",
+  ]);
+});
+
+test("viridis and magma are the colours the static charts use (figures/palettes.py)", async () => {
+  const { readFileSync } = await import("node:fs");
+  const text = readFileSync(new URL("../../tscope_widgets/figures/palettes.py", import.meta.url), "utf8");
+  for (const [name, constant] of [["viridis", "_VIRIDIS"], ["magma", "_MAGMA"]]) {
+    const block = text.split(`${constant} = (`)[1].split(")")[0];
+    const packed = [...block.matchAll(/"([0-9a-f]+)"/g)].map((m) => m[1]).join("");
+    const lut = colormapLUT(name, 256);
+    const hex = Array.from(lut, (x) => x.toString(16).padStart(2, "0")).join("");
+    assert.equal(packed, hex, name);
+  }
+});

@@ -36,3 +36,16 @@ test("buttons follow the status", () => {
   assert.deepEqual(buttonStates("paused"), { pause: false, resume: true, stop: true });
   for (const s of ["done", "cancelled", "error"]) assert.deepEqual(buttonStates(s), { pause: false, resume: false, stop: false });
 });
+
+test("an empty view shows the error of a failed job instead of waiting", async () => {
+  const { emptyBodyText } = await import("../src/lib/status.js");
+  const waiting = "waiting for the first batch…";
+  assert.equal(emptyBodyText("running", "", waiting), waiting);
+  assert.equal(emptyBodyText("pending", "", waiting), waiting);
+  assert.equal(
+    emptyBodyText("error", "ValueError: token ids must lie in [0, 11)", waiting),
+    "the job failed: ValueError: token ids must lie in [0, 11)",
+  );
+  assert.equal(emptyBodyText("error", "", waiting), "the job failed: unknown error");
+  assert.equal(emptyBodyText("cancelled", "cancelled after 0 batches", waiting), "stopped before any data");
+});

@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from tscope_widgets.figures.charts import BACKGROUND, NAN_COLOR, SERIES_PALETTE, color_scale, palette_colors
-from tscope_widgets.figures.landscape import landscape_chart
+from tscope_widgets.figures.charts import (
+    AUTO_LOG_DECADES,
+    BACKGROUND,
+    NAN_COLOR,
+    SERIES_PALETTE,
+    auto_log,
+    color_scale,
+    palette_colors,
+    resolve_log,
+)
+from tscope_widgets.figures.landscape import landscape_chart, thin_labels
 from tscope_widgets.figures.sensitivity import sensitivity_chart, sensitivity_grid
 from tscope_widgets.figures.spectrum import (
     block_norm_chart,
@@ -38,6 +47,66 @@ def test_color_scale_is_the_live_views_full_range_rule():
     assert (s.lo, s.hi, s.low_color) == (0.15, 15.0, None)
     with pytest.raises(ValueError, match="vmin > 0"):
         color_scale(np.array([1.0, 2.0]), log=True, lo=0.0)
+
+
+def test_auto_log_is_on_where_values_span_two_decades_and_never_for_counts():
+    assert AUTO_LOG_DECADES == 2.0
+    assert not auto_log(np.array([0.0, np.nan, 1.0, 99.0]))
+    assert auto_log(np.array([0.0, np.nan, 1.0, 100.0]))
+    assert not auto_log(np.array([-1e6, 0.5, 2.0]))  # only positive values count
+    assert not auto_log(np.array([np.nan]))
+    assert not auto_log(np.array([1e-6, 1.0]), count=True)
+    assert resolve_log("auto", np.array([1e-6, 1.0])) and not resolve_log(False, np.array([1e-6, 1.0]))
+    assert not resolve_log(True, np.array([1.0, 2.0]), count=True)
+    with pytest.raises(ValueError, match="True, False or 'auto'"):
+        resolve_log("yes", np.array([1.0]))
+
+
+def test_default_sensitivity_maps_are_log_where_they_span_decades():
+    # a causal map: a bright diagonal five decades above the rest, zeros above it
+    S = 6
+    m = np.tril(np.full((S, S), 1e-4)) + np.eye(S) * 10.0
+    chart = sensitivity_chart(m)
+    assert chart.scale.log and chart.bar_title.endswith("(log)") and chart.scale.lo == pytest.approx(1e-4)
+    assert not sensitivity_chart(np.full((S, S), 3.0) + np.eye(S)).scale.log  # within a decade: linear
+    ((mean, count),) = sensitivity_grid({0: {"mean": m, "count": m * 1e6}}, statistics=["mean", "count"])
+    assert mean.scale.log and not count.scale.log  # never for counts, whatever they span
+    ((lin,),) = sensitivity_grid({0: {"mean": m}}, log=False)
+    assert not lin.scale.log
+
+
+def test_colour_ranges_clamp_by_percentiles_and_values():
+    rng = np.random.default_rng(0)
+    v = np.exp(rng.normal(size=(20, 20)) * 3)  # spans many decades
+    v[0, 0] = np.nan
+    finite = v[np.isfinite(v)]
+    s = color_scale(v, "auto", percentiles=(5, 95))
+    assert s.log and (s.lo, s.hi) == pytest.approx(tuple(np.percentile(finite, [5, 95])), rel=1e-12)
+    assert s.low_color is None  # clipped: small values are data, drawn in the lowest colour
+    s = color_scale(v, False, percentiles=(0, 90))  # no lower clamp at the 0th percentile
+    assert (s.lo, s.hi) == pytest.approx((finite.min(), np.percentile(finite, 90)), rel=1e-12)
+    assert s.low_color == BACKGROUND
+    s = color_scale(v, True, percentiles=(5, 95), hi=2.0)  # values win over percentiles
+    assert s.hi == 2.0 and s.lo == pytest.approx(np.percentile(finite, 5))
+    with pytest.raises(ValueError, match="0 <= low < high <= 100"):
+        color_scale(v, percentiles=(50, 10))
+    with pytest.raises(ValueError, match="low < high"):
+        color_scale(v, lo=3.0, hi=1.0)
+    # a non-positive low limit on a log map is dropped by the grid (as in the live view)
+    ((chart,),) = sensitivity_grid({0: {"mean": v}}, log=True, limits=(0.0, 5.0))
+    assert chart.scale.lo == pytest.approx(finite.min()) and chart.scale.hi == 5.0
+
+
+def test_diverging_map_is_symmetric_about_zero_and_matches_the_live_colours():
+    s = color_scale(np.array([-3.0, 1.0, 2.0, np.nan]), "auto", colormap="rdbu")
+    assert (s.lo, s.hi, s.log) == (-3.0, 3.0, False)
+    s = color_scale(np.array([-3.0, 1.0, 2.0]), colormap="rdbu", percentiles=(0, 50))
+    assert (s.lo, s.hi) == (-2.0, 2.0)  # median of |values|
+    colors = palette_colors("rdbu")
+    # the same colours as js/test/scales.test.js (d3's interpolateRdBu reversed, sampled at k / 255)
+    assert [colors[k] for k in (0, 1, 64, 127, 128, 200, 255)] == [
+        "#053061", "#063264", "#6cacd1", "#f1efee", "#f2efed", "#da6b57", "#67001f",
+    ]  # fmt: skip
 
 
 def test_colormap_names():
@@ -182,3 +251,15 @@ def test_landscape_contour_levels_origin_and_trajectory():
         landscape_chart(a[::-1], a, bowl)
     with pytest.raises(ValueError, match="trajectory_steps has 1 entries for 2 points"):
         landscape_chart(a, a, bowl, trajectory=[[0, 0], [1, 1]], trajectory_steps=[3])
+
+
+# ---------------------------------------------------------------------------- landscape labels
+def test_thin_labels_drops_labels_that_pile_up_and_keeps_the_ends():
+    # a trajectory that spirals into a well: the last steps sit within a few pixels of each other
+    pts = np.array([[0, 0], [40, 0], [60, 10], [64, 12], [66, 13], [67, 13.5]], dtype=float)
+    kept = thin_labels(pts, range(6), min_gap=18)
+    assert kept == [0, 1, 5]  # 2 lies 7.3 px from 5 (the last, kept first); 3 and 4 closer still
+    gaps = [np.hypot(*(pts[i] - pts[j])) for i in kept for j in kept if i < j]
+    assert min(gaps) >= 18
+    assert thin_labels(pts, [0, 5], min_gap=100) == [5]  # the last wins when the ends collide
+    assert thin_labels(pts, [2], min_gap=18) == [2] and thin_labels(pts, []) == []

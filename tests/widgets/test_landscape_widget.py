@@ -26,7 +26,7 @@ from tests.widgets.pictures import heatmaps, picture_svgs
 from tscope_widgets.figures.charts import color_domain, contour_levels, nice_ticks
 from tscope_widgets.figures.landscape import contour_lines
 from tscope_widgets.figures.svg import PALETTE, color_indices
-from tscope_widgets.jobs import default_num_threads
+from tscope_widgets.jobs import JobError, default_num_threads
 from tscope_widgets.kernels.landscape import LandscapeSlice, quadratic_model, random_direction
 from tscope_widgets.models.registry import adapt
 from tscope_widgets.widgets import landscape as landscape_module
@@ -167,7 +167,8 @@ def test_updates_are_throttled_and_coalesced(model, ids, monkeypatch):
 def test_an_error_shows_its_message_and_keeps_the_partial_rows(model, ids, monkeypatch):
     monkeypatch.setattr(landscape_module, "slice_2d", synthetic_kernel(fail_after=2))
     w = LandscapeWidget(model, ids, resolution=5)
-    assert w.wait(WAIT)
+    with pytest.raises(JobError, match="the landscape job failed: RuntimeError: boom"):
+        w.wait(WAIT)
     assert w.status == "error" and w.message == "RuntimeError: boom"
     assert w.rows_done == 2 and w.done == 2 and w.total == 5
     assert np.isfinite(w.loss[:2]).all() and np.isnan(w.loss[2:]).all()
@@ -350,6 +351,19 @@ def test_eigen_directions_curvature_matches_the_slice_and_the_quadratic_overlay(
     assert q["eigenvalues"] == pytest.approx(list(lam))
     np.testing.assert_allclose(q["alpha"], quadratic_model(w.alphas, lam[0], w.origin_loss).numpy(), rtol=1e-6)
     np.testing.assert_allclose(q["beta"], quadratic_model(w.betas, lam[1], w.origin_loss).numpy(), rtol=1e-6)
+
+
+def test_eigen_planes_get_their_span_from_the_curvature(model, ids):
+    from tscope_widgets.kernels.landscape import eigen_span
+
+    w = LandscapeWidget(model, ids, directions="eigen", resolution=5, start=False)
+    lam = w.eigenvalues
+    span = math.sqrt(2 * 1.0 / float(max(lam)))  # 1/2 lambda_max alpha^2 = 1 nat at the edge
+    assert span == pytest.approx(eigen_span(lam))
+    np.testing.assert_allclose(w.alphas, np.linspace(-span, span, 5), rtol=1e-12)
+    np.testing.assert_allclose(w.betas, np.linspace(-span, span, 5), rtol=1e-12)
+    fixed = LandscapeWidget(model, ids, directions="eigen", span=0.5, resolution=3, start=False)
+    np.testing.assert_allclose(fixed.alphas, [-0.5, 0.0, 0.5])
 
 
 def test_given_eigenvalues_scale_the_quadratic_model_with_the_direction_norm(model, ids, monkeypatch):

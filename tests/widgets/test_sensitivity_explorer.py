@@ -11,13 +11,13 @@ import time
 import numpy as np
 import pytest
 import torch
-from bokeh.models import GridPlot
+from bokeh.models import GridPlot, LinearColorMapper, LogColorMapper
 from bokeh.plotting import figure
 
 from tests.model_zoo import tiny
 from tests.widgets.comm import Wire, browser_command, browser_update
 from tscope_widgets.export import load_extra_tensors, load_statistics
-from tscope_widgets.jobs import default_num_threads
+from tscope_widgets.jobs import JobError, default_num_threads
 from tscope_widgets.widgets import SensitivityExplorer
 from tscope_widgets.widgets import sensitivity as explorer_module
 
@@ -149,7 +149,7 @@ def test_python_side_values_are_canonicalised(finished):
     assert w.selected_cell == [2, 0] and type(w.selected_cell[0]) is int
     w.log_scale = np.bool_(True)
     assert w.log_scale is True
-    w.layer, w.selected_cell, w.log_scale = 1, None, False
+    w.layer, w.selected_cell, w.log_scale = 1, None, "auto"
 
 
 # ---------------------------------------------------------------------------- untrusted input
@@ -250,7 +250,9 @@ class FailingBatches:
 
 def test_an_error_shows_its_message_and_keeps_the_partial_heatmap(model, ids, caplog):
     w = SensitivityExplorer(model, FailingBatches(ids), layers=[1])
-    assert w.wait(WAIT)
+    with pytest.raises(JobError, match="the sensitivity job failed: RuntimeError: disk on fire") as caught:
+        w.wait(WAIT)
+    assert isinstance(caught.value.__cause__, RuntimeError) and caught.value.snapshot is w.snapshot
     assert w.status == "error" and w.message == "RuntimeError: disk on fire"
     assert w.done == 16 and w.total is None and w.eta is None
     assert w.snapshot.done == 16
@@ -258,7 +260,62 @@ def test_an_error_shows_its_message_and_keeps_the_partial_heatmap(model, ids, ca
     assert np.isfinite(w.heat).all() and w.layer_options == [1]
     failed = w.job
     w.start()  # after an error, start() begins a fresh run (which fails the same way here)
-    assert w.job is not failed and w.wait(WAIT) and w.status == "error" and w.done == 16
+    with pytest.raises(JobError):
+        w.wait(WAIT)
+    assert w.job is not failed and w.status == "error" and w.done == 16
+
+
+def test_hutchinson_is_labelled_as_an_estimate_with_its_standard_error(model, ids):
+    from scipy import stats as scipy_stats
+
+    w = SensitivityExplorer(model, ids, method="hutchinson", probes=4, batch_size=8, reservoir_size=N, seed=0)
+    assert w.method_note.startswith("Hutchinson estimates")  # before the first batch too
+    assert w.wait(WAIT)
+    assert w.method == "hutchinson" and "sem" in w.statistic_options
+    assert w.method_note == "Hutchinson estimates with 4 probes: cell means ± standard error (sem)"
+    html = w._picture_bundle()["text/html"]
+    assert "Hutchinson estimates with 4 probes" in html
+    browser_update(w, selected_cell=[3, 1])
+    detail = w.detail
+    # the standard error of the cell's mean over its per-sample estimates (every sample kept: reservoir >= N)
+    per_sample = w.snapshot.reservoir.maps[w.layer][:N, 3, 1].to(torch.float64).numpy()
+    assert detail["sem"] == pytest.approx(scipy_stats.sem(per_sample), rel=1e-5)
+    assert detail["sem"] == pytest.approx(detail["std"] / np.sqrt(detail["count"]), rel=1e-12)
+    browser_update(w, statistic="sem")
+    np.testing.assert_allclose(w.heat, w.snapshot.stats[w.layer].sem.numpy())
+    exact = SensitivityExplorer(model, ids, start=False)
+    assert exact.method_note == "exact values"
+
+
+def test_bad_data_are_refused_before_the_job_starts(model, ids):
+    vocab = model.config.vocab_size
+    with pytest.raises(TypeError, match=r"data: input_ids must hold integer token ids, got dtype torch.float32.*long"):
+        SensitivityExplorer(model, ids.float())
+    bad = ids.clone()
+    bad[3, 2] = vocab + 5
+    found = rf"data: token ids must lie in \[0, {vocab}\); found values in \[0, {vocab + 5}\]"
+    with pytest.raises(ValueError, match=found):
+        SensitivityExplorer(model, bad)
+    with pytest.raises(ValueError, match="attention_mask must contain only 0"):
+        SensitivityExplorer(model, (ids, torch.full_like(ids, 2)))
+    # the first batch of a re-iterable data set (a list of batches, a DataLoader) is checked too
+    with pytest.raises(ValueError, match="token ids must lie in"):
+        SensitivityExplorer(model, [bad[:8], ids[8:]], batch_size=8)
+
+
+def test_a_job_that_fails_before_any_data_shows_its_error_and_wait_raises(model, ids):
+    bad = ids.clone()
+    bad[0, 0] = -1
+
+    def one_shot():  # a generator is not read before the run: its first batch fails in the job
+        yield bad[:8]
+
+    w = SensitivityExplorer(model, one_shot())
+    with pytest.raises(JobError, match=r"the sensitivity job failed: ValueError: .*token ids must lie in"):
+        w.wait(WAIT)
+    assert w.status == "error" and w.stats is None and w.heat is None
+    html = w._picture_bundle()["text/html"]
+    assert "the job failed: ValueError" in html and "waiting for the first batch" not in html
 
 
 def test_pause_resume_stop_from_python_and_from_the_browser(model, ids, real_snapshot, monkeypatch):
@@ -358,7 +415,34 @@ def test_exports_need_statistics_then_write_bokeh_html_and_results(
             call()
 
 
+def test_colours_default_to_auto_log_and_follow_the_settings_everywhere(finished):
+    w = finished
+    assert (w.log_scale, w.colormap, w.color_percentiles, w.color_limits) == ("auto", "viridis", None, None)
+    mean = w.snapshot.stats[w.layer].mean.numpy()
+    positive = mean[np.isfinite(mean) & (mean > 0)]
+    assert positive.max() / positive.min() >= 100  # a sensitivity map spans decades: "auto" draws it in log
+    assert 'data-log="true"' in w._picture_svg()
+    assert w.to_bokeh().select_one({"type": LogColorMapper}) is not None
+    try:
+        browser_update(w, log_scale=False, color_percentiles=[5, 95], colormap="magma")
+        assert 'data-log="false"' in w._picture_svg()
+        mapper = w.to_bokeh().select_one({"type": LinearColorMapper})
+        finite = mean[np.isfinite(mean)]
+        assert (mapper.low, mapper.high) == pytest.approx(tuple(np.percentile(finite, [5, 95])))
+        assert mapper.palette[0] == "#000004"  # magma
+        w.statistic = "count"  # counts: linear, viridis, unclamped
+        assert w.to_bokeh().select_one({"type": LinearColorMapper}).palette[0] == "#440154"
+    finally:
+        browser_update(w, log_scale="auto", color_percentiles=None, colormap="viridis", statistic="mean")
+
+
 def test_constructor_refuses_bad_arguments(model, ids):
+    with pytest.raises(ValueError, match="colormap='jet'"):
+        SensitivityExplorer(model, ids, colormap="jet", start=False)
+    with pytest.raises(ValueError, match="color_percentiles"):
+        SensitivityExplorer(model, ids, color_percentiles=(99, 1), start=False)
+    with pytest.raises(ValueError, match="log_scale"):
+        SensitivityExplorer(model, ids, log_scale="yes", start=False)
     with pytest.raises(TypeError, match="unknown keyword arguments \\['colour'\\]"):
         SensitivityExplorer(model, ids, colour="red")
     with pytest.raises(ValueError, match="throttle"):

@@ -60,6 +60,12 @@ def test_statistics_of_an_export():
         ("statistic", "cv", "cv"),
         ("view", "offset", "offset"),
         ("log_scale", np.bool_(True), True),
+        ("log_scale", "auto", "auto"),
+        ("colormap", "rdbu", "rdbu"),
+        ("color_percentiles", None, None),
+        ("color_percentiles", (1, np.float64(99.5)), [1.0, 99.5]),
+        ("color_limits", [None, 3], [None, 3.0]),
+        ("color_limits", (np.int64(-1), 2.5), [-1.0, 2.5]),
         ("selected_cell", None, None),
         ("selected_cell", (3, np.int64(0)), [3, 0]),
     ],
@@ -81,7 +87,17 @@ def test_valid_view_state_is_made_canonical(name, value, canonical):
         ("statistic", "median", "choose one of"),
         ("statistic", None, "choose one of"),
         ("view", "3d", "choose one of"),
-        ("log_scale", 0, "true or false"),
+        ("log_scale", 0, "true, false or 'auto'"),
+        ("log_scale", "yes", "true, false or 'auto'"),
+        ("colormap", "jet", "choose one of"),
+        ("color_percentiles", [99, 1], "0 <= low < high <= 100"),
+        ("color_percentiles", [-1, 50], "0 <= low < high <= 100"),
+        ("color_percentiles", [1, math.nan], "0 <= low < high <= 100"),
+        ("color_percentiles", [1], "0 <= low < high <= 100"),
+        ("color_percentiles", [True, 50], "0 <= low < high <= 100"),
+        ("color_limits", [3, 1], "low < high"),
+        ("color_limits", [1, math.inf], "low < high"),
+        ("color_limits", "1,2", "low < high"),
         ("selected_cell", [4, 0], r"0 <= i, j < 4"),
         ("selected_cell", [-1, 0], r"0 <= i, j < 4"),
         ("selected_cell", [0.0, 1], r"0 <= i, j < 4"),
@@ -98,7 +114,16 @@ def test_nonsense_view_state_is_refused_with_a_reason(name, value, match):
 
 
 def test_an_unknown_trait_name_is_an_error_and_layers_check_alone():
-    assert set(BROWSER_TRAITS) == {"layer", "statistic", "selected_cell", "view", "log_scale"}
+    assert set(BROWSER_TRAITS) == {
+        "layer",
+        "statistic",
+        "selected_cell",
+        "view",
+        "log_scale",
+        "colormap",
+        "color_percentiles",
+        "color_limits",
+    }
     with pytest.raises(KeyError, match="not a view-state trait"):
         check_view_state("colour", "red", **OFFER)
     assert check_layer(-2, [0, 1], 2) == (True, 0, "")
@@ -117,7 +142,7 @@ def fake_snapshot(S: int = 3, n: int = 2):
 def test_cell_detail_reads_every_statistic_and_the_finite_samples():
     detail = cell_detail(fake_snapshot(), 0, [1, 2])
     assert detail["cell"] == [1, 2] and detail["layer"] == 0 and detail["mean"] == 5.0
-    assert detail["count"] == 10 and type(detail["count"]) is int  # 5 + its offset in STATISTICS
+    assert detail["count"] == 11 and type(detail["count"]) is int  # 5 + its offset in STATISTICS
     assert detail["samples"].tolist() == [5.0] and detail["sample_index"].tolist() == [7]
     assert detail["reservoir_size"] == 2 and detail["seen"] == 10
     assert cell_detail(fake_snapshot(), 0, None) is None

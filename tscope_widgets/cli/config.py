@@ -151,7 +151,10 @@ CONFIG_SCHEMA: dict[str, dict[str, Key]] = {
         "dir": Key(_STR, None, "output folder (the --out option wins)"),
         "report": Key(_BOOL, True, "write report.html"),
         "statistics": Key((list,), list(STATISTICS_SHOWN), "statistics shown per layer in the report"),
-        "log": Key(_BOOL, False, "log colour scale in the report"),
+        "log": Key(
+            (bool, str), "auto", "colour scale of the report: true (log), false (linear) or 'auto' (log where the "
+            "values span decades; never for counts)", (True, False, "auto")
+        ),
         "save_model": Key(_BOOL, True, "write the model next to the statistics"),
     },
 }
@@ -483,7 +486,7 @@ class OutputConfig(_Table):
     dir: str | None = _default("output", "dir")
     report: bool = _default("output", "report")
     statistics: list[str] | None = None
-    log: bool = _default("output", "log")
+    log: bool | str = _default("output", "log")
     save_model: bool = _default("output", "save_model")
 
     def _values(self) -> dict[str, Any]:

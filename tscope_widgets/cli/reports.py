@@ -179,7 +179,7 @@ def curvature_meta(result: CurvatureResult) -> dict[str, Any]:
 MATRIX_NAMES = {"hessian": "Hessian", "ggn": "Gauss–Newton part", "functional": "functional part"}
 
 
-def curvature_figures(result: CurvatureResult, log: bool) -> list:
+def curvature_figures(result: CurvatureResult, log: bool | str) -> list:
     """Bokeh figures of :func:`~tscope_widgets.figures.reports.curvature_figures` for a curvature run."""
     from ..figures.reports import curvature_figures as figures
 
@@ -242,7 +242,7 @@ def landscape_meta(result: LandscapeResult) -> dict[str, Any]:
     }
 
 
-def landscape_figures(result: LandscapeResult, log: bool) -> list:
+def landscape_figures(result: LandscapeResult, log: bool | str) -> list:
     """Bokeh figures of :func:`~tscope_widgets.figures.reports.landscape_figures` for a landscape run."""
     from ..figures.reports import landscape_figures as figures
 

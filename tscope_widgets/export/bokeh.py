@@ -2,9 +2,10 @@ r"""Static Bokeh figures from plain arrays: sensitivity heatmaps, line charts, m
 
 Thin wrappers: each builds a chart description (:mod:`tscope_widgets.figures`) and renders it with
 :mod:`tscope_widgets.figures.bokeh`, so these figures follow the same rules as the widgets' pictures and live
-views. Colour scales span the finite values (the positive ones on a log scale) over their full range, NaN is
-grey, values ``<= 0`` on a log scale take the background colour; ``vmin``/``vmax``/``log_range`` clip a
-scale on request (values below then take the lowest colour). Line colours follow the series palette
+views. Sensitivity maps default to the ``"auto"`` scale (logarithmic where the values span decades, never for
+counts). Colour scales span the finite values (the positive ones on a log scale) over their full range, NaN is
+grey, values ``<= 0`` on a log scale take the background colour; ``vmin``/``vmax``/``percentiles``/``log_range``
+clip a scale on request (values below then take the lowest colour). Line colours follow the series palette
 (Tableau 10, in order) unless ``colors`` are given.
 """
 
@@ -47,11 +48,12 @@ def sensitivity_heatmap(
     *,
     title: str = "",
     token_labels: Sequence[str] | None = None,
-    log: bool = False,
+    log: bool | str = "auto",
     value_name: str = "value",
     palette: str | Sequence[str] = "Viridis256",
     vmin: float | None = None,
     vmax: float | None = None,
+    percentiles: tuple[float, float] | None = None,
     log_range: float | None = None,
     width: int = 420,
     height: int = 400,
@@ -67,12 +69,13 @@ def sensitivity_heatmap(
         values: ``[S, S]`` tensor or array (any real dtype; NaN = no data).
         title: Figure title.
         token_labels: ``S`` strings naming each position; ticks read ``"i:token"`` (whitespace made visible).
-        log: Logarithmic colour scale.
+        log: Logarithmic colour scale: True, False or ``"auto"`` (where the values span decades).
         value_name: Name of the value in the hover and on the colour bar.
         palette: Bokeh palette name or list of colours.
         vmin: Lower colour-scale limit (default: the shared rule, the smallest finite value; for ``log`` the
             smallest positive one).
         vmax: Upper colour-scale limit (default: the largest finite value).
+        percentiles: ``(p_lo, p_hi)``: limits at these percentiles of the values (``vmin``/``vmax`` win).
         log_range: If given, a default log scale spans at most ``vmax / log_range`` .. ``vmax``.
         width: Width in pixels.
         height: Height in pixels.
@@ -97,6 +100,7 @@ def sensitivity_heatmap(
         value_name=value_name,
         vmin=vmin,
         vmax=vmax,
+        percentiles=percentiles,
         log_range=log_range,
         colormap=palette,
     )
@@ -109,7 +113,7 @@ def sensitivity_figures(
     token_labels: Sequence[str] | None = None,
     statistics: Sequence[str] = ("mean", "std"),
     *,
-    log: bool = False,
+    log: bool | str = "auto",
     quantity: str = QUANTITY,
     width: int = 420,
     height: int = 400,
@@ -120,7 +124,8 @@ def sensitivity_figures(
         stats: ``{layer: WelfordState}`` (or ``{layer: {statistic: [S, S]}}``), all with the same ``S``.
         token_labels: ``S`` strings for the axes.
         statistics: Names among ``mean, std, var, sem, cv, min, max, count``.
-        log: Log colour scale for every panel (not for counts).
+        log: Log colour scale for every panel: True, False or ``"auto"`` (each panel where its values span
+            decades); never for counts.
         quantity: How the per-sample value is written in titles (default :math:`\lVert J_{ij}\rVert_F^2`).
         width: Width of each panel in pixels.
         height: Height of each panel in pixels.

@@ -5,8 +5,12 @@ axis ranges, contour levels) and nothing about how a renderer lays them out. :mo
 notebook picture, :mod:`.bokeh` as an interactive export; the live front ends (``js/``) follow the same rules:
 
 - :func:`color_scale`: the colour domain of a heatmap, ``colorDomain`` of ``js/src/lib/scales.js`` (the finite
-  values, the positive ones on a log scale, over their full range); NaN grey, values ``<= 0`` on a log scale
-  the background colour.
+  values, the positive ones on a log scale, over their full range), or clamped by percentiles or values
+  (``colorRange``); NaN grey, values ``<= 0`` on a log scale the background colour.
+- :func:`auto_log`: the default scale, ``autoLog``: logarithmic when the positive values span at least
+  :data:`AUTO_LOG_DECADES` decades (never for counts).
+- :data:`COLORMAPS`: the colour maps on offer, ``viridis`` (perceptually uniform, the default) first;
+  ``rdbu`` is diverging (blue below zero, red above, a domain symmetric about zero), for differences.
 - :func:`series_color`: the Tableau 10 colour of a series by its index among all series options, as
   ``seriesColor`` in ``js/src/lib/multiline.js``.
 - :func:`contour_levels`: nice round levels strictly inside the colour domain, ``contourLevels`` in
@@ -23,8 +27,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .palettes import SEQUENTIAL
+
 __all__ = [
+    "AUTO_LOG_DECADES",
     "BACKGROUND",
+    "COLORMAPS",
+    "DIVERGING",
     "NAN_COLOR",
     "SERIES_PALETTE",
     "Chart",
@@ -34,6 +43,8 @@ __all__ = [
     "MatrixChart",
     "Series",
     "as_array",
+    "auto_log",
+    "check_percentiles",
     "color_domain",
     "color_scale",
     "contour_levels",
@@ -43,6 +54,8 @@ __all__ = [
     "nice_ticks",
     "palette_colors",
     "position_label",
+    "resolve_log",
+    "rgb_basis_palette",
     "series_color",
     "visible_text",
 ]
@@ -62,7 +75,15 @@ SERIES_PALETTE = (
     "#9c755f",
     "#bab0ab",
 )
-_COLORMAPS = {"viridis": "Viridis256", "magma": "Magma256"}
+_COLORMAPS = {"Viridis256": "viridis", "Magma256": "magma"}  # Bokeh's names: the live view's tables
+COLORMAPS = ("viridis", "magma", "rdbu")  # the maps a view offers; the first is the default
+DIVERGING = frozenset({"rdbu"})  # centred on zero: for differences
+# ColorBrewer RdBu (11 classes) from blue to red, the control points of d3's interpolateRdBu (reversed)
+_RDBU = (
+    "#053061", "#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7",
+    "#fddbc7", "#f4a582", "#d6604d", "#b2182b", "#67001f",
+)  # fmt: skip
+AUTO_LOG_DECADES = 2.0  # "auto": a log scale when the positive values span at least this many decades
 CONTOUR_COUNT = 10
 MAX_DOTS = 64  # every point of a line chart is marked up to this many (multiLineChart in the live view)
 
@@ -124,31 +145,107 @@ def color_domain(values, log: bool = False) -> tuple[float, float]:
     return (0.0, 1.0) if lo == 0 else (min(0.0, lo), max(0.0, hi))
 
 
+def auto_log(values, *, count: bool = False) -> bool:
+    """Whether the default (``"auto"``) colour scale of ``values`` is logarithmic.
+
+    Logarithmic when the finite positive values span at least :data:`AUTO_LOG_DECADES` decades
+    (``max / min >= 10**AUTO_LOG_DECADES``); never for counts. ``autoLog`` in ``js/src/lib/scales.js``.
+
+    Args:
+        values: Any array (NaN = no data; values ``<= 0`` are ignored).
+        count: The values are counts (samples per cell): always linear.
+    """
+    if count:
+        return False
+    v = as_array(values).ravel()
+    v = v[np.isfinite(v) & (v > 0)]
+    return bool(v.size) and float(v.max()) >= float(v.min()) * 10**AUTO_LOG_DECADES
+
+
+def resolve_log(log: bool | str, values, *, count: bool = False) -> bool:
+    """``log`` as a bool: ``"auto"`` by :func:`auto_log`; counts are never on a log scale.
+
+    Raises:
+        ValueError: For anything but True, False or ``"auto"``.
+    """
+    if isinstance(log, str):
+        if log != "auto":
+            raise ValueError(f"log must be True, False or 'auto', got {log!r}")
+        return auto_log(values, count=count)
+    if not isinstance(log, (bool, np.bool_)):
+        raise ValueError(f"log must be True, False or 'auto', got {log!r}")
+    return bool(log) and not count
+
+
+def check_percentiles(percentiles) -> tuple[float, float] | None:
+    """``(p_lo, p_hi)`` with ``0 <= p_lo < p_hi <= 100``, or None.
+
+    Raises:
+        ValueError: For anything else, naming the rule.
+    """
+    if percentiles is None:
+        return None
+    try:
+        p_lo, p_hi = (float(p) for p in percentiles)
+    except (TypeError, ValueError):
+        raise ValueError(f"percentiles must be (low, high) numbers in [0, 100], got {percentiles!r}") from None
+    if not 0 <= p_lo < p_hi <= 100:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got ({p_lo:g}, {p_hi:g})")
+    return p_lo, p_hi
+
+
 def color_scale(
     values,
-    log: bool = False,
+    log: bool | str = False,
     *,
     lo: float | None = None,
     hi: float | None = None,
+    percentiles: tuple[float, float] | None = None,
     log_range: float | None = None,
     colormap: str | Sequence[str] = "viridis",
+    count: bool = False,
 ) -> ColorScale:
-    """The colour scale of ``values``: the shared rule (:func:`color_domain`) unless limits are given.
+    """The colour scale of ``values``: the shared rule (:func:`color_domain`) unless clamped.
+
+    Clamping (``colorRange`` in ``js/src/lib/scales.js``): ``percentiles`` replace the rule's ends by those
+    percentiles of the finite values (the positive ones on a log scale; NumPy's default linear
+    interpolation, as d3's ``quantileSorted``); ``lo``/``hi`` replace an end outright (they win over
+    percentiles). Values beyond a clamped end take the end colours. A diverging ``colormap``
+    (:data:`DIVERGING`) gets a linear domain symmetric about zero, ``[-m, m]`` with ``m`` the largest
+    ``|value|`` (or percentile of ``|value|``).
 
     Args:
         values: Any array (NaN = no data).
-        log: Logarithmic scale.
+        log: Logarithmic scale: True, False or ``"auto"`` (:func:`auto_log`).
         lo: Explicit lower limit (replaces the rule's lower end).
         hi: Explicit upper limit (replaces the rule's upper end).
+        percentiles: ``(p_lo, p_hi)`` in ``[0, 100]``: limits at these percentiles of the values, or None.
         log_range: For ``log`` without ``lo``: the scale spans at most ``hi / log_range`` .. ``hi`` (values
             below take the lowest colour). None: the full positive range (the live view's rule).
-        colormap: See :class:`ColorScale`.
+        colormap: See :class:`ColorScale` and :data:`COLORMAPS`.
+        count: The values are counts (never a log scale).
 
     Raises:
-        ValueError: For ``lo <= 0`` on a log scale.
+        ValueError: For ``lo <= 0`` on a log scale, ``lo >= hi``, bad percentiles or a bad ``log``.
     """
+    log = resolve_log(log, values, count=count)
+    percentiles = check_percentiles(percentiles)
+    cmap = colormap if isinstance(colormap, str) else tuple(colormap)
+    if lo is not None and hi is not None and not float(hi) > float(lo):
+        raise ValueError(f"colour limits need low < high, got ({lo}, {hi})")
+    if isinstance(cmap, str) and cmap in DIVERGING:
+        return _diverging_scale(values, cmap, lo=lo, hi=hi, percentiles=percentiles)
     d_lo, d_hi = color_domain(values, log)
     clipped = lo is not None
+    if percentiles is not None:
+        v = as_array(values).ravel()
+        v = v[np.isfinite(v) & ((v > 0) if log else True)]
+        if v.size:
+            p_lo, p_hi = (float(x) for x in np.percentile(v, percentiles))
+            if p_hi > p_lo:
+                d_hi = p_hi
+                if percentiles[0] > 0:
+                    d_lo, clipped = p_lo, True
     top = d_hi if hi is None else float(hi)
     if log and lo is None and log_range is not None and d_lo < top / log_range:
         lo, clipped = top / log_range, True
@@ -158,25 +255,58 @@ def color_scale(
         raise ValueError(f"a log colour scale needs vmin > 0, got {lo}")
     if not hi > lo:
         hi = lo * (1 + 1e-9) if log else lo + (abs(lo) if lo else 1.0) * 1e-9 + 1e-300
-    cmap = colormap if isinstance(colormap, str) else tuple(colormap)
     # below the shared rule's scale lie only values <= 0 on a log scale: the background; below a clipped
     # scale, the lowest colour (values there are real data, just small)
     low_color = None if clipped else BACKGROUND
     return ColorScale(lo, hi, bool(log), cmap, NAN_COLOR, low_color)
 
 
+def _diverging_scale(values, cmap: str, *, lo, hi, percentiles) -> ColorScale:
+    """A linear scale ``[-m, m]`` about zero (explicit limits win), for :data:`DIVERGING` maps."""
+    v = np.abs(as_array(values).ravel())
+    v = v[np.isfinite(v)]
+    m = float(np.percentile(v, percentiles[1])) if percentiles is not None and v.size else float(v.max(initial=0.0))
+    m = m if m > 0 else 1.0
+    lo = -m if lo is None else float(lo)
+    hi = m if hi is None else float(hi)
+    return ColorScale(lo, hi, False, cmap, NAN_COLOR, None)
+
+
 def palette_colors(colormap: str | Sequence[str]) -> list[str]:
-    """The ``#rrggbb`` colours of a colour map, low to high (``"viridis"``, ``"magma"``, a Bokeh palette name
-    such as ``"Viridis256"``, or the colours themselves)."""
+    """The ``#rrggbb`` colours of a colour map, low to high (``"viridis"``, ``"magma"``, ``"rdbu"``, a Bokeh
+    palette name, or the colours themselves). Viridis and magma (also under Bokeh's names ``"Viridis256"`` and
+    ``"Magma256"``) are the live view's 256 colours (:mod:`.palettes`), rdbu its B-spline."""
     if not isinstance(colormap, str):
         return [str(c) for c in colormap]
+    if colormap == "rdbu":
+        return rgb_basis_palette(_RDBU, 256)
+    name = _COLORMAPS.get(colormap, colormap)
+    if name in SEQUENTIAL:
+        return list(SEQUENTIAL[name])
     import bokeh.palettes
 
-    name = _COLORMAPS.get(colormap, colormap)
     colors = getattr(bokeh.palettes, name, None)
     if not isinstance(colors, (list, tuple)) or not colors:
         raise ValueError(f"unknown colour map {colormap!r}")
     return list(colors)
+
+
+def rgb_basis_palette(colors: Sequence[str], n: int) -> list[str]:
+    """``n`` colours of the uniform cubic B-spline through ``colors`` (``#rrggbb``), as d3's
+    ``interpolateRgbBasis`` sampled at ``k / (n - 1)`` (what ``colormapLUT`` of the live view reads)."""
+    pts = np.array([[int(c[k : k + 2], 16) for k in (1, 3, 5)] for c in colors], dtype=np.float64)  # [m, 3]
+    m = len(pts) - 1
+    t = np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5])
+    i = np.minimum(np.floor(t * m).astype(int), m - 1)  # [n] segment of each sample
+    v1, v2 = pts[i], pts[i + 1]
+    v0 = np.where((i > 0)[:, None], pts[np.maximum(i - 1, 0)], 2 * v1 - v2)
+    v3 = np.where((i < m - 1)[:, None], pts[np.minimum(i + 2, m)], 2 * v2 - v1)
+    u = ((t - i / m) * m)[:, None]
+    u2, u3 = u * u, u * u * u
+    rgb = ((1 - 3 * u + 3 * u2 - u3) * v0 + (4 - 6 * u2 + 3 * u3) * v1 + (1 + 3 * u + 3 * u2 - 3 * u3) * v2
+           + u3 * v3) / 6
+    rgb = np.clip(np.round(rgb), 0, 255).astype(int)
+    return [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in rgb]
 
 
 def series_color(index: int) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .charts import LandscapeChart, as_array, color_scale, contour_levels
 
-__all__ = ["QUANTITY_TITLES", "cell_edges", "contour_lines", "landscape_chart"]
+__all__ = ["LABEL_GAP", "QUANTITY_TITLES", "cell_edges", "contour_lines", "landscape_chart", "thin_labels"]
 
 QUANTITY_TITLES = {
     "loss": "loss (token cross-entropy, nats)",
@@ -144,3 +144,31 @@ def landscape_chart(
         trajectory_steps=steps,
         origin=(0.0, 0.0) if on_grid else None,
     )
+
+
+LABEL_GAP = 18.0  # pixels: step labels closer than this to a kept one are dropped (thinLabels in the live view)
+
+
+def thin_labels(points, candidates: Sequence[int], min_gap: float = LABEL_GAP) -> list[int]:
+    """The candidates whose labels do not pile up: each kept label is at least ``min_gap`` pixels from every
+    label kept before it, the candidates taken in priority order (the last, the first, then the rest as
+    given), so a trajectory's ends keep theirs. ``thinLabels`` of ``js/src/lib/trajectory.js``.
+
+    Args:
+        points: ``[T, 2]`` label anchors in pixels.
+        candidates: Indices into ``points`` that would get a label (e.g. every k-th step).
+        min_gap: Least distance in pixels between two kept labels.
+
+    Returns:
+        The kept indices, ascending.
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    order = list(dict.fromkeys(int(k) for k in candidates))
+    if len(order) > 1:
+        order = [order[-1], order[0], *order[1:-1]]
+    kept: list[int] = []
+    for k in order:  # greedy: each candidate against the few already kept (vectorised per candidate)
+        if not kept or bool((np.hypot(*(pts[kept] - pts[k]).T) >= min_gap).all()):
+            kept.append(k)
+    return sorted(kept)
+

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .charts import LineChart, Series, as_array, line_chart, series_color
+from .charts import LineChart, Series, as_array, line_chart, resolve_log, series_color
 from .landscape import landscape_chart
 from .spectrum import block_norm_chart
 
@@ -60,7 +60,7 @@ def curvature_figures(
         residuals: ``[m]`` their residual norms.
         density: ``(grid [G], density [G], sigma)`` of an SLQ run, or None.
         blocks: ``(labels [K], frobenius [K, K], exact, probes per group)``, or None.
-        log: Log colours for the block-norm map.
+        log: Log colours for the block-norm map (True, False or ``"auto"``).
     """
     from bokeh.models import ColumnDataSource, HoverTool, Span
 
@@ -100,7 +100,7 @@ def landscape_figures(
     direction_names: tuple[str, str],
     origin_loss: float,
     eigenvalues: Sequence[float] | None = None,
-    log: bool = False,
+    log: bool | str = False,
 ) -> list:
     r"""Bokeh figures of a landscape run: the loss with contour lines, the accuracy, and the cuts through the
     origin (with the quadratic model :math:`L_0 + \tfrac12 \lambda \alpha^2` along eigenvectors).
@@ -113,12 +113,14 @@ def landscape_figures(
         direction_names: How the two directions are called on the axes.
         origin_loss: The loss at the model itself.
         eigenvalues: The directions' Hessian eigenvalues (eigen directions), or None.
-        log: Log colours (and contours in log values) for the loss.
+        log: Log colours (and contours in log values) for the loss: True, False or ``"auto"`` (where the
+            losses span decades).
     """
     from .bokeh import landscape_chart_figure, line_chart_figure
 
     a, b = as_array(alphas).reshape(-1), as_array(betas).reshape(-1)
     loss, accuracy = as_array(loss), as_array(accuracy)
+    log = resolve_log(log, loss)
     x_label, y_label = f"α · {direction_names[0]}", f"β · {direction_names[1]}"
     loss_chart = landscape_chart(a, b, loss, title="Loss L(θ + α d1 + β d2)" + (" (log colours)" if log else ""),
                                  value_title="loss", log=log, x_label=x_label, y_label=y_label)

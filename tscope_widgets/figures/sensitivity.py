@@ -2,7 +2,10 @@ r"""What a sensitivity map shows: :class:`~.charts.MatrixChart` descriptions of 
 
 Row ``i`` (output position) runs down, column ``j`` (input position) across, as in the live view. Axis labels
 read ``"i:token"`` with the token's whitespace made visible and cut to 10 characters (the live view's axes);
-hover names are cut at 24. Titles read ``"layer 1 · mean ‖J_ij‖²_F"``. The builders take plain arrays or
+hover names are cut at 24. Titles read ``"layer 1 · mean ‖J_ij‖²_F"``. The colour scale is ``"auto"`` by
+default: logarithmic where the values span decades (:func:`~.charts.auto_log`), never for counts; it may be
+clamped by percentiles or values and drawn with any of :data:`~.charts.COLORMAPS` (``viridis`` by default).
+The builders take plain arrays or
 tensors (a results file's statistics as well as a widget's snapshot), never a widget.
 """
 
@@ -10,13 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .charts import MatrixChart, as_array, color_scale, position_label
+from .charts import MatrixChart, as_array, color_scale, position_label, resolve_log
 
 __all__ = [
     "QUANTITY",
     "STATISTICS",
     "STAT_TITLES",
     "layer_title",
+    "method_note",
     "position_labels",
     "sensitivity_chart",
     "sensitivity_grid",
@@ -46,6 +50,24 @@ def layer_title(layer) -> str:
     return "final norm" if layer == "final" else f"layer {layer}"
 
 
+def method_note(method: str, probes: int | None = None) -> str:
+    r"""What the numbers of a map are, by method: ``"exact"``, or for Hutchinson that they are estimates.
+
+    Hutchinson's estimator :math:`\tfrac1K\sum_k \lVert J_{ij}^\top z_k\rVert^2` with Rademacher probes
+    :math:`z_k` is unbiased for :math:`\lVert J_{ij}\rVert_F^2` (Hutchinson 1990); each sample's value is one
+    estimate, so a cell's mean over samples carries the probes' noise as well as the data's spread, and its
+    standard error of the mean (``sem`` = std / √n over the per-sample estimates) covers both.
+
+    Args:
+        method: ``"exact"``, ``"hutchinson"`` or ``"full"``.
+        probes: Probes per position (Hutchinson), or None when not known yet.
+    """
+    if method == "hutchinson":
+        per = f" with {probes} probes" if probes else ""
+        return f"Hutchinson estimates{per}: cell means ± standard error (sem)"
+    return f"{method} values" if method else ""
+
+
 def value_title(statistic: str, quantity: str = QUANTITY) -> str:
     """``"mean ‖J_ij‖²_F"``; counts read ``"samples per cell"``."""
     return STAT_TITLES.get(statistic, statistic) + ("" if statistic == "count" else f" {quantity}")
@@ -69,13 +91,15 @@ def sensitivity_chart(
     *,
     title: str = "",
     token_labels: Sequence[str] | None = None,
-    log: bool = False,
+    log: bool | str = "auto",
     value_title: str = "value",
     value_name: str | None = None,
     vmin: float | None = None,
     vmax: float | None = None,
+    percentiles: tuple[float, float] | None = None,
     log_range: float | None = None,
     colormap: str | Sequence[str] = "viridis",
+    count: bool = False,
 ) -> MatrixChart:
     """One ``[S, S]`` map as a :class:`MatrixChart`.
 
@@ -83,16 +107,19 @@ def sensitivity_chart(
         values: ``[S, S]`` tensor or array (NaN = no data).
         title: Chart title.
         token_labels: ``S`` strings naming the positions, or None.
-        log: Logarithmic colour scale.
+        log: Logarithmic colour scale: True, False or ``"auto"`` (log where the values span decades).
         value_title: Colour-bar title (quantity).
         value_name: Short name of the value for hover (default: ``value_title``).
         vmin: Lower colour limit instead of the shared rule (see :func:`~.charts.color_scale`).
         vmax: Upper colour limit instead of the shared rule.
+        percentiles: ``(p_lo, p_hi)``: colour limits at these percentiles of the values (``vmin``/``vmax`` win).
         log_range: For ``log`` without ``vmin``: the scale spans at most ``vmax / log_range`` .. ``vmax``.
-        colormap: Colour map.
+        colormap: Colour map (see :data:`~.charts.COLORMAPS`).
+        count: The values are counts (a linear scale whatever ``log`` says).
 
     Raises:
-        ValueError: For a non-square input, token labels of the wrong length, or ``vmin <= 0`` with ``log``.
+        ValueError: For a non-square input, token labels of the wrong length, ``vmin <= 0`` with ``log`` or
+            bad percentiles.
     """
     arr = as_array(values)
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
@@ -109,7 +136,9 @@ def sensitivity_chart(
         y_label=Y_LABEL,
         value_title=value_title,
         value_name=value_name or value_title,
-        scale=color_scale(arr, log, lo=vmin, hi=vmax, log_range=log_range, colormap=colormap),
+        scale=color_scale(
+            arr, log, lo=vmin, hi=vmax, percentiles=percentiles, log_range=log_range, colormap=colormap, count=count
+        ),
         row_hover=hover,
         col_hover=hover,
         row_name="output i",
@@ -126,9 +155,12 @@ def sensitivity_grid(
     token_labels: Sequence[str] | None = None,
     statistics: str | Sequence[str] = ("mean",),
     *,
-    log: bool = False,
+    log: bool | str = "auto",
     quantity: str = QUANTITY,
     note: str = "",
+    percentiles: tuple[float, float] | None = None,
+    limits: tuple[float | None, float | None] | None = None,
+    colormap: str | Sequence[str] = "viridis",
 ) -> list[list[MatrixChart]]:
     """Charts of several layers and statistics: one row per layer, one column per statistic.
 
@@ -137,9 +169,14 @@ def sensitivity_grid(
             ``{statistic: [S, S]}`` (as read from a results file); all of the same ``S``.
         token_labels: ``S`` strings for the axes.
         statistics: Names among :data:`STATISTICS`.
-        log: Logarithmic colour scales (never for counts).
+        log: Logarithmic colour scales: True, False or ``"auto"`` (each map by its own values); never for
+            counts.
         quantity: How the per-sample value is written in titles.
         note: Appended to every title after ``" · "`` (e.g. the samples done), if given.
+        percentiles: ``(p_lo, p_hi)``: clamp each colour scale to these percentiles (not for counts).
+        limits: ``(lo, hi)``: clamp each colour scale to these values (either may be None; not for counts; a
+            low limit ``<= 0`` is dropped on a log scale, as in the live view).
+        colormap: Colour map of every panel but counts (always ``viridis``).
 
     Returns:
         ``[[chart per statistic] per layer]``; titles read ``"layer 0 · mean ‖J_ij‖²_F"``.
@@ -157,19 +194,27 @@ def sensitivity_grid(
     sizes = {layer: next(iter(a.values())).shape for layer, a in arrays.items()}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"all layers must have the same map size, got {sizes}")
+    lo, hi = (None, None) if limits is None else limits
+    clamp = dict(vmin=lo, vmax=hi, percentiles=percentiles, colormap=colormap)
     rows = []
     for layer, by_stat in arrays.items():
         row = []
         for stat, values in by_stat.items():
             name = value_title(stat, quantity)
+            log_here = resolve_log(log, values, count=stat == "count")
+            extra = {} if stat == "count" else dict(clamp)
+            if log_here and lo is not None and not lo > 0:
+                extra["vmin"] = None
             row.append(
                 sensitivity_chart(
                     values,
                     title=f"{layer_title(layer)} · {name}" + (f" · {note}" if note else ""),
                     token_labels=token_labels,
-                    log=log and stat != "count",
+                    log=log_here,
                     value_title=name,
                     value_name=stat,
+                    count=stat == "count",
+                    **extra,
                 )
             )
         rows.append(row)

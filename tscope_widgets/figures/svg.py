@@ -29,6 +29,7 @@ from .charts import (
     format_value,
     nice_ticks,
 )
+from .landscape import thin_labels
 from .png import LEVELS, NAN_INDEX, NONPOSITIVE_INDEX, PALETTE, color_indices, encode_png, palette_of, png_data_uri
 from .sensitivity import sensitivity_chart
 
@@ -379,7 +380,7 @@ def landscape_svg(chart: LandscapeChart) -> str:
                 f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{4 if end else 2.5}" fill="{fill}" stroke="#000" '
                 'stroke-opacity="0.7"/>'
             )
-        for k in sorted({0, len(px) - 1}):
+        for k in thin_labels(np.stack([px, py], axis=1), [0, len(px) - 1]):
             parts.append(
                 f'<text x="{px[k] + 5:.1f}" y="{py[k] - 3:.1f}" fill="#fff" stroke="#000" stroke-opacity="0.65" '
                 f'stroke-width="3" paint-order="stroke">{esc(str(int(steps[k])))}</text>'

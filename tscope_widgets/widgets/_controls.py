@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from ..jobs import Job
+from ..jobs import Job, JobError
 from ._display import TERMINAL
 
 __all__ = ["JobControls", "job_progress", "IDLE_PROGRESS"]
@@ -114,12 +114,24 @@ class JobControls:
             timeout: Seconds to wait at most; None waits as long as it takes.
 
         Returns:
-            True if the job has ended, False on timeout.
+            True if the job has ended (done or stopped), False on timeout.
 
         Raises:
+            JobError: If the job failed (a ``RuntimeError`` naming the error; the original exception is
+                its ``__cause__``, the partial statistics stay in the widget and in ``.snapshot``), so a
+                script does not run on with missing statistics.
             RuntimeError: If the job was never started.
         """
-        return self._wait_for(self._job, timeout)
+        job = self._job
+        ended = self._wait_for(job, timeout)
+        if ended and job.status == "error":
+            raise JobError(
+                f"the {self._job_name} job failed: {job.message}; the widget keeps what was computed before "
+                "the error (fix the cause and call start() for a fresh run)",
+                job.snapshot,
+                job,
+            ) from job.error
+        return ended
 
     def close(self) -> None:
         """Stop the job and close the widget (its views disappear from the page)."""

@@ -116,6 +116,14 @@ class PicturedWidget(anywidget.AnyWidget):
         if self._commands:
             self.on_msg(self._on_custom_msg)
 
+    def _waiting_text(self) -> str:
+        """The note of a picture without data: :attr:`picture_waiting`, or the error of a job that failed
+        before it had anything to show."""
+        job = getattr(self, "_job", None)
+        if job is not None and job.status == "error":
+            return f"the job failed: {job.message}"
+        return self.picture_waiting
+
     # ------------------------------------------------------------------ what subclasses provide
     def _picture_caption(self) -> Caption:
         """Abstract hook every widget overrides: title, status and state of the picture (cheap: no drawing)."""
@@ -318,7 +326,7 @@ class PicturedWidget(anywidget.AnyWidget):
                 status=caption.status,
                 alt=caption.alt,
                 attrs={"picture-id": self.picture_id, **caption.attrs},
-                waiting=self.picture_waiting,
+                waiting=self._waiting_text(),
                 noun=self.picture_noun,
                 extra_html=caption.extra_html,
             )

@@ -1,8 +1,9 @@
 """Checked conversions of the values :class:`~.sensitivity.SensitivityExplorer` receives, as pure functions.
 
 Values from the browser are untrusted: the view state the page may set (``layer``, ``statistic``,
-``selected_cell``, ``view``, ``log_scale``) is checked against what the explorer offers
-(:func:`check_view_state`). So are the constructor's pass-through options (:func:`check_kernel_options`),
+``selected_cell``, ``view``, ``log_scale``, ``colormap``, ``color_percentiles``, ``color_limits``) is checked
+against what the explorer offers (:func:`check_view_state`). So are the
+constructor's pass-through options (:func:`check_kernel_options`),
 token labels (:func:`check_token_labels`, :func:`fit_labels`) and the statistics asked of an export
 (:func:`check_statistics`). :func:`cell_detail` reads one cell of a snapshot into what the page draws.
 Nothing here holds state, draws or computes.
@@ -16,9 +17,11 @@ from typing import Any
 
 import torch
 
+from ..data import first_batch
+from ..figures.charts import COLORMAPS
 from ..figures.sensitivity import STAT_TITLES
 from ..kernels.sensitivity import iter_sensitivity
-from ._values import Check, choice, flag, is_int
+from ._values import Check, choice, flag, is_finite, is_int
 
 __all__ = [
     "STATISTICS",
@@ -27,18 +30,34 @@ __all__ = [
     "BROWSER_TRAITS",
     "KERNEL_OPTIONS",
     "check_kernel_options",
+    "check_data",
     "check_token_labels",
     "fit_labels",
     "check_statistics",
     "check_layer",
+    "check_log_scale",
+    "check_color_percentiles",
+    "check_color_limits",
+    "check_colormap",
+    "check_color_options",
     "check_view_state",
     "cell_detail",
 ]
 
-STATISTICS = ("mean", "std", "cv", "min", "max", "count")
+STATISTICS = ("mean", "std", "sem", "cv", "min", "max", "count")
 STATISTICS_TITLES = {s: STAT_TITLES[s] for s in STATISTICS}
 VIEWS = ("matrix", "offset")
-BROWSER_TRAITS = ("layer", "statistic", "selected_cell", "view", "log_scale")
+BROWSER_TRAITS = (
+    "layer",
+    "statistic",
+    "selected_cell",
+    "view",
+    "log_scale",
+    "colormap",
+    "color_percentiles",
+    "color_limits",
+)
+LOG_SCALES = ("auto", True, False)  # "auto": log where the values span decades (figures.charts.auto_log)
 
 # Keyword arguments of iter_sensitivity a user may pass through **kernel_kwargs (the rest are the
 # explorer's own arguments).
@@ -67,6 +86,29 @@ def check_kernel_options(kernel_kwargs: Mapping[str, Any]) -> dict[str, Any]:
             f"{sorted(KERNEL_OPTIONS)} to iter_sensitivity"
         )
     return dict(kernel_kwargs)
+
+
+def check_data(adapter: Any, data: Any, batch_size: int, max_seq_len: int | None, tokenizer: Any) -> None:
+    """Refuse data the job would fail on, before it starts: ids that are not integers, ids outside the
+    model's vocabulary, a mask of another shape or with values other than 0/1 (every id of a tensor; the
+    first batch of a list of strings, a ``DataLoader`` or a list of batches; nothing of a one-shot iterator).
+
+    Raises:
+        TypeError: For ids that are not an integer tensor, naming the dtype and what to pass.
+        ValueError: For ids outside ``[0, vocab_size)`` or a bad mask, naming the values found.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        return  # iter_sensitivity names the problem
+    batch = first_batch(data, batch_size, max_seq_len, tokenizer)
+    if batch is None:
+        return
+    ids, mask = batch
+    try:
+        adapter.check_inputs(ids, mask)
+    except TypeError as err:
+        raise TypeError(f"data: {err}; pass token ids as an integer tensor (e.g. ids.long())") from None
+    except ValueError as err:
+        raise ValueError(f"data: {err}; check the tokenizer or the ids against the model's vocabulary") from None
 
 
 def check_token_labels(token_labels: Any) -> list[str] | None:
@@ -121,6 +163,63 @@ def check_layer(value: Any, layers: Sequence, num_layers: int) -> Check:
     return False, None, f"not one of the analysed layers {options}"
 
 
+def check_log_scale(value: Any) -> Check:
+    """``"auto"``, True or False."""
+    if isinstance(value, str):
+        return (True, value, "") if value == "auto" else (False, None, "must be true, false or 'auto'")
+    ok, canonical, _ = flag(value)
+    return (True, canonical, "") if ok else (False, None, "must be true, false or 'auto'")
+
+
+def check_colormap(value: Any) -> Check:
+    """One of :data:`~tscope_widgets.figures.charts.COLORMAPS`."""
+    return choice(value, COLORMAPS)
+
+
+def check_color_percentiles(value: Any) -> Check:
+    """None (the full range) or ``[p_lo, p_hi]`` with ``0 <= p_lo < p_hi <= 100``."""
+    if value is None:
+        return True, None, ""
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(is_finite(p) for p in value):
+        lo, hi = float(value[0]), float(value[1])
+        if 0 <= lo < hi <= 100:
+            return True, [lo, hi], ""
+    return False, None, "must be null or [low, high] percentiles with 0 <= low < high <= 100"
+
+
+def check_color_limits(value: Any) -> Check:
+    """None or ``[lo, hi]`` colour limits (finite numbers or null for the data's end; ``lo < hi``)."""
+    if value is None:
+        return True, None, ""
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(v is None or is_finite(v) for v in value):
+        lo, hi = (None if v is None else float(v) for v in value)
+        if lo is None or hi is None or lo < hi:
+            return True, [lo, hi], ""
+    return False, None, "must be null or [low, high] numbers (null: the data's end) with low < high"
+
+
+def check_color_options(**options: Any) -> dict[str, Any]:
+    """The constructor's colour options (``log_scale``, ``colormap``, ``color_percentiles``, ``color_limits``)
+    in canonical form.
+
+    Raises:
+        ValueError: For a value the matching view-state check refuses, naming the option and the rule.
+    """
+    checks = {
+        "log_scale": check_log_scale,
+        "colormap": check_colormap,
+        "color_percentiles": check_color_percentiles,
+        "color_limits": check_color_limits,
+    }
+    out = {}
+    for name, value in options.items():
+        ok, canonical, why = checks[name](value)
+        if not ok:
+            raise ValueError(f"{name}={value!r}: {why}")
+        out[name] = canonical
+    return out
+
+
 def check_view_state(name: str, value: Any, *, layers: Sequence, num_layers: int, seq_len: int) -> Check:
     """``(ok, canonical value, reason if not ok)`` for a view-state trait of the explorer.
 
@@ -138,7 +237,13 @@ def check_view_state(name: str, value: Any, *, layers: Sequence, num_layers: int
     if name == "view":
         return choice(value, VIEWS)
     if name == "log_scale":
-        return flag(value)
+        return check_log_scale(value)
+    if name == "colormap":
+        return check_colormap(value)
+    if name == "color_percentiles":
+        return check_color_percentiles(value)
+    if name == "color_limits":
+        return check_color_limits(value)
     if name == "selected_cell":
         if value is None:
             return True, None, ""

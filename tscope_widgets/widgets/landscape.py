@@ -53,6 +53,7 @@ from ..kernels.landscape import (
     DIRECTION_KINDS,
     check_grid_memory,
     direction_norm,
+    eigen_span,
     make_directions,
     project_trajectory,
     slice_2d,
@@ -115,8 +116,11 @@ class LandscapeWidget(JobControls, PicturedWidget):
             ``trajectory``), ``"checkpoints"`` (the plane through the model and the two ``checkpoints``:
             :math:`d_1 = \theta_a - \theta`, :math:`d_2 = \theta_b - \theta`, so ``a`` sits at (1, 0) and
             ``b`` at (0, 1)), or a pair ``(d1, d2)`` of directions ``{parameter name: Tensor}``.
-        span: The grid runs from ``-span`` to ``span`` along both directions; ``None``: 1.0, or
-            ``[-0.5, 1.5]`` for ``"checkpoints"``.
+        span: The grid runs from ``-span`` to ``span`` along both directions; ``None``: for ``"eigen"``
+            directions (unit-norm Hessian eigenvectors) the span where the quadratic
+            model :math:`\tfrac12\lambda_{\max}\alpha^2` reaches a loss rise of one nat
+            (:func:`~tscope_widgets.kernels.landscape.eigen_span`), else 1.0, or ``[-0.5, 1.5]`` for
+            ``"checkpoints"``.
         resolution: Grid points per direction (``>= 2``; odd numbers put a point on the origin).
         alphas, betas: Explicit increasing grid coordinates (override ``span``/``resolution``).
         trajectory: Checkpoints (state dicts, models or safetensors paths) to project onto the plane and
@@ -244,6 +248,10 @@ class LandscapeWidget(JobControls, PicturedWidget):
         self._d1, self._d2, labels, self._eigenvalues = self._build_directions(
             directions, trajectory, checkpoints, eigenvalues, seed, dtype
         )
+        if kind == "eigen" and span is None and alphas is None and betas is None:  # unit-norm eigenvectors
+            if any(v is not None and v > 0 for v in self._eigenvalues):  # else the default span stays
+                curvature_span = eigen_span(self._eigenvalues)
+                self._alphas_t, self._betas_t = check_grids(kind, curvature_span, resolution, None, None)
         self._norms = (direction_norm(self._d1), direction_norm(self._d2))
         self._trajectory_points, self._trajectory_steps = self._project(trajectory, trajectory_steps)
         self._kernel_kwargs = {"points_per_call": points_per_call, "dtype": dtype}

@@ -7,8 +7,9 @@ every number comes from the kernel's :class:`~tscope_widgets.kernels.Sensitivity
 this module only turns the latest snapshot into traits.
 
 Traits the browser may change (``layer``, ``statistic``, ``selected_cell``, ``view``,
-``log_scale``) are untrusted input: a value that makes no sense is logged as a warning and the
-trait is put back to its previous value (which is sent back to the page); it never raises in the
+``log_scale``, ``colormap``, ``color_percentiles``, ``color_limits``) are untrusted input: a value that
+makes no sense is logged as a warning and the trait is put back to its previous value (which is sent back
+to the page); it never raises in the
 kernel. Buttons send custom messages ``{"type": "command", "command": "pause" | "resume" |
 "stop"}``, validated the same way. Arrays travel as binary buffers (see ``_codec``); updates
 arrive at most once per ``throttle`` seconds (the Job coalesces snapshots), plus one when the job
@@ -36,7 +37,7 @@ from typing import Any
 import torch
 import traitlets
 
-from ..figures.sensitivity import layer_title, sensitivity_grid, value_title
+from ..figures.sensitivity import layer_title, method_note, sensitivity_grid, value_title
 from ..figures.svg import render_svg
 from ..jobs import Job, check_num_threads
 from ..kernels.sensitivity import iter_sensitivity
@@ -50,6 +51,8 @@ from ._sensitivity_state import (
     STATISTICS_TITLES,  # noqa: F401  (importable from this module, as before)
     VIEWS,
     cell_detail,
+    check_color_options,
+    check_data,
     check_kernel_options,
     check_layer,
     check_statistics,
@@ -101,6 +104,12 @@ class SensitivityExplorer(JobControls, PicturedWidget):
         tokenizer: Hugging Face tokenizer: turns strings into ids, and names the axis positions with
             the tokens of the first sample (unless ``token_labels`` is given).
         token_labels: ``S`` strings naming the positions on both axes.
+        log_scale: ``"auto"`` (log where the values span decades), True or False.
+        colormap: One of :data:`~tscope_widgets.figures.charts.COLORMAPS`.
+        color_percentiles: ``(p_lo, p_hi)`` with ``0 <= p_lo < p_hi <= 100``: clamp the colour range to
+            these percentiles of the shown values (e.g. ``(1, 99)``), or None for the full range.
+        color_limits: ``(lo, hi)``: clamp the colour range to these values (either may be None: the
+            data's end); wins over ``color_percentiles``.
         start: Start the job now; otherwise call :meth:`start`.
         throttle: Least seconds between two data updates sent to the browser (``>= 0.05``).
         num_threads: PyTorch intra-op threads of the job's thread while it runs (a positive int), or
@@ -115,10 +124,15 @@ class SensitivityExplorer(JobControls, PicturedWidget):
 
     Raises:
         TypeError: For unknown keyword arguments, non-string token labels, a ``num_threads`` that
-            is not an int, or what ``iter_sensitivity`` refuses as a type.
+            is not an int, ids that are not integers (a float tensor), or what ``iter_sensitivity``
+            refuses as a type.
         ValueError: For a bad ``throttle``, ``num_threads < 1`` or ``num_threads`` on a PyTorch
-            without the OpenMP backend, and everything ``iter_sensitivity`` refuses up front (layers,
-            method, sizes, empty data).
+            without the OpenMP backend, token ids outside the model's vocabulary or a bad attention
+            mask (all ids of a tensor, the first batch of other data), bad colour options, and everything
+            ``iter_sensitivity`` refuses up front (layers, method, sizes, empty data).
+
+    A job that fails later (a bad batch further on) shows its error in the status line and in place of
+    the heatmap, and :meth:`wait` raises :class:`~tscope_widgets.jobs.JobError`.
 
     Example:
         >>> explorer = SensitivityExplorer(model, ids, layers="all", token_labels=labels)  # doctest: +SKIP
@@ -140,7 +154,10 @@ class SensitivityExplorer(JobControls, PicturedWidget):
     statistic = traitlets.Any("mean").tag(sync=True)
     selected_cell = traitlets.Any(None).tag(sync=True)
     view = traitlets.Any("matrix").tag(sync=True)
-    log_scale = traitlets.Any(False).tag(sync=True)
+    log_scale = traitlets.Any("auto").tag(sync=True)
+    colormap = traitlets.Any("viridis").tag(sync=True)
+    color_percentiles = traitlets.Any(None).tag(sync=True)
+    color_limits = traitlets.Any(None).tag(sync=True)
 
     # Choices and labels.
     layer_options = traitlets.List().tag(sync=True)
@@ -151,6 +168,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
     label_note = traitlets.Unicode("").tag(sync=True)
     quantity = traitlets.Unicode(QUANTITY).tag(sync=True)
     method = traitlets.Unicode("").tag(sync=True)
+    method_note = traitlets.Unicode("").tag(sync=True)  # what the numbers are (Hutchinson: estimates ± sem)
 
     # Data, as binary buffers: the statistic [S, S] (float32 on the wire), the counts [S, S]
     # (int32 on the wire) and the selected cell's details (scalars + reservoir samples).
@@ -179,6 +197,10 @@ class SensitivityExplorer(JobControls, PicturedWidget):
         max_seq_len: int | None = None,
         tokenizer=None,
         token_labels: Sequence[str] | None = None,
+        log_scale: bool | str = "auto",
+        colormap: str = "viridis",
+        color_percentiles: Sequence[float] | None = None,
+        color_limits: Sequence[float | None] | None = None,
         start: bool = True,
         throttle: float = 0.1,
         num_threads: int | None = None,
@@ -188,6 +210,9 @@ class SensitivityExplorer(JobControls, PicturedWidget):
         throttle = check_throttle(throttle, MIN_THROTTLE_S)
         num_threads = check_num_threads(num_threads)
         token_labels = check_token_labels(token_labels)
+        colors = check_color_options(
+            log_scale=log_scale, colormap=colormap, color_percentiles=color_percentiles, color_limits=color_limits
+        )
         # Set before traitlets' __init__: observers may fire from there on.
         self._lock = threading.RLock()
         self._valid = {
@@ -195,7 +220,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
             "statistic": "mean",
             "selected_cell": None,
             "view": "matrix",
-            "log_scale": False,
+            **colors,
         }  # the last valid value of each view-state trait
         self._job: Job | None = None
         self._unsubscribe = lambda: None
@@ -213,8 +238,10 @@ class SensitivityExplorer(JobControls, PicturedWidget):
             tokenizer=tokenizer,
             **kernel_kwargs,
         )
-        # Validate everything before the widget opens its comm to the page.
+        # Validate everything before the widget opens its comm to the page: what the job would only find
+        # out in its thread (float ids, ids outside the vocabulary, a bad mask) is refused here.
         adapter = adapt(model)
+        check_data(adapter, data, batch_size, max_seq_len, tokenizer)
         self._num_layers = adapter.num_layers
         options = adapter.resolve_layers(layers)
         run = self._new_run()
@@ -223,7 +250,10 @@ class SensitivityExplorer(JobControls, PicturedWidget):
         with self.hold_sync():
             self.layer_options = list(options)
             self.set_trait("layer", options[-1])
+            for name, value in colors.items():
+                self.set_trait(name, value)
             self.method = method
+            self.method_note = method_note(method, kernel_kwargs.get("probes"))
         self._new_job(run)
         if start:
             self.start()
@@ -251,7 +281,8 @@ class SensitivityExplorer(JobControls, PicturedWidget):
 
         Returns:
             One ``figure`` for one layer and one statistic, else a ``GridPlot`` (a row per layer).
-            The colour scale is logarithmic when ``log_scale`` is on (not for counts).
+            The colour scales follow ``log_scale`` (``"auto"``: log where the values span decades; never
+            for counts), ``colormap``, ``color_percentiles`` and ``color_limits``.
 
         Raises:
             RuntimeError: Before the first batch is done.
@@ -264,11 +295,11 @@ class SensitivityExplorer(JobControls, PicturedWidget):
         names = check_statistics(statistics, self.statistic)
         stats = {layer: snap.stats[layer] for layer in chosen}
         labels = self._axis_labels(snap.seq_len)
-        log = bool(self.log_scale)
+        colors = self._color_options()
         if len(chosen) == 1 and len(names) == 1:
-            ((chart,),) = sensitivity_grid(stats, labels, names, log=log, note=self._samples_text(snap))
+            ((chart,),) = sensitivity_grid(stats, labels, names, note=self._samples_text(snap), **colors)
             return matrix_chart_figure(chart, width=420, height=400)
-        return matrix_grid(sensitivity_grid(stats, labels, names, log=log, quantity=QUANTITY))
+        return matrix_grid(sensitivity_grid(stats, labels, names, quantity=QUANTITY, **colors))
 
     def save_html(
         self,
@@ -299,6 +330,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
             notes = [
                 f"{snap.method} {QUANTITY} ({snap.mode} mode, source: {snap.source}) over "
                 f"{self._samples_text(snap)}; job {self._job.status}.",
+                method_note(snap.method, snap.probes) + ".",
                 "Rows: output position i; columns: input position j.",
             ]
         return save_report(path, figures, title, notes)
@@ -352,6 +384,9 @@ class SensitivityExplorer(JobControls, PicturedWidget):
         status = f"job {self._job.status}"
         if snap is not None and layer in snap.layers:
             status = f"{self._samples_text(snap)} · {status}"
+        if self.method_note:
+            status = f"{self.method_note} · {status}"
+        if snap is not None and layer in snap.layers:
             if self._job.status == "error":
                 status += f": {self._job.message}"
         return title, status, value_title(stat, QUANTITY)
@@ -378,8 +413,8 @@ class SensitivityExplorer(JobControls, PicturedWidget):
         if snap is None or layer not in snap.layers:
             return None
         labels = self._axis_labels(snap.seq_len)
-        charts = sensitivity_grid({layer: snap.stats[layer]}, labels, [stat], log=bool(self.log_scale),
-                                  quantity=QUANTITY, note=self._samples_text(snap))
+        charts = sensitivity_grid({layer: snap.stats[layer]}, labels, [stat], quantity=QUANTITY,
+                                  note=self._samples_text(snap), **self._color_options())
         return render_svg(charts[0])
 
     def _sync_data(self) -> None:
@@ -398,6 +433,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
                 self._labels_pending = False
                 self.token_labels, self.label_note = self._position_labels(snap)
             state = snap.stats[self.layer]
+            self.method_note = method_note(snap.method, snap.probes)
             self.batches = snap.batches
             self.heat = getattr(state, self.statistic).numpy()
             self.counts = state.count.to(torch.int64).numpy()
@@ -425,6 +461,16 @@ class SensitivityExplorer(JobControls, PicturedWidget):
             logger.warning("could not decode token labels with the tokenizer (%s); showing positions", err)
             return [], ""
         return labels, f"tokens of sample {int(res.sample_index[slot])}"
+
+    def _color_options(self) -> dict[str, Any]:
+        """The colour settings as ``sensitivity_grid`` takes them."""
+        limits = self.color_limits
+        return {
+            "log": self.log_scale,
+            "colormap": self.colormap,
+            "percentiles": None if self.color_percentiles is None else tuple(self.color_percentiles),
+            "limits": None if limits is None else tuple(limits),
+        }
 
     def _axis_labels(self, S: int) -> list[str] | None:
         labels = list(self.token_labels)

@@ -1,11 +1,22 @@
 // Colour scales: a lookup table from a d3 colour map, value -> table index (linear or log, NaN
-// aware), domains from data, and colour-bar ticks.
+// aware), domains from data (full, or clamped by percentiles or values), the "auto" log rule, and
+// colour-bar ticks. The same rules as tscope_widgets/figures/charts.py (color_scale, auto_log).
 import { rgb } from "d3-color";
 import { format } from "d3-format";
 import { scaleLinear, scaleLog } from "d3-scale";
-import { interpolateMagma, interpolateViridis } from "d3-scale-chromatic";
+import { interpolateMagma, interpolateRdBu, interpolateViridis } from "d3-scale-chromatic";
 
-export const INTERPOLATORS = Object.freeze({ viridis: interpolateViridis, magma: interpolateMagma });
+// rdbu: blue (low) - white - red (high), diverging, for differences (d3's RdBu runs red to blue).
+export const INTERPOLATORS = Object.freeze({
+  viridis: interpolateViridis,
+  magma: interpolateMagma,
+  rdbu: (t) => interpolateRdBu(1 - t),
+});
+/** The maps a view offers (the first is the default) and the diverging ones (centred on zero). */
+export const COLORMAPS = Object.freeze(["viridis", "magma", "rdbu"]);
+export const DIVERGING = Object.freeze(new Set(["rdbu"]));
+/** "auto": a log scale when the positive values span at least this many decades (AUTO_LOG_DECADES). */
+export const AUTO_LOG_DECADES = 2;
 
 /** Index codes for values without a colour. */
 export const NAN_INDEX = -1; // NaN: no data (padding, never observed)
@@ -45,6 +56,84 @@ export function colorDomain(data, log = false) {
   if (lo < hi) return [lo, hi];
   if (log) return [lo / 10, hi];
   return lo === 0 ? [0, 1] : [Math.min(0, lo), Math.max(0, hi)];
+}
+
+/**
+ * The "auto" scale rule: log when the finite positive values span at least AUTO_LOG_DECADES decades;
+ * never for counts.
+ */
+export function autoLog(data, { count = false } = {}) {
+  if (count) return false;
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (let k = 0; k < data.length; k++) {
+    const v = data[k];
+    if (!(Number.isFinite(v) && v > 0)) continue;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  return lo <= hi && hi >= lo * 10 ** AUTO_LOG_DECADES;
+}
+
+/** `setting` ("auto", true or false) as a boolean for `data`. */
+export function resolveLog(setting, data, { count = false } = {}) {
+  if (count) return false;
+  return setting === "auto" ? autoLog(data) : Boolean(setting);
+}
+
+/** Percentile `p` (0..100) of ascending `sorted` values, linear interpolation (NumPy's default). */
+export function percentile(sorted, p) {
+  const n = sorted.length;
+  if (n === 0) return NaN;
+  const pos = ((n - 1) * p) / 100;
+  const i = Math.floor(pos);
+  return i + 1 < n ? sorted[i] + (sorted[i + 1] - sorted[i]) * (pos - i) : sorted[n - 1];
+}
+
+/**
+ * The colour range of `data`, as `color_scale` in figures/charts.py: the full domain (colorDomain)
+ * unless clamped by `percentiles` ([p_lo, p_hi] of the finite values, positive ones for log) or
+ * `limits` ([lo, hi], either may be null; they win). A diverging map gets [-m, m] with m the largest
+ * |value| (or its p_hi percentile). `clipped`: values below the low end are real data (the lowest colour).
+ * @returns {{domain: [number, number], clipped: boolean}}
+ */
+export function colorRange(data, { log = false, percentiles = null, limits = null, diverging = false } = {}) {
+  let [limLo, limHi] = limits ?? [null, null];
+  if (log && limLo !== null && limLo !== undefined && !(limLo > 0)) limLo = null; // dropped on a log scale
+  if (diverging) {
+    const abs = [];
+    for (let k = 0; k < data.length; k++) if (Number.isFinite(data[k])) abs.push(Math.abs(data[k]));
+    abs.sort((a, b) => a - b);
+    let m = abs.length ? (percentiles ? percentile(abs, percentiles[1]) : abs[abs.length - 1]) : 0;
+    if (!(m > 0)) m = 1;
+    return { domain: [limLo ?? -m, limHi ?? m], clipped: true };
+  }
+  let [lo, hi] = colorDomain(data, log);
+  let clipped = limLo !== null && limLo !== undefined;
+  if (percentiles) {
+    const v = [];
+    for (let k = 0; k < data.length; k++) {
+      const x = data[k];
+      if (Number.isFinite(x) && (!log || x > 0)) v.push(x);
+    }
+    v.sort((a, b) => a - b);
+    if (v.length) {
+      const pLo = percentile(v, percentiles[0]);
+      const pHi = percentile(v, percentiles[1]);
+      if (pHi > pLo) {
+        hi = pHi;
+        if (percentiles[0] > 0) {
+          lo = pLo;
+          clipped = true;
+        }
+      }
+    }
+  }
+  if (limLo !== null && limLo !== undefined) lo = limLo;
+  if (limHi !== null && limHi !== undefined) hi = limHi;
+  if (log && !(lo > 0)) lo = hi / 10;
+  if (!(hi > lo)) hi = log ? lo * (1 + 1e-9) : lo + (Math.abs(lo) || 1) * 1e-9;
+  return { domain: [lo, hi], clipped };
 }
 
 /**

@@ -46,3 +46,15 @@ export function buttonStates(status) {
   const live = status === "running" || status === "pending" || status === "paused";
   return { pause: status === "running" || status === "pending", resume: status === "paused", stop: live };
 }
+
+/**
+ * What a view shows in place of its chart before the first data: `waiting` while the job may still
+ * deliver, the error once it failed (a job that fails before any data must not look like one that waits),
+ * a note once it was stopped.
+ */
+export function emptyBodyText(status, message, waiting) {
+  if (status === "error") return `the job failed: ${message || "unknown error"}`;
+  if (status === "cancelled") return "stopped before any data";
+  if (status === "done") return "no data";
+  return waiting;
+}

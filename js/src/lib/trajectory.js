@@ -37,6 +37,25 @@ export function labelledPoints(n, maxLabels = 6) {
   return [...out].sort((a, b) => a - b);
 }
 
+/**
+ * The candidates whose labels do not pile up: each kept label is at least `minGap` pixels from every
+ * label kept before it, candidates taken in priority order (the last, the first, then the rest), so a
+ * trajectory's ends keep theirs. `thin_labels` of tscope_widgets/figures/landscape.py.
+ * @param {{x: number, y: number}[]} pixels label anchors
+ * @param {number[]} candidates indices into `pixels`
+ * @returns {number[]} kept indices, ascending
+ */
+export function thinLabels(pixels, candidates, minGap = 18) {
+  const unique = [...new Set(candidates)];
+  const order = unique.length > 1 ? [unique[unique.length - 1], unique[0], ...unique.slice(1, -1)] : unique;
+  const kept = [];
+  for (const k of order) {
+    const p = pixels[k];
+    if (kept.every((q) => Math.hypot(pixels[q].x - p.x, pixels[q].y - p.y) >= minGap)) kept.push(k);
+  }
+  return kept.sort((a, b) => a - b);
+}
+
 /** The point within `radius` pixels of `(px, py)` nearest to it, or null. */
 export function pointNear(pixels, px, py, radius = 6) {
   let best = null;
