@@ -28,6 +28,7 @@ from .operator import DenseOperator, LinearOperator, as_operator
 from .reservoir import SampleReservoir
 from .sensitivity import SensitivitySnapshot, iter_sensitivity, position_sensitivity
 from .stability import sgd_stability_threshold
+from .theory import layernorm_hessian, layernorm_jacobian, rmsnorm_hessian, rmsnorm_jacobian
 from .trace import DiagonalEstimate, TraceEstimate, diagonal, hutchinson_trace, hutchpp_trace
 from .welford import WelfordState
 
@@ -85,4 +86,9 @@ __all__ = [
     "slice_1d",
     "slice_2d",
     "quadratic_model",
+    # transformer theory (closed forms)
+    "layernorm_jacobian",
+    "layernorm_hessian",
+    "rmsnorm_jacobian",
+    "rmsnorm_hessian",
 ]
