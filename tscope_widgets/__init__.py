@@ -26,6 +26,7 @@ from .kernels import (
     random_direction,
     rmsnorm_hessian,
     rmsnorm_jacobian,
+    self_attention_hessian,
     slice_1d,
     slice_2d,
     slq_density,
@@ -67,6 +68,7 @@ __all__ = [
     "layernorm_hessian",
     "rmsnorm_jacobian",
     "rmsnorm_hessian",
+    "self_attention_hessian",
     # jobs
     "Job",
     "JobError",

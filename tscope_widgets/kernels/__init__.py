@@ -28,7 +28,13 @@ from .operator import DenseOperator, LinearOperator, as_operator
 from .reservoir import SampleReservoir
 from .sensitivity import SensitivitySnapshot, iter_sensitivity, position_sensitivity
 from .stability import sgd_stability_threshold
-from .theory import layernorm_hessian, layernorm_jacobian, rmsnorm_hessian, rmsnorm_jacobian
+from .theory import (
+    layernorm_hessian,
+    layernorm_jacobian,
+    rmsnorm_hessian,
+    rmsnorm_jacobian,
+    self_attention_hessian,
+)
 from .trace import DiagonalEstimate, TraceEstimate, diagonal, hutchinson_trace, hutchpp_trace
 from .welford import WelfordState
 
@@ -91,4 +97,5 @@ __all__ = [
     "layernorm_hessian",
     "rmsnorm_jacobian",
     "rmsnorm_hessian",
+    "self_attention_hessian",
 ]

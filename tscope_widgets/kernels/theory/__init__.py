@@ -4,6 +4,7 @@ Every function here is a pure computation from explicit formulas (no autograd), 
 against autograd in ``tests/kernels/theory/``.
 """
 
+from .attention import self_attention_hessian
 from .norms import layernorm_hessian, layernorm_jacobian, rmsnorm_hessian, rmsnorm_jacobian
 
 __all__ = [
@@ -12,4 +13,6 @@ __all__ = [
     "layernorm_hessian",
     "rmsnorm_jacobian",
     "rmsnorm_hessian",
+    # self-attention (Ormaniec, Dangel & Singh 2025)
+    "self_attention_hessian",
 ]
