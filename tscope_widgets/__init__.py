@@ -9,12 +9,14 @@ from ._version import __version__ as __version__
 from .jobs import Checkpoint, Job, JobError, Progress, load_checkpoint, save_checkpoint
 from .kernels import (
     CostEstimate,
+    FrobeniusEstimate,
     HessianOperator,
     SampleReservoir,
     SensitivitySnapshot,
     WelfordState,
     block_norms,
     dense_hessian,
+    hutchinson_frobenius,
     hutchpp_trace,
     iter_sensitivity,
     lanczos,
@@ -54,6 +56,8 @@ __all__ = [
     "dense_hessian",
     "lanczos",
     "hutchpp_trace",
+    "hutchinson_frobenius",
+    "FrobeniusEstimate",
     "slq_density",
     "block_norms",
     "SpectrumTracker",

@@ -8,6 +8,7 @@ from .blocks import BlockNorms, block_eigen_kernel, block_norms, iter_block_norm
 from .cost import CostEstimate, available_memory, product_memory
 from .curvature import DENSE_HESSIAN_MAX_BYTES, HessianOperator, dense_hessian, resolve_groups
 from .density import SpectralDensity, iter_slq, slq_density
+from .frobenius import FrobeniusEstimate, hutchinson_frobenius
 from .lanczos import CurvatureSummary, LanczosResult, curvature_summary, iter_lanczos, lanczos
 from .landscape import (
     Direction,
@@ -69,6 +70,8 @@ __all__ = [
     "hutchinson_trace",
     "hutchpp_trace",
     "diagonal",
+    "FrobeniusEstimate",
+    "hutchinson_frobenius",
     "SpectralDensity",
     "slq_density",
     "iter_slq",
