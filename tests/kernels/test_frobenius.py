@@ -93,3 +93,19 @@ def test_bad_input_is_named():
     with pytest.raises(TypeError, match="dtype must be a floating"):
         hutchinson_frobenius(A, 13, 5, dtype=torch.int64)
     assert math.isnan(hutchinson_frobenius(A, 13, 1).stderr)
+
+
+def test_off_diagonal_block_of_a_model_hessian_operator():
+    """‖H_{q,k}‖²_F of a tiny transformer's loss from block-restricted Hessian products only."""
+    from tests.model_zoo import tiny
+    from tscope_widgets import HessianOperator
+
+    model = tiny(n_layer=1)
+    batch = {"input_ids": torch.randint(0, 11, (3, 6), generator=torch.Generator().manual_seed(0))}
+    H = HessianOperator(model, batch, groups="block0.attn.q", col_groups="block0.attn.k", dtype=torch.float64)
+    P = H.shape[1]
+    dense = H.matmat(torch.eye(P, dtype=torch.float64))
+    exact = hutchinson_frobenius(H, P, 1, exact=True)
+    assert exact.value == pytest.approx(dense.square().sum().item(), rel=1e-12) and exact.num_matvecs == P
+    est = hutchinson_frobenius(H, P, 300, generator=torch.Generator().manual_seed(1))
+    assert abs(est.value - exact.value) < 4 * est.stderr and est.stderr < 0.2 * exact.value

@@ -115,6 +115,14 @@ def hutchinson_frobenius(
         ValueError: If ``dim``, ``num_samples`` or ``chunk_size`` is not a positive int, ``dim`` does not
             match the operator, ``distribution`` is unknown, or a product returns the wrong shape.
 
+    Example:
+        >>> A = torch.arange(6.0).reshape(2, 3)
+        >>> hutchinson_frobenius(A, 3, 1, exact=True).value  # 0 + 1 + 4 + 9 + 16 + 25
+        55.0
+        >>> est = hutchinson_frobenius(A, 3, 2000, generator=torch.Generator().manual_seed(0))
+        >>> abs(est.value - 55.0) < 4 * est.stderr
+        True
+
     References:
         Hutchinson (1989), Communications in Statistics - Simulation and Computation 18(3); Ormaniec,
         Dangel & Singh (2025), ICLR (block-norm estimates of transformer Hessians).

@@ -60,7 +60,7 @@ contracts the residual first,
 
 (``F`` is linear in ``W_V``). The ``(k, q)``, ``(v, q)`` and ``(v, k)`` blocks are transposes.
 
-Scalings with the input scale (``X → σX``, small ``σ``; the paper's Table/Theorem on block growth):
+Scalings with the input scale (``X → σX``, small ``σ``; the growth rates the paper derives for one layer):
 softmax ``H_VV ∝ σ²``, ``GGN_QQ ∝ σ⁶``, ``H^f_QQ ∝ σ⁵`` (so ``H_QQ ∝ σ⁵``); linear attention
 ``GGN_QQ, GGN_VV ∝ σ⁶ = σ^{2·3}``.
 """
