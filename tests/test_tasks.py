@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tscope_widgets.tasks import (
     IGNORE_INDEX,
     TASKS,
+    AdditionTask,
     InductionTask,
     ModularAdditionTask,
     get_task,
@@ -161,12 +163,100 @@ def test_accuracy_counts_only_labelled_positions():
 
 
 def test_registry():
-    assert set(TASKS) == {"induction", "modadd"}
+    assert set(TASKS) == {"induction", "modadd", "addition"}
     task = get_task("induction", k_max=5, num_symbols=9)
     assert isinstance(task, InductionTask) and task.seq_len == 11 and task.vocab_size == 11
     assert get_task(task) is task
     assert isinstance(get_task(task.name, **task.config()), InductionTask)
-    with pytest.raises(ValueError, match=r"unknown task 'copy'; available: \['induction', 'modadd'\]"):
+    with pytest.raises(ValueError, match=r"unknown task 'copy'; available: \['addition', 'induction', 'modadd'\]"):
         get_task("copy")
     with pytest.raises(ValueError, match="unexpected keyword"):
         get_task("modadd", q=3)
+
+
+# ---------------------------------------------------------------------------------- addition
+def test_addition_format_and_labels():
+    task = get_task("addition")
+    assert (task.vocab_size, task.seq_len) == (12, 18)
+    batch = task.sample(500, gen(0))
+    ids, labels = batch["input_ids"], batch["labels"]
+    assert ids.shape == labels.shape == (500, 18) and ids.dtype == torch.long
+    assert (ids[:, 5] == 10).all() and (ids[:, 11] == 11).all()
+    digits = torch.cat([ids[:, :5], ids[:, 6:11], ids[:, 12:]], 1)
+    assert ((digits >= 0) & (digits <= 9)).all()
+    powers = 10 ** torch.arange(5, -1, -1)
+
+    def number(d):
+        return (d * powers[-d.shape[1]:]).sum(1)
+
+    assert torch.equal(number(ids[:, 12:]), number(ids[:, :5]) + number(ids[:, 6:11]))
+    assert torch.equal(labels[:, :12], torch.full((500, 12), IGNORE_INDEX))
+    assert torch.equal(labels[:, 12:], ids[:, 12:])
+    text = "".join(task.token_labels(task.encode(torch.tensor([33357]), torch.tensor([82243]))["input_ids"][0]))
+    assert text == "33357+82243=115600"
+    assert "".join(task.token_labels(task.encode(torch.tensor([7]), torch.tensor([5]))["input_ids"][0])) == (
+        "00007+00005=000012")
+    with pytest.raises(ValueError, match=r"operands must lie in \[0, 100000\)"):
+        task.encode(torch.tensor([100000]), torch.tensor([1]))
+
+
+def test_addition_carry_forcing_rates():
+    """20% of batches enriched; in those, 20% of digit pairs forced to sum to 9 (plus the natural 10%)."""
+    task = AdditionTask()
+    g = gen(1)
+    fractions = []
+    for _ in range(400):
+        ids = task.sample(500, g)["input_ids"]
+        fractions.append((ids[:, :5] + ids[:, 6:11] == 9).double().mean().item())
+    f = torch.tensor(fractions)
+    enriched = f > 0.19  # natural rate 0.1, enriched 0.2 + 0.8 * 0.1 = 0.28; sd per batch about 0.006
+    assert ((f - 0.1).abs() < 0.04)[~enriched].all() and ((f - 0.28).abs() < 0.04)[enriched].all()
+    n = enriched.sum().item()
+    assert abs(n - 80) < 3 * (400 * 0.2 * 0.8) ** 0.5
+    assert f[enriched].mean().item() == pytest.approx(0.28, abs=0.005)
+    assert f[~enriched].mean().item() == pytest.approx(0.10, abs=0.003)
+    forced = task.sample(4000, gen(2), force=True)["input_ids"]
+    assert (forced[:, :5] + forced[:, 6:11] == 9).double().mean().item() == pytest.approx(0.28, abs=0.01)
+    plain = AdditionTask(force_batch_prob=0.0).sample(4000, gen(2))["input_ids"]
+    assert (plain[:, :5] + plain[:, 6:11] == 9).double().mean().item() == pytest.approx(0.10, abs=0.01)
+    # enrichment makes long carry cascades (the point of it): 99999-type pairs are common only when forced
+    def all_nine(i):
+        return (i[:, :5] + i[:, 6:11] == 9).all(1).double().mean().item()
+
+    assert all_nine(AdditionTask(force_pair_prob=1.0).sample(100, gen(3), force=True)["input_ids"]) == 1.0
+    with pytest.raises(ValueError, match="force_pair_prob must be a probability"):
+        AdditionTask(force_pair_prob=1.5)
+
+
+def test_addition_losses_read_the_answer_positions():
+    task = AdditionTask()
+    batch = task.sample(64, gen(4))
+    ids = batch["input_ids"]
+    g = gen(5)
+    logits = torch.randn(64, 18, 12, generator=g, dtype=torch.float64)
+    # reference written out: logits at t = 11 … 16 predict the tokens at t + 1 = 12 … 17
+    ce = torch.stack([F.cross_entropy(logits[:, t], ids[:, t + 1]) for t in range(11, 17)]).mean()
+    assert task.loss(logits, batch) == pytest.approx(ce.item(), rel=1e-13)
+    onehot = F.one_hot(ids[:, 12:], 12).double()
+    mse = ((logits[:, 11:17] - onehot) ** 2).sum() / 64
+    assert task.loss(logits, batch, kind="mse") == pytest.approx(mse.item(), rel=1e-13)
+    # the same as the label convention of ModelAdapter.loss (logits at t - 1 against labels[:, t])
+    lm = F.cross_entropy(logits[:, :-1].reshape(-1, 12), batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
+    assert task.loss(logits, batch) == pytest.approx(lm.item(), rel=1e-13)
+    # changing a logit outside the answer positions changes neither loss; inside, both
+    moved = logits.clone()
+    moved[:, :11] += 5.0
+    moved[:, 17] += 5.0
+    assert task.loss(moved, batch) == task.loss(logits, batch)
+    assert task.loss(moved, batch, kind="mse") == task.loss(logits, batch, kind="mse")
+    moved[:, 16, 3] += 1.0
+    assert task.loss(moved, batch) != task.loss(logits, batch)
+    # perfect logits: the MSE is 0 and the accuracy 1
+    perfect = torch.zeros(64, 18, 12, dtype=torch.float64)
+    perfect[:, 11:17] = onehot
+    assert task.loss(perfect, batch, kind="mse").item() == 0.0
+    assert task.accuracy(perfect, batch["labels"]) == 1.0
+    with pytest.raises(ValueError, match=r"expected logits \[N, 18, 12\]"):
+        task.loss(logits[:, :17], batch)
+    with pytest.raises(ValueError, match="kind must be 'ce' or 'mse'"):
+        task.loss(logits, batch, kind="l1")

@@ -6,6 +6,9 @@
 - :class:`ModularAdditionTask`: ``[a, b, =, c]`` with ``c = (a + b) mod p`` (Power et al. 2022,
   "Grokking", arXiv:2201.02177; Nanda et al. 2023, "Progress measures for grokking via mechanistic
   interpretability", ICLR).
+- :class:`AdditionTask`: ``XXXXX+YYYYY=ZZZZZZ``, five-digit addition with a six-digit answer and
+  enriched carry cascades (Quirke & Barez 2024, "Understanding Addition in Transformers", ICLR), the
+  task of the Hessian analysis of Ormaniec, Dangel & Singh (ICLR 2025); cross-entropy or MSE on the answer.
 - :func:`induction_reading` and :func:`describe_induction`: where the induction signature sits in the
   sensitivity maps of the fixed induction layout, in numbers and in words (what ``tscope demo`` reports).
 
@@ -21,6 +24,7 @@ import abc
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 IGNORE_INDEX = -100
@@ -275,7 +279,143 @@ class ModularAdditionTask(Task):
         return ["=" if i == self.equals else str(i) for i in torch.as_tensor(ids).reshape(-1).tolist()]
 
 
-TASKS: dict[str, Callable[..., Task]] = {"induction": InductionTask, "modadd": ModularAdditionTask}
+class AdditionTask(Task):
+    """``XXXXX+YYYYY=ZZZZZZ``: two ``n``-digit numbers and their ``n + 1``-digit sum, most significant first.
+
+    Sequences are ``3 n + 3`` tokens (18 for ``n = 5``): the operands zero-padded to ``n`` digits, ``+``,
+    ``=``, then the sum zero-padded to ``n + 1`` digits (its first digit is the final carry). Only the
+    ``n + 1`` answer tokens carry labels; a causal model predicts them from the logits at positions
+    ``[-(n + 2):-1]`` (``[-7:-1]`` for ``n = 5``). Uniform operands rarely chain carries, so, as in
+    Quirke & Barez (2024), a batch is *enriched* with probability ``force_batch_prob`` (0.2): each digit pair
+    ``(x_i, y_i)`` of it is then, with probability ``force_pair_prob`` (0.2), replaced by
+    ``(x_i, 9 - x_i)`` (a pair summing to 9, which passes a carry on). Unenriched pairs sum to 9 with
+    probability 1/10.
+
+    Token ids: digits ``0 … 9``, ``"+" = 10``, ``"=" = 11`` (vocabulary 12).
+
+    Args:
+        n_digits: Digits per operand (``>= 1``; 5 in the paper).
+        force_batch_prob: Probability that a batch is enriched, in ``[0, 1]``.
+        force_pair_prob: Probability that a digit pair of an enriched batch is forced to sum to 9, in ``[0, 1]``.
+
+    References:
+        Quirke & Barez (2024), "Understanding Addition in Transformers", ICLR; Ormaniec, Dangel & Singh
+        (2025), "What Does It Mean to Be a Transformer? Insights from a Theoretical Hessian Analysis", ICLR.
+    """
+
+    name = "addition"
+    plus, equals, vocab_size = 10, 11, 12
+
+    def __init__(self, n_digits: int = 5, force_batch_prob: float = 0.2, force_pair_prob: float = 0.2):
+        self.n_digits = _check_int("n_digits", n_digits, 1)
+        if self.n_digits > 17:
+            raise ValueError(f"n_digits must be <= 17 (sums are computed in int64), got {n_digits}")
+        for name, value in (("force_batch_prob", force_batch_prob), ("force_pair_prob", force_pair_prob)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+        self.force_batch_prob = float(force_batch_prob)
+        self.force_pair_prob = float(force_pair_prob)
+        self.seq_len = 3 * self.n_digits + 3
+        self.answer_len = self.n_digits + 1
+
+    def config(self) -> dict:
+        """``{"n_digits", "force_batch_prob", "force_pair_prob"}`` (see :meth:`Task.config`)."""
+        return {"n_digits": self.n_digits, "force_batch_prob": self.force_batch_prob,
+                "force_pair_prob": self.force_pair_prob}
+
+    def encode(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Sequences for operands ``x, y [N]`` (int64 in ``[0, 10^n)``): ``{"input_ids", "labels"}`` ``[N, 3n+3]``."""
+        x, y = torch.as_tensor(x, dtype=torch.long), torch.as_tensor(y, dtype=torch.long)
+        if x.ndim != 1 or x.shape != y.shape:
+            raise ValueError(f"x and y must be 1-D of one length, got {tuple(x.shape)} and {tuple(y.shape)}")
+        top = 10**self.n_digits
+        if x.numel() and (min(x.min(), y.min()) < 0 or max(x.max(), y.max()) >= top):
+            raise ValueError(f"operands must lie in [0, {top}) for n_digits={self.n_digits}")
+        ids = torch.cat([self._digits(x, self.n_digits), torch.full_like(x, self.plus)[:, None],
+                         self._digits(y, self.n_digits), torch.full_like(x, self.equals)[:, None],
+                         self._digits(x + y, self.answer_len)], dim=1)  # [N, 3n+3]
+        labels = torch.full_like(ids, IGNORE_INDEX)
+        labels[:, -self.answer_len :] = ids[:, -self.answer_len :]
+        return {"input_ids": ids, "labels": labels}
+
+    @staticmethod
+    def _digits(v: Tensor, width: int) -> Tensor:
+        """Decimal digits of ``v [N]``, most significant first: ``[N, width]``."""
+        powers = 10 ** torch.arange(width - 1, -1, -1, device=v.device)  # [width]
+        return (v[:, None] // powers) % 10
+
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, force: bool | None = None
+    ) -> dict[str, Tensor]:
+        """One batch of ``n`` sequences; enriched with probability ``force_batch_prob`` (or as ``force`` says).
+
+        Args:
+            n: Number of sequences.
+            generator: Source of randomness (CPU ``torch.Generator``).
+            force: ``True``/``False`` enriches or not regardless of ``force_batch_prob``; ``None`` draws it.
+        """
+        n = _check_n(n)
+        k = self.n_digits
+        xd = torch.randint(0, 10, (n, k), generator=generator)  # [n, k] digits, most significant first
+        yd = torch.randint(0, 10, (n, k), generator=generator)
+        enriched = torch.rand((), generator=generator) < self.force_batch_prob  # always drawn: same stream
+        if force is not None:
+            enriched = bool(force)
+        if enriched:
+            forced = torch.rand(n, k, generator=generator) < self.force_pair_prob
+            yd = torch.where(forced, 9 - xd, yd)
+        powers = 10 ** torch.arange(k - 1, -1, -1)
+        return self.encode((xd * powers).sum(1), (yd * powers).sum(1))
+
+    def held_out(self, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """1024 fresh unenriched sequences (the natural distribution of operands)."""
+        return self.sample(1024, generator, force=False)
+
+    def answer_logits(self, logits: Tensor) -> Tensor:
+        """The logits that predict the answer: ``logits[:, -(n+2):-1]``, ``[N, n+1, V]``."""
+        if logits.ndim != 3 or logits.shape[1] != self.seq_len or logits.shape[2] != self.vocab_size:
+            raise ValueError(f"expected logits [N, {self.seq_len}, {self.vocab_size}], got {tuple(logits.shape)}")
+        return logits[:, -self.answer_len - 1 : -1]
+
+    def loss(self, logits: Tensor, batch: dict[str, Tensor], kind: str = "ce") -> Tensor:
+        r"""Loss on the answer digits.
+
+        ``"ce"``: cross-entropy averaged over the batch and the ``n + 1`` answer positions.
+        ``"mse"``: :math:`\frac1N \sum_{b} \sum_{t} \lVert z_{bt} - e_{y_{bt}} \rVert^2`, the squared distance of
+        the logits ``z`` to the one-hot answer, summed over answer positions and vocabulary, averaged over
+        the batch (the MSE variant of Ormaniec et al. 2025).
+
+        Args:
+            logits: ``[N, 3n+3, 12]`` float, a causal model's output for ``batch["input_ids"]``.
+            batch: ``{"input_ids": [N, 3n+3]}`` as :meth:`sample` returns.
+            kind: ``"ce"`` or ``"mse"``.
+
+        Returns:
+            Scalar tensor in the logits' dtype.
+        """
+        if kind not in ("ce", "mse"):
+            raise ValueError(f"kind must be 'ce' or 'mse', got {kind!r}")
+        z = self.answer_logits(logits)  # [N, n+1, V]
+        target = batch["input_ids"][:, -self.answer_len :]
+        if target.shape != z.shape[:2]:
+            got = tuple(batch["input_ids"].shape)
+            raise ValueError(f"batch input_ids {got} do not match logits {tuple(logits.shape)}")
+        if kind == "ce":
+            return F.cross_entropy(z.reshape(-1, self.vocab_size), target.reshape(-1))
+        onehot = F.one_hot(target, self.vocab_size).to(z.dtype)
+        return (z - onehot).square().sum((1, 2)).mean()
+
+    def token_labels(self, ids: Tensor) -> list[str]:
+        """The digit, ``"+"`` or ``"="`` for each id of ``ids [S]``."""
+        special = {self.plus: "+", self.equals: "="}
+        return [special.get(i, str(i)) for i in torch.as_tensor(ids).reshape(-1).tolist()]
+
+
+TASKS: dict[str, Callable[..., Task]] = {
+    "induction": InductionTask,
+    "modadd": ModularAdditionTask,
+    "addition": AdditionTask,
+}
 
 
 def get_task(name: str | Task, **kwargs) -> Task:

@@ -38,7 +38,8 @@ def tiny_reference(model: TinyTransformer, ids: Tensor, mask: Tensor) -> Tensor:
     P = {k: v.detach() for k, v in model.named_parameters()}
     B, S = ids.shape
     nh, dh = cfg.n_head, cfg.d_model // cfg.n_head
-    a = cfg.residual_scale
+    a = 1.0 if cfg.residual_scale_mode == "attention_skip" else cfg.residual_scale  # on the branches
+    skip = cfg.residual_scale if cfg.residual_scale_mode == "attention_skip" else 1.0  # on the attention skip
     allowed = torch.ones(S, S, dtype=torch.bool).tril() & mask.bool()[:, None, None, :]  # [B, 1, S, S]
 
     def lin(h: Tensor, name: str) -> Tensor:
@@ -67,11 +68,11 @@ def tiny_reference(model: TinyTransformer, ids: Tensor, mask: Tensor) -> Tensor:
     for i in range(cfg.n_layer):
         p = f"blocks.{i}"
         if cfg.norm == "post":
-            x = norm(x + a * attn(x, p), f"{p}.ln1")
+            x = norm(skip * x + a * attn(x, p), f"{p}.ln1")
             if cfg.mlp_width:
                 x = norm(x + a * mlp(x, p), f"{p}.ln2")
         else:
-            x = x + a * attn(norm(x, f"{p}.ln1"), p)
+            x = skip * x + a * attn(norm(x, f"{p}.ln1"), p)
             if cfg.mlp_width:
                 x = x + a * mlp(norm(x, f"{p}.ln2"), p)
     if cfg.norm == "pre":
@@ -116,6 +117,71 @@ def test_every_config_option(options):
         assert model.head.weight is model.wte.weight
 
 
+@pytest.mark.parametrize("norm", ["pre", "post", "none"])
+@pytest.mark.parametrize("attention", ["softmax", "linear"])
+def test_attention_skip_mode_against_reference(norm, attention):
+    model = tiny(norm=norm, attention=attention, residual_scale=0.3, residual_scale_mode="attention_skip")
+    adapter = adapt(model)
+    batch = random_batch(adapter, B=2, S=6)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    real = mask.bool()
+    with torch.no_grad():
+        assert_close(adapter.logits(ids, mask)[real], tiny_reference(model, ids, mask)[real], rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("mode", ["both", "attention_skip"])
+def test_residual_scale_mode_changes_exactly_what_it_says(mode):
+    """Block by block, from hooks: "attention_skip" gives a·x + attn and x' + mlp (the paper's fork);
+    "both" gives x + a·attn and x' + a·mlp."""
+    a = 0.37
+    model = tiny(norm="pre", residual_scale=a, residual_scale_mode=mode)
+    seen = {}
+    block = model.blocks[1]
+    block.register_forward_pre_hook(lambda m, args: seen.__setitem__("x", args[0]))
+    block.attn.register_forward_hook(lambda m, args, out: seen.__setitem__("attn", out))
+    block.ln2.register_forward_hook(lambda m, args, out: seen.__setitem__("mid", args[0]))
+    block.mlp.register_forward_hook(lambda m, args, out: seen.__setitem__("mlp", out))
+    block.register_forward_hook(lambda m, args, out: seen.__setitem__("out", out))
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3, 4]]))
+    x, attn, mid, mlp, out = (seen[k] for k in ("x", "attn", "mid", "mlp", "out"))
+    if mode == "attention_skip":
+        assert_close(mid, a * x + attn, rtol=0, atol=1e-15)
+        assert_close(out, mid + mlp, rtol=0, atol=1e-15)
+    else:
+        assert_close(mid, x + a * attn, rtol=0, atol=1e-15)
+        assert_close(out, mid + a * mlp, rtol=0, atol=1e-15)
+    # the two modes differ (a != 1), and agree at a = 1
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        other = tiny(norm="pre", residual_scale=a, residual_scale_mode="both" if mode != "both" else "attention_skip")
+        assert not torch.allclose(model(ids), other(ids))
+        one = [tiny(residual_scale=1.0, residual_scale_mode=m)(ids) for m in ("both", "attention_skip")]
+        assert_close(one[0], one[1], rtol=0, atol=0)
+
+
+def test_linear_attention_weights_are_raw_scaled_scores_with_causal_zeros():
+    """Linear attention: A = (q kᵀ / sqrt(d_head)) with entries above the diagonal set to 0 (not -inf,
+    not normalised): with identity v and o projections the output is exactly A @ x per head."""
+    model = tiny(attention="linear", n_head=1, bias=False)
+    attn = model.blocks[0].attn
+    with torch.no_grad():
+        attn.v.weight.copy_(torch.eye(8))
+        attn.o.weight.copy_(torch.eye(8))
+        x = torch.randn(1, 5, 8, dtype=torch.float64)
+        scores = attn.q(x) @ attn.k(x).transpose(-1, -2) / math.sqrt(8)  # [1, 5, 5]
+        want = (scores * torch.ones(5, 5).tril()) @ x
+        assert_close(attn(x), want, rtol=0, atol=1e-14)
+        assert not torch.allclose(scores.tril().sum(-1), torch.ones(5, dtype=torch.float64))  # no normalisation
+        # a future key changes nothing, and key padding zeroes the padded column
+        x2 = x.clone()
+        x2[:, 4] += 1.0
+        assert_close(attn(x2)[:, :4], attn(x)[:, :4], rtol=0, atol=0)
+        mask = torch.tensor([[True, False, True, True, True]])
+        want_masked = (scores * torch.ones(5, 5).tril() * mask[:, None, :]) @ x
+        assert_close(attn(x, mask), want_masked, rtol=0, atol=1e-14)
+
+
 def test_final_layer_is_last_block_without_final_norm():
     for norm in ("post", "none"):
         adapter = adapt(tiny(norm=norm))
@@ -141,6 +207,7 @@ def test_residual_scale_scales_both_branches():
         ({"norm": "layer"}, "TinyConfig.norm='layer'"),
         ({"attention": "relu"}, "TinyConfig.attention='relu'"),
         ({"activation": "tanh"}, "TinyConfig.activation='tanh'"),
+        ({"residual_scale_mode": "mlp"}, "TinyConfig.residual_scale_mode='mlp'"),
         ({"d_model": 10, "n_head": 4}, "not divisible"),
         ({"vocab_size": 0}, "vocab_size must be >= 1"),
         ({"n_layer": 0}, "n_layer must be >= 1"),

@@ -8,6 +8,7 @@ from .blocks import BlockNorms, block_eigen_kernel, block_norms, iter_block_norm
 from .cost import CostEstimate, available_memory, product_memory
 from .curvature import DENSE_HESSIAN_MAX_BYTES, HessianOperator, dense_hessian, resolve_groups
 from .density import SpectralDensity, iter_slq, slq_density
+from .frobenius import FrobeniusEstimate, hutchinson_frobenius
 from .lanczos import CurvatureSummary, LanczosResult, curvature_summary, iter_lanczos, lanczos
 from .landscape import (
     Direction,
@@ -28,6 +29,13 @@ from .operator import DenseOperator, LinearOperator, as_operator
 from .reservoir import SampleReservoir
 from .sensitivity import SensitivitySnapshot, iter_sensitivity, position_sensitivity
 from .stability import sgd_stability_threshold
+from .theory import (
+    layernorm_hessian,
+    layernorm_jacobian,
+    rmsnorm_hessian,
+    rmsnorm_jacobian,
+    self_attention_hessian,
+)
 from .trace import DiagonalEstimate, TraceEstimate, diagonal, hutchinson_trace, hutchpp_trace
 from .welford import WelfordState
 
@@ -62,6 +70,8 @@ __all__ = [
     "hutchinson_trace",
     "hutchpp_trace",
     "diagonal",
+    "FrobeniusEstimate",
+    "hutchinson_frobenius",
     "SpectralDensity",
     "slq_density",
     "iter_slq",
@@ -85,4 +95,10 @@ __all__ = [
     "slice_1d",
     "slice_2d",
     "quadratic_model",
+    # transformer theory (closed forms)
+    "layernorm_jacobian",
+    "layernorm_hessian",
+    "rmsnorm_jacobian",
+    "rmsnorm_hessian",
+    "self_attention_hessian",
 ]

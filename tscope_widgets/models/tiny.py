@@ -6,7 +6,10 @@ Every option changes one line of the forward pass:
 - ``norm``: ``"pre"`` (GPT-2), ``"post"`` (original Transformer / BERT) or ``"none"``.
 - ``attention``: ``"softmax"`` or ``"linear"`` (softmax removed, ``A = mask(Q K^T) / sqrt(d_head)``,
   the "linear self-attention" of Ormaniec et al., ICLR 2025).
-- ``residual_scale``: ``x + alpha * f(x)`` on both residual branches.
+- ``residual_scale`` with ``residual_scale_mode``: ``"both"`` scales both residual *branches*,
+  ``x + alpha * f(x)`` for attention and MLP; ``"attention_skip"`` scales only the attention *skip*,
+  ``resid_mid = alpha * resid_pre + attn_out`` with the MLP residual unchanged (the fork used by
+  Ormaniec, Dangel & Singh, ICLR 2025, for their residual-scaling experiments).
 - ``activation``: ``"gelu"`` or ``"relu"``; ``d_mlp=0`` makes an attention-only model.
 - ``tie_weights``: the unembedding shares the token-embedding matrix.
 
@@ -87,6 +90,7 @@ class Block(nn.Module):
         super().__init__()
         self.norm = cfg.norm
         self.alpha = cfg.residual_scale
+        self.scale_skip = cfg.residual_scale_mode == "attention_skip"
         self.ln1 = _norm(cfg)
         self.attn = SelfAttention(cfg)
         self.ln2 = _norm(cfg)
@@ -94,15 +98,16 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
         """x: ``[B, S, D]`` -> ``[B, S, D]``; key_mask: ``[B, S]`` bool, True where a key may be attended."""
-        a = self.alpha
+        # "both": x + a·f(x) on each branch; "attention_skip": a·x + attn(x), then x + mlp(x)
+        skip, branch = (self.alpha, 1.0) if self.scale_skip else (1.0, self.alpha)
         if self.norm == "post":
-            x = self.ln1(x + a * self.attn(x, key_mask))
+            x = self.ln1(skip * x + branch * self.attn(x, key_mask))
             if self.mlp is not None:
-                x = self.ln2(x + a * self.mlp(x))
+                x = self.ln2(x + branch * self.mlp(x))
             return x
-        x = x + a * self.attn(self.ln1(x), key_mask)
+        x = skip * x + branch * self.attn(self.ln1(x), key_mask)
         if self.mlp is not None:
-            x = x + a * self.mlp(self.ln2(x))
+            x = x + branch * self.mlp(self.ln2(x))
         return x
 
 
@@ -119,6 +124,8 @@ class TinyConfig:
     norm: Literal["pre", "post", "none"] = "pre"  # theory knob
     attention: Literal["softmax", "linear"] = "softmax"  # theory knob
     residual_scale: float = 1.0
+    # "both": x + a·f(x) on attention and MLP branches; "attention_skip": a·x + attn(x), MLP residual as is
+    residual_scale_mode: Literal["both", "attention_skip"] = "both"
     activation: Literal["gelu", "relu"] = "gelu"
     tie_weights: bool = False
     bias: bool = True
@@ -128,6 +135,7 @@ class TinyConfig:
             "norm": (self.norm, ("pre", "post", "none")),
             "attention": (self.attention, ("softmax", "linear")),
             "activation": (self.activation, ("gelu", "relu")),
+            "residual_scale_mode": (self.residual_scale_mode, ("both", "attention_skip")),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:
