@@ -9,12 +9,14 @@ from ._version import __version__ as __version__
 from .jobs import Checkpoint, Job, JobError, Progress, load_checkpoint, save_checkpoint
 from .kernels import (
     CostEstimate,
+    HeadWeights,
     HessianOperator,
     SampleReservoir,
     SensitivitySnapshot,
     WelfordState,
     block_norms,
     dense_hessian,
+    head_weights,
     hutchpp_trace,
     iter_sensitivity,
     lanczos,
@@ -44,6 +46,8 @@ __all__ = [
     "position_sensitivity",
     "iter_sensitivity",
     "SensitivitySnapshot",
+    "HeadWeights",
+    "head_weights",
     "HessianOperator",
     "CostEstimate",
     "dense_hessian",

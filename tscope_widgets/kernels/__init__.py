@@ -4,6 +4,7 @@ Long computations are generators yielding partial results (``done``/``total``) s
 Observers of a training loop (``SpectrumTracker``) are in :mod:`tscope_widgets.tracking`.
 """
 
+from .attention import HeadWeights, head_weights
 from .blocks import BlockNorms, block_eigen_kernel, block_norms, iter_block_norms
 from .cost import CostEstimate, available_memory, product_memory
 from .curvature import DENSE_HESSIAN_MAX_BYTES, HessianOperator, dense_hessian, resolve_groups
@@ -39,6 +40,9 @@ __all__ = [
     "position_sensitivity",
     "iter_sensitivity",
     "SensitivitySnapshot",
+    # attention geometry
+    "HeadWeights",
+    "head_weights",
     # linear operators and curvature
     "LinearOperator",
     "DenseOperator",
