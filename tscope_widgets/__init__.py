@@ -9,6 +9,7 @@ from ._version import __version__ as __version__
 from .jobs import Checkpoint, Job, JobError, Progress, load_checkpoint, save_checkpoint
 from .kernels import (
     CostEstimate,
+    HeadSpectra,
     HeadWeights,
     HessianOperator,
     SampleReservoir,
@@ -16,6 +17,7 @@ from .kernels import (
     WelfordState,
     block_norms,
     dense_hessian,
+    head_spectra,
     head_weights,
     hutchpp_trace,
     iter_sensitivity,
@@ -48,6 +50,8 @@ __all__ = [
     "SensitivitySnapshot",
     "HeadWeights",
     "head_weights",
+    "HeadSpectra",
+    "head_spectra",
     "HessianOperator",
     "CostEstimate",
     "dense_hessian",

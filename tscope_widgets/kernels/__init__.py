@@ -4,7 +4,16 @@ Long computations are generators yielding partial results (``done``/``total``) s
 Observers of a training loop (``SpectrumTracker``) are in :mod:`tscope_widgets.tracking`.
 """
 
-from .attention import HeadWeights, head_weights
+from .attention import (
+    HeadSpectra,
+    HeadWeights,
+    condition_number,
+    entropy_rank,
+    head_spectra,
+    head_weights,
+    participation_ratio,
+    stable_rank,
+)
 from .blocks import BlockNorms, block_eigen_kernel, block_norms, iter_block_norms
 from .cost import CostEstimate, available_memory, product_memory
 from .curvature import DENSE_HESSIAN_MAX_BYTES, HessianOperator, dense_hessian, resolve_groups
@@ -43,6 +52,12 @@ __all__ = [
     # attention geometry
     "HeadWeights",
     "head_weights",
+    "HeadSpectra",
+    "head_spectra",
+    "participation_ratio",
+    "entropy_rank",
+    "stable_rank",
+    "condition_number",
     # linear operators and curvature
     "LinearOperator",
     "DenseOperator",
