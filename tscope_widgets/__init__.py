@@ -8,6 +8,7 @@ try them on. See ``DESIGN.md`` for the quantities.
 from ._version import __version__ as __version__
 from .jobs import Checkpoint, Job, JobError, Progress, load_checkpoint, save_checkpoint
 from .kernels import (
+    AttentionSnapshot,
     CostEstimate,
     HeadSpectra,
     HeadWeights,
@@ -20,6 +21,7 @@ from .kernels import (
     head_spectra,
     head_weights,
     hutchpp_trace,
+    iter_attention,
     iter_sensitivity,
     lanczos,
     landscape_grid,
@@ -52,6 +54,8 @@ __all__ = [
     "head_weights",
     "HeadSpectra",
     "head_spectra",
+    "iter_attention",
+    "AttentionSnapshot",
     "HessianOperator",
     "CostEstimate",
     "dense_hessian",

@@ -5,12 +5,14 @@ Observers of a training loop (``SpectrumTracker``) are in :mod:`tscope_widgets.t
 """
 
 from .attention import (
+    AttentionSnapshot,
     HeadSpectra,
     HeadWeights,
     condition_number,
     entropy_rank,
     head_spectra,
     head_weights,
+    iter_attention,
     participation_ratio,
     stable_rank,
 )
@@ -58,6 +60,8 @@ __all__ = [
     "entropy_rank",
     "stable_rank",
     "condition_number",
+    "iter_attention",
+    "AttentionSnapshot",
     # linear operators and curvature
     "LinearOperator",
     "DenseOperator",

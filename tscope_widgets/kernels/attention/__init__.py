@@ -5,7 +5,10 @@ Modules, data flowing down the list:
 - :mod:`.heads`: :func:`head_weights`, every head's ``W_Q, W_K, W_V, W_O`` as views (the slicing of
   each architecture is the adapter's, :mod:`tscope_widgets.models.heads`);
 - :mod:`.geometry`: :func:`head_spectra`, singular values of ``W_Q, W_K, W_V, W_O`` and of the circuits
-  ``W_QK``, ``W_OV``, with participation ratio, entropy rank, stable rank and condition number.
+  ``W_QK``, ``W_OV``, with participation ratio, entropy rank, stable rank and condition number;
+- :mod:`.maps`: per-batch per-query attention entropy and attention rollout;
+- :mod:`.stream`: :func:`iter_attention`, per-cell statistics of weights, entropy and rollout over a
+  data set, streamed batch by batch and resumable.
 """
 
 from ...models.heads import HeadWeights, LayerHeads
@@ -20,6 +23,8 @@ from .geometry import (
     stable_rank,
 )
 from .heads import head_weights, stacked_heads
+from .maps import attention_entropy, attention_rollout
+from .stream import AttentionSnapshot, iter_attention
 
 __all__ = [
     "HeadWeights",
@@ -34,4 +39,8 @@ __all__ = [
     "entropy_rank",
     "stable_rank",
     "condition_number",
+    "attention_entropy",
+    "attention_rollout",
+    "iter_attention",
+    "AttentionSnapshot",
 ]
