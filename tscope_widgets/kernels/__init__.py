@@ -4,6 +4,18 @@ Long computations are generators yielding partial results (``done``/``total``) s
 Observers of a training loop (``SpectrumTracker``) are in :mod:`tscope_widgets.tracking`.
 """
 
+from .attention import (
+    AttentionSnapshot,
+    HeadSpectra,
+    HeadWeights,
+    condition_number,
+    entropy_rank,
+    head_spectra,
+    head_weights,
+    iter_attention,
+    participation_ratio,
+    stable_rank,
+)
 from .blocks import BlockNorms, block_eigen_kernel, block_norms, iter_block_norms
 from .cost import CostEstimate, available_memory, product_memory
 from .curvature import DENSE_HESSIAN_MAX_BYTES, HessianOperator, dense_hessian, resolve_groups
@@ -47,6 +59,17 @@ __all__ = [
     "position_sensitivity",
     "iter_sensitivity",
     "SensitivitySnapshot",
+    # attention geometry
+    "HeadWeights",
+    "head_weights",
+    "HeadSpectra",
+    "head_spectra",
+    "participation_ratio",
+    "entropy_rank",
+    "stable_rank",
+    "condition_number",
+    "iter_attention",
+    "AttentionSnapshot",
     # linear operators and curvature
     "LinearOperator",
     "DenseOperator",

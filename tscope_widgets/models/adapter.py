@@ -24,12 +24,14 @@ from __future__ import annotations
 import abc
 import copy
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .heads import HeadWeights, LayerHeads
 
 Layer = int | str
 IGNORE_INDEX = -100
@@ -124,6 +126,9 @@ class ModelAdapter(abc.ABC):
         returning logits ``[B, S, V]``.
         ``param_groups()``: ordered ``{group_name: [ParamSlice, ...]}``.
         ``_prepare_analysis_copy(model, dtype)``: make the copy analysable (eager attention, ...).
+        ``_layer_heads(block)``: the block's per-head weights as views (:class:`LayerHeads`).
+        ``_attention_probe(block)``: the module whose forward output carries the block's attention
+        weights, and a function extracting them (``[B, n_heads, S, S]``) from that output.
     """
 
     causal: bool = True
@@ -159,6 +164,25 @@ class ModelAdapter(abc.ABC):
 
     def _prepare_analysis_copy(self, model: nn.Module, dtype: torch.dtype) -> None:  # noqa: B027 (optional hook)
         """Adjust the private analysis copy in place (eager attention, dtype-faithful norms)."""
+
+    def _layer_heads(self, block: int) -> LayerHeads:
+        """Per-head weights of block ``block`` (views); adapters of models with attention override it."""
+        raise TypeError(
+            f"{type(self).__name__} ({type(self.model).__name__}) does not expose attention modules, so it "
+            "has no per-head weights; per-head analyses need a model with attention (see models.adapt)"
+        )
+
+    def _attention_probe(self, block: int) -> tuple[nn.Module, Callable[[object], Tensor | None]]:
+        """``(module, extract)``: ``extract(module output)`` is block ``block``'s attention weights."""
+        raise TypeError(
+            f"{type(self).__name__} ({type(self.model).__name__}) does not expose attention modules, so "
+            "its attention weights cannot be read"
+        )
+
+    @property
+    def attention_kind(self) -> str:
+        """``"softmax"`` (rows of the attention weights are distributions) or ``"linear"`` (no softmax)."""
+        return "softmax"
 
     # ----- sizes ----------------------------------------------------------------------------
     @property
@@ -248,6 +272,100 @@ class ModelAdapter(abc.ABC):
     @staticmethod
     def _block_index(layer: Layer, num_layers: int) -> int:
         return num_layers - 1 if layer == "final" else layer
+
+    # ----- attention heads ------------------------------------------------------------------
+    def attention_block(self, layer: Layer) -> int:
+        """The block index of ``layer`` for per-head questions: an int in ``[-L, L)`` (``"final"`` is no block).
+
+        Raises:
+            ValueError: For a model without blocks, ``"final"``, or an index out of range.
+            TypeError: For a layer that is not an int.
+        """
+        if self.num_layers == 0:
+            raise ValueError(f"{type(self.model).__name__} has no transformer blocks, so no attention heads")
+        if layer == "final":
+            raise ValueError("layer 'final' is the final norm, not an attention layer: use a block index")
+        return self.resolve_layer(layer)
+
+    def layer_heads(self, layer: Layer) -> LayerHeads:
+        """All heads of block ``layer``, stacked: ``q, k, v [n(_kv)_heads, D, d_h]``, ``o [n_heads, d_h, D]``.
+
+        Views of the parameters (fused GPT-2 ``c_attn`` and GPT-NeoX ``query_key_value`` included),
+        never copies; see :mod:`tscope_widgets.models.heads` for the convention.
+        """
+        return self._layer_heads(self.attention_block(layer))
+
+    def head_weights(self, layer: Layer, head: int) -> HeadWeights:
+        """``HeadWeights(q [D, d_h], k [D, d_h], v [D, d_h], o [d_h, D])`` of one head, as views.
+
+        Under grouped-query attention ``k`` and ``v`` are those of key/value head ``head // group``.
+
+        Raises:
+            ValueError: For an unknown layer or head, naming the valid range.
+        """
+        heads = self.layer_heads(layer)
+        try:
+            return heads.head(head)
+        except ValueError as err:
+            raise ValueError(f"layer {layer}: {err}") from None
+
+    def attention_weights(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, layers: Layer | Iterable[Layer] = "all"
+    ) -> LayerDict:
+        """Attention weights ``{block: [B, n_heads, S, S]}`` (query rows, key columns) of one forward pass.
+
+        Read from the model's own attention modules by forward hooks; the pass stops after the last
+        requested block. Needs an attention implementation that returns its weights: run it on an
+        analysis copy (``adapter.analysis()``), whose attention is eager.
+
+        Args:
+            input_ids: ``[B, S]`` token ids (validated).
+            attention_mask: ``[B, S]`` 0/1 or ``None``.
+            layers: Block indices, or ``"all"``.
+
+        Raises:
+            RuntimeError: If an attention module returned no weights (e.g. ``sdpa``).
+        """
+        input_ids, attention_mask = self.check_inputs(input_ids, attention_mask)
+        if self.num_layers == 0:
+            self.attention_block(0)  # raises: no blocks, no attention
+        if isinstance(layers, str) and layers == "all":
+            layers = range(self.num_layers)
+        elif isinstance(layers, (int, str)):
+            layers = [layers]
+        blocks = sorted({self.attention_block(lay) for lay in layers})
+        if not blocks:
+            raise ValueError("no layers requested")
+        out: dict[int, Tensor] = {}
+        handles = []
+
+        def capture(block, extract):
+            def hook(module, args, output):
+                w = extract(output)
+                if w is None:
+                    raise RuntimeError(
+                        f"block {block}'s attention returned no weights (attention implementation "
+                        f"{getattr(getattr(self.model, 'config', None), '_attn_implementation', '?')!r}); "
+                        "use adapter.analysis(), whose copy runs eager attention"
+                    )
+                out[block] = w
+                if len(out) == len(blocks):
+                    raise _StopForward
+
+            return hook
+
+        try:
+            for b in blocks:
+                module, extract = self._attention_probe(b)
+                handles.append(module.register_forward_hook(capture(b, extract)))
+            with torch.no_grad():
+                self._run(self.embed(input_ids), attention_mask)
+        except _StopForward:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        return LayerDict({b: out[b] for b in blocks}, num_layers=self.num_layers)
 
     # ----- inputs ---------------------------------------------------------------------------
     def check_inputs(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .adapter import ModelAdapter, ParamSlice
+from .heads import LayerHeads, linear_in_heads, linear_out_heads
 
 
 class SelfAttention(nn.Module):
@@ -43,6 +44,8 @@ class SelfAttention(nn.Module):
         self.k = nn.Linear(d, d, bias=cfg.bias)
         self.v = nn.Linear(d, d, bias=cfg.bias)
         self.o = nn.Linear(d, d, bias=cfg.bias)
+        # Hook point (no parameters, no computation): its output is the attention weights [B, nh, S, S].
+        self.pattern = nn.Identity()
 
     def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
         """x: ``[B, S, D]``; key_mask: ``[B, S]`` bool, True where a key may be attended."""
@@ -60,6 +63,7 @@ class SelfAttention(nn.Module):
             weights = F.softmax(scores, dim=-1)
         else:
             weights = scores.masked_fill(~allowed, 0.0)
+        weights = self.pattern(weights)  # [B, nh, S, S]
         y = weights @ v  # [B, nh, S, dh]
         y = y.transpose(1, 2).reshape(B, S, D)  # [B, S, D]
         return self.o(y)
@@ -236,6 +240,24 @@ class TinyAdapter(ModelAdapter):
 
     def _run(self, inputs_embeds: Tensor, attention_mask: Tensor | None) -> Tensor:
         return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+
+    @property
+    def attention_kind(self) -> str:
+        """``config.attention``: ``"softmax"`` or ``"linear"``."""
+        return self.model.config.attention
+
+    def _layer_heads(self, block: int) -> LayerHeads:
+        attn = self.blocks[block].attn
+        n = attn.n_head
+        return LayerHeads(
+            q=linear_in_heads(attn.q.weight, n),
+            k=linear_in_heads(attn.k.weight, n),
+            v=linear_in_heads(attn.v.weight, n),
+            o=linear_out_heads(attn.o.weight, n),
+        )
+
+    def _attention_probe(self, block: int):
+        return self.blocks[block].attn.pattern, lambda output: output
 
     def param_groups(self) -> dict[str, list[ParamSlice]]:
         """Groups ``embed`` (wte, wpe), ``block{l}.attn.q|k|v|o``, ``block{l}.mlp.in|out``,

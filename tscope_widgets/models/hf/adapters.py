@@ -34,6 +34,14 @@ from transformers import (
 )
 
 from ..adapter import ModelAdapter, ParamSlice
+from ..heads import (
+    LayerHeads,
+    conv1d_in_heads,
+    conv1d_out_heads,
+    interleaved_qkv_heads,
+    linear_in_heads,
+    linear_out_heads,
+)
 from .numerics import make_dtype_faithful, use_slope_saving_gelu
 
 
@@ -216,6 +224,32 @@ class HFAdapter(ModelAdapter):
         make_dtype_faithful(model)
         use_slope_saving_gelu(model)
 
+    # ----- attention heads --------------------------------------------------------------------
+    attention_attr: str = ""  # path of the module returning (output, weights) inside a block
+
+    def _heads_of(self, block: nn.Module) -> LayerHeads:
+        """Per-head weight views of one block (a subclass knows its projections)."""
+        raise NotImplementedError
+
+    def _layer_heads(self, block: int) -> LayerHeads:
+        try:
+            return self._heads_of(self.blocks[block])
+        except AttributeError as err:
+            raise TypeError(
+                f"block {block} of {type(self.model).__name__} lacks the attention projections "
+                f"{type(self).__name__} expects ({err}); was the model modified?"
+            ) from None
+
+    def _attention_probe(self, block: int):
+        try:
+            module = _get(self.blocks[block], self.attention_attr)
+        except AttributeError:
+            raise TypeError(
+                f"block {block} of {type(self.model).__name__} has no attention module at "
+                f"{self.attention_attr!r}; was the model modified?"
+            ) from None
+        return module, lambda output: output[1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
+
     # ----- parameter groups -------------------------------------------------------------------
     @abc.abstractmethod
     def _block_groups(self, params: dict[str, Tensor], p: str) -> dict[str, list[ParamSlice]]:
@@ -256,8 +290,15 @@ class GPT2Adapter(HFAdapter):
     base_attr, blocks_attr, embed_attr, final_norm_attr = "transformer", "h", "wte", "ln_f"
     positions_attr = "n_positions"
 
+    attention_attr = "attn"
+
     def _embed_paths(self) -> list[str]:
         return ["wte", "wpe"]
+
+    def _heads_of(self, block):
+        n = block.attn.num_heads
+        q, k, v = conv1d_in_heads(block.attn.c_attn.weight, n, parts=3)
+        return LayerHeads(q=q, k=k, v=v, o=conv1d_out_heads(block.attn.c_proj.weight, n))
 
     def _block_groups(self, params, p):
         D = self.d_model
@@ -288,6 +329,17 @@ class LlamaFamilyAdapter(HFAdapter):
     }
     base_attr, blocks_attr, embed_attr, final_norm_attr = "model", "layers", "embed_tokens", "norm"
     upcasts_in_float64 = True
+    attention_attr = "self_attn"
+
+    def _heads_of(self, block):
+        a, cfg = block.self_attn, self.config
+        n, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        return LayerHeads(
+            q=linear_in_heads(a.q_proj.weight, n),
+            k=linear_in_heads(a.k_proj.weight, n_kv),
+            v=linear_in_heads(a.v_proj.weight, n_kv),
+            o=linear_out_heads(a.o_proj.weight, n),
+        )
 
     def _block_groups(self, params, p):
         a, m = f"{p}.self_attn", f"{p}.mlp"
@@ -310,6 +362,12 @@ class GPTNeoXAdapter(HFAdapter):
     families = {"GPT-NeoX": ((GPTNeoXForCausalLM,), (GPTNeoXModel,))}
     base_attr, blocks_attr, embed_attr, final_norm_attr = "gpt_neox", "layers", "embed_in", "final_layer_norm"
     upcasts_in_float64 = True
+    attention_attr = "attention"
+
+    def _heads_of(self, block):
+        n = self.config.num_attention_heads
+        q, k, v = interleaved_qkv_heads(block.attention.query_key_value.weight, n)
+        return LayerHeads(q=q, k=k, v=v, o=linear_out_heads(block.attention.dense.weight, n))
 
     def _block_groups(self, params, p):
         n_head = self.config.num_attention_heads
@@ -350,6 +408,16 @@ class BertAdapter(HFAdapter):
         None,
     )
     positions_attr = "max_position_embeddings"
+    attention_attr = "attention.self"
+
+    def _heads_of(self, block):
+        a, n = block.attention, self.config.num_attention_heads
+        return LayerHeads(
+            q=linear_in_heads(a.self.query.weight, n),
+            k=linear_in_heads(a.self.key.weight, n),
+            v=linear_in_heads(a.self.value.weight, n),
+            o=linear_out_heads(a.output.dense.weight, n),
+        )
 
     @property
     def causal(self) -> bool:
