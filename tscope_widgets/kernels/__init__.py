@@ -5,6 +5,7 @@ Observers of a training loop (``SpectrumTracker``) are in :mod:`tscope_widgets.t
 """
 
 from .blocks import BlockNorms, block_eigen_kernel, block_norms, iter_block_norms
+from .compare import Comparison, compare_statistics, paired_statistics
 from .cost import CostEstimate, available_memory, product_memory
 from .curvature import DENSE_HESSIAN_MAX_BYTES, HessianOperator, dense_hessian, resolve_groups
 from .density import SpectralDensity, iter_slq, slq_density
@@ -26,7 +27,13 @@ from .landscape import (
 )
 from .operator import DenseOperator, LinearOperator, as_operator
 from .reservoir import SampleReservoir
-from .sensitivity import SensitivitySnapshot, iter_sensitivity, position_sensitivity
+from .sensitivity import (
+    PairedSnapshot,
+    SensitivitySnapshot,
+    iter_paired_sensitivity,
+    iter_sensitivity,
+    position_sensitivity,
+)
 from .stability import sgd_stability_threshold
 from .trace import DiagonalEstimate, TraceEstimate, diagonal, hutchinson_trace, hutchpp_trace
 from .welford import WelfordState
@@ -35,10 +42,16 @@ __all__ = [
     # streaming statistics
     "WelfordState",
     "SampleReservoir",
+    # comparisons of two runs
+    "Comparison",
+    "compare_statistics",
+    "paired_statistics",
     # position-to-position sensitivity
     "position_sensitivity",
     "iter_sensitivity",
     "SensitivitySnapshot",
+    "iter_paired_sensitivity",
+    "PairedSnapshot",
     # linear operators and curvature
     "LinearOperator",
     "DenseOperator",
