@@ -25,10 +25,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..kernels.compare import Comparison, compare_statistics, paired_statistics
-from ..kernels.welford import WelfordState
+from .compare_paired import stacked
 from .config import ConfigError
 
 RESULTS_NAME = "comparison"
@@ -68,14 +66,6 @@ def data_fingerprint(meta: dict) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def stacked(stats, layers: list) -> WelfordState:
-    """The layers' states ``[S, S]`` as one state ``[L, S, S]`` (so one correction covers every layer)."""
-    dicts = [stats[layer].state_dict() for layer in layers]
-    state = {k: torch.stack([d[k] for d in dicts]) for k in ("count", "mean", "m2", "min", "max")}
-    state["rows"] = torch.tensor(max(int(d["rows"]) for d in dicts))
-    return WelfordState.from_state_dict(state)
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     """``tscope compare RUN_A RUN_B``: test every cell, write the comparison and its report, print a summary."""
     a, b = Path(args.run_a), Path(args.run_b)
@@ -94,7 +84,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 f"--paired needs both runs on the same samples, but their data differ (sha256 {str(fp_a)[:12]}… in "
                 f"{a}, {str(fp_b)[:12]}… in {b}); leave out --paired for Welch's test of independent samples"
             )
-        from .compare_paired import paired_differences
+        from .compare_paired import paired_differences  # imports the kernels' sensitivity stream
 
         diff, run_a, run_b = paired_differences(a, b, meta_a, meta_b, layers, not args.no_progress)
         comparison = paired_statistics(diff, alpha=args.alpha, a=run_a, b=run_b)

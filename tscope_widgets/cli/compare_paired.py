@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from ..kernels.fingerprint import fingerprint_difference, model_fingerprint
@@ -19,6 +20,14 @@ from ..kernels.welford import WelfordState
 from ..models import adapt
 from .config import ConfigError, RunConfig, SensitivityConfig
 from .prepare import Prepared, prepare_data, prepare_hf, prepare_tiny
+
+
+def stacked(stats, layers: list) -> WelfordState:
+    """The layers' states ``[S, S]`` as one state ``[L, S, S]`` (so one correction covers every layer)."""
+    dicts = [stats[layer].state_dict() for layer in layers]
+    state = {k: torch.stack([d[k] for d in dicts]) for k in ("count", "mean", "m2", "min", "max")}
+    state["rows"] = torch.tensor(max(int(d["rows"]) for d in dicts))
+    return WelfordState.from_state_dict(state)
 
 
 def _config(meta: dict, run: Path) -> RunConfig:
@@ -51,8 +60,6 @@ def paired_differences(
 ) -> tuple[WelfordState, WelfordState, WelfordState]:
     """States ``[L, S, S]`` of the per-sample differences ``s_a - s_b`` and of each run's maps, over run A's data."""
     from ..kernels.sensitivity import iter_paired_sensitivity
-    from .compare import stacked
-
     cfg_a, cfg_b = _config(meta_a, a), _config(meta_b, b)
     prepared = []
     for run, cfg, meta in ((a, cfg_a, meta_a), (b, cfg_b, meta_b)):
