@@ -666,7 +666,8 @@ def test_curvature_and_landscape_errors_found_while_running(tmp_path, capsys, mo
 # ======================================================================================
 # The package's layout
 # ======================================================================================
-CLI_LAYERS = ("config", "prepare", "runs", "reports", "commands")  # each imports only those before it
+# each imports only those before it
+CLI_LAYERS = ("config", "prepare", "runs", "reports", "compare_paired", "compare", "commands")
 
 
 def test_cli_modules_import_downward_and_never_the_widgets():

@@ -23,7 +23,11 @@ its trace (Hutch++), printed and shown in the report (``meta["curvature"]``; abo
   directions (:func:`run_landscape`); ``landscape.safetensors`` + ``meta.json`` and
   ``directions.safetensors``, from which the slice can be recomputed exactly.
 
-Each also writes the model (unless ``[output] save_model = false``) and a self-contained ``report.html``.
+``tscope compare RUN_A RUN_B [--alpha 0.05] [--paired] [--out DIR]`` tests, cell by cell, where two sensitivity
+runs differ (Welch's t-test, or the paired test when both read the same samples; Benjamini–Hochberg q-values):
+``comparison.safetensors`` + ``meta.json`` and a ``report.html`` (:mod:`.compare`).
+
+Each run also writes the model (unless ``[output] save_model = false``) and a self-contained ``report.html``.
 Several processes (``torchrun``), for every analysis and the demo::
 
     torchrun --nproc-per-node 2 -m tscope_widgets.cli run examples/tiny_induction.toml
@@ -65,6 +69,7 @@ The package, one job per module (data flows down; nothing imports upward):
 - :mod:`.runs`: the analyses, streamed to their end (:func:`run_sensitivity`, :func:`run_curvature`,
   :func:`run_landscape`);
 - :mod:`.reports`: results files, ``meta.json``, figures, notes and the lines printed;
+- :mod:`.compare`: ``tscope compare`` (:mod:`.compare_paired`: the paired test's second run of both models);
 - :mod:`.commands`: the parser, ``demo`` and ``run``, exit codes and the ``torchrun`` plumbing (:func:`main`).
 
 The names below are re-exported from them; ``tscope`` and ``python -m tscope_widgets.cli`` call :func:`main`.
@@ -74,6 +79,7 @@ from __future__ import annotations
 
 from ..tasks import describe_induction, induction_reading
 from .commands import DEFAULT_DIST_TIMEOUT_S, DEMO_CURVATURE_SAMPLES, build_parser, cmd_demo, cmd_run, main
+from .compare import cmd_compare
 from .config import (
     ANALYSES,
     ANALYSIS_CONFIGS,
@@ -125,6 +131,7 @@ __all__ = [
     "build_parser",
     "cmd_demo",
     "cmd_run",
+    "cmd_compare",
     "DEFAULT_DIST_TIMEOUT_S",
     "DEMO_CURVATURE_SAMPLES",
     # configuration

@@ -26,6 +26,7 @@ from torch import Tensor
 from .. import distributed as dist_
 from .._version import __version__
 from ..models import adapt
+from .compare import add_parser as add_compare_parser
 from .config import (
     STATISTICS_SHOWN,
     ConfigError,
@@ -313,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     run.set_defaults(func=cmd_run)
 
+    add_compare_parser(sub)
+
     for p in (demo, run):
         p.add_argument(
             "--threads",
@@ -341,7 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             parser.error(f"--{name} must be >= 1, got {value}")
-    if not (math.isfinite(args.dist_timeout) and args.dist_timeout > 0):
+    dist_timeout = getattr(args, "dist_timeout", DEFAULT_DIST_TIMEOUT_S)  # `compare` starts no processes
+    if not (math.isfinite(dist_timeout) and dist_timeout > 0):
         parser.error(f"--dist-timeout must be a positive number of seconds, got {args.dist_timeout}")
     threads_before = torch.get_num_threads()
     if args.threads is not None:
@@ -372,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"tscope: error: rank {rank} of {_world_size()}: waiting for the other processes failed: "
             f"{str(err).splitlines()[0]}. Another process stopped (its own error is in its output) or fell "
-            f"more than --dist-timeout {args.dist_timeout:g} s behind.",
+            f"more than --dist-timeout {dist_timeout:g} s behind.",
             file=sys.stderr,
         )
         return 1

@@ -12,6 +12,8 @@ from bokeh.model import Model
 from bokeh.models import Div
 from bokeh.resources import INLINE
 
+from .._atomic import write_text
+
 
 def _notes_html(notes: str | Sequence[str]) -> str:
     """Paragraphs of escaped text: one per list item, or per blank-line-separated block of a string."""
@@ -59,6 +61,4 @@ def save_report(
     header = f"<h1>{html.escape(title)}</h1>" + (_notes_html(notes) if notes else "")
     layout = column(Div(text=header, width=900), *items)
     document = file_html(layout, resources=INLINE, title=title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(document, encoding="utf-8")
-    return path
+    return write_text(path, document)  # atomic: a reader sees the old report or the new one

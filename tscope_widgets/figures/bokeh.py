@@ -34,7 +34,7 @@ from bokeh.models import (
 )
 from bokeh.plotting import figure
 
-from .charts import ColorScale, LandscapeChart, LineChart, MatrixChart, palette_colors
+from .charts import FADED_ALPHA, ColorScale, LandscapeChart, LineChart, MatrixChart, palette_colors
 from .landscape import cell_edges
 
 __all__ = [
@@ -120,6 +120,9 @@ def matrix_chart_figure(
                 "value": arr.ravel(),
                 "row": [rows[k] for k in i.ravel()],
                 "col": [cols[k] for k in j.ravel()],
+                "alpha": np.where(np.asarray(chart.faded, bool), FADED_ALPHA, 1.0).ravel()
+                if chart.faded is not None
+                else np.ones(R * C),
             }
         )
         renderer = fig.rect(
@@ -131,11 +134,15 @@ def matrix_chart_figure(
             line_color=None,
             dilate=True,
             fill_color={"field": "value", "transform": mapper},
+            fill_alpha="alpha",
         )
         tooltips = [(chart.row_name, "@row"), (chart.col_name, "@col"), (chart.value_name, "@value{%.4g}")]
         formatters = {"@value": "printf"}
     else:
         renderer = fig.image(image=[np.ascontiguousarray(arr[::-1])], x=-0.5, y=-0.5, dw=C, dh=R, color_mapper=mapper)
+        if chart.faded is not None:  # white veil over the faded cells: RGBA packed as uint32 (little endian)
+            veil = np.where(np.asarray(chart.faded, bool)[::-1], round(255 * (1 - FADED_ALPHA)) << 24 | 0xFFFFFF, 0)
+            fig.image_rgba(image=[np.ascontiguousarray(veil.astype(np.uint32))], x=-0.5, y=-0.5, dw=C, dh=R)
         row_of_y = CustomJSHover(code=f"const l = {json.dumps(rows)}; return l[Math.round({R - 1} - value)] ?? '';")
         col_of_x = CustomJSHover(code=f"const l = {json.dumps(cols)}; return l[Math.round(value)] ?? '';")
         tooltips = [(chart.row_name, "$y{row}"), (chart.col_name, "$x{col}"), (chart.value_name, "@image{%.4g}")]

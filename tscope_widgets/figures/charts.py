@@ -34,6 +34,7 @@ __all__ = [
     "BACKGROUND",
     "COLORMAPS",
     "DIVERGING",
+    "FADED_ALPHA",
     "NAN_COLOR",
     "SERIES_PALETTE",
     "Chart",
@@ -85,6 +86,7 @@ _RDBU = (
 )  # fmt: skip
 AUTO_LOG_DECADES = 2.0  # "auto": a log scale when the positive values span at least this many decades
 CONTOUR_COUNT = 10
+FADED_ALPHA = 0.2  # opacity of faded matrix cells (MatrixChart.faded)
 MAX_DOTS = 64  # every point of a line chart is marked up to this many (multiLineChart in the live view)
 
 
@@ -474,6 +476,8 @@ class MatrixChart:
         row_name, col_name: What a row and a column are (hover).
         square: Square cells (else fixed-height rows, for long matrices such as blocks × steps).
         nan_note: Text under the colour bar when some value is NaN.
+        faded: bool ``[R, C]``, cells drawn faded (e.g. differences that are not significant), or None. The
+            Bokeh renderer draws them at :data:`FADED_ALPHA` opacity; the SVG picture does not fade yet.
     """
 
     values: np.ndarray
@@ -491,6 +495,7 @@ class MatrixChart:
     col_name: str = "column"
     square: bool = True
     nan_note: str = "grey: no data"
+    faded: np.ndarray | None = None
 
     def __post_init__(self):
         R, C = self.values.shape
@@ -498,6 +503,8 @@ class MatrixChart:
             raise ValueError(
                 f"need {R} row and {C} column labels, got {len(self.row_labels)} and {len(self.col_labels)}"
             )
+        if self.faded is not None and np.shape(self.faded) != (R, C):
+            raise ValueError(f"faded must be a bool mask [{R}, {C}], got shape {np.shape(self.faded)}")
 
     @property
     def bar_title(self) -> str:

@@ -17,6 +17,7 @@ from .attention import (
     stable_rank,
 )
 from .blocks import BlockNorms, block_eigen_kernel, block_norms, iter_block_norms
+from .compare import Comparison, compare_statistics, paired_statistics
 from .cost import CostEstimate, available_memory, product_memory
 from .curvature import DENSE_HESSIAN_MAX_BYTES, HessianOperator, dense_hessian, resolve_groups
 from .density import SpectralDensity, iter_slq, slq_density
@@ -39,7 +40,13 @@ from .landscape import (
 )
 from .operator import DenseOperator, LinearOperator, as_operator
 from .reservoir import SampleReservoir
-from .sensitivity import SensitivitySnapshot, iter_sensitivity, position_sensitivity
+from .sensitivity import (
+    PairedSnapshot,
+    SensitivitySnapshot,
+    iter_paired_sensitivity,
+    iter_sensitivity,
+    position_sensitivity,
+)
 from .stability import sgd_stability_threshold
 from .theory import (
     layernorm_hessian,
@@ -55,6 +62,10 @@ __all__ = [
     # streaming statistics
     "WelfordState",
     "SampleReservoir",
+    # comparisons of two runs
+    "Comparison",
+    "compare_statistics",
+    "paired_statistics",
     # position-to-position sensitivity
     "position_sensitivity",
     "iter_sensitivity",
@@ -70,6 +81,8 @@ __all__ = [
     "condition_number",
     "iter_attention",
     "AttentionSnapshot",
+    "iter_paired_sensitivity",
+    "PairedSnapshot",
     # linear operators and curvature
     "LinearOperator",
     "DenseOperator",
