@@ -13,6 +13,7 @@ from .kernels import (
     SampleReservoir,
     SensitivitySnapshot,
     WelfordState,
+    block_densities,
     block_norms,
     dense_hessian,
     hutchpp_trace,
@@ -25,6 +26,7 @@ from .kernels import (
     slice_1d,
     slice_2d,
     slq_density,
+    spectral_heterogeneity,
 )
 from .models import ModelAdapter, ParamSlice, TinyConfig, TinyTransformer, adapt
 from .tasks import get_task
@@ -50,6 +52,8 @@ __all__ = [
     "lanczos",
     "hutchpp_trace",
     "slq_density",
+    "block_densities",
+    "spectral_heterogeneity",
     "block_norms",
     "SpectrumTracker",
     "SpectrumHistory",
