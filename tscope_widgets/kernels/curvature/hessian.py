@@ -248,6 +248,14 @@ class HessianOperator(LinearOperator):
         flat = self._rows.flatten({n: t.detach()[None] for n, t in zip(self._rows.param_names, g, strict=True)})[0]
         return self._problem.all_sum(flat)
 
+    def flatten_params(self, tensors: Mapping[str, Tensor]) -> Tensor:
+        """``{param name: tensor of the parameter's shape}`` -> the flat row vector ``[P_rows]`` (the selected
+        slices in the operator's order), e.g. an optimiser's per-parameter state."""
+        missing = [n for n in self._rows.param_names if n not in tensors]
+        if missing:
+            raise ValueError(f"flatten_params needs a tensor for every parameter of the groups; missing {missing}")
+        return self._rows.flatten({n: tensors[n].to(self.dtype)[None] for n in self._rows.param_names})[0]
+
     def split(self, v: Tensor) -> dict[str, Tensor]:
         """``{row group: v[offsets[group]]}`` for a flat row vector ``v [P_rows, ...]`` (views)."""
         if v.shape[:1] != (self.num_params,):
