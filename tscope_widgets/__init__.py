@@ -18,6 +18,7 @@ from .kernels import (
     SampleReservoir,
     SensitivitySnapshot,
     WelfordState,
+    block_densities,
     block_norms,
     compare_statistics,
     dense_hessian,
@@ -42,6 +43,7 @@ from .kernels import (
     slice_1d,
     slice_2d,
     slq_density,
+    spectral_heterogeneity,
 )
 from .models import ModelAdapter, ParamSlice, TinyConfig, TinyTransformer, adapt
 from .tasks import get_task
@@ -79,6 +81,8 @@ __all__ = [
     "hutchinson_frobenius",
     "FrobeniusEstimate",
     "slq_density",
+    "block_densities",
+    "spectral_heterogeneity",
     "block_norms",
     "SpectrumTracker",
     "SpectrumHistory",

@@ -31,7 +31,12 @@ Appendix); :func:`sgd_stability_threshold` also covers PyTorch's dampening, Nest
 decay. Adaptive optimisers (Adam, AdamW, ...) have no threshold on the raw Hessian: their step is
 preconditioned, and the edge of stability they reach concerns :math:`\lambda_{max}(P^{-1} H)` with the
 optimiser's changing preconditioner ``P`` (Cohen et al. 2022, "Adaptive Gradient Methods at the Edge of
-Stability"), so the threshold is recorded as NaN for them.
+Stability"), so the SGD threshold is recorded as NaN for them. For ``torch.optim.Adam``/``AdamW`` the tracker
+records instead the preconditioned sharpness :math:`\lambda_{max}(P^{-1} H)` with
+:math:`P = \operatorname{diag}(\sqrt{\hat v} + \epsilon)`, :math:`\hat v = v / (1 - \beta_2^t)` the optimiser's
+bias-corrected second moment (:func:`~tscope_widgets.kernels.stability.adam_preconditioner`), as the top
+eigenvalue of the symmetric :math:`P^{-1/2} H P^{-1/2}` by Lanczos, and its threshold
+:math:`(2 + 2\beta_1)/((1 - \beta_1)\eta)` (38/η for :math:`\beta_1 = 0.9`).
 
 The tracker never modifies the training: it analyses a private copy of the model (``ModelAdapter.analysis``,
 without the hooks registered on the model's modules: they are not run by the analysis)
@@ -56,7 +61,8 @@ from .data import batch_list
 from .kernels.curvature import HessianOperator, resolve_groups
 from .kernels.density import slq_density
 from .kernels.lanczos import lanczos
-from .kernels.stability import sgd_stability_threshold
+from .kernels.operator import DiagonalScaledOperator
+from .kernels.stability import adam_preconditioner, adam_stability_threshold, sgd_stability_threshold
 from .kernels.trace import hutchpp_trace
 from .models.adapter import ModelAdapter
 from .models.registry import adapt
@@ -108,11 +114,15 @@ _RECORD_FIELDS = (
     "grad_norms",
     "block_lambda_max",
     "threshold",
+    "precond_lambda_max",
+    "adam_threshold",
     "lr",
     "matvecs",
     "converged",
 )
 _DENSITY_FIELDS = ("density_steps", "density_grid", "density")
+# Fields added after the first files were written: filled with NaN when a saved history lacks them.
+_LATER_FIELDS = ("precond_lambda_max", "adam_threshold")
 
 
 def _empty(*shape: int, dtype=np.float64) -> np.ndarray:
@@ -138,6 +148,10 @@ class SpectrumHistory:
         block_labels: The ``G`` block labels.
         threshold: Edge-of-stability threshold :math:`2/\eta` (SGD), :math:`(2+2\beta)/\eta` (momentum), see
             :func:`sgd_stability_threshold` ``[T]``; NaN for other optimisers or an unknown learning rate.
+        precond_lambda_max: Adam's preconditioned sharpness :math:`\lambda_{max}(P^{-1} H)`,
+            :math:`P = \operatorname{diag}(\sqrt{\hat v} + \epsilon)` (see :func:`adam_preconditioner`) ``[T]``;
+            NaN unless the optimiser is Adam/AdamW with state.
+        adam_threshold: :math:`(2 + 2\beta_1)/((1 - \beta_1)\eta)` (Cohen et al. 2022) ``[T]``; NaN unless Adam/AdamW.
         lr: Learning rate at the record ``[T]`` (NaN when unknown).
         matvecs: Hessian-vector products spent on the record ``[T]`` int64.
         converged: Whether the Lanczos run for :math:`\lambda_{max}, \lambda_{min}` converged ``[T]`` bool.
@@ -159,6 +173,8 @@ class SpectrumHistory:
     block_lambda_max: np.ndarray = field(default_factory=lambda: _empty(0, 0))
     block_labels: list[str] = field(default_factory=list)
     threshold: np.ndarray = field(default_factory=lambda: _empty(0))
+    precond_lambda_max: np.ndarray = field(default_factory=lambda: _empty(0))
+    adam_threshold: np.ndarray = field(default_factory=lambda: _empty(0))
     lr: np.ndarray = field(default_factory=lambda: _empty(0))
     matvecs: np.ndarray = field(default_factory=lambda: _empty(0, dtype=np.int64))
     converged: np.ndarray = field(default_factory=lambda: _empty(0, dtype=np.bool_))
@@ -192,10 +208,12 @@ class SpectrumHistory:
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Append one record: ``record[name]`` for every per-record array (``grad_norms [L]``,
-        ``block_lambda_max [G]``, scalars for the rest); optional ``density_grid [P]`` and ``density [P]``."""
+        ``block_lambda_max [G]``, scalars for the rest; ``precond_lambda_max`` and ``adam_threshold`` default to NaN);
+        optional ``density_grid [P]`` and ``density [P]``."""
         for name in _RECORD_FIELDS:
             old = getattr(self, name)
-            row = np.asarray(record[name], dtype=old.dtype).reshape((1,) + old.shape[1:])
+            value = record.get(name, math.nan) if name in _LATER_FIELDS else record[name]
+            row = np.asarray(value, dtype=old.dtype).reshape((1,) + old.shape[1:])
             setattr(self, name, np.concatenate([old, row]))
         if record.get("density") is not None:
             grid = np.asarray(record["density_grid"], dtype=np.float64)
@@ -258,6 +276,8 @@ class SpectrumHistory:
             raise ValueError(f"spectrum history: meta['total'] must be an int or None, got {total!r}")
         template = cls.empty(labels["grad_norm_labels"], labels["block_labels"])
         names = [k for k, v in template._items().items() if isinstance(v, np.ndarray)]
+        T0 = tensors["steps"].shape[0] if isinstance(tensors.get("steps"), Tensor) else 0
+        tensors = {**{n: torch.full((T0,), math.nan, dtype=torch.float64) for n in _LATER_FIELDS}, **tensors}
         missing = [n for n in names if n not in tensors]
         if missing:
             raise ValueError(f"spectrum history lacks arrays {missing}")
@@ -487,6 +507,8 @@ class SpectrumTracker:
             grad_norms=np.full(L, np.nan),
             block_lambda_max=np.full(G, np.nan),
             threshold=threshold,
+            precond_lambda_max=math.nan,
+            adam_threshold=math.nan,
             lr=lr,
             matvecs=0,
             converged=False,
@@ -518,6 +540,7 @@ class SpectrumTracker:
                     est = hutchpp_trace(op, self.trace_matvecs, generator=self._generator)
                     record["trace"], record["trace_stderr"] = est.value, est.stderr
                 spent += self._block_maxima(op, record)
+                spent += self._preconditioned(op, record, lr)
                 if self.density_every and len(self._history) % self.density_every == 0:
                     dens = slq_density(op, self.density_probes, self.density_steps, generator=self._generator)
                     record["density_grid"], record["density"] = dens.grid.numpy(), dens.density.numpy()
@@ -563,6 +586,23 @@ class SpectrumTracker:
             else:
                 self._block_vectors.pop(label, None)
         return spent
+
+    def _preconditioned(self, op: HessianOperator, record: dict, lr: float) -> int:
+        r"""For Adam/AdamW: :math:`\lambda_{max}(P^{-1} H)` as the top eigenvalue of the symmetric
+        :math:`P^{-1/2} H P^{-1/2}` (same eigenvalues) by Lanczos, and the threshold
+        :math:`(2 + 2\beta_1)/((1 - \beta_1)\eta)`; returns the products not counted on ``op`` (none)."""
+        optimizer = _unwrap(self.optimizer if self.optimizer is not None else self._trainer_optimizer)
+        if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+            return 0
+        record["adam_threshold"] = adam_stability_threshold(lr, optimizer.param_groups[0]["betas"][0])
+        P = adam_preconditioner(optimizer, dict(self.adapter.model.named_parameters()))
+        if P is None:  # before the first optimiser step
+            return 0
+        scaled = DiagonalScaledOperator(op, op.flatten_params(P).rsqrt())
+        res = lanczos(scaled, k=1, which="largest", tol=self.tol, max_iter=self.max_iter, generator=self._generator)
+        value = float(res.eigenvalues[-1])
+        record["precond_lambda_max"] = value if math.isfinite(value) else math.nan
+        return 0  # the products are counted on op (the scaled operator multiplies through it)
 
     def _layer_norms(self, op: HessianOperator, grad: Tensor) -> np.ndarray:
         """``[L]`` norms of the gradient restricted to each layer's groups."""

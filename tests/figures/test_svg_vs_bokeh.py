@@ -226,3 +226,23 @@ def test_landscape_picture_and_bokeh_agree(landscape, log):
     svg_levels = {float(el.get("data-level")) for el in root.iter() if el.get("class") == "tscope-static-contour"}
     (lines,) = [r for r in fig.renderers if isinstance(r, GlyphRenderer) and r.glyph.__class__.__name__ == "MultiLine"]
     assert svg_levels == set(lines.data_source.data["level"]) and svg_levels
+
+
+def test_block_spectra_picture_and_bokeh_agree():
+    from tscope_widgets.figures import block_density_chart, heterogeneity_chart
+    from tscope_widgets.figures.bokeh import chart_figure
+    from tscope_widgets.figures.svg import render_svg
+    from tscope_widgets.kernels import iter_block_slq, spectral_heterogeneity
+
+    gen = torch.Generator().manual_seed(0)
+    blocks = {"a": torch.diag(torch.linspace(-1, 4, 30, dtype=torch.float64)),
+              "b": torch.diag(torch.linspace(0.1, 2, 20, dtype=torch.float64).exp())}
+    het = spectral_heterogeneity(list(iter_block_slq(blocks, 2, 10, generator=gen))[-1])
+    charts = [block_density_chart(het.labels, het.grid, het.densities, floor=het.floor),
+              heterogeneity_chart(het.labels, het.distances, het.mean)]
+    pictures = svg_facts(render_svg(charts))
+    assert [p["kind"] for p in pictures] == ["lines", "matrix"]
+    for picture, chart in zip(pictures, charts, strict=True):
+        assert_same(picture, bokeh_facts(chart_figure(chart), picture["kind"]))
+    assert pictures[0]["legend"] == [("a", "#4e79a7"), ("b", "#f28e2c")]
+    assert pictures[1]["rows"] == {0: "a", 1: "b"} and "JS⁰" in pictures[1]["title"]

@@ -6,6 +6,7 @@ its own: it brings in Bokeh's plotting).
 Imports numpy, torch, contourpy and Bokeh only; never widgets, jobs or the command line.
 """
 
+from .block_spectra import block_density_chart, heterogeneity_chart
 from .charts import (
     ColorScale,
     LandscapeChart,
@@ -41,6 +42,8 @@ __all__ = [
     "series_options",
     "spectrum_charts",
     "landscape_chart",
+    "block_density_chart",
+    "heterogeneity_chart",
     # renderers
     "render_svg",
 ]

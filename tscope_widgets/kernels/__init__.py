@@ -16,12 +16,14 @@ from .attention import (
     participation_ratio,
     stable_rank,
 )
+from .block_density import BlockDensities, block_densities, iter_block_densities, iter_block_slq
 from .blocks import BlockNorms, block_eigen_kernel, block_norms, iter_block_norms
 from .compare import Comparison, compare_statistics, paired_statistics
 from .cost import CostEstimate, available_memory, product_memory
 from .curvature import DENSE_HESSIAN_MAX_BYTES, HessianOperator, dense_hessian, resolve_groups
 from .density import SpectralDensity, iter_slq, slq_density
 from .frobenius import FrobeniusEstimate, hutchinson_frobenius
+from .heterogeneity import SpectralHeterogeneity, js_distance_matrix, spectral_heterogeneity
 from .lanczos import CurvatureSummary, LanczosResult, curvature_summary, iter_lanczos, lanczos
 from .landscape import (
     Direction,
@@ -110,6 +112,13 @@ __all__ = [
     "hutchinson_frobenius",
     "SpectralDensity",
     "slq_density",
+    "BlockDensities",
+    "block_densities",
+    "iter_block_densities",
+    "iter_block_slq",
+    "SpectralHeterogeneity",
+    "spectral_heterogeneity",
+    "js_distance_matrix",
     "iter_slq",
     # block structure and stability (the training-loop tracker is tscope_widgets.tracking)
     "BlockNorms",

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["LinearOperator", "DenseOperator", "as_operator", "inner"]
+__all__ = ["LinearOperator", "DenseOperator", "DiagonalScaledOperator", "as_operator", "inner"]
 
 INNER_SLICE = 16384  # entries per partial inner product (see inner)
 
@@ -96,6 +96,29 @@ class DenseOperator(LinearOperator):
 
     def _matmat(self, V: Tensor) -> Tensor:
         return self.matrix @ V
+
+
+class DiagonalScaledOperator(LinearOperator):
+    r"""``D A D`` for a symmetric ``A [N, N]`` and ``D = diag(d)``: symmetric again.
+
+    With ``d = P^{-1/2}`` its eigenvalues are those of :math:`P^{-1} A` (similar matrices), the preconditioned
+    curvature of an adaptive optimiser, and Lanczos applies to it.
+
+    Args:
+        A: Symmetric operator ``[N, N]``.
+        d: Diagonal ``[N]`` (cast to ``A``'s dtype and device).
+    """
+
+    def __init__(self, A: LinearOperator, d: Tensor):
+        if A.shape[0] != A.shape[1] or d.shape != (A.shape[0],):
+            raise ValueError(f"DiagonalScaledOperator needs a square operator and d of shape [{A.shape[0]}], "
+                             f"got {A.shape} and {tuple(d.shape)}")
+        super().__init__(A.shape, A.dtype, A.device)
+        self.A = A
+        self.d = d.to(device=A.device, dtype=A.dtype)
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        return self.d[:, None] * self.A.matmat(self.d[:, None] * V)
 
 
 def as_operator(A: LinearOperator | Tensor) -> LinearOperator:

@@ -173,10 +173,31 @@ class HessianOperator(LinearOperator):
         super().__init__((self._rows.numel, self._cols.numel), problem.adapter.dtype, problem.adapter.device)
 
     def restrict(self, groups: GroupSpec, col_groups: GroupSpec = None) -> HessianOperator:
-        """The block operator for ``groups`` x ``col_groups`` on the same model copy and data (no re-copy)."""
+        r"""The block operator for ``groups`` x ``col_groups`` on the same model copy and data (no re-copy).
+
+        When this operator holds its double-backward gradient graph (``reuse_graph=True``, after a product or
+        :meth:`share_gradient_graph`) and it covers the block's parameters, the block reuses it: its products
+        :math:`H_{ab} v = \partial (g_b^\top v) / \partial \theta_a` are backward passes through the same
+        :math:`g = \nabla L` (built with ``create_graph=True`` at the same parameters), so the blocks of one
+        operator cost one forward and one backward in all, not one each.
+        """
         op = HessianOperator.__new__(HessianOperator)
         op._setup(self._problem, groups, col_groups, self.kind, self.route, self.reuse_graph)
+        graph = self._graph.get("hessian")
+        if graph is not None and self.reuse_graph and all(n in graph[1] for n in op._union):
+            op._graph["hessian"] = graph
+            op._uses_parameters = self._uses_parameters
         return op
+
+    def share_gradient_graph(self) -> None:
+        """Build (once) the retained gradient graph that :meth:`restrict` hands to its blocks.
+
+        Only for the exact Hessian on the double-backward route with ``reuse_graph=True``; otherwise nothing
+        is built (the blocks then build what they need themselves).
+        """
+        if self.kind == "hessian" and self.reuse_graph and self.route_for(1) == "double_backward":
+            if "hessian" not in self._graph:
+                self._hessian_graph()
 
     @property
     def process_group(self):
@@ -222,11 +243,19 @@ class HessianOperator(LinearOperator):
         if not self._uses_parameters:
             return torch.zeros(self.num_params, dtype=self.dtype, device=self.device)
         if "hessian" in self._graph and self.symmetric:
-            g = self._graph["hessian"][1]
+            g = [self._graph["hessian"][1][n] for n in self._rows.param_names]
         else:
             g = self._grad_rows(self._leaves())
         flat = self._rows.flatten({n: t.detach()[None] for n, t in zip(self._rows.param_names, g, strict=True)})[0]
         return self._problem.all_sum(flat)
+
+    def flatten_params(self, tensors: Mapping[str, Tensor]) -> Tensor:
+        """``{param name: tensor of the parameter's shape}`` -> the flat row vector ``[P_rows]`` (the selected
+        slices in the operator's order), e.g. an optimiser's per-parameter state."""
+        missing = [n for n in self._rows.param_names if n not in tensors]
+        if missing:
+            raise ValueError(f"flatten_params needs a tensor for every parameter of the groups; missing {missing}")
+        return self._rows.flatten({n: tensors[n].to(self.dtype)[None] for n in self._rows.param_names})[0]
 
     def split(self, v: Tensor) -> dict[str, Tensor]:
         """``{row group: v[offsets[group]]}`` for a flat row vector ``v [P_rows, ...]`` (views)."""
@@ -268,10 +297,10 @@ class HessianOperator(LinearOperator):
         leaves, g = self._graph.get("hessian") or self._hessian_graph()
         if not self.reuse_graph:
             self._graph.pop("hessian", None)
-        pairs = [(gi, tangents[n]) for gi, n in zip(g, self._cols.param_names, strict=True) if gi.requires_grad]
+        pairs = [(g[n], tangents[n]) for n in self._cols.param_names if g[n].requires_grad]
         return self._backward(pairs, [leaves[n] for n in self._rows.param_names], K, retain=self.reuse_graph)
 
-    def _hessian_graph(self) -> tuple[Params, list[Tensor]]:
+    def _hessian_graph(self) -> tuple[Params, dict[str, Tensor]]:
         leaves = self._leaves()
         with torch.enable_grad():
             loss = self._problem.loss(self._with(leaves))
@@ -279,7 +308,9 @@ class HessianOperator(LinearOperator):
             g = torch.autograd.grad(loss, inputs, create_graph=True, **_UNUSED_IS_ZERO) if loss.requires_grad else []
         if "_uses_parameters" not in self.__dict__:
             self._uses_parameters = bool(self._problem.all_sum(torch.tensor(float(loss.requires_grad))) > 0)
-        self._graph["hessian"] = (leaves, list(g))
+        names = self._cols.param_names
+        by_name = dict(zip(names, g, strict=True)) if g else {n: torch.zeros_like(leaves[n]) for n in names}
+        self._graph["hessian"] = (leaves, by_name)
         return self._graph["hessian"]
 
     def _backward(self, pairs: list[tuple[Tensor, Tensor]], inputs: list[Tensor], K: int, retain: bool) -> Params:
