@@ -1,8 +1,8 @@
 r"""What a comparison of two runs shows: per layer, the difference of the mean maps beside both mean maps.
 
-- **Difference** :math:`\bar s_a - \bar s_b` in a diverging colour map (:data:`DIVERGING`: blue below zero,
-  white at zero, red above) on a domain symmetric about zero, :math:`[-M, M]` with :math:`M` the largest
-  :math:`|\bar s_a - \bar s_b|` of the layer; cells that are not significant (``q >= alpha``) are faded
+- **Difference** :math:`\bar s_a - \bar s_b` in the diverging colour map ``"rdbu"`` (:data:`~.charts.COLORMAPS`:
+  blue below zero, white at zero, red above) on a domain symmetric about zero, :math:`[-M, M]` with :math:`M`
+  the largest :math:`|\bar s_a - \bar s_b|` of the layer; cells that are not significant (``q >= alpha``) are faded
   (:attr:`~.charts.MatrixChart.faded`), untested cells (fewer than 2 values on a side) grey.
 - **Mean of a** and **mean of b** on one shared colour scale (the same limits, so equal colours mean equal
   values), logarithmic by default: sensitivities span orders of magnitude.
@@ -21,13 +21,7 @@ import numpy as np
 from .charts import MatrixChart, as_array, color_domain, joint_range
 from .sensitivity import QUANTITY, layer_title, sensitivity_chart
 
-__all__ = ["DIVERGING", "comparison_figures", "comparison_rows", "difference_chart", "mean_charts"]
-
-# ColorBrewer RdBu (11 classes), reversed: blue (a < b) .. white (equal) .. red (a > b).
-DIVERGING = (
-    "#053061", "#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7",
-    "#fddbc7", "#f4a582", "#d6604d", "#b2182b", "#67001f",
-)  # fmt: skip
+__all__ = ["comparison_figures", "comparison_rows", "difference_chart", "mean_charts"]
 
 
 def difference_chart(
@@ -57,7 +51,7 @@ def difference_chart(
     finite = np.abs(diff[np.isfinite(diff)])
     top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     chart = sensitivity_chart(diff, title=title, token_labels=token_labels, value_title=f"{names[0]} − {names[1]}",
-                              value_name="difference", vmin=-top, vmax=top, colormap=DIVERGING)
+                              value_name="difference", vmin=-top, vmax=top, colormap="rdbu")
     faded = ~sig & np.isfinite(diff)
     return replace(chart, faded=faded, nan_note="grey: not tested; faded: q ≥ alpha")
 
