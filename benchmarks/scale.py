@@ -430,7 +430,7 @@ def lambda_ours(ctx: Ctx) -> dict:
     from tscope_widgets import HessianOperator, lanczos
     from tscope_widgets.kernels.lanczos import iter_lanczos
 
-    trajectory = []  # (products, seconds, Ritz value, error estimate, residual) after each step
+    trajectory = []  # (products, seconds, Ritz value, error estimate, residual, full passes) after each step
     stop = None
     with ctx.measured() as m:
         start = time.perf_counter()
@@ -439,7 +439,8 @@ def lambda_ours(ctx: Ctx) -> dict:
             for r in iter_lanczos(H, k=1, tol=LAMBDA_TOL, generator=ctx.gen(0)):
                 value = float(r.eigenvalues[-1])
                 trajectory.append((r.num_matvecs, time.perf_counter() - start, value,
-                                   float(r.error_estimates[-1]), float(r.residual_norms[-1])))
+                                   float(r.error_estimates[-1]), float(r.residual_norms[-1]),
+                                   r.reorthogonalized_steps))
                 if stop is None and r.error_estimates[-1] <= LAMBDA_TOL * abs(value):
                     stop = trajectory[-1]
             refused = None
@@ -449,7 +450,7 @@ def lambda_ours(ctx: Ctx) -> dict:
     stop = stop or trajectory[-1]
     extra = {"reference": reference, "reference_products": trajectory[-1][0], "reference_s": trajectory[-1][1],
              "reference_converged": refused is None and r.converged, "reference_error_estimate": trajectory[-1][3],
-             "reference_refused": refused, "trajectory": trajectory}
+             "reference_refused": refused, "trajectory": trajectory, "full_passes": stop[5]}
     try:  # untimed: the other end of the spectrum, to tell which eigenvalue a power iteration finds
         if H.shape[0] > LAMBDA_MIN_MAX_PARAMS:
             raise RuntimeError(f"skipped above {LAMBDA_MIN_MAX_PARAMS:,} parameters (minutes of products)")

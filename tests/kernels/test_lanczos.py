@@ -312,3 +312,22 @@ def test_partial_and_full_reorthogonalization_give_the_same_eigenpairs(which):
     assert results["partial"].num_matvecs <= results["full"].num_matvecs + 2
     with pytest.raises(ValueError, match="reorthogonalize must be one of"):
         lanczos(A, reorthogonalize="none")
+
+
+@pytest.mark.parametrize("mode", ["partial", "full"])
+def test_swept_three_term_update_gives_the_same_pairs(monkeypatch, mode):
+    """Long vectors get the three-term update and the new norm in one sweep; the same pairs as the plain ops."""
+    from tscope_widgets.kernels import krylov
+    A = symmetric(_hessian_like(N=3000), seed=8)
+    want = lanczos(A, k=2, which="both", tol=1e-8, generator=gen(3), reorthogonalize=mode)
+    calls = []
+    original = krylov._subtract
+    monkeypatch.setattr(krylov, "SWEEP", 512)
+    monkeypatch.setattr(krylov, "INNER_SLICE", 128)
+    monkeypatch.setattr(krylov, "_subtract", lambda w, terms, norm=False: calls.append(w.shape[1] >= 1024)
+                        or original(w, terms, norm))
+    got = lanczos(A, k=2, which="both", tol=1e-8, generator=gen(3), reorthogonalize=mode)
+    assert calls and all(calls)
+    assert got.num_iterations == want.num_iterations
+    torch.testing.assert_close(got.eigenvalues, want.eigenvalues, rtol=1e-12, atol=0)
+    torch.testing.assert_close(got.residual_norms, want.residual_norms, rtol=1e-6, atol=1e-12)

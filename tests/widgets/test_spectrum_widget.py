@@ -426,6 +426,35 @@ def test_stop_command_cancels_the_block_job(small, history, monkeypatch):
     w.close()
 
 
+def test_a_flood_of_recompute_clicks_runs_one_job_and_queues_one(small, history, monkeypatch):
+    """Recompute requests coalesce: one job runs, the latest request waits; never a job (and a model copy) per
+    click."""
+    model, _, data, norms = small
+    started = threading.Event()
+    real_kernel = spectrum_module.block_eigen_kernel
+    jobs = []
+
+    def slow_kernel(*args, **kwargs):
+        jobs.append(1)
+        for snapshot in real_kernel(*args, **kwargs):
+            started.set()
+            time.sleep(0.05)
+            yield snapshot
+
+    monkeypatch.setattr(spectrum_module, "block_eigen_kernel", slow_kernel)
+    w = SpectrumWidget(history=history, block_norms=norms, adapter=model, data=data, throttle=0.05)
+    w.select_block("head")
+    assert started.wait(WAIT)
+    first = w.eigen_job
+    for _ in range(50):
+        browser_command(w, {"type": "command", "command": "recompute"})
+    assert w.eigen_job is first  # still the first job: the clicks were queued, not started
+    assert wait_until(lambda: w.eigen_job is not first and w.eigen_job.status == "done", timeout=WAIT)
+    assert w.wait_block(WAIT) and w.eigen["status"] == "done"
+    assert len(jobs) == 2  # the running job, then one for all 50 clicks
+    w.close()
+
+
 def test_a_block_without_model_or_data_says_so(history):
     w = SpectrumWidget(history=history)
     w.select_block("head")

@@ -49,10 +49,11 @@ class LanczosRecurrence:
     orthogonal to its basis and the coupling entry of ``T`` is set to exactly 0, so ``T`` becomes block
     diagonal and the new block's Ritz vectors have a zero first component (zero quadrature weight).
 
-    With ``reorthogonalize="partial"`` every new vector is first orthogonalized against the two latest basis
-    vectors (local reorthogonalization, Parlett 1998 §13.8), and against the whole basis only when Simon's
-    estimate of the lost orthogonality exceeds :math:`\\sqrt{\\varepsilon}` (``ε`` of the operator's dtype), and
-    at the step after such a step (Simon 1984, §5). ``reorthogonalized_steps`` counts those steps.
+    With ``reorthogonalize="partial"`` every new vector is orthogonalized against the whole basis only when
+    Simon's estimate of the lost orthogonality exceeds :math:`\\sqrt{\\varepsilon}` (``ε`` of the operator's
+    dtype), and at the step after such a step (Simon 1984, §5); ``reorthogonalized_steps`` counts those steps.
+    The other steps touch only the three vectors of the recurrence, in one sweep that also gives the new norm
+    (:func:`_subtract`).
 
     Attributes:
         size: Number of steps done, i.e. basis vectors used and the order of ``T``.
@@ -122,14 +123,14 @@ class LanczosRecurrence:
         alpha = inner(q[:, None], w).view(self.B)
         # In place throughout: at GPT-2-small size each new [N] tensor is 0.5 GB of freshly mapped memory,
         # and allocating one per update made a step take several times the product.
-        w[:, None].baddbmm_(alpha.view(-1, 1, 1), q[:, None], alpha=-1)
-        if j > 0:
-            w[:, None].baddbmm_(self._offdiag[-1].to(w).view(-1, 1, 1), self._row(j - 1)[:, None], alpha=-1)
+        terms = [(alpha, q)] + ([(self._offdiag[-1].to(w), self._row(j - 1))] if j > 0 else [])
         if self.reorthogonalize == "full":
+            _subtract(w, terms)
             self._orthogonalize(w, j + 1)
+            self.reorthogonalized_steps += 1
+            beta = inner(w[:, None], w).view(self.B).clamp_min(0).sqrt()
         else:
-            alpha = alpha + self._local_orthogonalize(w, j)
-        beta = inner(w[:, None], w).view(self.B).clamp_min(0).sqrt()
+            beta = _subtract(w, terms, norm=True).clamp_min(0).sqrt()
         alpha64, beta64 = alpha.double().cpu(), beta.double().cpu()
         if not (torch.isfinite(alpha64).all() and torch.isfinite(beta64).all()):
             raise FloatingPointError(
@@ -171,14 +172,6 @@ class LanczosRecurrence:
     def ritz(self) -> tuple[Tensor, Tensor]:
         """Ritz values ``[B, size]`` (ascending) and eigenvectors of ``T`` ``[B, size, size]``, float64 CPU."""
         return torch.linalg.eigh(self.tridiagonal())
-
-    def _local_orthogonalize(self, w: Tensor, j: int) -> Tensor:
-        """One more Gram–Schmidt pass of ``w [B, N]`` against ``q_j``, in place; returns the correction ``[B]``
-        to ``alpha_j`` (the component along ``q_j`` that the first pass left)."""
-        q = self._row(j)[:, None]  # [B, 1, N]
-        c = inner(q, w)  # [B, 1]
-        w[:, None].baddbmm_(c[:, None].to(w), q, alpha=-1)
-        return c[:, 0]
 
     def _needs_full_pass(self, beta: Tensor) -> bool:
         r"""Advance Simon's recurrence for :math:`\omega_{j+1,k} \approx q_{j+1}^\top q_k` (``beta [B]`` the new
@@ -259,6 +252,38 @@ class LanczosRecurrence:
                 return
             self._blocks.append(torch.empty(self.B, rows, self.N, dtype=self.op.dtype, device=self.op.device))
         self._row(j).copy_(value)
+
+
+def _subtract(w: Tensor, terms: list[tuple[Tensor, Tensor]], norm: bool = False) -> Tensor | None:
+    """``w -= Σ c q`` in place for ``terms = [(c [B], q [B, N]), ...]``; with ``norm`` also ``||w||² [B]`` after.
+
+    Vectors of at least ``2 * SWEEP`` entries are swept slice by slice, so that ``w`` is read and written once
+    for all terms and its squared norm (accumulated in float64 as by :func:`~.operator.inner`) costs no
+    further pass: at GPT-2-small size a pass over a vector is 0.5 GB of memory traffic, and the steps of a
+    Lanczos run without a full reorthogonalization are bound by these passes besides the product.
+    """
+    B, N = w.shape
+    if N < 2 * SWEEP:
+        for c, q in terms:
+            w[:, None].baddbmm_(c.view(-1, 1, 1), q[:, None], alpha=-1)
+        return inner(w[:, None], w).view(B) if norm else None
+    coefficients = [c.tolist() for c, _ in terms]
+    total = torch.zeros(B, dtype=torch.float64, device=w.device)
+    S = INNER_SLICE
+    for b in range(B):
+        for start in range(0, N, SWEEP):
+            end = min(start + SWEEP, N)
+            piece = w[b, start:end]
+            for (_, q), c in zip(terms, coefficients, strict=True):
+                piece.sub_(q[b, start:end], alpha=c[b])
+            if norm:
+                k = (end - start) // S
+                mid = start + k * S
+                head = w[b, start:mid].view(k, 1, S)
+                total[b] += torch.bmm(head, head.transpose(1, 2)).sum(dtype=torch.float64)
+                if mid < end:
+                    total[b] += (w[b, mid:end] @ w[b, mid:end]).double()
+    return total.to(w.dtype) if norm else None
 
 
 def _swept_projection(views: list[Tensor], w: Tensor) -> Tensor:

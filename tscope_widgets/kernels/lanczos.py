@@ -84,6 +84,8 @@ class LanczosResult:
         k: Pairs requested per end.
         done: Iterations done (same as ``num_iterations``), for a Job's progress.
         total: Iterations at most (``max_iter``).
+        reorthogonalized_steps: Steps at which the new vector was orthogonalized against the whole basis (every
+            step with ``reorthogonalize="full"``; with ``"partial"`` only where Simon's estimate asked for it).
         eigenvectors: Ritz vectors ``[N, m]`` in the operator's dtype and device, computed on first access as
             ``Q S`` (a property, not a constructor argument); their columns are orthonormal to working precision
             with full reorthogonalization and to about :math:`\\sqrt{\\varepsilon}` with partial.
@@ -101,6 +103,7 @@ class LanczosResult:
     total: int
     _basis: LanczosBasis = field(repr=False, compare=False)  # n Lanczos vectors as rows
     _coefficients: Tensor = field(repr=False, compare=False)  # [n, m] eigenvectors of T for the wanted pairs
+    reorthogonalized_steps: int = 0
 
     @cached_property
     def eigenvectors(self) -> Tensor:
@@ -233,6 +236,7 @@ def iter_lanczos(
             total=max_iter,
             _basis=recurrence.basis(),
             _coefficients=S[:, wanted],
+            reorthogonalized_steps=recurrence.reorthogonalized_steps,
         )
         if converged or n >= max_iter:
             return

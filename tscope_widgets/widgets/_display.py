@@ -53,7 +53,7 @@ import traitlets
 
 from ._static import picture_html, stand_in_style
 
-__all__ = ["Caption", "PicturedWidget", "python_traits"]
+__all__ = ["Caption", "PicturedWidget"]
 
 logger = logging.getLogger(__name__)
 
@@ -167,23 +167,14 @@ class PicturedWidget(anywidget.AnyWidget):
         return ended
 
     # ------------------------------------------------------------------ browser input
-    @classmethod
-    def _python_traits(cls) -> frozenset[str]:
-        """The synced traits only Python sets (see :func:`python_traits`) of the widget class: the one that
-        sets ``_browser_traits`` (anywidget makes each instance's class a subclass of it); computed once."""
-        widget_class = next(c for c in cls.__mro__ if "_browser_traits" in c.__dict__)
-        cached = widget_class.__dict__.get("_python_traits_cache")
-        if cached is None:
-            cached = python_traits(widget_class, widget_class._browser_traits)
-            widget_class._python_traits_cache = cached
-        return cached
-
     def set_state(self, sync_data):
-        """Apply state from the browser: drop writes to traits only Python sets, and values that make
-        no sense (each with a logged warning), then send the page the values it must show instead."""
+        """Apply state from the browser: only the widget's ``_browser_traits`` may be written. Drop writes to
+        every other key (the traits only Python sets, those inherited from ipywidgets and anywidget such as
+        ``_esm``, ``_dom_classes``, ``tooltip`` or ``_model_name``, and unknown names) and values that make no
+        sense, each with a logged warning, then send the page the values it must show instead."""
         log = logging.getLogger(type(self).__module__)
         sync_data = dict(sync_data)
-        refused = sorted(set(sync_data) & self._python_traits())
+        refused = sorted(set(sync_data) - set(self._browser_traits))
         if refused:
             log.warning("ignored front-end writes to read-only traits %s", refused)
         rejected = []
@@ -196,8 +187,9 @@ class PicturedWidget(anywidget.AnyWidget):
         for name in refused + rejected:
             del sync_data[name]
         super().set_state(sync_data)
-        if refused or rejected:
-            self.send_state(refused + rejected)
+        restore = [name for name in refused + rejected if self.has_trait(name) and self.trait_metadata(name, "sync")]
+        if restore:
+            self.send_state(restore)
 
     def _validated(self, proposal) -> Any:
         """What a browser trait's ``@traitlets.validate`` returns: the canonical form of a valid value (sent
@@ -347,9 +339,3 @@ class PicturedWidget(anywidget.AnyWidget):
                 pass
             self._hooked_shell = None
         super().close()
-
-
-def python_traits(cls: type[PicturedWidget], browser_traits) -> frozenset[str]:
-    """Synced traits only Python sets: those ``cls`` and :class:`PicturedWidget` define, less ``browser_traits``."""
-    own = set(cls.class_own_traits(sync=True)) | set(PicturedWidget.class_own_traits(sync=True))
-    return frozenset(own - set(browser_traits))

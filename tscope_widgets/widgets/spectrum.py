@@ -220,6 +220,7 @@ class SpectrumWidget(PicturedWidget):
         self._throttle_s = throttle
         self._num_threads = num_threads
         self._eigen_job: Job | None = None
+        self._queued_recompute: str | None = None  # a block to recompute once the running block job ends
         self._eigen_unsubscribe: Callable[[], None] = lambda: None
         self._eigen_request: dict[str, Any] | None = None
         self._eigen_results: dict[str, dict[str, Any]] = {}
@@ -296,14 +297,25 @@ class SpectrumWidget(PicturedWidget):
         self.selected_block = label
 
     def recompute_block(self) -> None:
-        """Run the selected block again on the current weights (even if a result is cached)."""
+        """Run the selected block again on the current weights (even if a result is cached).
+
+        Requests coalesce: while a block job runs, a recompute is queued (the latest request replaces an
+        earlier one) and starts when the running job ends, so a flood of clicks costs one running job and one
+        queued, not a job and a copy of the model per click.
+        """
         with self._lock:
-            if self.selected_block is not None:
-                self._start_block(self.selected_block, force=True)
+            if self.selected_block is None:
+                return
+            job = self._eigen_job
+            if job is not None and job.status not in _TERMINAL:
+                self._queued_recompute = self.selected_block
+                return
+            self._start_block(self.selected_block, force=True)
 
     def stop_block(self) -> None:
         """Stop the block job after the Lanczos step in flight (its partial result stays)."""
         with self._lock:
+            self._queued_recompute = None
             if self._eigen_job is not None:
                 self._eigen_job.cancel()
 
@@ -432,7 +444,8 @@ class SpectrumWidget(PicturedWidget):
 
     # ------------------------------------------------------------------ block eigenvalues
     def _start_block(self, label: str, *, force: bool = False) -> None:
-        # Caller holds the lock.
+        # Caller holds the lock. A new request supersedes a queued recompute.
+        self._queued_recompute = None
         step = self._latest_step()
         cached = self._eigen_results.get(label)
         if cached is not None and not force and cached["step"] == step and cached["status"] == "done":
@@ -499,6 +512,8 @@ class SpectrumWidget(PicturedWidget):
                 self._sync_job_status(job)
             if status in _TERMINAL:
                 self._eigen_results[request["label"]] = eigen_record(request["step"], result, status, message)
+                if self._queued_recompute is not None:
+                    self._start_block(self._queued_recompute, force=True)
         self._after_job_update(job)
 
     def _sync_job_status(self, job: Job | None) -> None:
