@@ -169,6 +169,7 @@ def test_causal_prefix_groups_match_dense_jacobian(name, monkeypatch):
     passes) and give the dense full-sequence Jacobian's numbers with left and right padding (the
     left-padded row's first prefix is all padding); BERT (not causal) is never grouped."""
     monkeypatch.setattr(passes, "MIN_PASS_WORK", 1)  # as many groups as rows
+    monkeypatch.setattr(passes, "MIN_VECTORS_PER_PASS", 1)
     model = tiny() if name == "tiny" else HF_BUILDERS[name]()
     adapter = adapt(model).analysis(torch.float64)
     batch = random_batch(adapter, B, S)
@@ -213,6 +214,7 @@ def test_hutchinson_probes_do_not_depend_on_grouping(name, monkeypatch):
     whole, whole_se = run()
     assert whole.info["prefix_groups"] == 1
     monkeypatch.setattr(passes, "MIN_PASS_WORK", 1)
+    monkeypatch.setattr(passes, "MIN_VECTORS_PER_PASS", 1)
     for kw in (dict(), dict(chunk_size=3)):
         grouped, grouped_se = run(**kw)
         assert grouped.info["prefix_groups"] == S
@@ -224,7 +226,8 @@ def test_hutchinson_probes_do_not_depend_on_grouping(name, monkeypatch):
 
 
 def test_prefix_groups_follow_the_work_per_pass():
-    """About MIN_PASS_WORK of work per pass, at most min(S, MAX_PREFIX_GROUPS) groups."""
+    """About MIN_PASS_WORK of work and at least MIN_VECTORS_PER_PASS vectors per pass, at most
+    min(S, MAX_PREFIX_GROUPS) groups."""
     model = adapt(tiny()).analysis(torch.float64)  # D = 8
     e = torch.zeros(4, 6, 8, dtype=torch.float64)
     problem = passes._Problem(model, e, None, [0], "embeddings")
@@ -232,7 +235,9 @@ def test_prefix_groups_follow_the_work_per_pass():
     assert passes._prefix_groups(problem, 8) == max(1, min(6, work // passes.MIN_PASS_WORK))
     many = torch.zeros(1, 6, 8, dtype=torch.float64).expand(2**16, 6, 8)  # only the shape matters
     big = passes._Problem(model, many, None, [0], "embeddings")
-    assert passes._prefix_groups(big, 8) == 6  # capped at S
+    assert passes._prefix_groups(big, 16) == 6  # capped at S
+    assert passes._prefix_groups(big, 8) == 6 * 8 // passes.MIN_VECTORS_PER_PASS == 3  # 16 vectors a pass
+    assert passes._prefix_groups(big, 1) == 1
     plan = passes._PassPlan(40, chunk=6, groups=5)
     assert len(plan.bounds) == 7 and all(0 < b - a <= 6 for a, b in plan.bounds)
     assert [a for a, _ in plan.bounds][0] == 0 and plan.bounds[-1][1] == 40

@@ -24,7 +24,13 @@ from .maps import (
     position_sensitivity,
 )
 from .paired import PairedSnapshot, iter_paired_sensitivity
-from .passes import CHUNK_MEMORY_BUDGET, FULL_JACOBIAN_MAX_BYTES, MAX_PREFIX_GROUPS, MIN_PASS_WORK
+from .passes import (
+    CHUNK_MEMORY_BUDGET,
+    FULL_JACOBIAN_MAX_BYTES,
+    MAX_PREFIX_GROUPS,
+    MIN_PASS_WORK,
+    MIN_VECTORS_PER_PASS,
+)
 from .stream import SensitivitySnapshot, iter_sensitivity
 
 __all__ = [
@@ -45,4 +51,5 @@ __all__ = [
     "CAUSAL_PREFIX_SHARE",
     "MIN_PASS_WORK",
     "MAX_PREFIX_GROUPS",
+    "MIN_VECTORS_PER_PASS",
 ]

@@ -23,7 +23,13 @@ from ...models.adapter import ModelAdapter
 if TYPE_CHECKING:
     from .maps import Layer
 
-__all__ = ["CHUNK_MEMORY_BUDGET", "FULL_JACOBIAN_MAX_BYTES", "MIN_PASS_WORK", "MAX_PREFIX_GROUPS"]
+__all__ = [
+    "CHUNK_MEMORY_BUDGET",
+    "FULL_JACOBIAN_MAX_BYTES",
+    "MIN_PASS_WORK",
+    "MAX_PREFIX_GROUPS",
+    "MIN_VECTORS_PER_PASS",
+]
 
 # Extra memory the automatic chunk size aims at (vmapped cotangents/tangents and what the
 # batched backward/forward holds for them); an estimate, see `_vector_bytes`.
@@ -165,17 +171,20 @@ class _PassPlan:
 # vmapped kernel calls) plus work of about n·P·B·D² multiply-adds per block (n vectors, prefix length
 # P, B samples, width D); more groups shorten the average prefix to (G+1)/(2G) of the sequence.
 # Measured on one CPU thread (GPT-2-shaped blocks, D=64, S=16, B=1..32, see BENCHMARKS.md): the best G
-# leaves about 2^25 of that work per pass; beyond 16 groups the saving is under 3%.
+# leaves about 2^25 of that work per pass; beyond 16 groups the saving is under 3%. A pass also keeps at
+# least 16 vectors: at GPT-2-small size (D=768, Hutchinson with 8 probes, S=16, B=2) 16 passes of 8
+# vectors took 17.0 s, 8 passes of 16 vectors 15.4 s and 4 of 32 15.7 s (the vmapped calls' overhead).
 MIN_PASS_WORK = 2**25
 MAX_PREFIX_GROUPS = 16
+MIN_VECTORS_PER_PASS = 16
 
 
 def _prefix_groups(problem: _Problem, width: int) -> int:
-    """Prefix groups per layer ``G``: about :data:`MIN_PASS_WORK` of work per pass, ``1 <= G <=
-    min(S, MAX_PREFIX_GROUPS)``."""
+    """Prefix groups per layer ``G``: about :data:`MIN_PASS_WORK` of work per pass and at least
+    :data:`MIN_VECTORS_PER_PASS` vectors per pass, ``1 <= G <= min(S, MAX_PREFIX_GROUPS)``."""
     B, _, S, D = problem.shape
     work = S * width * S * B * D * D  # one layer, all S·width vectors on the full sequence
-    return max(1, min(MAX_PREFIX_GROUPS, S, work // MIN_PASS_WORK))
+    return max(1, min(MAX_PREFIX_GROUPS, S, work // MIN_PASS_WORK, S * width // MIN_VECTORS_PER_PASS))
 
 
 def _reverse_sensitivity(
