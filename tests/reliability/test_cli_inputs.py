@@ -132,3 +132,13 @@ def test_a_config_path_that_is_a_folder(tmp_path, capsys):
 def test_a_config_that_is_not_utf8(tmp_path, capsys):
     assert _run(tmp_path, b"# caf\xe9\n[model]\nkind = 'tiny'\n") == 2
     _refused(capsys, "run.toml is not UTF-8 text", "save it as UTF-8")
+
+
+def test_demo_refuses_samples_that_do_not_fit_before_training(tmp_path, capsys, monkeypatch):
+    import tscope_widgets.cli.commands as commands
+
+    monkeypatch.setattr(commands, "prepare_model", lambda *a, **k: pytest.fail("trained before the check"))
+    code = main(["demo", "--samples", str(10**12), "--out", str(tmp_path / "demo"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("tscope: error: --samples = 1000000000000 sequences")
+    assert "lower --samples" in err and "Traceback" not in err

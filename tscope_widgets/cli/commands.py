@@ -26,6 +26,7 @@ from torch import Tensor
 from .. import distributed as dist_
 from .._version import __version__
 from ..models import adapt
+from ..tasks import get_task
 from .compare import add_parser as add_compare_parser
 from .config import (
     STATISTICS_SHOWN,
@@ -37,7 +38,7 @@ from .config import (
     SensitivityConfig,
     load_run_config,
 )
-from .limits import check_grid, check_output_dir
+from .limits import check_grid, check_output_dir, check_samples
 from .prepare import Dataset, Prepared, on_every_rank, prepare_data, prepare_model, task_dataset
 from .reports import report_curvature, report_demo, report_landscape, report_sensitivity
 from .runs import (
@@ -164,6 +165,7 @@ def _demo(args: argparse.Namespace, ctx: dist_.DistContext) -> int:
     check_output_dir(out, "--out")
     steps = args.steps if args.steps is not None else (300 if args.quick else None)
     samples = args.samples if args.samples is not None else (32 if args.quick else 256)
+    check_samples(samples, get_task("induction", **RECIPES["induction"].task_kwargs).seq_len, "--samples")
     model_cfg = ModelConfig(kind="tiny", task="induction", steps=steps, seed=args.seed)
     analysis = SensitivityConfig(
         layers=args.layers, method=args.method, probes=args.probes, batch_size=32, seed=args.seed

@@ -66,12 +66,13 @@ def check_grid(resolution: int) -> None:
     )
 
 
-def check_samples(samples: int, seq_len: int) -> None:
-    """Refuse ``[data].samples`` when its token ids and labels (int64 ``[samples, seq_len]`` each) do not fit."""
+def check_samples(samples: int, seq_len: int, option: str = "[data].samples") -> None:
+    """Refuse ``option`` (``[data].samples``, or the demo's ``--samples``) when its token ids and labels (int64
+    ``[samples, seq_len]`` each) do not fit."""
     refuse_if_too_big(
         2 * 8 * samples * seq_len,
-        f"[data].samples = {samples} sequences of {seq_len} tokens",
-        ["lower [data].samples (a few hundred sequences give stable statistics)"],
+        f"{option} = {samples} sequences of {seq_len} tokens",
+        [f"lower {option} (a few hundred sequences give stable statistics)"],
     )
 
 
