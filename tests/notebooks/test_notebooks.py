@@ -15,11 +15,12 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
-from bokeh.palettes import Viridis256
 from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 from nbformat.v4 import new_code_cell, new_notebook
 from PIL import Image
+
+from tscope_widgets.figures.palettes import SEQUENTIAL
 
 pytestmark = pytest.mark.slow  # end to end: a kernel per notebook, about a minute
 
@@ -111,7 +112,8 @@ from tscope_widgets.widgets import SensitivityExplorer
 torch.manual_seed(0)
 model = TinyTransformer(TinyConfig(vocab_size=11, d_model=8, n_head=2, n_layer=2, max_seq_len=8)).double()
 ids = torch.randint(0, 11, (24, 6), generator=torch.Generator().manual_seed(1))
-explorer = SensitivityExplorer(model, ids, batch_size=4, token_labels=["<s>", "a", "b", "a", "b", "&"])
+explorer = SensitivityExplorer(model, ids, batch_size=4, token_labels=["<s>", "a", "b", "a", "b", "&"],
+                               log_scale=False)
 explorer
 """
     read_back = """
@@ -151,7 +153,7 @@ print(json.dumps({"layer": explorer.layer, "mean": [[v if v == v else None for v
     np.testing.assert_array_equal(indices, expected)
 
     palette = np.array(image.getpalette()[: 3 * 256], dtype=np.uint8).reshape(-1, 3)
-    viridis = np.array([[int(c[k : k + 2], 16) for k in (1, 3, 5)] for c in Viridis256])
+    viridis = np.array([[int(c[k : k + 2], 16) for k in (1, 3, 5)] for c in SEQUENTIAL["viridis"]])
     for level in (0, 100, 253):
         assert tuple(palette[level]) == tuple(viridis[round(level * 255 / 253)])
     assert tuple(palette[254]) == (0xC7, 0xC7, 0xC7)

@@ -25,7 +25,8 @@ ANALYSIS_DTYPE_BYTES = 8  # the analysis copy is float64 by default
 def check_output_dir(out: Path, option: str) -> None:
     """Make sure ``out`` is, or can be made, a folder this process can write into.
 
-    Creates ``out`` (and its parents) when missing and writes and removes one empty file in it.
+    Creates ``out`` (and its parents) when missing, writes and removes one empty file in it, and removes again
+    the folders it created, so that a run refused later leaves nothing behind.
 
     Args:
         out: The output folder.
@@ -38,10 +39,13 @@ def check_output_dir(out: Path, option: str) -> None:
         raise ConfigError(
             f"{option} {out} is a file, not a folder: give a folder for the results (it is created if missing)"
         )
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".tscope-write-test-"):
             pass
+        for folder in created:  # deepest first
+            folder.rmdir()
     except OSError as err:
         raise ConfigError(
             f"{option} {out}: cannot write results there ({err.strerror or err}); give a folder you can "
