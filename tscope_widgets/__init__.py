@@ -8,6 +8,7 @@ try them on. See ``DESIGN.md`` for the quantities.
 from ._version import __version__ as __version__
 from .jobs import Checkpoint, Job, JobError, Progress, load_checkpoint, save_checkpoint
 from .kernels import (
+    AttentionSensitivityCorrelation,
     AttentionSnapshot,
     Comparison,
     CostEstimate,
@@ -18,6 +19,8 @@ from .kernels import (
     SampleReservoir,
     SensitivitySnapshot,
     WelfordState,
+    attention_sensitivity_correlation,
+    attention_sensitivity_samples,
     block_norms,
     compare_statistics,
     dense_hessian,
@@ -67,6 +70,9 @@ __all__ = [
     "head_spectra",
     "iter_attention",
     "AttentionSnapshot",
+    "attention_sensitivity_correlation",
+    "attention_sensitivity_samples",
+    "AttentionSensitivityCorrelation",
     "compare_statistics",
     "paired_statistics",
     "iter_paired_sensitivity",
