@@ -48,7 +48,7 @@ from .kernels import (
 )
 from .models import ModelAdapter, ParamSlice, TinyConfig, TinyTransformer, adapt
 from .tasks import get_task
-from .tracking import SpectrumHistory, SpectrumTracker
+from .tracking import AttentionHistory, AttentionTracker, SpectrumHistory, SpectrumTracker
 from .training import TrainResult, load_model, save_model, train_tiny
 
 __all__ = [
@@ -88,6 +88,8 @@ __all__ = [
     "block_norms",
     "SpectrumTracker",
     "SpectrumHistory",
+    "AttentionTracker",
+    "AttentionHistory",
     "random_direction",
     "make_directions",
     "landscape_grid",
@@ -117,6 +119,8 @@ __all__ = [
     "load_directions",
     "save_spectrum_history",
     "load_spectrum_history",
+    "save_attention_history",
+    "load_attention_history",
     "open_state_dict",
     "LazyStateDict",
     # widgets (imported on first use: they need the front-end bundle and Jupyter packages)
@@ -131,6 +135,8 @@ _EXPORT_NAMES = (
     "load_directions",
     "save_spectrum_history",
     "load_spectrum_history",
+    "save_attention_history",
+    "load_attention_history",
     "open_state_dict",
     "LazyStateDict",
 )
