@@ -262,6 +262,7 @@ def test_typed_configs_hold_the_validated_tables(tmp_path):
     import tomllib
 
     from tscope_widgets.cli import (
+        AttentionConfig,
         CurvatureConfig,
         LandscapeConfig,
         RunConfig,
@@ -287,7 +288,7 @@ def test_typed_configs_hold_the_validated_tables(tmp_path):
             for key, value in cfg[table].items():
                 assert getattr(getattr(typed, table), key) == value, (table, key)
     kinds = {type(parse_config({"model": {"kind": "tiny"}, "analysis": {"kind": k}}).analysis) for k in ANALYSIS_KEYS}
-    assert kinds == {SensitivityConfig, CurvatureConfig, LandscapeConfig}
+    assert kinds == {SensitivityConfig, CurvatureConfig, LandscapeConfig, AttentionConfig}
     landscape = parse_config({"model": {"kind": "tiny"}, "analysis": {"kind": "landscape"}})
     assert landscape.output.statistics is None and not hasattr(landscape.analysis, "k")
     with pytest.raises(dataclasses.FrozenInstanceError):
