@@ -113,3 +113,20 @@ def test_subscribers_every_and_bad_arguments():
         AttentionTracker(model_zoo.tiny(attention="linear"), {"input_ids": torch.zeros(1, 3, dtype=torch.long)})
     with pytest.raises(ValueError, match="out of range"):
         AttentionTracker(model, _probe(adapter), layers=[5])
+
+
+def test_trainer_callback_records_at_global_steps(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    model = model_zoo.gpt2()
+    tracker = AttentionTracker(model, _probe(adapt(model)), every=2)
+    ids = torch.randint(3, 16, (8, 6), generator=torch.Generator().manual_seed(0))
+    dataset = [{"input_ids": row, "labels": row} for row in ids]
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=2, report_to=[],
+                             use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True,
+                             learning_rate=0.05, optim="sgd")
+    Trainer(model=model, args=args, train_dataset=dataset, callbacks=[tracker.trainer_callback()]).train()
+    h = tracker.history
+    assert h.steps.tolist() == [1, 3] and np.isfinite(h.entropy).all()
+    spec = head_spectra(model, dtype=torch.float64)  # the weights after the last step (4) differ from step 3's
+    assert not np.array_equal(h.singular_values["q"][-1], spec.singular_values["q"].numpy())

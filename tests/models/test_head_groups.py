@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from tests.model_zoo import bert, gpt2, gpt_neox, llama, mistral, qwen2, random_batch, tiny
 from tests.models.test_heads import _manual
-from tscope_widgets import HessianOperator
+from tscope_widgets import HessianOperator, block_norms
 from tscope_widgets.kernels.curvature import resolve_groups
 from tscope_widgets.models import adapt
 
@@ -97,9 +97,9 @@ def test_selection_patterns_and_errors():
     assert resolve_groups(groups, ["block0.attn.q.head1"]) == ["block0.attn.q.head1"]
 
 
-def test_hessian_of_one_heads_queries_matches_the_dense_block():
-    """``HessianOperator(groups="block0.attn.q.head1")`` on GPT-2 (fused ``c_attn``) against
-    ``torch.autograd.functional.hessian`` of the LM loss over the whole ``c_attn`` weight and bias."""
+def _c_attn_reference():
+    """GPT-2, one batch, and ``torch.autograd.functional.hessian`` of the LM loss over block 0's whole
+    ``c_attn`` (weight then bias, flattened), built without tscope's curvature code."""
     model = gpt2()
     copy_ = adapt(model).analysis(torch.float64)
     batch = random_batch(copy_, 3, 6, seed=1)
@@ -116,20 +116,42 @@ def test_hessian_of_one_heads_queries_matches_the_dense_block():
         ce = F.cross_entropy(z.reshape(-1, z.shape[-1]), batch["input_ids"][:, 1:].reshape(-1), reduction="none")
         return (ce * valid).sum() / valid.sum()
 
-    x0 = torch.cat([W.reshape(-1), b])
-    H = torch.autograd.functional.hessian(loss, x0, vectorize=True)  # [D*3D + 3D] squared
-    D, dh, h = 8, 4, 1
-    cols = torch.arange(h * dh, (h + 1) * dh)  # query columns of head 1 in c_attn [D, 3D]
-    idx = torch.cat([(torch.arange(D)[:, None] * 3 * D + cols[None]).reshape(-1), W.numel() + cols])
+    H = torch.autograd.functional.hessian(loss, torch.cat([W.reshape(-1), b]), vectorize=True)
+    D, dh = 8, 4
+
+    def index(part: int, h: int) -> torch.Tensor:
+        """Flat positions of head ``h``'s columns of part ``part`` (0 q, 1 k, 2 v): weight [D, dh], then bias."""
+        cols = torch.arange(part * D + h * dh, part * D + (h + 1) * dh)
+        return torch.cat([(torch.arange(D)[:, None] * 3 * D + cols[None]).reshape(-1), W.numel() + cols])
+
+    return model, batch, H, index
+
+
+def test_hessian_of_one_heads_queries_matches_the_dense_block():
+    """``HessianOperator(groups="block0.attn.q.head1")`` on GPT-2 (fused ``c_attn``) against the dense
+    reference, and an off-diagonal block (head 1's queries against head 0's keys)."""
+    model, batch, H, index = _c_attn_reference()
+    idx, kidx = index(0, 1), index(1, 0)
     op = HessianOperator(model, [batch], groups="block0.attn.q.head1", dtype=torch.float64)
-    assert op.shape == (D * dh + dh, D * dh + dh)
+    assert op.shape == (idx.numel(), idx.numel()) == (36, 36)
     dense = op @ torch.eye(op.shape[0], dtype=torch.float64)
     ref = H[idx][:, idx]
     assert float((dense - ref).norm() / ref.norm()) < 1e-10
-    # an off-diagonal block: head 1's queries against head 0's keys
-    kcols = torch.arange(D, D + dh)
-    kidx = torch.cat([(torch.arange(D)[:, None] * 3 * D + kcols[None]).reshape(-1), W.numel() + kcols])
     off = HessianOperator(model, [batch], groups="block0.attn.q.head1", col_groups="block0.attn.k.head0",
                           dtype=torch.float64)
     got = off @ torch.eye(off.shape[1], dtype=torch.float64)
     assert float((got - H[idx][:, kidx]).norm() / H[idx][:, kidx].norm()) < 1e-10
+
+
+def test_block_norms_per_head_match_the_dense_blocks():
+    model, batch, H, index = _c_attn_reference()
+    res = block_norms(model, [batch], "block0.attn.*.head*", exact=True, dtype=torch.float64)
+    heads = [(p, h) for p in range(3) for h in range(2)]  # q, k, v heads of block 0 (o is another tensor)
+    names = [f"block0.attn.{'qkv'[p]}.head{h}" for p, h in heads]
+    assert res.labels == names + ["block0.attn.o.head0", "block0.attn.o.head1"]
+    for a, (pa, ha) in enumerate(heads):
+        for c, (pc, hc) in enumerate(heads):
+            want = H[index(pa, ha)][:, index(pc, hc)].norm()
+            assert abs(float(res.frobenius[a, c]) - float(want)) <= 1e-9 * float(want) + 1e-14
+        block = H[index(pa, ha)][:, index(pa, ha)]
+        assert float(res.spectral[a]) == pytest.approx(float(torch.linalg.eigvalsh(block).abs().max()), rel=1e-9)
