@@ -262,6 +262,7 @@ def test_typed_configs_hold_the_validated_tables(tmp_path):
     import tomllib
 
     from tscope_widgets.cli import (
+        AttentionConfig,
         CurvatureConfig,
         LandscapeConfig,
         RunConfig,
@@ -287,7 +288,7 @@ def test_typed_configs_hold_the_validated_tables(tmp_path):
             for key, value in cfg[table].items():
                 assert getattr(getattr(typed, table), key) == value, (table, key)
     kinds = {type(parse_config({"model": {"kind": "tiny"}, "analysis": {"kind": k}}).analysis) for k in ANALYSIS_KEYS}
-    assert kinds == {SensitivityConfig, CurvatureConfig, LandscapeConfig}
+    assert kinds == {SensitivityConfig, CurvatureConfig, LandscapeConfig, AttentionConfig}
     landscape = parse_config({"model": {"kind": "tiny"}, "analysis": {"kind": "landscape"}})
     assert landscape.output.statistics is None and not hasattr(landscape.analysis, "k")
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -667,7 +668,7 @@ def test_curvature_and_landscape_errors_found_while_running(tmp_path, capsys, mo
 # The package's layout
 # ======================================================================================
 # each imports only those before it
-CLI_LAYERS = ("config", "prepare", "runs", "reports", "compare_paired", "compare", "commands")
+CLI_LAYERS = ("config", "limits", "prepare", "runs", "reports", "attention", "compare_paired", "compare", "commands")
 
 
 def test_cli_modules_import_downward_and_never_the_widgets():

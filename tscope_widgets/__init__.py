@@ -8,6 +8,7 @@ try them on. See ``DESIGN.md`` for the quantities.
 from ._version import __version__ as __version__
 from .jobs import Checkpoint, Job, JobError, Progress, load_checkpoint, save_checkpoint
 from .kernels import (
+    AttentionSensitivityCorrelation,
     AttentionSnapshot,
     Comparison,
     CostEstimate,
@@ -18,6 +19,8 @@ from .kernels import (
     SampleReservoir,
     SensitivitySnapshot,
     WelfordState,
+    attention_sensitivity_correlation,
+    attention_sensitivity_samples,
     block_densities,
     block_norms,
     compare_statistics,
@@ -47,7 +50,7 @@ from .kernels import (
 )
 from .models import ModelAdapter, ParamSlice, TinyConfig, TinyTransformer, adapt
 from .tasks import get_task
-from .tracking import SpectrumHistory, SpectrumTracker
+from .tracking import AttentionHistory, AttentionTracker, SpectrumHistory, SpectrumTracker
 from .training import TrainResult, load_model, save_model, train_tiny
 
 __all__ = [
@@ -69,6 +72,9 @@ __all__ = [
     "head_spectra",
     "iter_attention",
     "AttentionSnapshot",
+    "attention_sensitivity_correlation",
+    "attention_sensitivity_samples",
+    "AttentionSensitivityCorrelation",
     "compare_statistics",
     "paired_statistics",
     "iter_paired_sensitivity",
@@ -86,6 +92,8 @@ __all__ = [
     "block_norms",
     "SpectrumTracker",
     "SpectrumHistory",
+    "AttentionTracker",
+    "AttentionHistory",
     "random_direction",
     "make_directions",
     "landscape_grid",
@@ -115,6 +123,8 @@ __all__ = [
     "load_directions",
     "save_spectrum_history",
     "load_spectrum_history",
+    "save_attention_history",
+    "load_attention_history",
     "open_state_dict",
     "LazyStateDict",
     # widgets (imported on first use: they need the front-end bundle and Jupyter packages)
@@ -129,6 +139,8 @@ _EXPORT_NAMES = (
     "load_directions",
     "save_spectrum_history",
     "load_spectrum_history",
+    "save_attention_history",
+    "load_attention_history",
     "open_state_dict",
     "LazyStateDict",
 )

@@ -163,11 +163,14 @@ def test_unknown_layer_head_and_model_without_attention():
         def _run(self, inputs_embeds, attention_mask):
             return inputs_embeds
 
-        def param_groups(self):
+        def _param_groups(self):
             return {}
 
     with pytest.raises(TypeError, match="does not expose attention modules"):
         head_weights(NoAttention(torch.nn.Module()))
+    assert NoAttention(torch.nn.Module()).param_groups() == {}
+    with pytest.raises(TypeError, match="no per-head parameter groups"):
+        NoAttention(torch.nn.Module()).param_groups(heads=True)
 
     del model.transformer.h[1].attn.c_attn  # a modified model: clear error, not an AttributeError
     with pytest.raises(TypeError, match="lacks the attention projections"):

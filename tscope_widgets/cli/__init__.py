@@ -22,6 +22,10 @@ its trace (Hutch++), printed and shown in the report (``meta["curvature"]``; abo
 - ``kind = "landscape"``: the loss on a 2D grid along random (filter-normalized) or Hessian eigenvector
   directions (:func:`run_landscape`); ``landscape.safetensors`` + ``meta.json`` and
   ``directions.safetensors``, from which the slice can be recomputed exactly.
+- ``kind = "attention"``: per-cell statistics of attention weights, entropy and rollout over the data, the
+  singular values and effective ranks of every head, and (``sensitivity = true``) the Spearman correlation of
+  mean attention with exact sensitivity on the first ``correlation_samples`` sequences, with a bootstrap
+  interval (:func:`run_attention`); ``attention.safetensors`` + ``meta.json``.
 
 ``tscope compare RUN_A RUN_B [--alpha 0.05] [--paired] [--out DIR]`` tests, cell by cell, where two sensitivity
 runs differ (Welch's t-test, or the paired test when both read the same samples; Benjamini–Hochberg q-values):
@@ -87,6 +91,7 @@ from .config import (
     CONFIG_SCHEMA,
     STATISTICS_SHOWN,
     AnalysisConfig,
+    AttentionConfig,
     ConfigError,
     CurvatureConfig,
     DataConfig,
@@ -148,6 +153,7 @@ __all__ = [
     "DataConfig",
     "AnalysisConfig",
     "SensitivityConfig",
+    "AttentionConfig",
     "CurvatureConfig",
     "LandscapeConfig",
     "ANALYSIS_CONFIGS",

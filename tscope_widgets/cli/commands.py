@@ -27,6 +27,7 @@ from .. import distributed as dist_
 from .._version import __version__
 from ..models import adapt
 from ..tasks import get_task
+from .attention import report_attention, run_attention
 from .compare import add_parser as add_compare_parser
 from .config import (
     STATISTICS_SHOWN,
@@ -234,7 +235,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         dataset = on_every_rank("while preparing the data", lambda: prepare_data(cfg.data, model_cfg, prepared))
         _check_positions(dataset, cfg.analysis.max_seq_len, prepared.model)
         _check_same_data(dataset)
-        run = {"sensitivity": _run_sensitivity, "curvature": _run_curvature, "landscape": _run_landscape}[kind]
+        run = {"sensitivity": _run_sensitivity, "curvature": _run_curvature, "landscape": _run_landscape,
+               "attention": _run_attention}[kind]
         return run(args, cfg, out, prepared, dataset, start)
 
 
@@ -284,6 +286,15 @@ def _run_landscape(args, cfg: RunConfig, out: Path, prepared: Prepared, dataset:
         return 0
     report_landscape(args.config, cfg, out, prepared, dataset, batches, result, start)
     return 0
+
+def _run_attention(args, cfg: RunConfig, out: Path, prepared: Prepared, dataset: Dataset, start: float) -> int:
+    ctx = dist_.context()
+    if ctx.world_size > 1:
+        raise ConfigError("kind = 'attention' runs in one process; start it without torchrun")
+    result = run_attention(prepared, dataset, cfg.analysis, not args.no_progress)
+    report_attention(args.config, cfg, out, prepared, dataset, result, start)
+    return 0
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``tscope`` argument parser: ``--version`` and one subcommand per command (``demo``, ``run``, ...)."""

@@ -70,7 +70,7 @@ _COUNTS = frozenset(
 
 
 _LAYERS = (str, int, list)
-ANALYSES = ("sensitivity", "curvature", "landscape")
+ANALYSES = ("sensitivity", "curvature", "landscape", "attention")
 
 
 # [analysis] keys of one kind of analysis only; the others (kind, batch_size, max_seq_len, dtype, seed) apply to all.
@@ -88,6 +88,7 @@ ANALYSIS_KEYS = {
         "hessian_kind",
     ),
     "landscape": ("directions", "span", "resolution", "tol", "max_iter"),
+    "attention": ("layers", "chunk_size", "sensitivity", "correlation_samples", "bootstrap"),
 }
 
 
@@ -146,6 +147,13 @@ CONFIG_SCHEMA: dict[str, dict[str, Key]] = {
         "directions": Key(_STR, "random", "landscape: 'random' (filter-normalized) or 'eigen'", ("random", "eigen")),
         "span": Key(_NUMBER, 1.0, "landscape: the grid covers [-span, span] along both directions"),
         "resolution": Key(_INT, 21, "landscape: grid points per direction (odd: the origin is on the grid)"),
+        # attention
+        "sensitivity": Key(
+            _BOOL, True, "attention: also compute exact sensitivity on the first correlation_samples sequences "
+            "and its rank correlation with attention"
+        ),
+        "correlation_samples": Key(_INT, 32, "attention: sequences of the correlation and its bootstrap (>= 2)"),
+        "bootstrap": Key(_INT, 1000, "attention: bootstrap replicates of the correlation interval (>= 100)"),
     },
     "output": {
         "dir": Key(_STR, None, "output folder (the --out option wins)"),
@@ -255,6 +263,14 @@ def _check_analysis(cfg: dict[str, dict[str, Any]], given: Mapping[str, Any], ou
                 "[analysis].block_norms must be true, false or a non-empty list of parameter group names or "
                 f"patterns such as ['block0.attn.*', 'head'], got {blocks!r}"
             )
+    if kind == "attention":
+        if analysis["correlation_samples"] < 2:
+            raise ConfigError(
+                f"[analysis].correlation_samples must be >= 2 (a bootstrap over samples), got "
+                f"{analysis['correlation_samples']}"
+            )
+        if analysis["bootstrap"] < 100:
+            raise ConfigError(f"[analysis].bootstrap must be >= 100 replicates, got {analysis['bootstrap']}")
     if kind == "landscape":
         span = analysis["span"]
         if not (math.isfinite(span) and span > 0):
@@ -471,10 +487,23 @@ class LandscapeConfig(AnalysisConfig):
     max_iter: int | None = _default("analysis", "max_iter")
 
 
+@dataclass(frozen=True)
+class AttentionConfig(AnalysisConfig):
+    """``[analysis] kind = "attention"``: attention statistics, head spectra and the correlation with sensitivity."""
+
+    kind: ClassVar[str] = "attention"
+    layers: str | int | list = _default("analysis", "layers")
+    chunk_size: int | None = _default("analysis", "chunk_size")
+    sensitivity: bool = _default("analysis", "sensitivity")
+    correlation_samples: int = _default("analysis", "correlation_samples")
+    bootstrap: int = _default("analysis", "bootstrap")
+
+
 ANALYSIS_CONFIGS: dict[str, type[AnalysisConfig]] = {
     "sensitivity": SensitivityConfig,
     "curvature": CurvatureConfig,
     "landscape": LandscapeConfig,
+    "attention": AttentionConfig,
 }
 
 

@@ -1,5 +1,6 @@
 """Export: results files (safetensors/npz + JSON), lazy checkpoint readers, static Bokeh figures, HTML reports."""
 
+from .attention_history import load_attention_history, save_attention_history
 from .bokeh import landscape_heatmap, line_figure, matrix_figure, sensitivity_figures, sensitivity_heatmap
 from .directions import load_directions, save_directions
 from .html import save_report
@@ -28,6 +29,8 @@ __all__ = [
     "load_directions",
     "save_spectrum_history",
     "load_spectrum_history",
+    "save_attention_history",
+    "load_attention_history",
     # checkpoints read one tensor at a time
     "open_state_dict",
     "LazyStateDict",

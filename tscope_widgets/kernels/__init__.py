@@ -5,9 +5,12 @@ Observers of a training loop (``SpectrumTracker``) are in :mod:`tscope_widgets.t
 """
 
 from .attention import (
+    AttentionSensitivityCorrelation,
     AttentionSnapshot,
     HeadSpectra,
     HeadWeights,
+    attention_sensitivity_correlation,
+    attention_sensitivity_samples,
     condition_number,
     entropy_rank,
     head_spectra,
@@ -83,6 +86,9 @@ __all__ = [
     "condition_number",
     "iter_attention",
     "AttentionSnapshot",
+    "attention_sensitivity_correlation",
+    "attention_sensitivity_samples",
+    "AttentionSensitivityCorrelation",
     "iter_paired_sensitivity",
     "PairedSnapshot",
     # linear operators and curvature

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import fnmatch
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -124,7 +125,8 @@ class ModelAdapter(abc.ABC):
         ``causal``: whether position ``i`` only sees positions ``<= i``.
         ``_run(inputs_embeds, attention_mask)``: the model's forward from token embeddings,
         returning logits ``[B, S, V]``.
-        ``param_groups()``: ordered ``{group_name: [ParamSlice, ...]}``.
+        ``_param_groups()``: ordered ``{group_name: [ParamSlice, ...]}`` (``param_groups()`` adds heads).
+        ``_head_param_slices(params, block)``: per-head slices of the block's q, k, v, o projections.
         ``_prepare_analysis_copy(model, dtype)``: make the copy analysable (eager attention, ...).
         ``_layer_heads(block)``: the block's per-head weights as views (:class:`LayerHeads`).
         ``_attention_probe(block)``: the module whose forward output carries the block's attention
@@ -158,9 +160,57 @@ class ModelAdapter(abc.ABC):
     def _run(self, inputs_embeds: Tensor, attention_mask: Tensor | None) -> Tensor: ...
 
     @abc.abstractmethod
-    def param_groups(self) -> dict[str, list[ParamSlice]]:
+    def _param_groups(self) -> dict[str, list[ParamSlice]]:
         """Ordered ``{group: [ParamSlice, ...]}``: ``embed``, ``block{l}.attn.q|k|v|o``, ``block{l}.mlp.in|out``,
         ``block{l}.ln1|ln2``, ``ln_f``, ``head`` (those the model has); fused weights as views."""
+
+    def _head_param_slices(self, params: Mapping[str, Tensor], block: int) -> dict[str, list[list[ParamSlice]]]:
+        """``{"q"|"k"|"v"|"o": [head][ParamSlice]}`` of block ``block``; adapters with attention override it."""
+        raise TypeError(
+            f"{type(self).__name__} ({type(self.model).__name__}) does not expose attention modules, so it "
+            "has no per-head parameter groups; use param_groups() without heads"
+        )
+
+    def param_groups(self, heads: bool | str = False) -> dict[str, list[ParamSlice]]:
+        """Ordered ``{group: [ParamSlice, ...]}`` of the model's parameters, as views (never copies).
+
+        Groups: ``embed``, ``block{l}.attn.q|k|v|o``, ``block{l}.mlp.in|out``, ``block{l}.ln1|ln2``,
+        ``ln_f`` and ``head`` (those the model has); together they cover every trained parameter once.
+        With ``heads`` the per-head groups ``block{l}.attn.{q,k,v,o}.head{h}`` follow (every block's, in
+        block order): the rows of ``W_Q, W_K, W_V`` (weights and biases) and the columns of ``W_O`` (its
+        bias belongs to no head) of one head, sliced out of fused storage (GPT-2 ``c_attn``, GPT-NeoX
+        ``query_key_value``) by :class:`ParamSlice` views; under grouped-query attention ``k`` and ``v``
+        have the key/value heads (``n_kv_heads`` of them). Head groups overlap their projection's group,
+        so one operator may select either, not both (``HessianOperator`` refuses overlaps).
+
+        Args:
+            heads: ``False`` (no head groups), ``True`` (all), or a :mod:`fnmatch` pattern selecting
+                some, e.g. ``"block*.attn.q.head*"``.
+
+        Raises:
+            TypeError: ``heads`` that is neither a bool nor a string, or heads of a model without
+                attention modules.
+            ValueError: A pattern that matches no head group.
+        """
+        if not isinstance(heads, (bool, str)):
+            raise TypeError(f"heads must be True, False or a pattern such as 'block*.attn.q.head*', got {heads!r}")
+        groups = self._param_groups()
+        if heads is False:
+            return groups
+        params = dict(self.model.named_parameters())
+        added: dict[str, list[ParamSlice]] = {}
+        for block in range(self.num_layers):
+            for kind, per_head in self._head_param_slices(params, block).items():
+                for h, slices in enumerate(per_head):
+                    name = f"block{block}.attn.{kind}.head{h}"
+                    if heads is True or fnmatch.fnmatchcase(name, heads):
+                        added[name] = slices
+        if isinstance(heads, str) and not added:
+            raise ValueError(
+                f"heads={heads!r} matches no head group; they are named block{{l}}.attn.{{q,k,v,o}}.head{{h}} "
+                f"(this model: blocks 0..{self.num_layers - 1})"
+            )
+        return {**groups, **added}
 
     def _prepare_analysis_copy(self, model: nn.Module, dtype: torch.dtype) -> None:  # noqa: B027 (optional hook)
         """Adjust the private analysis copy in place (eager attention, dtype-faithful norms)."""

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .adapter import ModelAdapter, ParamSlice
+from .head_groups import linear_in_head_slices, linear_out_head_slices
 from .heads import LayerHeads, linear_in_heads, linear_out_heads
 
 
@@ -259,7 +260,14 @@ class TinyAdapter(ModelAdapter):
     def _attention_probe(self, block: int):
         return self.blocks[block].attn.pattern, lambda output: output
 
-    def param_groups(self) -> dict[str, list[ParamSlice]]:
+    def _head_param_slices(self, params, block):
+        p, n = f"blocks.{block}.attn", self.blocks[block].attn.n_head
+        return {
+            **{kind: linear_in_head_slices(params, f"{p}.{kind}", n) for kind in "qkv"},
+            "o": linear_out_head_slices(params, f"{p}.o", n),
+        }
+
+    def _param_groups(self) -> dict[str, list[ParamSlice]]:
         """Groups ``embed`` (wte, wpe), ``block{l}.attn.q|k|v|o``, ``block{l}.mlp.in|out``,
         ``block{l}.ln1|ln2``, ``ln_f`` and ``head`` (absent when tied to ``embed``); each holds the
         weight and, where present, the bias. Norm groups are absent with ``norm="none"``."""

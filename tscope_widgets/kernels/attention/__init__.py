@@ -8,10 +8,17 @@ Modules, data flowing down the list:
   ``W_QK``, ``W_OV``, with participation ratio, entropy rank, stable rank and condition number;
 - :mod:`.maps`: per-batch per-query attention entropy and attention rollout;
 - :mod:`.stream`: :func:`iter_attention`, per-cell statistics of weights, entropy and rollout over a
-  data set, streamed batch by batch and resumable.
+  data set, streamed batch by batch and resumable;
+- :mod:`.correlation`: :func:`attention_sensitivity_correlation`, Spearman correlation of mean attention
+  (per head, head mean, rollout) with mean sensitivity over cells, with a bootstrap interval.
 """
 
 from ...models.heads import HeadWeights, LayerHeads
+from .correlation import (
+    AttentionSensitivityCorrelation,
+    attention_sensitivity_correlation,
+    attention_sensitivity_samples,
+)
 from .geometry import (
     KINDS,
     HeadSpectra,
@@ -43,4 +50,7 @@ __all__ = [
     "attention_rollout",
     "iter_attention",
     "AttentionSnapshot",
+    "attention_sensitivity_correlation",
+    "attention_sensitivity_samples",
+    "AttentionSensitivityCorrelation",
 ]

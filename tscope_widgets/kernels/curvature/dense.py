@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ...models.adapter import ModelAdapter
+from ...models.head_groups import param_groups_with_heads
 from ...models.registry import adapt
 from .groups import GroupSpec, ParamLayout, resolve_groups
 from .hessian import HessianOperator
@@ -53,7 +54,7 @@ def dense_hessian(
         MemoryError: when the matrix is over ``max_bytes``; the message gives the sizes and alternatives.
     """
     user = adapt(adapter)
-    available = user.param_groups()
+    available = param_groups_with_heads(user)
     rows = resolve_groups(available, groups)
     cols = rows if col_groups is None else resolve_groups(available, col_groups)
     params = dict(user.model.named_parameters())

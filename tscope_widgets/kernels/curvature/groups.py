@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ...models.adapter import ParamSlice
+from ...models.head_groups import is_head_group
 
 __all__ = ["GroupSpec", "ParamLayout", "resolve_groups"]
 
@@ -25,18 +26,27 @@ GroupSpec = str | Sequence[str] | None
 def resolve_groups(available: Mapping[str, list[ParamSlice]], spec: GroupSpec) -> list[str]:
     """Group names selected by ``spec``, in the order requested (a pattern expands in adapter order).
 
+    Per-head groups (``block{l}.attn.q.head{h}``, present when ``available`` is
+    ``adapter.param_groups(heads=True)``) overlap their projection's group: ``None`` leaves them out, and
+    a pattern matches them only when it names heads (contains ``".head"``, e.g. ``"block*.attn.q.head*"``),
+    so ``"block0.attn.*"`` still means the four projections.
+
     Args:
-        available: ``adapter.param_groups()``.
-        spec: ``None`` (all groups), a name, a glob pattern (``"block0.attn.*"``, :mod:`fnmatch`), or a
-            list of names and patterns.
+        available: ``adapter.param_groups()`` or ``adapter.param_groups(heads=True)``.
+        spec: ``None`` (all groups but per-head ones), a name, a glob pattern (``"block0.attn.*"``,
+            :mod:`fnmatch`), or a list of names and patterns.
 
     Raises:
         TypeError: for a ``spec`` that is neither ``None``, a string nor an iterable of strings.
         ValueError: for a name or pattern that matches no group (listing the available ones), an
             empty list, or a group selected twice.
     """
+    plain = [n for n in available if not is_head_group(n)]
+    listing = ", ".join(plain) + (
+        " (and per-head groups block{l}.attn.{q,k,v,o}.head{h})" if len(plain) < len(available) else ""
+    )
     if spec is None:
-        return list(available)
+        return plain
     if not isinstance(spec, str) and not isinstance(spec, Iterable):
         raise TypeError(
             f"groups must be None (all), a group name or pattern, or a list of them, got {type(spec).__name__} "
@@ -44,14 +54,19 @@ def resolve_groups(available: Mapping[str, list[ParamSlice]], spec: GroupSpec) -
         )
     patterns = [spec] if isinstance(spec, str) else list(spec)
     if not patterns:
-        raise ValueError(f"no parameter groups requested; pass None for all, or some of: {', '.join(available)}")
+        raise ValueError(f"no parameter groups requested; pass None for all, or some of: {listing}")
     names: list[str] = []
     for pattern in patterns:
         if not isinstance(pattern, str):
             raise TypeError(f"group names must be strings, got {type(pattern).__name__} {pattern!r}")
-        hits = [pattern] if pattern in available else [n for n in available if fnmatch.fnmatchcase(n, pattern)]
+        heads = ".head" in pattern
+        hits = (
+            [pattern]
+            if pattern in available
+            else [n for n in available if fnmatch.fnmatchcase(n, pattern) and (heads or not is_head_group(n))]
+        )
         if not hits:
-            raise ValueError(f"unknown parameter group {pattern!r}; available groups: {', '.join(available)}")
+            raise ValueError(f"unknown parameter group {pattern!r}; available groups: {listing}")
         for name in hits:
             if name in names:
                 raise ValueError(

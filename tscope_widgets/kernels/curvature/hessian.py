@@ -100,7 +100,9 @@ class HessianOperator(LinearOperator):
         data: One batch dict or an iterable of them (``input_ids [B, S]``, optional
             ``attention_mask [B, S]`` and ``labels [B, S]``), read once into a list. Under a process
             group: this rank's shard.
-        groups: Row groups: ``None`` (all of ``param_groups()``), a name, a glob pattern, or a list.
+        groups: Row groups: ``None`` (all of ``param_groups()``), a name, a glob pattern, or a list;
+            per-head groups of ``param_groups(heads=True)`` (``"block0.attn.q.head1"``,
+            ``"block*.attn.k.head*"``) by name or by a pattern naming heads (see ``resolve_groups``).
         col_groups: Column groups (``None``: the row groups, a symmetric operator).
         kind: ``"hessian"``, ``"ggn"`` or ``"functional"`` (Hessian minus GGN); see the module docstring.
         loss: ``None`` for the adapter's LM loss, batches weighted by their labelled tokens; or a

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ...models.adapter import IGNORE_INDEX, ModelAdapter
+from ...models.head_groups import param_groups_with_heads
 from ..collectives import all_reduce_, check_group
 
 __all__ = ["CurvatureProblem", "LossFn", "materialise_batches"]
@@ -68,7 +69,7 @@ class CurvatureProblem:
 
     Attributes:
         params: ``{name: tensor}`` of the copy's parameters (detached; tied weights once).
-        groups: ``adapter.param_groups()``.
+        groups: ``adapter.param_groups(heads=True)`` (per-head groups selectable by name or pattern).
         count: ``N``, labelled targets (or samples) over every rank.
         weights: ``[n_b / N]`` of this rank's batches.
         targets: Per batch ``[B, S]`` targets (default loss) or ``None``.
@@ -86,7 +87,7 @@ class CurvatureProblem:
         self.batches = batches
         self.process_group = process_group
         self.params = {n: p.detach() for n, p in adapter.model.named_parameters()}
-        self.groups = adapter.param_groups()
+        self.groups = param_groups_with_heads(adapter)
         if loss is None:
             counts = [adapter.num_targets(b) for b in batches]
             empty = [i for i, n in enumerate(counts) if n == 0]
@@ -189,3 +190,4 @@ def _check_product_memory(user: ModelAdapter, batches, dtype: torch.dtype, route
         alternatives.append("route='finite_difference' (no second-order graph: about a gradient's memory)")
     check_memory(need, user.device, f"Hessian-vector products of {user!r} over {tokens} tokens in {dtype}",
                  alternatives)
+

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ...models.adapter import ModelAdapter
+from ...models.head_groups import param_groups_with_heads
 from ...models.registry import adapt
 from ..curvature import HessianOperator
 from ..lanczos import lanczos
@@ -267,7 +268,7 @@ def eigen_directions(
     signs = torch.sign(vectors[biggest, torch.arange(vectors.shape[1], device=vectors.device)])
     vectors = vectors * torch.where(signs == 0, 1, signs)
     params = {n: p.detach() for n, p in op.adapter.model.named_parameters()}
-    slices = op.adapter.param_groups()
+    slices = param_groups_with_heads(op.adapter)
     directions = []
     for i in range(vectors.shape[1]):
         d = {n: torch.zeros_like(p) for n, p in params.items()}

@@ -34,6 +34,13 @@ from transformers import (
 )
 
 from ..adapter import ModelAdapter, ParamSlice
+from ..head_groups import (
+    conv1d_fused_head_slices,
+    conv1d_out_head_slices,
+    interleaved_qkv_head_slices,
+    linear_in_head_slices,
+    linear_out_head_slices,
+)
 from ..heads import (
     LayerHeads,
     conv1d_in_heads,
@@ -261,7 +268,7 @@ class HFAdapter(ModelAdapter):
     def _head_groups(self, params: dict[str, Tensor]) -> list[ParamSlice]:
         return _whole(params, "lm_head") if self.has_lm_head else []
 
-    def param_groups(self) -> dict[str, list[ParamSlice]]:
+    def _param_groups(self) -> dict[str, list[ParamSlice]]:
         """Ordered ``{group: [ParamSlice, ...]}``: ``embed``, ``block{l}.attn.q|k|v|o``,
         ``block{l}.mlp.in|out``, ``block{l}.ln1|ln2``, ``ln_f`` and ``head`` (absent when tied to
         the embedding or missing).
@@ -299,6 +306,13 @@ class GPT2Adapter(HFAdapter):
         n = block.attn.num_heads
         q, k, v = conv1d_in_heads(block.attn.c_attn.weight, n, parts=3)
         return LayerHeads(q=q, k=k, v=v, o=conv1d_out_heads(block.attn.c_proj.weight, n))
+
+    def _head_param_slices(self, params, block):
+        p, n = f"{self._prefix}{self.blocks_attr}.{block}.attn", self.blocks[block].attn.num_heads
+        return {
+            **{kind: conv1d_fused_head_slices(params, f"{p}.c_attn", n, part) for part, kind in enumerate("qkv")},
+            "o": conv1d_out_head_slices(params, f"{p}.c_proj", n),
+        }
 
     def _block_groups(self, params, p):
         D = self.d_model
@@ -341,6 +355,16 @@ class LlamaFamilyAdapter(HFAdapter):
             o=linear_out_heads(a.o_proj.weight, n),
         )
 
+    def _head_param_slices(self, params, block):
+        a, cfg = f"{self._prefix}{self.blocks_attr}.{block}.self_attn", self.config
+        n, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        return {
+            "q": linear_in_head_slices(params, f"{a}.q_proj", n),
+            "k": linear_in_head_slices(params, f"{a}.k_proj", n_kv),
+            "v": linear_in_head_slices(params, f"{a}.v_proj", n_kv),
+            "o": linear_out_head_slices(params, f"{a}.o_proj", n),
+        }
+
     def _block_groups(self, params, p):
         a, m = f"{p}.self_attn", f"{p}.mlp"
         return {
@@ -368,6 +392,14 @@ class GPTNeoXAdapter(HFAdapter):
         n = self.config.num_attention_heads
         q, k, v = interleaved_qkv_heads(block.attention.query_key_value.weight, n)
         return LayerHeads(q=q, k=k, v=v, o=linear_out_heads(block.attention.dense.weight, n))
+
+    def _head_param_slices(self, params, block):
+        a, n = f"{self._prefix}{self.blocks_attr}.{block}.attention", self.config.num_attention_heads
+        return {
+            **{kind: interleaved_qkv_head_slices(params, f"{a}.query_key_value", n, part)
+               for part, kind in enumerate("qkv")},
+            "o": linear_out_head_slices(params, f"{a}.dense", n),
+        }
 
     def _block_groups(self, params, p):
         n_head = self.config.num_attention_heads
@@ -432,6 +464,15 @@ class BertAdapter(HFAdapter):
             f"{e}.token_type_embeddings",
             f"{e}.LayerNorm",
         ]
+
+    def _head_param_slices(self, params, block):
+        a, n = f"{self._prefix}{self.blocks_attr}.{block}.attention", self.config.num_attention_heads
+        return {
+            "q": linear_in_head_slices(params, f"{a}.self.query", n),
+            "k": linear_in_head_slices(params, f"{a}.self.key", n),
+            "v": linear_in_head_slices(params, f"{a}.self.value", n),
+            "o": linear_out_head_slices(params, f"{a}.output.dense", n),
+        }
 
     def _block_groups(self, params, p):
         a = f"{p}.attention"

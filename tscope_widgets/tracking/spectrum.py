@@ -57,15 +57,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .data import batch_list
-from .kernels.curvature import HessianOperator, resolve_groups
-from .kernels.density import slq_density
-from .kernels.lanczos import lanczos
-from .kernels.operator import DiagonalScaledOperator
-from .kernels.stability import adam_preconditioner, adam_stability_threshold, sgd_stability_threshold
-from .kernels.trace import hutchpp_trace
-from .models.adapter import ModelAdapter
-from .models.registry import adapt
+from ..data import batch_list
+from ..kernels.curvature import HessianOperator, resolve_groups
+from ..kernels.density import slq_density
+from ..kernels.lanczos import lanczos
+from ..kernels.operator import DiagonalScaledOperator
+from ..kernels.stability import adam_preconditioner, adam_stability_threshold, sgd_stability_threshold
+from ..kernels.trace import hutchpp_trace
+from ..models.adapter import ModelAdapter
+from ..models.registry import adapt
 
 __all__ = ["SpectrumHistory", "SpectrumTracker", "sgd_stability_threshold", "layer_of_group"]
 
