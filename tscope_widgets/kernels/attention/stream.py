@@ -26,9 +26,9 @@ from torch import Tensor
 
 from ...data import batch_stream
 from ...models.adapter import Layer, LayerDict, ModelAdapter
-from ..fingerprint import DataHasher, LazyFingerprint, fingerprint_difference, model_fingerprint
+from ..fingerprint import LazyFingerprint, fingerprint_difference
 from ..sensitivity.maps import analysis_adapter
-from ..sensitivity.stream import _check_counters, _check_welford, _where
+from ..streaming import BatchRun, check_counters, check_welford, checkpoint_where
 from ..welford import WelfordState
 from .maps import attention_entropy, attention_rollout
 
@@ -174,21 +174,16 @@ def iter_attention(
     return run.snapshots()
 
 
-class _Run:
-    """The state of one :func:`iter_attention` run: statistics and counters."""
+class _Run(BatchRun):
+    """The state of one :func:`iter_attention` run: statistics (counters and resume: :class:`BatchRun`)."""
 
     def __init__(self, model: ModelAdapter, stream, layers: list[int], batch_size: int, max_seq_len: int | None):
-        self.model, self.stream, self.layers = model, stream, layers
+        super().__init__(model, stream)
+        self.layers = layers
         self.batch_size, self.max_seq_len = batch_size, max_seq_len
         self.n_heads = model.layer_heads(layers[0]).n_heads
-        self.seq_len = stream.seq_len
         self.stats: dict[str, LayerDict] | None = None
-        self.done = self.batches = 0
-        self.resumed = False
         self.dtype = str(model.dtype)
-        self.hasher = DataHasher()
-        self.batch_iter: Iterator | None = None
-        self.model_fp = LazyFingerprint(lambda: model_fingerprint(model.model))
         if self.seq_len is not None:
             self._allocate(self.seq_len)
 
@@ -208,7 +203,7 @@ class _Run:
             raise TypeError(f"resume must be a Checkpoint with .tensors and .meta, got {type(checkpoint).__name__}")
         if meta.get("kernel") != "attention":
             raise ValueError(f"resume checkpoint is from kernel {meta.get('kernel')!r}, not 'attention'")
-        where = _where(checkpoint)
+        where = checkpoint_where(checkpoint)
         fingerprint = meta.get("fingerprint")
         if not isinstance(fingerprint, Mapping) or not isinstance(fingerprint.get("model"), Mapping):
             raise ValueError(f"{where} has no model and data fingerprint, so it cannot be checked; start a new run")
@@ -227,7 +222,7 @@ class _Run:
         diff = fingerprint_difference(fingerprint["model"], self.model_fp.get())
         if diff is not None:
             raise ValueError(f"the checkpoint was made with another model: {diff}")
-        done, batches, seq_len = _check_counters(meta, where)
+        done, batches, seq_len = check_counters(meta, where)
         self._allocate(seq_len)
         for stat, shape in STATISTICS.items():
             for lay in self.layers:
@@ -242,57 +237,13 @@ class _Run:
                         f"{where}: field {stat}.{lay} has shape {list(state.shape)}, "
                         f"want {list(shape(self.n_heads, seq_len))}"
                     )
-                _check_welford(state, done, f"{where}: field {stat}.{lay}")
+                check_welford(state, done, f"{where}: field {stat}.{lay}")
                 self.stats[stat][lay] = state
         self.done, self.batches = done, batches
         self._skip_resumed(fingerprint)
         self.resumed = True
 
-    def _skip_resumed(self, fingerprint: Mapping) -> None:
-        """Read and hash the first ``batches`` batches; refuse data other than the checkpoint's."""
-        total = self.stream.total
-        if total is not None and self.done > total:
-            raise ValueError(f"the checkpoint was made with other data: done={self.done} > {total} samples here")
-        self.batch_iter = iter(self.stream.batches(0, 0))
-        for _ in range(self.batches):
-            try:
-                ids, mask = next(self.batch_iter)
-            except StopIteration:
-                raise ValueError(
-                    f"the checkpoint was made with other data: it has {self.batches} batches, this data set "
-                    f"ends after {self.hasher.samples} samples"
-                ) from None
-            self.hasher.add(ids, mask)
-        if self.hasher.samples != self.done or fingerprint.get("data_sha256") != self.hasher.hexdigest():
-            raise ValueError(
-                f"the checkpoint was made with other data: the sha256 of its first {self.done} samples "
-                f"differs from that of the first {self.batches} batches here"
-            )
-
-    def snapshots(self) -> Iterator[AttentionSnapshot]:
-        started = False
-        batches = self.batch_iter if self.batch_iter is not None else self.stream.batches(0, 0)
-        for ids, mask in batches:
-            started = True
-            self._step(ids, mask)
-            yield self._snapshot()
-        if not started:
-            if not self.resumed:
-                raise ValueError("data is empty: it yielded no batches")
-            yield self._snapshot()
-
-    def _step(self, ids: Tensor, mask: Tensor | None) -> None:
-        if not isinstance(ids, Tensor) or ids.ndim != 2:
-            raise ValueError(f"a batch's input_ids must be a tensor [B, S], got {getattr(ids, 'shape', type(ids))}")
-        if self.seq_len is None:
-            self._allocate(ids.shape[1])
-        if ids.shape[1] > self.seq_len:
-            if self.stream.seq_len is None:
-                raise ValueError(
-                    f"batch {self.batches} has length {ids.shape[1]} > {self.seq_len} (the first batch's); "
-                    "pass max_seq_len to fix the statistics' size (longer batches are then truncated)"
-                )
-            ids, mask = ids[:, : self.seq_len], None if mask is None else mask[:, : self.seq_len]
+    def _update(self, ids: Tensor, mask: Tensor | None) -> None:
         weights = self.model.attention_weights(ids, mask, layers=range(self.layers[-1] + 1))
         B, S_b = ids.shape
         real = torch.ones(B, S_b, dtype=torch.bool) if mask is None else mask.to("cpu").bool()  # [B, S_b]
@@ -309,9 +260,6 @@ class _Run:
             }
             for stat, (x, valid) in maps.items():
                 self.stats[stat][lay].update(torch.where(valid, x, 0.0), mask=valid)
-        self.hasher.add(ids, mask)
-        self.done += B
-        self.batches += 1
 
     def _snapshot(self) -> AttentionSnapshot:
         copies = {

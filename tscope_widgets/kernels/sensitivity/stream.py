@@ -19,8 +19,9 @@ from torch import Tensor
 
 from ...data import batch_stream
 from ...models.adapter import LayerDict, ModelAdapter
-from ..fingerprint import DataHasher, LazyFingerprint, fingerprint_difference, model_fingerprint
+from ..fingerprint import LazyFingerprint, fingerprint_difference
 from ..reservoir import SampleReservoir, set_generator_state
+from ..streaming import BatchRun, check_counters, check_welford, checkpoint_where
 from ..welford import WelfordState
 from .maps import (
     Layer,
@@ -219,8 +220,9 @@ def iter_sensitivity(
     return run.snapshots()
 
 
-class _Run:
-    """The state of one :func:`iter_sensitivity` run: statistics, reservoir, generator, counters."""
+class _Run(BatchRun):
+    """The state of one :func:`iter_sensitivity` run: statistics, reservoir, generator (counters and resume:
+    :class:`~.streaming.BatchRun`)."""
 
     def __init__(
         self,
@@ -236,20 +238,15 @@ class _Run:
         reservoir_size,
         seed,
     ):
-        self.model, self.stream, self.layers, self.source = model, stream, layers, source
+        super().__init__(model, stream)
+        self.layers, self.source = layers, source
         self.method, self.mode, self.probes, self.chunk_size = method, mode, probes, chunk_size
         self.batch_size, self.reservoir_size, self.seed = batch_size, reservoir_size, seed
-        self.seq_len = stream.seq_len
         self.generator = torch.Generator().manual_seed(seed)
         self.stats: LayerDict | None = None
         self.reservoir: SampleReservoir | None = None
-        self.done = self.batches = 0
-        self.resumed = False
         self.max_seq_len: int | None = None
         self.dtype = str(model.dtype)
-        self.hasher = DataHasher()
-        self.batch_iter: Iterator | None = None
-        self.model_fp = LazyFingerprint(lambda: model_fingerprint(model.model))
         if self.seq_len is not None:
             self._allocate(self.seq_len)
 
@@ -268,7 +265,7 @@ class _Run:
             )
         if meta.get("kernel") != "sensitivity":
             raise ValueError(f"resume checkpoint is from kernel {meta.get('kernel')!r}, not 'sensitivity'")
-        where = _where(checkpoint)
+        where = checkpoint_where(checkpoint)
         fingerprint = meta.get("fingerprint")
         if not isinstance(fingerprint, Mapping) or not isinstance(fingerprint.get("model"), Mapping):
             raise ValueError(
@@ -298,7 +295,7 @@ class _Run:
         diff = fingerprint_difference(fingerprint["model"], self.model_fp.get())
         if diff is not None:
             raise ValueError(f"the checkpoint was made with another model: {diff}")
-        done, batches, seq_len = _check_counters(meta, where)
+        done, batches, seq_len = check_counters(meta, where)
         self._allocate(seq_len)
         for lay in self.layers:
             prefix = f"stats.{lay}."
@@ -307,7 +304,7 @@ class _Run:
                 self.stats[lay] = WelfordState.from_state_dict(part, device="cpu")
             except (TypeError, ValueError) as err:
                 raise ValueError(f"{where}: field stats.{lay}: {err}") from None
-            _check_welford(self.stats[lay], done, f"{where}: field stats.{lay}")
+            check_welford(self.stats[lay], done, f"{where}: field stats.{lay}")
         try:
             self.reservoir.load_state_dict(
                 {k[len("reservoir.") :]: v for k, v in tensors.items() if k.startswith("reservoir.")}
@@ -322,59 +319,7 @@ class _Run:
         self._skip_resumed(fingerprint)
         self.resumed = True
 
-    def _skip_resumed(self, fingerprint: Mapping) -> None:
-        """Read and hash the first ``batches`` batches; refuse data other than the checkpoint's."""
-        total = self.stream.total
-        if total is not None and self.done > total:
-            raise ValueError(
-                f"the checkpoint was made with other data: it has done={self.done} samples, this data "
-                f"set only {total}"
-            )
-        self.batch_iter = iter(self.stream.batches(0, 0))
-        for _ in range(self.batches):
-            try:
-                ids, mask = next(self.batch_iter)
-            except StopIteration:
-                raise ValueError(
-                    f"the checkpoint was made with other data: it has done={self.done} samples in "
-                    f"{self.batches} batches, this data set ends after {self.hasher.samples} samples"
-                ) from None
-            self.hasher.add(ids, mask)
-        saved, now = fingerprint.get("data_sha256"), self.hasher.hexdigest()
-        if self.hasher.samples != self.done or saved != now:
-            raise ValueError(
-                f"the checkpoint was made with other data: its first {self.done} samples have sha256 "
-                f"{str(saved)[:12]}…, the first {self.batches} batches ({self.hasher.samples} samples) "
-                f"of this data {now[:12]}…"
-            )
-
-    def snapshots(self) -> Iterator[SensitivitySnapshot]:
-        started = False
-        batches = self.batch_iter if self.batch_iter is not None else self.stream.batches(0, 0)
-        for ids, mask in batches:
-            started = True
-            self._step(ids, mask)
-            yield self._snapshot()
-        if not started:
-            if not self.resumed:
-                raise ValueError("data is empty: it yielded no batches")
-            yield self._snapshot()
-
-    def _step(self, ids: Tensor, mask: Tensor | None) -> None:
-        if not isinstance(ids, Tensor) or ids.ndim != 2:
-            raise ValueError(
-                f"a batch's input_ids must be a tensor [B, S], got "
-                f"{getattr(ids, 'shape', type(ids).__name__)}"
-            )
-        if self.seq_len is None:
-            self._allocate(ids.shape[1])
-        if ids.shape[1] > self.seq_len:
-            if self.stream.seq_len is None:
-                raise ValueError(
-                    f"batch {self.batches} has length {ids.shape[1]} > {self.seq_len} (the first batch's); "
-                    "pass max_seq_len to fix the statistics' size (longer batches are then truncated)"
-                )
-            ids, mask = ids[:, : self.seq_len], None if mask is None else mask[:, : self.seq_len]
+    def _update(self, ids: Tensor, mask: Tensor | None) -> None:
         maps = position_sensitivity(
             self.model,
             ids,
@@ -387,7 +332,7 @@ class _Run:
             mode=self.mode,
             generator=self.generator,
         )
-        B, S_b = ids.shape
+        S_b = ids.shape[1]
         pad = self.seq_len - S_b
         for lay in self.layers:
             x = torch.nn.functional.pad(
@@ -396,9 +341,6 @@ class _Run:
             valid = torch.isfinite(x)
             self.stats[lay].update(torch.where(valid, x, 0.0), mask=valid)
         self.reservoir.add(ids, None if mask is None else mask.bool(), maps)
-        self.hasher.add(ids, mask)
-        self.done += B
-        self.batches += 1
 
     def _snapshot(self) -> SensitivitySnapshot:
         stats = LayerDict(
@@ -427,46 +369,6 @@ class _Run:
 
 
 # ---------------------------------------------------------------------------- checks of a resumed state
-def _where(checkpoint) -> str:
-    path = getattr(checkpoint, "path", None)
-    return f"checkpoint {path}" if path else "the resume checkpoint"
-
-
-def _check_counters(meta: Mapping, where: str) -> tuple[int, int, int]:
-    """``done``, ``batches`` and ``seq_len`` of a checkpoint's meta, checked."""
-    out = []
-    for key in ("done", "batches", "seq_len"):
-        value = meta.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{where}: field meta.{key} must be an int >= 1, got {value!r}")
-        out.append(value)
-    done, batches, seq_len = out
-    if batches > done:
-        raise ValueError(f"{where}: field meta.batches={batches} exceeds meta.done={done}")
-    total = meta.get("total")
-    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < done):
-        raise ValueError(f"{where}: field meta.total={total!r} is not an int >= done={done}")
-    return done, batches, seq_len
-
-
-def _check_welford(state: WelfordState, done: int, where: str) -> None:
-    """Counts at most ``done`` and rows equal to it; finite moments; ``min <= mean <= max`` where counted."""
-    if state.total_count != done:
-        raise ValueError(f"{where}.rows: {state.total_count} samples, but meta.done is {done}")
-    count = state.count
-    if bool((count > done).any()):
-        raise ValueError(f"{where}.count: a count of {count.max().item():g} exceeds meta.done={done}")
-    seen = count > 0
-    sd = state.state_dict()
-    for key in ("mean", "m2", "min", "max"):
-        if not bool(torch.isfinite(sd[key][seen]).all()):
-            raise ValueError(f"{where}.{key}: not finite in a cell with count > 0")
-    mean, lo, hi = sd["mean"][seen], sd["min"][seen], sd["max"][seen]
-    tol = 1e-9 * torch.maximum(lo.abs(), hi.abs())
-    if bool((lo > hi).any()) or bool((mean < lo - tol).any()) or bool((mean > hi + tol).any()):
-        raise ValueError(f"{where}.min/mean/max: min <= mean <= max fails in a cell with count > 0")
-
-
 def _check_reservoir(reservoir: SampleReservoir, done: int, vocab_size: int, where: str) -> None:
     """``seen`` equal to ``done``, token ids inside the vocabulary, sample indices below ``done``."""
     if reservoir.seen != done:
