@@ -162,7 +162,7 @@ def test_explorer_displays_its_view_then_its_picture_and_updates_the_picture(ker
     assert view.data[WIDGET_VIEW]["model_id"] == w.model_id
     assert not view.transient and view2.data == view.data  # the view is never updated: no display id
     assert set(picture.data) == {"text/html", "text/plain"}
-    assert picture.data["text/plain"] == "SensitivityExplorer · layer 1 · mean ‖J_ij‖²_F (job pending)"
+    assert picture.data["text/plain"] == "SensitivityExplorer · layer 1 · mean ‖J_ij‖²_F (exact values · job pending)"
     html = picture.data["text/html"]
     assert html.startswith(stand_in_style(w.model_id, ".tscope-explorer"))
     assert f'class="tscope-static" data-picture-id="{w.model_id}"' in html and 'data-status="pending"' in html
@@ -179,7 +179,9 @@ def test_explorer_displays_its_view_then_its_picture_and_updates_the_picture(ker
     last = {o.transient["display_id"]: o for o in updates}
     assert sorted(last) == sorted(ids_shown) and not any(WIDGET_VIEW in o.data for o in captured.outputs)
     for o in last.values():
-        assert o.data["text/plain"] == "SensitivityExplorer · layer 1 · mean ‖J_ij‖²_F (8 of 8 samples · job done)"
+        assert o.data["text/plain"] == (
+            "SensitivityExplorer · layer 1 · mean ‖J_ij‖²_F (exact values · 8 of 8 samples · job done)"
+        )
         assert 'data-status="done"' in o.data["text/html"] and 'data-done="8"' in o.data["text/html"]
         assert o.data["text/html"].startswith(stand_in_style(w.model_id, ".tscope-explorer"))
 
