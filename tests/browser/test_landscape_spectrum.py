@@ -5,8 +5,10 @@ A small generated notebook shows a 7 x 7 loss landscape of a tiny model, the spe
 ``SpectrumTracker`` records during a short training loop of another tiny model (4 records, one block per
 layer) and a Hutchinson sensitivity explorer. The explorer must show its method line (estimates ± sem),
 draw in log colours by default (``log_scale="auto"`` on a map spanning decades: the canvas's ``data-log``
-agrees with Python's rule) and repaint from its colour-map menu (Python receives the choice). The test runs it
-in JupyterLab (``tests/browser/harness.py``), waits for the landscape's heatmap
+agrees with Python's rule) and repaint from its colour-map menu (Python receives the choice); the
+PNG/SVG/CSV buttons of the explorer, the landscape and the spectrum download files made in the page (read
+back through Playwright's downloads: names, CSV numbers, SVG structure); a reservoir sample's map shows beside the
+population mean. The test runs it in JupyterLab (``tests/browser/harness.py``), waits for the landscape's heatmap
 canvas to paint the whole grid and for the spectrum's line charts and block x step heatmap to draw,
 checks that the static picture outputs are hidden while the live views are there, clicks a landscape
 cell and a cell of the block x step heatmap, and checks (by re-running the cell that prints them) that
@@ -22,6 +24,9 @@ Front-end markers: ``.tscope-landscape[data-status][data-paints]``, ``canvas.tsc
 
 from __future__ import annotations
 
+import csv
+import io
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import nbformat
@@ -221,6 +226,61 @@ def test_landscape_and_spectrum_render_and_clicks_reach_python(server, browser):
         "the explorer to repaint in magma",
         log,
     )
+    # a reservoir sample's own map, its ids as tokens (no tokenizer), beside the population mean
+    samples = explorer.locator('select[aria-label="sample"]')
+    choices = samples.locator("option").all_text_contents()
+    assert choices[0] == "population" and len(choices) == 1 + 8, choices  # 8 samples, all kept
+    samples.select_option(label="sample 3")
+    wait_for(
+        page,
+        """() => { const c = document.querySelector('.jp-OutputArea-output .tscope-explorer canvas.tscope-heatmap');
+              const m = document.querySelector('.jp-OutputArea-output .tscope-explorer canvas.tscope-heatmap-mean');
+              return c.dataset.sample === '3' && !!m && m.style.display !== 'none' && m.dataset.rows === '6'
+                && m.dataset.domain === c.dataset.domain; }""",
+        "sample 3's map beside the population mean, on one colour scale",
+        log,
+    )
+    page.screenshot(path=str(ARTIFACTS / "jupyterlab-explorer-sample.png"))
+    samples.select_option(label="population")
+    wait_for(
+        page,
+        "() => document.querySelector('.jp-OutputArea-output .tscope-explorer canvas.tscope-heatmap')"
+        ".dataset.sample === ''",
+        "the explorer to show the population again",
+        log,
+    )
+
+    # ----- downloads, made in the page: the numbers as CSV, the view as SVG and PNG
+    def download(button):
+        with page.expect_download(timeout=20_000) as info:
+            button.click()
+        return info.value.suggested_filename, Path(info.value.path()).read_bytes()
+
+    name, data = download(explorer.locator("button.tscope-download-csv"))
+    rows = data.decode().splitlines()
+    assert name.startswith("sensitivity-layer-") and name.endswith("-mean-matrix.csv"), name
+    assert rows[0].split(",")[1:] == [f"{k}:{t}" for k, t in enumerate("<abcd>")] and len(rows) == 1 + 6
+    cells = [[float(v) for v in row.split(",")[1:]] for row in rows[1:]]
+    assert all(cells[i][j] == 0 for i in range(6) for j in range(i + 1, 6))  # causal: exact zeros above
+    assert all(cells[i][j] > 0 for i in range(6) for j in range(i + 1))
+    name, data = download(explorer.locator("button.tscope-download-png"))
+    assert name.endswith("-mean-matrix.png") and data.startswith(b"\x89PNG\r\n\x1a\n")
+
+    landscape_view = page.locator(".jp-OutputArea-output .tscope-landscape")
+    name, data = download(landscape_view.locator("button.tscope-download-svg"))
+    assert name == "landscape-loss-2d.svg"
+    svg = ET.fromstring(data)
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg" and float(svg.get("width")) >= 400
+    images = svg.findall("{http://www.w3.org/2000/svg}image")
+    assert images and images[0].get("{http://www.w3.org/1999/xlink}href").startswith("data:image/png;base64,")
+    name, data = download(landscape_view.locator("button.tscope-download-csv"))
+    rows = list(csv.reader(io.StringIO(data.decode())))  # the direction labels hold commas: quoted fields
+    assert name == "landscape-loss-2d.csv" and len(rows) == 1 + RES * RES
+    assert rows[0][0].startswith("alpha (random direction 1") and rows[0][2:] == ["loss", "accuracy"]
+    assert all(float(row[2]) > 0 for row in rows[1:])  # every loss of the finished grid
+    name, data = download(page.locator(".jp-OutputArea-output .tscope-spectrum button.tscope-download-csv"))
+    rows = data.decode().splitlines()
+    assert name.startswith("spectrum-") and rows[0].startswith("step,") and len(rows) == 1 + RECORDS
 
     heatmap = page.locator(".jp-OutputArea-output .tscope-landscape canvas.tscope-heatmap")
     painted = heatmap.evaluate(LANDSCAPE_PAINTED)
