@@ -32,9 +32,11 @@ import {
   slicesThrough,
 } from "./lib/grid.js";
 import { pictureHidingCSS } from "./lib/picture.js";
-import { colorDomain, colorIndexer, colormapLUT, formatValue } from "./lib/scales.js";
+import { colorDomain, colorIndexer, colormapLUT, formatValue, resolveLog } from "./lib/scales.js";
 import { jobControls } from "./lib/job_controls.js";
 import { cssToRGBA, themeColors } from "./lib/theme.js";
+import { columnsCsv, downloadButtons } from "./lib/download.js";
+import { showTooltip } from "./lib/tooltip.js";
 import { labelledPoints, pointNear, thinLabels, trajectoryPixels } from "./lib/trajectory.js";
 
 const LUT = colormapLUT("viridis", 256);
@@ -42,6 +44,7 @@ const MARGIN = { left: 64, top: 10, right: 104, bottom: 46 };
 const PLOT = { width: 400, height: 400 };
 const SURFACE = { width: 504, height: 456 };
 const VIEW_TITLES = { "2d": "heatmap + contours", "3d": "3D surface" };
+const SCALE_TITLES = { auto: "auto", log: "log", linear: "linear" };
 const CONTOUR_COUNT = 10;
 const TRAJECTORY_COLOR = "#e91e63"; // as in the static picture and the Bokeh export
 const MODEL_COLOR = "#ff7f0e"; // the quadratic model on the slices
@@ -95,17 +98,24 @@ function render({ model, el }) {
   // ----- DOM
   const quantitySelect = h("select", { "aria-label": "quantity" });
   const viewSelect = h("select", { "aria-label": "view" });
-  const logBox = h("input", { type: "checkbox", "aria-label": "log colour scale" });
+  const scaleSelect = h("select", { "aria-label": "colour scale" });
   const contourBox = h("input", { type: "checkbox", "aria-label": "contour lines" });
   const job = jobControls({ unit: "row", keeps: "the rows done", counted: "rows" });
+  const downloads = downloadButtons({
+    container: () => plot,
+    theme: () => theme,
+    name: () => ["landscape", quantity(), model.get("view")],
+    csv: () => gridCsv(),
+  });
   const toolbar = h(
     "div",
     { class: "tscope-toolbar" },
     h("label", {}, "show", quantitySelect),
     h("label", {}, "view", viewSelect),
-    h("label", {}, logBox, "log colour"),
+    h("label", {}, "colour", scaleSelect),
     h("label", {}, contourBox, "contours"),
     job.buttons,
+    downloads.element,
   );
   const statusLine = job.statusLine;
   const canvas = h("canvas", { class: "tscope-heatmap" });
@@ -142,7 +152,12 @@ function render({ model, el }) {
   let paints = 0;
 
   const quantity = () => model.get("quantity");
-  const useLog = () => Boolean(model.get("log_scale"));
+  // "auto": log where the values span decades (the explorer's rule, figures.charts.resolve_log)
+  const useLog = () => resolveLog(model.get("log_scale"), grid ? grid.values : []);
+  const scaleKey = () => {
+    const v = model.get("log_scale");
+    return v === "auto" ? "auto" : v ? "log" : "linear";
+  };
   const titles = () => model.get("quantity_titles") ?? {};
   const quantityTitle = () => titles()[quantity()] ?? quantity();
   const directionLabels = () => model.get("direction_labels") ?? ["", ""];
@@ -161,6 +176,21 @@ function render({ model, el }) {
       });
     }
     for (const n of names) dirty.add(n);
+  }
+
+  // The grid as CSV, one line per point: alpha, beta, loss (and accuracy); empty where not computed yet.
+  function gridCsv() {
+    if (!grid) return null;
+    const { A, B, alphas, betas, loss, accuracy } = grid;
+    const n = A * B;
+    const [d1, d2] = directionLabels();
+    const columns = [
+      [d1 ? `alpha (${d1})` : "alpha", Array.from({ length: n }, (_, k) => alphas[Math.floor(k / B)])],
+      [d2 ? `beta (${d2})` : "beta", Array.from({ length: n }, (_, k) => betas[k % B])],
+      ["loss", Array.from(loss)],
+    ];
+    if (accuracy) columns.push(["accuracy", Array.from(accuracy)]);
+    return columnsCsv(columns);
   }
 
   function readArrays() {
@@ -182,7 +212,7 @@ function render({ model, el }) {
   function drawControls() {
     fillSelect(quantitySelect, model.get("quantity_options") ?? [], quantity(), (q) => q);
     fillSelect(viewSelect, ["2d", "3d"], model.get("view"), (v) => VIEW_TITLES[v]);
-    logBox.checked = useLog();
+    fillSelect(scaleSelect, Object.keys(SCALE_TITLES), scaleKey(), (k) => SCALE_TITLES[k]);
     contourBox.checked = Boolean(model.get("show_contours"));
     contourBox.disabled = model.get("view") === "3d";
   }
@@ -605,11 +635,7 @@ function render({ model, el }) {
     if (grid.accuracy && !Number.isNaN(grid.accuracy[k])) lines.push(`accuracy: ${formatValue(grid.accuracy[k])}`);
     const near = pointNear(trackPixels, p.x, p.y, 6);
     if (near) lines.push(`${trajectory.label} step ${near.step}: α = ${formatValue(near.alpha)}, β = ${formatValue(near.beta)}`);
-    tooltip.textContent = lines.join("\n");
-    const box = plot.getBoundingClientRect();
-    tooltip.style.left = `${event.clientX - box.left + 14}px`;
-    tooltip.style.top = `${event.clientY - box.top + 14}px`;
-    tooltip.style.display = "block";
+    showTooltip(tooltip, plot, lines, event);
   });
   on(canvas, "mouseleave", () => {
     tooltip.style.display = "none";
@@ -637,8 +663,10 @@ function render({ model, el }) {
     model.set("view", ["2d", "3d"][Number(viewSelect.value)] ?? "2d");
     model.save_changes();
   });
-  on(logBox, "change", () => {
-    model.set("log_scale", logBox.checked);
+  on(scaleSelect, "change", () => {
+    const key = Object.keys(SCALE_TITLES)[Number(scaleSelect.value)];
+    if (key === undefined) return;
+    model.set("log_scale", key === "auto" ? "auto" : key === "log");
     model.save_changes();
   });
   on(contourBox, "change", () => {
@@ -646,6 +674,7 @@ function render({ model, el }) {
     model.save_changes();
   });
   job.wire(model, life, () => schedule("status"));
+  downloads.wire(on);
 
   // ----- model events
   for (const name of ["_alphas", "_betas", "_loss", "_accuracy", "_trajectory", "quantity"]) {

@@ -20,12 +20,14 @@ import { cellAt, cellRect, fillRGBA, heatmapLayout, paintGrid } from "./lib/heat
 import { histogramBins, histogramChart } from "./lib/histogram.js";
 import { lineChart } from "./lib/lines.js";
 import { pictureHidingCSS } from "./lib/picture.js";
-import { columnProfile, offsetProfile, rowProfile } from "./lib/profiles.js";
+import { columnProfile, offsetProfile, rowProfile, visibleOffsets } from "./lib/profiles.js";
 import { COLORMAPS, DIVERGING, colorIndexer, colorRange, colormapLUT, formatValue, resolveLog } from "./lib/scales.js";
 import { jobControls } from "./lib/job_controls.js";
 import { emptyBodyText } from "./lib/status.js";
 import { cellSummary } from "./lib/cell_summary.js";
 import { cssToRGBA, themeColors } from "./lib/theme.js";
+import { columnsCsv, downloadButtons, matrixCsv } from "./lib/download.js";
+import { showTooltip } from "./lib/tooltip.js";
 
 const LUTS = new Map(); // read-only tables shared by all views, one per colour map
 const lutOf = (name) => {
@@ -52,6 +54,7 @@ const CSS = `${baseCss(".tscope-explorer")}
 .tscope-explorer .tscope-main { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
 .tscope-explorer .tscope-plot { position: relative; }
 .tscope-explorer .tscope-heatmap { display: block; cursor: crosshair; }
+.tscope-explorer .tscope-maps { display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-start; }
 .tscope-explorer .tscope-tooltip { position: absolute; display: none; pointer-events: none; z-index: 10;
   white-space: pre; font-size: 11px; padding: 3px 6px; border-radius: 3px;
   background: var(--jp-layout-color0, #fff); border: 1px solid var(--jp-border-color1, #9e9e9e);
@@ -76,7 +79,14 @@ function render({ model, el }) {
   const scaleSelect = h("select", { "aria-label": "colour scale" });
   const rangeSelect = h("select", { "aria-label": "colour range" });
   const cmapSelect = h("select", { "aria-label": "colour map" });
+  const sampleSelect = h("select", { "aria-label": "sample" });
   const job = jobControls({ unit: "batch", keeps: "the statistics" });
+  const downloads = downloadButtons({
+    container: () => plot,
+    theme: () => theme,
+    name: () => ["sensitivity", layerTitle(model.get("layer")), statistic(), model.get("view")],
+    csv: () => viewCsv(),
+  });
   const toolbar = h(
     "div",
     { class: "tscope-toolbar" },
@@ -86,14 +96,17 @@ function render({ model, el }) {
     h("label", {}, "colour", scaleSelect),
     h("label", {}, "range", rangeSelect),
     h("label", {}, "map", cmapSelect),
+    h("label", { title: "a reservoir sample's own map, beside the population mean" }, "sample", sampleSelect),
     job.buttons,
+    downloads.element,
   );
   const statusLine = job.statusLine;
   const methodLine = h("p", { class: "tscope-caption tscope-method" });
   const canvas = h("canvas", { class: "tscope-heatmap" });
+  const meanCanvas = h("canvas", { class: "tscope-heatmap-mean", style: "display:none" });
   const offsetPane = h("div", { class: "tscope-offset" });
   const tooltip = h("div", { class: "tscope-tooltip" });
-  const plot = h("div", { class: "tscope-plot" }, canvas, offsetPane, tooltip);
+  const plot = h("div", { class: "tscope-plot" }, h("div", { class: "tscope-maps" }, canvas, meanCanvas), offsetPane, tooltip);
   const detailPane = h("div", { class: "tscope-detail" });
   const root = h(
     "div",
@@ -113,6 +126,7 @@ function render({ model, el }) {
   let theme = themeColors(root);
   let heat = null;
   let counts = null;
+  let sampleInfo = null; // decoded `sample_view`: a reservoir sample's map, tokens and the population mean
   let layout = null;
   let paints = 0;
 
@@ -160,6 +174,7 @@ function render({ model, el }) {
     const ranges = Object.keys(RANGES).includes(rangeKey()) ? Object.keys(RANGES) : [...Object.keys(RANGES), rangeKey()];
     fillSelect(rangeSelect, ranges, rangeKey(), (k) => RANGE_TITLES[k] ?? `${k} %`);
     fillSelect(cmapSelect, COLORMAPS, model.get("colormap"), (k) => k);
+    fillSelect(sampleSelect, [null, ...(model.get("sample_options") ?? [])], model.get("sample") ?? null, (k) => (k === null ? "population" : `sample ${k}`));
   }
 
   function drawStatus() {
@@ -173,6 +188,7 @@ function render({ model, el }) {
   function drawMain() {
     const offset = model.get("view") === "offset";
     canvas.style.display = offset ? "none" : "";
+    if (offset) meanCanvas.style.display = "none";
     offsetPane.style.display = offset ? "" : "none";
     if (offset) drawOffset();
     else drawHeatmap();
@@ -180,10 +196,58 @@ function render({ model, el }) {
     root.dataset.paints = String(paints); // a marker for browser tests: bumps after every repaint
   }
 
+  // The map shown in the main canvas: the population statistic, or a reservoir sample's own map (then the
+  // population mean goes beside it, on the same colour scale, in `meanCanvas`).
+  function shownSample() {
+    const k = model.get("sample");
+    if (k === null || k === undefined) return null;
+    const info = sampleInfo;
+    return info && info.layer === model.get("layer") && info.sample === k ? info : null;
+  }
+
+  function paintMap(target, values, rows, cols, { domain, log, lut, tokens: labels, title, selected, population }) {
+    const lay = heatmapLayout({ rows, cols, margin: MARGIN });
+    const ctx = sizeCanvas(target, lay.totalWidth, lay.totalHeight, theme.bg);
+    const rgba = fillRGBA(new Uint8ClampedArray(4 * rows * cols), values, colorIndexer(domain, { log }), lut, {
+      nan: cssToRGBA(theme.nan, probe),
+      nonpositive: cssToRGBA(theme.bg, probe),
+    });
+    paintGrid(ctx, lay, rgba, scratch);
+    if (selected && selected[0] < rows && selected[1] < cols) {
+      const r = cellRect(lay, selected[0], selected[1]);
+      ctx.strokeStyle = theme.accent;
+      ctx.lineWidth = 2;
+      ctx.strokeRect(r.x - 1, r.y - 1, r.w + 2, r.h + 2);
+    }
+    const note = population && model.get("label_note") ? ` (${model.get("label_note")})` : "";
+    drawAxes(ctx, lay, { tokens: labels, theme, xTitle: `input position j${note}`, yTitle: `output position i${note}` });
+    drawColorbar(ctx, {
+      x: lay.x + lay.width + 12,
+      y: lay.y,
+      width: 12,
+      height: lay.height,
+      lut,
+      domain,
+      log,
+      title: title + (log ? " (log)" : ""),
+      theme,
+    });
+    target.dataset.log = String(log);
+    target.dataset.colormap = colormap();
+    target.dataset.domain = domain.map(formatValue).join(",");
+    target.dataset.rows = String(rows);
+    return lay;
+  }
+
   function drawHeatmap() {
-    if (!heat) {
+    const info = shownSample();
+    const waiting = model.get("sample") !== null && model.get("sample") !== undefined && !info;
+    meanCanvas.style.display = info && !info.missing ? "" : "none";
+    if (!heat || waiting || (info && info.missing)) {
       layout = null;
-      const text = emptyBodyText(model.get("status"), model.get("message"), "waiting for the first batch…");
+      let text = emptyBodyText(model.get("status"), model.get("message"), "waiting for the first batch…");
+      if (heat && waiting) text = `loading sample ${model.get("sample")}…`;
+      if (heat && info && info.missing) text = `sample ${info.sample} is no longer in the reservoir: pick another`;
       const font = `12px ${theme.font}`;
       let ctx = sizeCanvas(canvas, 420, 60, theme.bg);
       ctx.font = font;
@@ -199,51 +263,37 @@ function render({ model, el }) {
     }
     delete canvas.dataset.empty;
     const [rows, cols] = heat.shape;
-    layout = heatmapLayout({ rows, cols, margin: MARGIN });
-    const ctx = sizeCanvas(canvas, layout.totalWidth, layout.totalHeight, theme.bg);
     const log = useLog();
     const lut = lutOf(colormap());
-    const count = isCount();
-    const { domain } = colorRange(heat.data, {
+    const count = isCount() && !info;
+    const shown = info ? info.map.data : heat.data;
+    let joint = shown;
+    if (info) {
+      joint = new Float64Array(shown.length + info.mean.data.length);
+      joint.set(shown);
+      joint.set(info.mean.data, shown.length);
+    }
+    const { domain } = colorRange(joint, {
       log,
       percentiles: count ? null : model.get("color_percentiles"),
       limits: count ? null : model.get("color_limits"),
       diverging: DIVERGING.has(colormap()),
     });
-    const rgba = fillRGBA(new Uint8ClampedArray(4 * rows * cols), heat.data, colorIndexer(domain, { log }), lut, {
-      nan: cssToRGBA(theme.nan, probe),
-      nonpositive: cssToRGBA(theme.bg, probe),
-    });
-    canvas.dataset.log = String(log);
-    canvas.dataset.colormap = colormap();
-    canvas.dataset.domain = domain.map(formatValue).join(",");
-    paintGrid(ctx, layout, rgba, scratch);
-    const cell = model.get("selected_cell");
-    if (cell && cell[0] < rows && cell[1] < cols) {
-      const r = cellRect(layout, cell[0], cell[1]);
-      ctx.strokeStyle = theme.accent;
-      ctx.lineWidth = 2;
-      ctx.strokeRect(r.x - 1, r.y - 1, r.w + 2, r.h + 2);
-    }
-    const note = model.get("label_note") ? ` (${model.get("label_note")})` : "";
-    drawAxes(ctx, layout, {
-      tokens: tokens(),
-      theme,
-      xTitle: `input position j${note}`,
-      yTitle: `output position i${note}`,
-    });
-    drawColorbar(ctx, {
-      x: layout.x + layout.width + 12,
-      y: layout.y,
-      width: 12,
-      height: layout.height,
-      lut,
+    const selected = model.get("selected_cell");
+    const quantity = model.get("quantity");
+    layout = paintMap(canvas, shown, rows, cols, {
       domain,
       log,
-      title: statTitle() + (log ? " (log)" : ""),
-      theme,
+      lut,
+      tokens: info ? info.tokens : tokens(),
+      title: info ? `${quantity} of sample ${info.sample}` : statTitle(),
+      selected,
+      population: !info,
     });
-    canvas.dataset.rows = String(rows);
+    canvas.dataset.sample = info ? String(info.sample) : "";
+    if (info) {
+      paintMap(meanCanvas, info.mean.data, rows, cols, { domain, log, lut, tokens: tokens(), title: `population mean ${quantity}`, selected, population: true });
+    }
   }
 
   function drawOffset() {
@@ -254,7 +304,7 @@ function render({ model, el }) {
       return;
     }
     const S = heat.shape[0];
-    const profile = offsetProfile(heat.data, counts ? counts.data : null, S);
+    const profile = visibleOffsets(offsetProfile(heat.data, counts ? counts.data : null, S));
     offsetPane.replaceChildren(
       lineChart(Array.from(profile.offsets), profile.values, {
         width: 540,
@@ -314,17 +364,19 @@ function render({ model, el }) {
       children.push(h("p", { class: "tscope-caption" }, "loading…"));
     }
     children.push(
-      h("p", { class: "tscope-caption" }, `row i = ${i}: output ${i} against every input j`),
+      h("p", { class: "tscope-caption" }, `row i = ${positionLabel(i, tokens(), 16)}: this output against every input j`),
       lineChart(Array.from({ length: cols }, (_, k) => k), rowProfile(heat.data, cols, i), {
         xLabel: "input position j",
+        xTickLabel: (k) => positionLabel(k, tokens(), 6),
         yLabel: STAT_TITLES[statistic()] ?? statistic(),
         markerX: j,
         log,
         theme,
       }),
-      h("p", { class: "tscope-caption" }, `column j = ${j}: every output i against input ${j}`),
+      h("p", { class: "tscope-caption" }, `column j = ${positionLabel(j, tokens(), 16)}: every output i against this input`),
       lineChart(Array.from({ length: rows }, (_, k) => k), columnProfile(heat.data, rows, cols, j), {
         xLabel: "output position i",
+        xTickLabel: (k) => positionLabel(k, tokens(), 6),
         yLabel: STAT_TITLES[statistic()] ?? statistic(),
         markerX: i,
         log,
@@ -336,9 +388,30 @@ function render({ model, el }) {
     detailPane.dataset.samples = info && info.samples ? String(info.samples.data.length) : "";
   }
 
+  // The numbers of the view as CSV: the map (rows: output positions, columns: input positions, named
+  // "i:token") or the offset profile with the samples behind each offset.
+  function viewCsv() {
+    if (!heat) return null;
+    const [rows, cols] = heat.shape;
+    const t = tokens();
+    const named = (k) => (k < t.length ? `${k}:${t[k]}` : String(k));
+    if (model.get("view") === "offset") {
+      const p = visibleOffsets(offsetProfile(heat.data, counts ? counts.data : null, rows));
+      return columnsCsv([
+        ["offset i-j", Array.from(p.offsets)],
+        [statTitle(), Array.from(p.values)],
+        ["samples", Array.from(p.weights)],
+      ]);
+    }
+    return matrixCsv(heat.data, rows, cols, { rowName: named, colName: named, corner: `output i \\ input j (${statTitle()})` });
+  }
+
   function readArrays() {
     heat = decode(model.get("heat"));
     counts = decode(model.get("counts"));
+  }
+  function readSample() {
+    sampleInfo = decodeTree(model.get("sample_view"));
   }
 
   // ----- pointer: hover tooltip and click-to-select
@@ -356,17 +429,13 @@ function render({ model, el }) {
       return;
     }
     const k = c.i * heat.shape[1] + c.j;
-    const t = tokens();
-    tooltip.textContent = [
-      `output ${positionLabel(c.i, t, 24)}`,
-      `input  ${positionLabel(c.j, t, 24)}`,
-      `${STAT_TITLES[statistic()] ?? statistic()}: ${formatValue(heat.data[k])}`,
-      `samples: ${counts ? counts.data[k] : "–"}`,
-    ].join("\n");
-    const box = plot.getBoundingClientRect();
-    tooltip.style.left = `${event.clientX - box.left + 14}px`;
-    tooltip.style.top = `${event.clientY - box.top + 14}px`;
-    tooltip.style.display = "block";
+    const found = shownSample();
+    const info = found && !found.missing ? found : null;
+    const t = info ? info.tokens : tokens();
+    const lines = [`output ${positionLabel(c.i, t, 24)}`, `input  ${positionLabel(c.j, t, 24)}`];
+    if (info) lines.push(`sample ${info.sample}: ${formatValue(info.map.data[k])}`, `population mean: ${formatValue(info.mean.data[k])}`);
+    else lines.push(`${STAT_TITLES[statistic()] ?? statistic()}: ${formatValue(heat.data[k])}`, `samples: ${counts ? counts.data[k] : "–"}`);
+    showTooltip(tooltip, plot, lines, event);
   });
   on(canvas, "mouseleave", () => {
     tooltip.style.display = "none";
@@ -402,6 +471,13 @@ function render({ model, el }) {
     model.set("color_percentiles", RANGES[key]);
     model.save_changes();
   });
+  on(sampleSelect, "change", () => {
+    const options = [null, ...(model.get("sample_options") ?? [])];
+    const value = options[Number(sampleSelect.value)];
+    if (value === undefined) return;
+    model.set("sample", value);
+    model.save_changes();
+  });
   on(cmapSelect, "change", () => {
     const name = COLORMAPS[Number(cmapSelect.value)];
     if (name === undefined) return;
@@ -409,6 +485,7 @@ function render({ model, el }) {
     model.save_changes();
   });
   job.wire(model, life, () => schedule("status"));
+  downloads.wire(on);
 
   // ----- model events
   listen("change:heat", () => {
@@ -420,6 +497,12 @@ function render({ model, el }) {
     schedule("main", "detail");
   });
   listen("change:detail", () => schedule("detail"));
+  listen("change:sample_view", () => {
+    readSample();
+    schedule("main", "detail");
+  });
+  listen("change:sample", () => schedule("controls", "main", "detail"));
+  listen("change:sample_options", () => schedule("controls"));
   listen("change:status", () => {
     if (!heat) schedule("main"); // an empty body says whether the job still runs or failed
   });
@@ -438,6 +521,7 @@ function render({ model, el }) {
 
 
   readArrays();
+  readSample();
   theme = themeColors(root);
   drawControls();
   drawStatus();

@@ -28,10 +28,14 @@ import {
   memberOf,
   panelsOf,
   stripLayout,
+  weightsNote,
+  floorDensity,
 } from "./lib/spectrum_data.js";
 import { statusLine as jobStatusLine } from "./lib/job_controls.js";
 import { statusText } from "./lib/status.js";
 import { cssToRGBA, themeColors } from "./lib/theme.js";
+import { columnsCsv, downloadButtons } from "./lib/download.js";
+import { showTooltip as placeTooltip } from "./lib/tooltip.js";
 
 const LUT = colormapLUT("viridis", 256); // read-only table shared by all views
 const GRAD_NORM_PREFIX = "grad_norm:";
@@ -59,6 +63,8 @@ const CSS = `${baseCss(".tscope-spectrum")}
 .tscope-spectrum table.tscope-eigen th, .tscope-spectrum table.tscope-eigen td { padding: 1px 8px; text-align: right;
   border-bottom: 1px solid var(--jp-border-color2, #e0e0e0); }
 .tscope-spectrum svg.tscope-chart { display: block; overflow: visible; }
+.tscope-spectrum .tscope-weights-note { margin: 4px 0; padding: 2px 8px; max-width: 380px;
+  border-left: 3px solid var(--jp-warn-color1, #f57c00); background: var(--jp-warn-color3, #fff3e0); color: var(--jp-ui-font-color1, #1f1f1f); }
 `;
 
 /** Lines between groups of rows and columns, and brackets with the group names (left and below). */
@@ -140,6 +146,12 @@ function render({ model, el }) {
   const stepText = h("span", { class: "tscope-step" });
   const latestButton = h("button", { type: "button", title: "show the latest record" }, "latest");
   const blockSelect = h("select", { "aria-label": "block" });
+  const downloads = downloadButtons({
+    container: () => figure,
+    theme: () => theme,
+    name: () => ["spectrum", log() ? "log" : "linear"],
+    csv: () => seriesCsv(),
+  });
   const toolbar = h(
     "div",
     { class: "tscope-toolbar" },
@@ -147,6 +159,7 @@ function render({ model, el }) {
     h("label", {}, logBox, "log scale"),
     h("span", {}, "step: ", stepText, " ", latestButton),
     h("label", {}, "block", blockSelect),
+    downloads.element,
   );
   const statusLine = jobStatusLine();
   const chartsPane = h("div", { class: "tscope-row tscope-charts" });
@@ -166,6 +179,12 @@ function render({ model, el }) {
     h("div", { class: "tscope-toolbar" }, eigenStatus, stopButton, recomputeButton),
     eigenBody,
   );
+  const figure = h(
+    "div",
+    { class: "tscope-figure" },
+    h("div", { class: "tscope-row" }, chartsPane, densityPane),
+    h("div", { class: "tscope-row" }, normsPane, stepsPane, eigenPane),
+  );
   const tooltip = h("div", { class: "tscope-tooltip" });
   const root = h(
     "div",
@@ -173,8 +192,7 @@ function render({ model, el }) {
     h("style", {}, CSS + pictureHidingCSS(model.get("picture_id"))),
     toolbar,
     statusLine,
-    h("div", { class: "tscope-row" }, chartsPane, densityPane),
-    h("div", { class: "tscope-row" }, normsPane, stepsPane, eigenPane),
+    figure,
     tooltip,
   );
   el.append(root);
@@ -194,13 +212,7 @@ function render({ model, el }) {
   const steps = () => (series ? Array.from(series.steps.data) : []);
   const picked = () => model.get("picked_step");
 
-  function showTooltip(lines, event) {
-    tooltip.textContent = lines.join("\n");
-    const box = root.getBoundingClientRect();
-    tooltip.style.left = `${event.clientX - box.left + 14}px`;
-    tooltip.style.top = `${event.clientY - box.top + 14}px`;
-    tooltip.style.display = "block";
-  }
+  const showTooltip = (lines, event) => placeTooltip(tooltip, root, lines, event);
   const hideTooltip = () => {
     tooltip.style.display = "none";
   };
@@ -285,6 +297,18 @@ function render({ model, el }) {
     root.dataset.records = String(T);
   }
 
+  // Every recorded series as CSV, one line per record: the step, then each series of the series menu.
+  function seriesCsv() {
+    if (!series || series.steps.data.length === 0) return null;
+    const T = series.steps.data.length;
+    const columns = [["step", Array.from(series.steps.data)]];
+    for (const o of model.get("series_options") ?? []) {
+      const ys = valuesOf(o.key);
+      if (ys.length === T) columns.push([o.label ?? o.key, Array.from(ys)]);
+    }
+    return columnsCsv(columns);
+  }
+
   // ----- line charts
   function valuesOf(key) {
     if (key.startsWith(GRAD_NORM_PREFIX)) {
@@ -351,7 +375,7 @@ function render({ model, el }) {
       return;
     }
     const xs = Array.from(d.grid.data);
-    const ys = d.values.data;
+    const ys = log() ? floorDensity(d.values.data) : d.values.data;
     const note = d.picked !== null && d.picked !== undefined && d.picked !== d.step ? ` (nearest to the picked step ${d.picked})` : "";
     const svg = multiLineChart({
       xs,
@@ -534,7 +558,7 @@ function render({ model, el }) {
           "p",
           { class: "tscope-hint" },
           model.get("can_compute_blocks")
-            ? "Click a block in a heatmap, or choose one in the block menu: Lanczos finds its top eigenvalues in the background."
+            ? "Click a block in a heatmap, or choose one in the block menu: Lanczos finds its top eigenvalues on the model's current weights, in the background."
             : "Pick a block to see its eigenvalues (needs the model and data: a tracker, or adapter= and data=).",
         ),
       );
@@ -545,6 +569,8 @@ function render({ model, el }) {
     const mine = eigen && eigen.label === label ? eigen : null;
     const at = mine && mine.step !== null && mine.step !== undefined ? ` · weights of step ${mine.step}` : "";
     children.push(h("p", { class: "tscope-caption" }, `block ${label}${at}`));
+    const note = weightsNote(mine ? mine.step : null, picked());
+    if (note) children.push(h("p", { class: "tscope-weights-note", role: "note" }, note));
     if (mine && (mine.status === "unavailable" || (mine.status === "error" && !mine.eigenvalues))) {
       children.push(h("p", { class: "tscope-hint" }, mine.message || mine.status));
     }
@@ -583,6 +609,7 @@ function render({ model, el }) {
     const value = blockSelect.value === "" ? null : blocks[Number(blockSelect.value)];
     if (value !== undefined) save({ selected_block: value });
   });
+  downloads.wire(on);
   on(stopButton, "click", () => model.send({ type: "command", command: "stop" }));
   on(recomputeButton, "click", () => model.send({ type: "command", command: "recompute" }));
 
@@ -604,7 +631,7 @@ function render({ model, el }) {
   });
   listen("change:eigen", () => schedule("eigen"));
   listen("change:log_y", () => schedule("controls", "charts", "density", "norms", "steps"));
-  listen("change:picked_step", () => schedule("controls", "charts", "steps"));
+  listen("change:picked_step", () => schedule("controls", "charts", "steps", "eigen"));
   listen("change:selected_block", () => schedule("controls", "norms", "steps", "eigen"));
   for (const name of ["selected_series", "series_options", "panels"]) listen(`change:${name}`, () => schedule("controls", "charts"));
   listen("change:block_options", () => schedule("controls"));

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { displayToken, maxTicksFor, positionLabel, thinTicks, tickStep, truncate } from "../src/lib/axes.js";
+import { displayToken, maxTicksFor, positionLabel, thinTicks, tickStep, titlePositions, truncate } from "../src/lib/axes.js";
 
 test("ticks are thinned to at most maxTicks, from position 0", () => {
   assert.deepEqual(thinTicks(5, 40), [0, 1, 2, 3, 4]);
@@ -32,4 +32,17 @@ test("position labels read i:token, or i alone", () => {
   assert.equal(positionLabel(3, tokens, 6), "3:super…");
   assert.equal(positionLabel(7, tokens), "7");
   assert.equal(positionLabel(4, []), "4");
+});
+
+test("axis titles sit just beyond the longest tick labels, inside the canvas", () => {
+  const layout = { x: 112, y: 8, width: 170, height: 170, totalWidth: 378, totalHeight: 282 };
+  // short labels ("3", 6 px): the titles come close, not at the margins' far edges (about 90 px away)
+  const near = titlePositions(layout, 6, 6);
+  assert.equal(near.yTitleCenter, 112 - 5 - 6 - 6 - 6);
+  assert.equal(near.xTitleBottom, 8 + 170 + 5 + 6 + 6 + 12);
+  assert.ok(112 - 5 - 6 - near.yTitleCenter <= 20 && near.xTitleBottom - (8 + 170 + 5 + 6) <= 20);
+  // long labels: clamped to the canvas
+  const far = titlePositions(layout, 200, 200);
+  assert.equal(far.yTitleCenter, 8);
+  assert.equal(far.xTitleBottom, 280);
 });

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import { scaleLinear } from "d3-scale";
 import { histogramBins } from "../src/lib/histogram.js";
 import { linePath, valueExtent } from "../src/lib/lines.js";
-import { columnProfile, offsetProfile, rowProfile } from "../src/lib/profiles.js";
+import { columnProfile, offsetProfile, rowProfile, visibleOffsets } from "../src/lib/profiles.js";
 
 test("row and column profiles of a row-major map", () => {
   const m = Float32Array.from([0, 1, 2, 3, 4, 5]); // 2 x 3
@@ -47,4 +47,18 @@ test("line paths break at missing values", () => {
   assert.deepEqual(valueExtent([NaN, -1, 3, 0]), [-1, 3]);
   assert.deepEqual(valueExtent([NaN, -1, 3, 0], true), [3, 3]);
   assert.equal(valueExtent([NaN]), null);
+});
+
+test("the offset axis starts at 0 where negative offsets hold only zeros or nothing (causal models)", () => {
+  // causal 3 x 3 map: zeros above the diagonal
+  const causal = offsetProfile(Float64Array.from([1, 0, 0, 2, 3, 0, 4, 5, 6]), null, 3);
+  const shown = visibleOffsets(causal);
+  assert.deepEqual(Array.from(shown.offsets), [0, 1, 2]);
+  assert.deepEqual(Array.from(shown.values), [(1 + 3 + 6) / 3, (2 + 5) / 2, 4]);
+  assert.deepEqual(Array.from(shown.weights), [3, 2, 1]);
+  // a bidirectional map keeps its negative offsets, from the first one with data
+  const both = visibleOffsets(offsetProfile(Float64Array.from([1, 0, 7, 2, 3, 0, 4, 5, 6]), null, 3));
+  assert.deepEqual(Array.from(both.offsets), [-2, -1, 0, 1, 2]);
+  const inner = visibleOffsets(offsetProfile(Float64Array.from([1, 8, 0, 2, 3, 0, 4, 5, 6]), null, 3));
+  assert.deepEqual(Array.from(inner.offsets), [-1, 0, 1, 2]);
 });

@@ -19,6 +19,8 @@ import {
   nearestIndex,
   panelsOf,
   stripLayout,
+  weightsNote,
+  floorDensity,
 } from "../src/lib/spectrum_data.js";
 
 const OPTIONS = [
@@ -120,7 +122,8 @@ test("drawAxes names rows and columns with the given label functions", () => {
   const ctx = new Proxy(
     {},
     {
-      get: (_, name) => (name === "fillText" ? (text) => calls.push(text) : () => {}),
+      get: (_, name) =>
+        name === "fillText" ? (text) => calls.push(text) : name === "measureText" ? (text) => ({ width: 6 * text.length }) : () => {},
       set: () => true,
     },
   );
@@ -186,4 +189,17 @@ test("legend entries wrap to a new row when the next one does not fit", () => {
   ]);
   assert.deepEqual(legendLayout(["x".repeat(100)], { left: 10, right: 50 }), [{ x: 10, row: 0 }]); // never an empty row
   assert.deepEqual(legendLayout([], { left: 0, right: 10 }), []);
+});
+
+test("the eigenvalues say plainly which weights they were computed on", () => {
+  assert.equal(weightsNote(null, 3), null);
+  assert.equal(weightsNote(40, null), "Computed on the current weights (step 40).");
+  assert.equal(weightsNote(40, 40), "Computed on the current weights (step 40).");
+  const note = weightsNote(40, 10);
+  assert.match(note, /^Computed on the current weights \(step 40\), not on those of step 10 that you picked: past weights are not kept/);
+});
+
+test("a density on a log axis is floored at a millionth of its peak", () => {
+  const out = floorDensity([2, 1e-47, NaN, 1e-3]);
+  assert.deepEqual(Array.from(out), [2, 2e-6, NaN, 1e-3]);
 });

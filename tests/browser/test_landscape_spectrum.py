@@ -1,8 +1,14 @@
-"""Real browser: a LandscapeWidget and a SpectrumWidget in JupyterLab, driven by headless Chromium.
+"""Real browser: a LandscapeWidget, a SpectrumWidget and a Hutchinson SensitivityExplorer in JupyterLab,
+driven by headless Chromium.
 
-A small generated notebook shows a 7 x 7 loss landscape of a tiny model and the spectrum a
+A small generated notebook shows a 7 x 7 loss landscape of a tiny model, the spectrum a
 ``SpectrumTracker`` records during a short training loop of another tiny model (4 records, one block per
-layer). The test runs it in JupyterLab (``tests/browser/harness.py``), waits for the landscape's heatmap
+layer) and a Hutchinson sensitivity explorer. The explorer must show its method line (estimates ± sem),
+draw in log colours by default (``log_scale="auto"`` on a map spanning decades: the canvas's ``data-log``
+agrees with Python's rule) and repaint from its colour-map menu (Python receives the choice); the
+PNG/SVG/CSV buttons of the explorer, the landscape and the spectrum download files made in the page (read
+back through Playwright's downloads: names, CSV numbers, SVG structure); a reservoir sample's map shows beside the
+population mean. The test runs it in JupyterLab (``tests/browser/harness.py``), waits for the landscape's heatmap
 canvas to paint the whole grid and for the spectrum's line charts and block x step heatmap to draw,
 checks that the static picture outputs are hidden while the live views are there, clicks a landscape
 cell and a cell of the block x step heatmap, and checks (by re-running the cell that prints them) that
@@ -18,6 +24,9 @@ Front-end markers: ``.tscope-landscape[data-status][data-paints]``, ``canvas.tsc
 
 from __future__ import annotations
 
+import csv
+import io
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import nbformat
@@ -26,6 +35,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from playwright.sync_api import sync_playwright
 
 from tests.browser.harness import ALL_CELLS_RUN, KERNEL_IDLE_LAB, PageLog, jupyterlab, launch_chromium, wait_for
+from tscope_widgets.figures.charts import COLORMAPS
 
 pytestmark = pytest.mark.slow  # end to end: JupyterLab, a kernel and Chromium, about 40 s
 
@@ -37,6 +47,7 @@ NAME = "landscape-spectrum.ipynb"
 REOPENED = "landscape-spectrum-reopened.ipynb"
 
 RES, RECORDS, LAYERS = 7, 4, 2
+PROBES = 4  # the Hutchinson explorer's probes per position
 # The landscape's plot area (js/src/landscape_widget.js): 400 x 400 CSS pixels at (64, 10); alpha index i
 # across, beta index j upwards. The clicked point and what Python must snap it to.
 LANDSCAPE_POINT = (5, 1)
@@ -76,11 +87,20 @@ for step in range({RECORDS}):
     optimizer.step()
     tracker.step(loss=loss.item())
 landscape.wait()
+hutch.wait()
+from tscope_widgets.figures.charts import resolve_log
+print("AUTO_LOG=" + str(resolve_log("auto", hutch.snapshot.stats[hutch.layer].mean.numpy())).lower())
+"""
+HUTCHINSON = f"""
+from tscope_widgets.widgets.sensitivity import SensitivityExplorer
+hutch = SensitivityExplorer(TinyTransformer(config).double(), ids, method="hutchinson", probes={PROBES}, batch_size=8,
+                            token_labels=list("<abcd>"), num_threads=1)
+hutch
 """
 READ_BACK = """
 finished = spectrum.wait_block(60)
 print(f"POINT={landscape.selected_index} STEP={spectrum.picked_step} BLOCK={spectrum.selected_block} "
-      f"EIGEN={spectrum.eigen and spectrum.eigen.get('status')} FINISHED={finished}")
+      f"EIGEN={spectrum.eigen and spectrum.eigen.get('status')} FINISHED={finished} CMAP={hutch.colormap}")
 """
 
 LANDSCAPE_DONE = """(res) => {
@@ -88,6 +108,13 @@ LANDSCAPE_DONE = """(res) => {
   const canvas = root && root.querySelector('canvas.tscope-heatmap');
   return !!root && root.dataset.status === 'done' && Number(root.dataset.paints) > 0
     && !!canvas && canvas.dataset.rows === String(res);
+}"""
+
+EXPLORER_DONE = """() => {
+  const root = document.querySelector('.jp-OutputArea-output .tscope-explorer');
+  const canvas = root && root.querySelector('canvas.tscope-heatmap');
+  return !!root && root.dataset.status === 'done' && Number(root.dataset.paints) > 0 && !!canvas
+    && canvas.dataset.rows === '6';
 }"""
 
 # Pixels of the landscape's plot area that differ from the page background (a corner of the canvas).
@@ -141,7 +168,8 @@ def server(tmp_path_factory):
     """JupyterLab serving a folder with the generated notebook."""
     tmp = tmp_path_factory.mktemp("jupyter-widgets")
     with jupyterlab(tmp) as server:
-        nb = new_notebook(cells=[new_code_cell(c.strip()) for c in (SETUP, LANDSCAPE, SPECTRUM, TRAIN, READ_BACK)])
+        cells = (SETUP, LANDSCAPE, SPECTRUM, HUTCHINSON, TRAIN, READ_BACK)
+        nb = new_notebook(cells=[new_code_cell(c.strip()) for c in cells])
         nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
         server.write_notebook(NAME, nb, trusted=True)
         yield server
@@ -172,6 +200,88 @@ def test_landscape_and_spectrum_render_and_clicks_reach_python(server, browser):
     wait_for(page, SPECTRUM_DRAWN, f"the spectrum to draw {RECORDS} records", log, RUN_MS, arg=[RECORDS, LAYERS])
     wait_for(page, ALL_CELLS_RUN, "every cell of the notebook to have run", log, RUN_MS)
 
+    # ----- the Hutchinson explorer: its method line, log colours by default ("auto"), the colour-map menu
+    explorer = page.locator(".jp-OutputArea-output .tscope-explorer")
+    wait_for(page, EXPLORER_DONE, "the Hutchinson explorer to finish and paint", log, RUN_MS)
+    explorer.scroll_into_view_if_needed()
+    method = explorer.locator(".tscope-method")
+    assert method.is_visible() and method.get_attribute("data-method") == "hutchinson"
+    assert method.text_content() == f"Hutchinson estimates with {PROBES} probes: cell means ± standard error (sem)"
+    # text_content: JupyterLab skips rendering cells out of view (content-visibility), innerText is empty there
+    auto_log = page.locator(".jp-OutputArea-output", has_text="AUTO_LOG=").text_content()
+    auto_log = auto_log.split("AUTO_LOG=")[1].split()[0]
+    hutch_canvas = explorer.locator("canvas.tscope-heatmap")
+    assert explorer.locator('select[aria-label="colour scale"] option:checked').text_content() == "auto"
+    # the page's "auto" rule agrees with Python's, and a map spanning decades is drawn in log colours
+    assert hutch_canvas.get_attribute("data-log") == auto_log == "true"
+    cmap = explorer.locator('select[aria-label="colour map"]')
+    names = cmap.locator("option").all_text_contents()
+    assert names == list(COLORMAPS) and names[0] == "viridis", names  # the menu offers every colour map
+    assert hutch_canvas.get_attribute("data-colormap") == "viridis"
+    cmap.select_option(label="magma")
+    wait_for(
+        page,
+        "() => document.querySelector('.jp-OutputArea-output .tscope-explorer canvas.tscope-heatmap')"
+        ".dataset.colormap === 'magma'",
+        "the explorer to repaint in magma",
+        log,
+    )
+    # a reservoir sample's own map, its ids as tokens (no tokenizer), beside the population mean
+    samples = explorer.locator('select[aria-label="sample"]')
+    choices = samples.locator("option").all_text_contents()
+    assert choices[0] == "population" and len(choices) == 1 + 8, choices  # 8 samples, all kept
+    samples.select_option(label="sample 3")
+    wait_for(
+        page,
+        """() => { const c = document.querySelector('.jp-OutputArea-output .tscope-explorer canvas.tscope-heatmap');
+              const m = document.querySelector('.jp-OutputArea-output .tscope-explorer canvas.tscope-heatmap-mean');
+              return c.dataset.sample === '3' && !!m && m.style.display !== 'none' && m.dataset.rows === '6'
+                && m.dataset.domain === c.dataset.domain; }""",
+        "sample 3's map beside the population mean, on one colour scale",
+        log,
+    )
+    page.screenshot(path=str(ARTIFACTS / "jupyterlab-explorer-sample.png"))
+    samples.select_option(label="population")
+    wait_for(
+        page,
+        "() => document.querySelector('.jp-OutputArea-output .tscope-explorer canvas.tscope-heatmap')"
+        ".dataset.sample === ''",
+        "the explorer to show the population again",
+        log,
+    )
+
+    # ----- downloads, made in the page: the numbers as CSV, the view as SVG and PNG
+    def download(button):
+        with page.expect_download(timeout=20_000) as info:
+            button.click()
+        return info.value.suggested_filename, Path(info.value.path()).read_bytes()
+
+    name, data = download(explorer.locator("button.tscope-download-csv"))
+    rows = data.decode().splitlines()
+    assert name.startswith("sensitivity-layer-") and name.endswith("-mean-matrix.csv"), name
+    assert rows[0].split(",")[1:] == [f"{k}:{t}" for k, t in enumerate("<abcd>")] and len(rows) == 1 + 6
+    cells = [[float(v) for v in row.split(",")[1:]] for row in rows[1:]]
+    assert all(cells[i][j] == 0 for i in range(6) for j in range(i + 1, 6))  # causal: exact zeros above
+    assert all(cells[i][j] > 0 for i in range(6) for j in range(i + 1))
+    name, data = download(explorer.locator("button.tscope-download-png"))
+    assert name.endswith("-mean-matrix.png") and data.startswith(b"\x89PNG\r\n\x1a\n")
+
+    landscape_view = page.locator(".jp-OutputArea-output .tscope-landscape")
+    name, data = download(landscape_view.locator("button.tscope-download-svg"))
+    assert name == "landscape-loss-2d.svg"
+    svg = ET.fromstring(data)
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg" and float(svg.get("width")) >= 400
+    images = svg.findall("{http://www.w3.org/2000/svg}image")
+    assert images and images[0].get("{http://www.w3.org/1999/xlink}href").startswith("data:image/png;base64,")
+    name, data = download(landscape_view.locator("button.tscope-download-csv"))
+    rows = list(csv.reader(io.StringIO(data.decode())))  # the direction labels hold commas: quoted fields
+    assert name == "landscape-loss-2d.csv" and len(rows) == 1 + RES * RES
+    assert rows[0][0].startswith("alpha (random direction 1") and rows[0][2:] == ["loss", "accuracy"]
+    assert all(float(row[2]) > 0 for row in rows[1:])  # every loss of the finished grid
+    name, data = download(page.locator(".jp-OutputArea-output .tscope-spectrum button.tscope-download-csv"))
+    rows = data.decode().splitlines()
+    assert name.startswith("spectrum-") and rows[0].startswith("step,") and len(rows) == 1 + RECORDS
+
     heatmap = page.locator(".jp-OutputArea-output .tscope-landscape canvas.tscope-heatmap")
     painted = heatmap.evaluate(LANDSCAPE_PAINTED)
     assert painted > 0.9, f"{painted:.1%} of the landscape's plot area is painted; expected all of it"
@@ -181,7 +291,7 @@ def test_landscape_and_spectrum_render_and_clicks_reach_python(server, browser):
 
     # The pictures that stand in for the views (saved notebooks) are hidden while the live views are there.
     pictures = page.locator(".tscope-static")
-    assert pictures.count() == 2 and not pictures.first.is_visible() and not pictures.last.is_visible()
+    assert pictures.count() == 3 and not any(p.is_visible() for p in pictures.all())
 
     # ----- click a landscape cell: the 1D slices through it appear
     i, j = LANDSCAPE_POINT
@@ -218,7 +328,7 @@ def test_landscape_and_spectrum_render_and_clicks_reach_python(server, browser):
     assert read_back.count() == 1
     read_back.locator(".jp-InputPrompt").click()
     page.keyboard.press("Control+Enter")
-    expected = f"POINT=({i}, {j}) STEP={record} BLOCK=block{block} EIGEN=done FINISHED=True"
+    expected = f"POINT=({i}, {j}) STEP={record} BLOCK=block{block} EIGEN=done FINISHED=True CMAP=magma"
     wait_for(
         page,
         f"() => [...document.querySelectorAll('.jp-OutputArea-output')]"
@@ -234,7 +344,7 @@ def test_landscape_and_spectrum_render_and_clicks_reach_python(server, browser):
     pictures_saved = [
         o["data"]["text/html"] for c in saved.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})
     ]
-    assert len(pictures_saved) == 2 and all('data-status="done"' in h for h in pictures_saved)
+    assert len(pictures_saved) == 3 and all('data-status="done"' in h for h in pictures_saved)
     del saved.metadata["widgets"]  # as JupyterLab saves by default ("Save Widget State Automatically" off)
     server.write_notebook(REOPENED, saved, trusted=True)
     for session in server.api("GET", "/api/sessions"):
@@ -244,16 +354,16 @@ def test_landscape_and_spectrum_render_and_clicks_reach_python(server, browser):
     log_again = PageLog(again)
     again.goto(server.lab_url(REOPENED))
     wait_for(again, KERNEL_IDLE_LAB, f"the kernel of {REOPENED} to be idle", log_again, KERNEL_IDLE_MS)
-    wait_for(again, PICTURES_SHOWN, "both static pictures to be drawn and visible", log_again, arg=2)
+    wait_for(again, PICTURES_SHOWN, "the three static pictures to be drawn and visible", log_again, arg=3)
     wait_for(
         again,
         """() => [...document.querySelectorAll('.jp-OutputArea-output')]
-              .filter(e => e.textContent.includes('model not found')).length === 2""",
-        "jupyter-widgets to give up on both missing models",
+              .filter(e => e.textContent.includes('model not found')).length === 3""",
+        "jupyter-widgets to give up on the three missing models",
         log_again,
     )
     assert not again.get_by_text("model not found").first.is_visible()
-    assert again.locator(".tscope-landscape, .tscope-spectrum").count() == 0
+    assert again.locator(".tscope-landscape, .tscope-spectrum, .tscope-explorer").count() == 0
     again.locator(".tscope-static").first.scroll_into_view_if_needed()
     again.screenshot(path=str(ARTIFACTS / "jupyterlab-landscape-spectrum-reopened.png"))
     context.close()

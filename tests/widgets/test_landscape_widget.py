@@ -23,7 +23,7 @@ from PIL import Image
 from tests.model_zoo import tiny
 from tests.widgets.comm import Wire, browser_command, browser_update
 from tests.widgets.pictures import heatmaps, picture_svgs
-from tscope_widgets.figures.charts import color_domain, contour_levels, nice_ticks
+from tscope_widgets.figures.charts import color_domain, contour_levels, nice_ticks, resolve_log
 from tscope_widgets.figures.landscape import contour_lines
 from tscope_widgets.figures.svg import PALETTE, color_indices
 from tscope_widgets.jobs import JobError, default_num_threads
@@ -388,7 +388,8 @@ def test_constructor_refuses_bad_arguments(model, ids):
         (dict(span=-1.0), ValueError, "span must be a positive number"),
         (dict(throttle=0.01), ValueError, "throttle must be"),
         (dict(alphas=[0.0, -1.0]), ValueError, "strictly increasing"),
-        (dict(log_scale="yes"), TypeError, "log_scale"),
+        (dict(log_scale="yes"), ValueError, "log_scale"),
+        (dict(log_scale=[True]), TypeError, "log_scale"),
         (dict(trajectory_steps=[1]), ValueError, "needs a trajectory"),
     ]
     for kwargs, error, match in bad:
@@ -525,3 +526,19 @@ def test_static_contour_levels_follow_the_live_view():
     bowl[25:] = np.nan  # rows alpha > 0.5 not computed yet
     ((_, lines),) = contour_lines(x, x, bowl, [1.0])
     assert all((line[:, 0] <= 0.5 + 1e-9).all() for line in lines) and lines
+
+
+def test_log_scale_defaults_to_auto_and_follows_the_values_spread(model, ids):
+    w = LandscapeWidget(model, ids, resolution=4, span=0.5, num_threads=1)
+    assert w.wait(60.0)
+    assert w.log_scale == "auto"
+    loss = w.loss
+    expected = resolve_log("auto", loss)
+    assert f'data-log="{str(expected).lower()}"' in w._picture_svg()
+    browser_update(w, log_scale=True)
+    assert w.log_scale is True and 'data-log="true"' in w._picture_svg()
+    browser_update(w, log_scale="auto")
+    assert w.log_scale == "auto"
+    for bad in ("yes", 1):
+        browser_update(w, log_scale=bad)  # refused, the last valid value stays
+        assert w.log_scale == "auto"

@@ -123,6 +123,7 @@ def test_an_unknown_trait_name_is_an_error_and_layers_check_alone():
         "colormap",
         "color_percentiles",
         "color_limits",
+        "sample",
     }
     with pytest.raises(KeyError, match="not a view-state trait"):
         check_view_state("colour", "red", **OFFER)

@@ -1,9 +1,10 @@
 """Figures: what each view shows, decided once, as chart descriptions (:mod:`.charts`), built from a widget's
 state or a results file (:mod:`.sensitivity`, :mod:`.spectrum`, :mod:`.landscape`) and rendered as the notebook
 picture (:mod:`.svg`; heatmap cells are palette PNGs from :mod:`.png`) and as Bokeh (:mod:`.bokeh`, imported on
-its own: it brings in Bokeh's plotting).
+its own: it brings in Bokeh's plotting). :mod:`.raster` turns a picture into figure files for papers (print-size
+SVG; PNG through CairoSVG, imported only when a PNG is asked for).
 
-Imports numpy, torch, contourpy and Bokeh only; never widgets, jobs or the command line.
+Imports numpy, torch, contourpy and Bokeh only (and CairoSVG lazily); never widgets, jobs or the command line.
 """
 
 from .block_spectra import block_density_chart, heterogeneity_chart

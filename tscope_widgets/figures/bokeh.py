@@ -220,9 +220,12 @@ def line_chart_figure(chart: LineChart, *, width: int = 420, height: int = 260):
     if chart.marker_x is not None:
         fig.add_layout(Span(location=chart.marker_x, dimension="height", line_dash="dashed", line_color="#616161"))
     if chart.series:
-        fig.legend.click_policy = "hide"
-        fig.legend.label_text_font_size = "8pt"
-        fig.legend.location = "top_left"
+        # Beside the plot area, never over a curve (inside, it hid the early steps of every series).
+        legend = fig.legend[0]
+        legend.click_policy = "hide"
+        legend.label_text_font_size = "8pt"
+        fig.center = [r for r in fig.center if r is not legend]
+        fig.add_layout(legend, "right")
     return fig
 
 

@@ -16,9 +16,8 @@ import numpy as np
 
 from .charts import LineChart, Series, as_array, line_chart, resolve_log, series_color
 from .landscape import landscape_chart
-from .spectrum import block_norm_chart
+from .spectrum import DENSITY_LOG_RANGE, block_norm_chart, floored_density  # noqa: F401  (DENSITY_LOG_RANGE: used by cli.reports)
 
-DENSITY_LOG_RANGE = 1e-6  # the density's log axis stops this far below its peak
 REPORT_WIDTH = 760
 MARKER_COLOR = series_color(2)  # Tableau 10 red, the live view's λ_max
 
@@ -27,9 +26,7 @@ def density_chart(grid, density, sigma: float, matrix_name: str) -> LineChart:
     r"""The SLQ density :math:`\phi(\lambda)` ``[G]`` on ``grid [G]``, log axis floored at
     :data:`DENSITY_LOG_RANGE` times its peak (a Gaussian-smoothed density underflows to 1e-300 far from the
     nodes, which would stretch a log axis over hundreds of decades)."""
-    values = as_array(density).reshape(-1)
-    floor = max(float(np.nanmax(values)) if values.size else 0.0, 1e-300) * DENSITY_LOG_RANGE
-    line = Series("density", "SLQ density", np.maximum(values, floor), series_color(0))
+    line = Series("density", "SLQ density", floored_density(density), series_color(0))
     title = f"Spectral density of the {matrix_name} (SLQ, σ = {sigma:.3g}); ▲ Lanczos eigenvalues"
     return line_chart(grid, [line], title, "eigenvalue λ", "density φ(λ)", log=True)
 

@@ -19,12 +19,14 @@ from .charts import LineChart, MatrixChart, Series, as_array, color_scale, forma
 
 __all__ = [
     "DEFAULT_SERIES",
+    "DENSITY_LOG_RANGE",
     "GRAD_NORM_PREFIX",
     "PANELS",
     "SERIES",
     "block_norm_chart",
     "block_steps_chart",
     "density_chart",
+    "floored_density",
     "density_index",
     "eigen_table_html",
     "series_charts",
@@ -57,6 +59,7 @@ MAX_DEFAULT_GRAD_NORMS = 10
 GRAD_NORM_PREFIX = "grad_norm:"
 X_LABEL = "training step"
 DENSITY_KEY = "density"
+DENSITY_LOG_RANGE = 1e-6  # a density on a log axis is floored this far below its peak
 
 
 def _field(h, name: str, default=None):
@@ -133,9 +136,24 @@ def series_charts(h, selected: Sequence[str] | None = None, *, log: bool = True,
     return charts
 
 
+def floored_density(density, log_range: float = DENSITY_LOG_RANGE) -> np.ndarray:
+    r"""``max(φ, log_range · max φ)``: a density ``[P]`` for a log axis (float64).
+
+    An SLQ density is a sum of Gaussians (Ghorbani, Krishnan & Xiao 2019); far from the Ritz values it
+    underflows to 1e-47 and below, which stretched the log axis over dozens of decades and flattened
+    the peaks. As in the log density plots of Zhang et al. (2024, "Why Transformers Need Adam"), values
+    under ``log_range`` times the peak are shown at that floor. NaN stays NaN.
+    """
+    values = as_array(density).reshape(-1)
+    finite = values[np.isfinite(values)]
+    peak = float(finite.max()) if finite.size else 0.0
+    return np.where(np.isnan(values), np.nan, np.maximum(values, max(peak, 1e-300) * log_range))
+
+
 def density_chart(grid, density, step: int, *, log: bool = True) -> LineChart:
-    """The spectral density ``φ(λ)`` on ``grid [P]``, recorded at ``step``."""
-    y = as_array(density).reshape(-1)
+    """The spectral density ``φ(λ)`` on ``grid [P]``, recorded at ``step``; on a log axis floored at
+    :data:`DENSITY_LOG_RANGE` times its peak (:func:`floored_density`)."""
+    y = floored_density(density) if log else as_array(density).reshape(-1)
     line = Series(DENSITY_KEY, "φ(λ)", y, series_color(0))
     return line_chart(grid, [line], f"spectral density at step {int(step)} (SLQ)", "eigenvalue λ of ∇²L",
                        "density φ(λ)", log)

@@ -34,6 +34,9 @@ what to draw: :meth:`PicturedWidget._picture_caption` (title, status, state attr
 :meth:`PicturedWidget._picture_svg` (an SVG document of its current state), and calls
 :meth:`PicturedWidget._picture_changed` when that changes.
 
+Every widget saves its picture as a figure file for papers: :meth:`PicturedWidget.save_svg` (print-size vector
+graphics on white) and :meth:`PicturedWidget.save_png` (rasterised by ``figures.raster``).
+
 The base class also screens what the browser sends, the same way for every widget: state writes
 (:meth:`PicturedWidget.set_state`) to traits only Python sets, or with values the widget's
 :meth:`PicturedWidget._check` refuses, are dropped with a logged warning and the page is sent the values it
@@ -44,13 +47,17 @@ must show instead; custom messages ``{"type": "command", "command": ...}`` call 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import anywidget
 import traitlets
 
+from .._atomic import write_atomic, write_text
+from ..figures.raster import print_svg, svg_to_png
 from ._static import picture_html, stand_in_style
 
 __all__ = ["Caption", "PicturedWidget"]
@@ -214,6 +221,56 @@ class PicturedWidget(anywidget.AnyWidget):
             )
             return
         getattr(self, self._commands[command])()
+
+    # ------------------------------------------------------------------ figure files
+    def _figure_svg(self, path, suffix: str) -> str:
+        """The current picture's SVG document for :meth:`save_svg` / :meth:`save_png`, checked."""
+        if Path(path).suffix.lower() != suffix:
+            raise ValueError(f"{path!s}: expected a file name ending in {suffix} (save_svg writes .svg, save_png .png)")
+        self._flush_updates()
+        svg = self._picture_svg()
+        if svg is None:
+            raise ValueError(
+                f"the {self.picture_noun} has nothing to draw yet ({self._waiting_text()}); wait for data "
+                "(for example with .wait()) and save again"
+            )
+        return svg
+
+    def save_svg(self, path: str | os.PathLike, *, scale: float = 1.0) -> Path:
+        """Write the current view as an SVG document for papers: the chart alone (no toolbar, status line
+        or caption) as the notebook picture draws it, on a white background, vector graphics.
+
+        Args:
+            path: Output file ending in ``.svg``.
+            scale: Factor on the width and height (``0 < scale <= 16``; 1: the size in the notebook).
+
+        Returns:
+            The path written (atomically).
+
+        Raises:
+            ValueError: For another file suffix, a scale out of range, or nothing drawn yet.
+        """
+        svg = self._figure_svg(path, ".svg")
+        return write_text(path, print_svg(svg, scale=scale))
+
+    def save_png(self, path: str | os.PathLike, *, scale: float = 3.0) -> Path:
+        """Write the current view as a PNG image for papers: the picture of :meth:`save_svg` rasterised at
+        ``scale`` pixels per screen pixel (3: a 420 px chart is 1260 px, 4.2 inches at 300 dpi), heatmap
+        cells sharp, white background. Needs CairoSVG (``pip install 'tscope_widgets[png]'``).
+
+        Args:
+            path: Output file ending in ``.png``.
+            scale: Pixels per screen pixel (``0 < scale <= 16``).
+
+        Returns:
+            The path written (atomically).
+
+        Raises:
+            ValueError: For another file suffix, a scale out of range, or nothing drawn yet.
+            ImportError: Without CairoSVG or the Cairo library (the message says what to install).
+        """
+        png = svg_to_png(self._figure_svg(path, ".png"), scale=scale)
+        return write_atomic(path, lambda tmp: tmp.write_bytes(png))
 
     # ------------------------------------------------------------------ outputs
     def _repr_mimebundle_(self, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:

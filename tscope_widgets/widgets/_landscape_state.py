@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..kernels.landscape import DIRECTION_KINDS, direction_norm, landscape_grid, quadratic_model
+from ._sensitivity_state import check_log_scale
 from ._values import Check, choice, flag, is_finite, is_int
 
 __all__ = [
@@ -251,7 +252,9 @@ def check_view_state(name: str, value: Any, *, alphas: Tensor, betas: Tensor) ->
             to them.
         betas: The grid coordinates ``[B]`` (float64) along the second direction.
     """
-    if name in ("log_scale", "show_contours"):
+    if name == "log_scale":
+        return check_log_scale(value)
+    if name == "show_contours":
         return flag(value)
     if name == "view":
         return choice(value, VIEWS)

@@ -1,11 +1,13 @@
 """Checked conversions of the values :class:`~.sensitivity.SensitivityExplorer` receives, as pure functions.
 
 Values from the browser are untrusted: the view state the page may set (``layer``, ``statistic``,
-``selected_cell``, ``view``, ``log_scale``, ``colormap``, ``color_percentiles``, ``color_limits``) is checked
+``selected_cell``, ``view``, ``log_scale``, ``colormap``, ``color_percentiles``, ``color_limits``,
+``sample``) is checked
 against what the explorer offers (:func:`check_view_state`). So are the
 constructor's pass-through options (:func:`check_kernel_options`),
 token labels (:func:`check_token_labels`, :func:`fit_labels`) and the statistics asked of an export
-(:func:`check_statistics`). :func:`cell_detail` reads one cell of a snapshot into what the page draws.
+(:func:`check_statistics`). :func:`cell_detail` reads one cell of a snapshot into what the page draws,
+:func:`sample_detail` one reservoir sample's map with its tokens (:func:`decode_tokens`).
 Nothing here holds state, draws or computes.
 """
 
@@ -42,6 +44,8 @@ __all__ = [
     "check_color_options",
     "check_view_state",
     "cell_detail",
+    "sample_detail",
+    "decode_tokens",
 ]
 
 STATISTICS = ("mean", "std", "sem", "cv", "min", "max", "count")
@@ -56,6 +60,7 @@ BROWSER_TRAITS = (
     "colormap",
     "color_percentiles",
     "color_limits",
+    "sample",
 )
 LOG_SCALES = ("auto", True, False)  # "auto": log where the values span decades (figures.charts.auto_log)
 
@@ -244,6 +249,12 @@ def check_view_state(name: str, value: Any, *, layers: Sequence, num_layers: int
         return check_color_percentiles(value)
     if name == "color_limits":
         return check_color_limits(value)
+    if name == "sample":
+        if value is None:
+            return True, None, ""
+        if is_int(value) and value >= 0:
+            return True, int(value), ""
+        return False, None, "must be null (the population) or a sample's index in the data set (an int >= 0)"
     if name == "selected_cell":
         if value is None:
             return True, None, ""
@@ -276,4 +287,58 @@ def cell_detail(snap: Any, layer: Any, cell: Sequence[int] | None) -> dict[str, 
         "sample_index": res.sample_index[:n][keep].numpy(),
         "reservoir_size": n,
         "seen": res.seen,
+    }
+
+
+def decode_tokens(ids: Sequence[int], mask: Sequence[bool], tokenizer: Any = None) -> list[str]:
+    """The token strings of one sample: ``tokenizer.decode([id])`` per real position (ids as text without a
+    tokenizer, or where it cannot decode single ids), ``""`` at padding.
+
+    Args:
+        ids: ``[S]`` token ids.
+        mask: ``[S]`` True at real tokens.
+        tokenizer: A Hugging Face tokenizer, or None.
+    """
+    ids = [int(t) for t in ids]
+    real = [bool(m) for m in mask]
+    if tokenizer is not None:
+        try:
+            return [str(tokenizer.decode([t])) if m else "" for t, m in zip(ids, real, strict=True)]
+        except Exception:  # a tokenizer that cannot decode single ids: show the ids
+            pass
+    return [str(t) if m else "" for t, m in zip(ids, real, strict=True)]
+
+
+def sample_detail(snap: Any, layer: Any, sample: int | None, tokenizer: Any = None) -> dict[str, Any] | None:
+    """What the page shows of one reservoir sample: its own map of ``layer`` and its tokens.
+
+    Args:
+        snap: A :class:`~tscope_widgets.kernels.sensitivity.SensitivitySnapshot`.
+        layer: A layer of the snapshot.
+        sample: The sample's index in the data set (``SampleReservoir.sample_index``), or None.
+        tokenizer: Names the tokens (see :func:`decode_tokens`).
+
+    Returns:
+        None without a sample; ``{"sample", "layer", "missing": True}`` when the reservoir does not hold it
+        (never kept, or replaced since); else ``{"sample", "layer", "map": [S, S] float32 (per-sample
+        s_ij = ||J_ij||_F², NaN at padding), "mean": [S, S] float32 (the population mean shown beside it),
+        "tokens": [S] str, "ids": [S] int, "length": real tokens}``.
+    """
+    if sample is None:
+        return None
+    res = snap.reservoir
+    n = res.size
+    slots = torch.nonzero(res.sample_index[:n] == int(sample)).flatten()
+    if slots.numel() == 0:
+        return {"sample": int(sample), "layer": layer, "missing": True}
+    slot = int(slots[0])
+    ids, mask = res.input_ids[slot], res.mask[slot]
+    return {
+        "sample": int(sample),
+        "layer": layer,
+        "map": res.maps[layer][slot].to(torch.float32).numpy(),
+        "mean": snap.stats[layer].mean.to(torch.float32).numpy(),
+        "tokens": decode_tokens(ids.tolist(), mask.tolist(), tokenizer),
+        "ids": [int(t) for t in ids.tolist()],
+        "length": int(mask.sum()),
     }

@@ -46,6 +46,7 @@ import torch
 import traitlets
 from torch import Tensor
 
+from ..figures.charts import resolve_log
 from ..figures.landscape import QUANTITY_TITLES, landscape_chart
 from ..figures.svg import render_svg
 from ..jobs import Job, check_num_threads
@@ -79,7 +80,8 @@ from ._landscape_state import (
     nearest_index,
     quadratic_curves,
 )
-from ._values import MIN_THROTTLE_S, check_flag, check_throttle
+from ._sensitivity_state import check_log_scale
+from ._values import MIN_THROTTLE_S, check_throttle
 
 __all__ = ["LandscapeWidget", "DIRECTION_KINDS", "QUANTITIES", "VIEWS"]
 
@@ -129,7 +131,8 @@ class LandscapeWidget(JobControls, PicturedWidget):
         checkpoints: ``(a, b)`` for ``directions="checkpoints"``.
         eigenvalues: Hessian eigenvalues :math:`(\lambda_1, \lambda_2)` of directions given as ``(d1, d2)``
             (``None`` for one without): the quadratic model uses them. ``"eigen"`` computes its own.
-        log_scale: Logarithmic colour scale (and contours in log values) to start with.
+        log_scale: Logarithmic colour scale (and contours in log values): ``"auto"`` (log where the values
+            span decades, the explorer's rule :func:`~tscope_widgets.figures.charts.resolve_log`), True or False.
         seed: Seed of the random directions (and of the Lanczos start vector for ``"eigen"``).
         start: Start the job now; otherwise call :meth:`start`.
         throttle: Least seconds between two data updates sent to the browser (``>= 0.05``).
@@ -163,7 +166,7 @@ class LandscapeWidget(JobControls, PicturedWidget):
 
     # View state: the browser may set these; validated in `_validate_view_state`.
     selected_point = traitlets.Any(None).tag(sync=True)
-    log_scale = traitlets.Any(False).tag(sync=True)
+    log_scale = traitlets.Any("auto").tag(sync=True)
     view = traitlets.Any("2d").tag(sync=True)
     quantity = traitlets.Any("loss").tag(sync=True)
     show_contours = traitlets.Any(True).tag(sync=True)
@@ -213,7 +216,7 @@ class LandscapeWidget(JobControls, PicturedWidget):
         trajectory_steps: Sequence[int] | None = None,
         checkpoints: tuple[Any, Any] | None = None,
         eigenvalues: Sequence[float | None] | Tensor | None = None,
-        log_scale: bool = False,
+        log_scale: bool | str = "auto",
         seed: int = 0,
         start: bool = True,
         throttle: float = 0.1,
@@ -223,13 +226,16 @@ class LandscapeWidget(JobControls, PicturedWidget):
     ):
         throttle = check_throttle(throttle, MIN_THROTTLE_S)
         resolution, span, seed = check_grid_options(resolution, span, seed)
-        log_scale = check_flag(log_scale, "log_scale")
+        ok, log_value, why = check_log_scale(log_scale)
+        if not ok:
+            raise (ValueError if isinstance(log_scale, str) else TypeError)(f"log_scale={log_scale!r}: {why}")
+        log_scale = log_value
         self._num_threads = check_num_threads(num_threads)
         # Set before traitlets' __init__: observers may fire from there on.
         self._lock = threading.RLock()
         self._valid = {
             "selected_point": None,
-            "log_scale": bool(log_scale),
+            "log_scale": log_scale,
             "view": "2d",
             "quantity": "loss",
             "show_contours": True,
@@ -261,7 +267,7 @@ class LandscapeWidget(JobControls, PicturedWidget):
         with self.hold_sync():
             self.direction_kind = kind
             self.direction_labels = labels
-            self.set_trait("log_scale", bool(log_scale))
+            self.set_trait("log_scale", log_scale)
             self._alphas = self._alphas_t.numpy()
             self._betas = self._betas_t.numpy()
             if self._trajectory_points is not None:
@@ -332,7 +338,8 @@ class LandscapeWidget(JobControls, PicturedWidget):
             contours: Draw contour lines; None = as shown.
 
         Returns:
-            A ``bokeh.plotting.figure``; the colour scale is logarithmic when ``log_scale`` is on.
+            A ``bokeh.plotting.figure``; the colour scale is logarithmic when ``log_scale`` is on (or
+            ``"auto"`` and the values span decades).
 
         Raises:
             RuntimeError: Before the first row is done.
@@ -473,7 +480,7 @@ class LandscapeWidget(JobControls, PicturedWidget):
             title=f"{QUANTITY_TITLES[quantity]} · {self._rows_text(snap)}",
             x_label=f"α · {labels[0]}",
             y_label=f"β · {labels[1]}",
-            log=bool(self.log_scale),
+            log=resolve_log(self.log_scale, self._grid_values(quantity)),
             contours=contours,
             trajectory=self.trajectory_points,
             trajectory_steps=self._trajectory_steps,

@@ -7,7 +7,7 @@ every number comes from the kernel's :class:`~tscope_widgets.kernels.Sensitivity
 this module only turns the latest snapshot into traits.
 
 Traits the browser may change (``layer``, ``statistic``, ``selected_cell``, ``view``,
-``log_scale``, ``colormap``, ``color_percentiles``, ``color_limits``) are untrusted input: a value that
+``log_scale``, ``colormap``, ``color_percentiles``, ``color_limits``, ``sample``) are untrusted input: a value that
 makes no sense is logged as a warning and the trait is put back to its previous value (which is sent back
 to the page); it never raises in the
 kernel. Buttons send custom messages ``{"type": "command", "command": "pause" | "resume" |
@@ -20,6 +20,10 @@ picture of the heatmap (an ``<img>`` of an SVG document drawn by ``figures.svg``
 the view where it cannot run (a notebook reopened without widget state, nbconvert's HTML export,
 nbviewer, untrusted notebooks). The picture is replaced by the final heatmap when the job ends and again
 by :meth:`SensitivityExplorer.wait`; see ``_display`` for how the two outputs are paired.
+
+Per-sample view: ``sample`` (a data-set index among ``sample_options``, the samples the reservoir holds)
+puts that sample's own map ``s_ij`` of the selected layer, with its token strings (``sample_view``), beside the
+population statistic; None shows the population alone.
 
 Threads: ``num_threads`` sets PyTorch's intra-op thread count of the job's thread only for the run
 (see :class:`SensitivityExplorer` and :class:`~tscope_widgets.jobs.Job`).
@@ -59,6 +63,7 @@ from ._sensitivity_state import (
     check_token_labels,
     check_view_state,
     fit_labels,
+    sample_detail,
 )
 from ._static import heatmap_alt
 from ._values import MIN_THROTTLE_S, check_throttle
@@ -153,6 +158,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
     layer = traitlets.Any(None).tag(sync=True)
     statistic = traitlets.Any("mean").tag(sync=True)
     selected_cell = traitlets.Any(None).tag(sync=True)
+    sample = traitlets.Any(None).tag(sync=True)  # a reservoir sample shown beside the population, or None
     view = traitlets.Any("matrix").tag(sync=True)
     log_scale = traitlets.Any("auto").tag(sync=True)
     colormap = traitlets.Any("viridis").tag(sync=True)
@@ -163,6 +169,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
     layer_options = traitlets.List().tag(sync=True)
     statistic_options = traitlets.List(list(STATISTICS)).tag(sync=True)
     view_options = traitlets.List(list(VIEWS)).tag(sync=True)
+    sample_options = traitlets.List().tag(sync=True)  # data-set indices of the samples the reservoir holds
     seq_len = traitlets.Int(0).tag(sync=True)
     token_labels = traitlets.List(traitlets.Unicode()).tag(sync=True)
     label_note = traitlets.Unicode("").tag(sync=True)
@@ -175,6 +182,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
     heat = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
     counts = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
     detail = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
+    sample_view = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)  # the chosen sample's map
 
     # Job status.
     status = traitlets.Unicode("pending").tag(sync=True)
@@ -220,6 +228,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
             "statistic": "mean",
             "selected_cell": None,
             "view": "matrix",
+            "sample": None,
             **colors,
         }  # the last valid value of each view-state trait
         self._job: Job | None = None
@@ -438,6 +447,11 @@ class SensitivityExplorer(JobControls, PicturedWidget):
             self.heat = getattr(state, self.statistic).numpy()
             self.counts = state.count.to(torch.int64).numpy()
             self.detail = cell_detail(snap, self.layer, self.selected_cell)
+            res = snap.reservoir
+            kept = sorted(int(k) for k in res.sample_index[: res.size].tolist())
+            if self.sample_options != kept:
+                self.sample_options = kept
+            self.sample_view = sample_detail(snap, self.layer, self.sample, self._tokenizer)
 
     def _position_labels(self, snap) -> tuple[list[str], str]:
         S = snap.seq_len
@@ -489,7 +503,7 @@ class SensitivityExplorer(JobControls, PicturedWidget):
         changed = type(old) is not type(new) or old != new
         if changed:
             self._picture_changed()
-        if changed and change["name"] in ("layer", "statistic", "selected_cell"):
+        if changed and change["name"] in ("layer", "statistic", "selected_cell", "sample"):
             with self._lock:
                 self._sync_data()
 

@@ -45,6 +45,17 @@ export function positionLabel(i, tokens, maxChars = 10) {
 }
 
 /**
+ * Where the axis titles go, a few pixels beyond the longest tick labels (not at the far edges of the
+ * margins, which left them about 90 px from short labels): `xTitleBottom`, the baseline (bottom) of the x
+ * title, and `yTitleCenter`, the x of the vertical y title's centre line; both kept inside the canvas.
+ */
+export function titlePositions(layout, rowLabelPx, colLabelPx, gap = 6) {
+  const xTitleBottom = Math.min(layout.totalHeight - 2, layout.y + layout.height + 5 + colLabelPx + gap + 12);
+  const yTitleCenter = Math.max(8, layout.x - 5 - rowLabelPx - gap - 6);
+  return { xTitleBottom, yTitleCenter };
+}
+
+/**
  * Draw tick labels and titles around a heatmap layout on a 2D context: column labels below
  * (vertical text), row labels to the left (right-aligned). Labels read `"i:token"` unless
  * `rowLabel(i)` / `colLabel(j)` name them otherwise.
@@ -62,13 +73,17 @@ export function drawAxes(ctx, layout, { tokens, theme, xTitle, yTitle, spacingPx
   const rh = height / rows;
   ctx.textBaseline = "middle";
   ctx.textAlign = "right";
+  let rowLabelPx = 0; // the longest tick label on each axis: the titles go just beyond them
+  let colLabelPx = 0;
   for (const i of thinTicks(rows, maxTicksFor(height, spacingPx))) {
     const cy = y + (i + 0.5) * rh;
     ctx.beginPath();
     ctx.moveTo(x - 3, cy);
     ctx.lineTo(x, cy);
     ctx.stroke();
-    ctx.fillText(rowText(i), x - 5, cy);
+    const label = rowText(i);
+    rowLabelPx = Math.max(rowLabelPx, ctx.measureText(label).width);
+    ctx.fillText(label, x - 5, cy);
   }
   for (const j of thinTicks(cols, maxTicksFor(width, spacingPx))) {
     const cx = x + (j + 0.5) * cw;
@@ -79,15 +94,18 @@ export function drawAxes(ctx, layout, { tokens, theme, xTitle, yTitle, spacingPx
     ctx.save();
     ctx.translate(cx, y + height + 5);
     ctx.rotate(-Math.PI / 2);
-    ctx.fillText(colText(j), 0, 0);
+    const label = colText(j);
+    colLabelPx = Math.max(colLabelPx, ctx.measureText(label).width);
+    ctx.fillText(label, 0, 0);
     ctx.restore();
   }
   ctx.font = `11px ${theme.font}`;
   ctx.textAlign = "center";
   ctx.textBaseline = "bottom";
-  ctx.fillText(xTitle, x + width / 2, layout.totalHeight - 2);
+  const titles = titlePositions(layout, rowLabelPx, colLabelPx);
+  ctx.fillText(xTitle, x + width / 2, titles.xTitleBottom);
   ctx.save();
-  ctx.translate(12, y + height / 2);
+  ctx.translate(titles.yTitleCenter, y + height / 2);
   ctx.rotate(-Math.PI / 2);
   ctx.textBaseline = "middle";
   ctx.fillText(yTitle, 0, 0);

@@ -62,17 +62,20 @@ export function histogramChart(bins, { width = 290, height = 130, xLabel = "", m
   return svg;
 }
 
-/** Bottom and left axes with a few ticks (shared with the line charts); `yLog` for a log y scale. */
-export function appendAxes(svg, x, y, { width, height, m, xLabel, yLabel, theme, xTicks = 4, yTicks = 3, yLog = false }) {
+/** Bottom and left axes with a few ticks (shared with the line charts); `yLog` for a log y scale;
+ * `xTickLabel(v)`: text of the x tick at `v` (then only whole-number ticks are drawn, e.g. positions named by
+ * their tokens); default: the number. */
+export function appendAxes(svg, x, y, { width, height, m, xLabel, yLabel, theme, xTicks = 4, yTicks = 3, yLog = false, xTickLabel = null }) {
   const g = s("g", { class: "tscope-axis", stroke: theme.fg2, fill: "none" });
   const [x0, x1] = x.range();
   const [y0, y1] = y.range();
   g.append(s("path", { d: `M${x0},${y0}H${x1}M${x0},${y0}V${y1}` }));
   svg.append(g);
   const text = (attrs, t) => s("text", { fill: theme.fg, stroke: "none", "font-size": 10, ...attrs }, t);
-  for (const v of x.ticks(xTicks)) {
+  const ticks = xTickLabel ? x.ticks(xTicks).filter(Number.isInteger) : x.ticks(xTicks);
+  for (const v of ticks) {
     g.append(s("path", { d: `M${x(v)},${y0}v3` }));
-    svg.append(text({ x: x(v), y: y0 + 13, "text-anchor": "middle" }, formatValue(v)));
+    svg.append(text({ x: x(v), y: y0 + 13, "text-anchor": "middle" }, xTickLabel ? xTickLabel(v) : formatValue(v)));
   }
   for (const { value: v } of colorbarTicks(y.domain(), yLog, yTicks)) {
     g.append(s("path", { d: `M${x0},${y(v)}h-3` }));

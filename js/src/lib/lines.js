@@ -43,10 +43,11 @@ let clipCount = 0;
 /**
  * A line chart of `ys` against `xs` with dots, an optional vertical marker at `markerX`
  * and a log y axis when `log` (non-positive values are left out).
+ * `xTickLabel(v)`: names whole-number x ticks (positions by their tokens).
  * `overlays`: extra dashed curves `{xs, ys, label, color?}` (e.g. a model to compare with), clipped to
  * the plot area and named in a legend; the y axis is fitted to `ys` alone.
  */
-export function lineChart(xs, ys, { width = 290, height = 130, xLabel = "", yLabel = "", markerX = null, log = false, theme, overlays = [] }) {
+export function lineChart(xs, ys, { width = 290, height = 130, xLabel = "", yLabel = "", markerX = null, log = false, theme, overlays = [], xTickLabel = null }) {
   const m = { left: 42, right: 10, top: 8, bottom: 30 };
   const svg = s("svg", { width, height, class: "tscope-chart" });
   const extent = valueExtent(ys, log);
@@ -85,6 +86,6 @@ export function lineChart(xs, ys, { width = 290, height = 130, xLabel = "", yLab
     }
   }
   svg.append(dots);
-  appendAxes(svg, x, y, { width, height, m, xLabel, yLabel, theme, yLog: log });
+  appendAxes(svg, x, y, { width, height, m, xLabel, yLabel, theme, yLog: log, xTickLabel });
   return svg;
 }

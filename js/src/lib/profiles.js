@@ -43,3 +43,15 @@ export function offsetProfile(values, counts, S) {
   }
   return { offsets, values: out, weights };
 }
+
+/**
+ * The offsets worth an x axis: `offsetProfile` output without the leading negative offsets (input after
+ * output, j > i) that hold no data or only exact zeros, as in causal models, where s_ij = 0 for j > i; the
+ * axis then starts at 0 instead of running over -(S-1)..-1 where nothing can be seen.
+ * @returns {{offsets: Int32Array, values: Float64Array, weights: Float64Array}}
+ */
+export function visibleOffsets({ offsets, values, weights }) {
+  let start = 0;
+  while (start < offsets.length && offsets[start] < 0 && !(Number.isFinite(values[start]) && values[start] !== 0)) start++;
+  return { offsets: offsets.slice(start), values: values.slice(start), weights: weights.slice(start) };
+}

@@ -197,3 +197,29 @@ export function eigenRows(eigen) {
     return { k: k + 1, value, residual, relative: value !== 0 ? residual / Math.abs(value) : NaN };
   });
 }
+
+/**
+ * What to say about the weights a block's eigenvalues were computed on: always the model's current weights
+ * (the tracker keeps no past weights), which a click on an earlier step of the block x step map does not
+ * change. Null before a result.
+ * @param {number | null} computedAt  the step of the weights Lanczos ran on
+ * @param {number | null} picked  the step picked in the view (null: the latest)
+ */
+export function weightsNote(computedAt, picked) {
+  if (computedAt === null || computedAt === undefined) return null;
+  if (picked !== null && picked !== undefined && picked !== computedAt) {
+    return `Computed on the current weights (step ${computedAt}), not on those of step ${picked} that you picked: past weights are not kept. The map shows λ_max of step ${picked} as recorded then.`;
+  }
+  return `Computed on the current weights (step ${computedAt}).`;
+}
+
+export const DENSITY_LOG_RANGE = 1e-6; // as figures.spectrum.DENSITY_LOG_RANGE
+
+/** `max(φ, ratio · max φ)` of a density for a log axis (NaN stays NaN): far from the Ritz values an SLQ
+ * density underflows to 1e-47 and below, which stretched the axis over dozens of decades. */
+export function floorDensity(values, ratio = DENSITY_LOG_RANGE) {
+  let peak = 0;
+  for (const v of values) if (Number.isFinite(v) && v > peak) peak = v;
+  const floor = Math.max(peak, 1e-300) * ratio;
+  return Float64Array.from(values, (v) => (Number.isNaN(v) ? NaN : Math.max(v, floor)));
+}

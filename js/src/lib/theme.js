@@ -12,14 +12,31 @@ const FALLBACK = {
   font: "system-ui, -apple-system, 'Segoe UI', sans-serif",
 };
 
-/** Theme colours read from the element's computed style. */
+/** Whether a computed CSS colour paints nothing (`transparent`, or an alpha of 0). */
+export function isTransparent(color) {
+  const c = String(color ?? "").replace(/\s+/g, "").toLowerCase();
+  return c === "" || c === "transparent" || /^rgba\([^)]*,0(\.0*)?\)$/.test(c);
+}
+
+/** The colour the page shows behind `el`: the first painted background of it or its ancestors, or null. */
+export function backgroundBehind(el) {
+  for (let node = el; node && node.nodeType === 1; node = node.parentElement) {
+    const color = getComputedStyle(node).backgroundColor;
+    if (!isTransparent(color)) return color;
+  }
+  return null;
+}
+
+/** Theme colours read from the element's computed style. The background is the one the page paints behind
+ * the view (the notebook's, in every theme), so that plot areas are not boxes of another shade (JupyterLab's
+ * dark theme paints the notebook in --jp-layout-color0, darker than --jp-layout-color1). */
 export function themeColors(el) {
   const style = getComputedStyle(el);
   const v = (name, key) => style.getPropertyValue(name).trim() || FALLBACK[key];
   return {
     fg: v("--jp-ui-font-color1", "fg"),
     fg2: v("--jp-ui-font-color2", "fg2"),
-    bg: v("--jp-layout-color1", "bg"),
+    bg: backgroundBehind(el) ?? v("--jp-layout-color0", "bg"),
     border: v("--jp-border-color1", "border"),
     accent: v("--jp-accent-color1", "accent"),
     error: v("--jp-error-color1", "error"),
