@@ -17,6 +17,8 @@ import {
   matrixRow,
   memberOf,
   nearestIndex,
+  NO_THRESHOLD_LABEL,
+  optimiserLines,
   panelsOf,
   stripLayout,
 } from "../src/lib/spectrum_data.js";
@@ -186,4 +188,27 @@ test("legend entries wrap to a new row when the next one does not fit", () => {
   ]);
   assert.deepEqual(legendLayout(["x".repeat(100)], { left: 10, right: 50 }), [{ x: 10, row: 0 }]); // never an empty row
   assert.deepEqual(legendLayout([], { left: 0, right: 10 }), []);
+});
+
+test("optimiserLines draws each optimiser's stability lines and says when none is known", () => {
+  const nan = [NaN, NaN];
+  const line = (key, ys) => ({ key, label: key, ys });
+  const base = [line("lambda_max", [1, 2]), line("lambda_min", [0, 0])];
+  // SGD: 2/η drawn, Adam's series (all NaN) dropped
+  const sgd = optimiserLines([...base, line("threshold", [20, 20]), line("precond_lambda_max", nan), line("adam_threshold", nan)]);
+  assert.deepEqual(sgd.map((l) => l.key), ["lambda_max", "lambda_min", "threshold"]);
+  // Adam: no SGD line; the preconditioned sharpness and its threshold (float arrays from the codec too)
+  const adam = optimiserLines([
+    ...base,
+    line("threshold", new Float32Array([NaN, NaN])),
+    line("precond_lambda_max", new Float32Array([1.5, NaN])),
+    line("adam_threshold", [38, 38]),
+  ]);
+  assert.deepEqual(adam.map((l) => l.key), ["lambda_max", "lambda_min", "precond_lambda_max", "adam_threshold"]);
+  // neither known (RMSprop, or no learning rate): one entry that says so, in the first threshold's place
+  const other = optimiserLines([...base, line("threshold", nan), line("adam_threshold", nan)]);
+  assert.deepEqual(other.map((l) => [l.key, l.label]), [["lambda_max", "lambda_max"], ["lambda_min", "lambda_min"], ["threshold", NO_THRESHOLD_LABEL]]);
+  // a history without the series at all (older records) and no threshold selected: nothing announced
+  assert.deepEqual(optimiserLines([...base, line("precond_lambda_max", [])]).map((l) => l.key), ["lambda_max", "lambda_min"]);
+  assert.equal(NO_THRESHOLD_LABEL, "no known stability threshold for this optimiser (or η unknown)");
 });
