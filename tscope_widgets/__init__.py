@@ -9,6 +9,7 @@ from ._version import __version__ as __version__
 from .jobs import Checkpoint, Job, JobError, Progress, load_checkpoint, save_checkpoint
 from .kernels import (
     AttentionSnapshot,
+    BlockTypeSharpness,
     Comparison,
     CostEstimate,
     FrobeniusEstimate,
@@ -20,6 +21,7 @@ from .kernels import (
     WelfordState,
     block_densities,
     block_norms,
+    block_type_sharpness,
     compare_statistics,
     dense_hessian,
     head_spectra,
@@ -83,6 +85,8 @@ __all__ = [
     "slq_density",
     "block_densities",
     "spectral_heterogeneity",
+    "block_type_sharpness",
+    "BlockTypeSharpness",
     "block_norms",
     "SpectrumTracker",
     "SpectrumHistory",
