@@ -22,6 +22,9 @@ its trace (Hutch++), printed and shown in the report (``meta["curvature"]``; abo
 - ``kind = "landscape"``: the loss on a 2D grid along random (filter-normalized) or Hessian eigenvector
   directions (:func:`run_landscape`); ``landscape.safetensors`` + ``meta.json`` and
   ``directions.safetensors``, from which the slice can be recomputed exactly.
+- ``kind = "blocks"``: the SLQ density of each diagonal Hessian block (one per parameter group), their
+  Jensen–Shannon heterogeneity (Zhang et al. 2024) and the sharpness by block type against the Sharpness
+  Disparity Principle (Wang et al. 2025) (:func:`run_blocks`); ``blocks.safetensors`` + ``meta.json``.
 
 ``tscope compare RUN_A RUN_B [--alpha 0.05] [--paired] [--out DIR]`` tests, cell by cell, where two sensitivity
 runs differ (Welch's t-test, or the paired test when both read the same samples; Benjamini–Hochberg q-values):
@@ -69,6 +72,7 @@ The package, one job per module (data flows down; nothing imports upward):
 - :mod:`.runs`: the analyses, streamed to their end (:func:`run_sensitivity`, :func:`run_curvature`,
   :func:`run_landscape`);
 - :mod:`.reports`: results files, ``meta.json``, figures, notes and the lines printed;
+- :mod:`.blocks`: the runner and report of ``kind = "blocks"``;
 - :mod:`.compare`: ``tscope compare`` (:mod:`.compare_paired`: the paired test's second run of both models);
 - :mod:`.commands`: the parser, ``demo`` and ``run``, exit codes and the ``torchrun`` plumbing (:func:`main`).
 
@@ -78,6 +82,7 @@ The names below are re-exported from them; ``tscope`` and ``python -m tscope_wid
 from __future__ import annotations
 
 from ..tasks import describe_induction, induction_reading
+from .blocks import BlocksResult, report_blocks, run_blocks
 from .commands import DEFAULT_DIST_TIMEOUT_S, DEMO_CURVATURE_SAMPLES, build_parser, cmd_demo, cmd_run, main
 from .compare import cmd_compare
 from .config import (
@@ -87,6 +92,7 @@ from .config import (
     CONFIG_SCHEMA,
     STATISTICS_SHOWN,
     AnalysisConfig,
+    BlocksConfig,
     ConfigError,
     CurvatureConfig,
     DataConfig,
@@ -150,6 +156,7 @@ __all__ = [
     "SensitivityConfig",
     "CurvatureConfig",
     "LandscapeConfig",
+    "BlocksConfig",
     "ANALYSIS_CONFIGS",
     "OutputConfig",
     "parse_config",
@@ -173,6 +180,8 @@ __all__ = [
     "curvature_estimate",
     "LandscapeResult",
     "run_landscape",
+    "BlocksResult",
+    "run_blocks",
     # reports
     "write_outputs",
     "curvature_tensors",
@@ -182,6 +191,7 @@ __all__ = [
     "DENSITY_LOG_RANGE",
     "landscape_meta",
     "landscape_figures",
+    "report_blocks",
     # the induction reading (lives in tscope_widgets.tasks)
     "induction_reading",
     "describe_induction",

@@ -65,12 +65,14 @@ _COUNTS = frozenset(
         "k",
         "max_iter",
         "density_steps",
+        "block_probes",
+        "block_steps",
     }
 )
 
 
 _LAYERS = (str, int, list)
-ANALYSES = ("sensitivity", "curvature", "landscape")
+ANALYSES = ("sensitivity", "curvature", "landscape", "blocks")
 
 
 # [analysis] keys of one kind of analysis only; the others (kind, batch_size, max_seq_len, dtype, seed) apply to all.
@@ -88,6 +90,7 @@ ANALYSIS_KEYS = {
         "hessian_kind",
     ),
     "landscape": ("directions", "span", "resolution", "tol", "max_iter"),
+    "blocks": ("blocks", "block_probes", "block_steps"),
 }
 
 
@@ -142,6 +145,13 @@ CONFIG_SCHEMA: dict[str, dict[str, Key]] = {
             (bool, list), True, "curvature: map ||H_ab||_F over all parameter groups (true), none (false) or a list"
         ),
         "hessian_kind": Key(_STR, "hessian", "curvature: the matrix", ("hessian", "ggn", "functional")),
+        # blocks
+        "blocks": Key(
+            (bool, list), True, "blocks: one Hessian block per parameter group, all (true) or those a list names "
+            "(names or patterns such as ['embed', 'block0.attn.*'])"
+        ),
+        "block_probes": Key(_INT, 10, "blocks: SLQ probes per block (Zhang et al. 2024: 10)"),
+        "block_steps": Key(_INT, 100, "blocks: Lanczos steps per SLQ probe (Zhang et al. 2024: 100)"),
         # landscape
         "directions": Key(_STR, "random", "landscape: 'random' (filter-normalized) or 'eigen'", ("random", "eigen")),
         "span": Key(_NUMBER, 1.0, "landscape: the grid covers [-span, span] along both directions"),
@@ -254,6 +264,14 @@ def _check_analysis(cfg: dict[str, dict[str, Any]], given: Mapping[str, Any], ou
             raise ConfigError(
                 "[analysis].block_norms must be true, false or a non-empty list of parameter group names or "
                 f"patterns such as ['block0.attn.*', 'head'], got {blocks!r}"
+            )
+    if kind == "blocks":
+        blocks = analysis["blocks"]
+        if blocks is False or (isinstance(blocks, list) and not (blocks and all(isinstance(g, str) and g
+                                                                                   for g in blocks))):
+            raise ConfigError(
+                "[analysis].blocks must be true (every parameter group) or a non-empty list of parameter group "
+                f"names or patterns such as ['embed', 'block0.attn.*'], got {blocks!r}"
             )
     if kind == "landscape":
         span = analysis["span"]
@@ -471,10 +489,22 @@ class LandscapeConfig(AnalysisConfig):
     max_iter: int | None = _default("analysis", "max_iter")
 
 
+@dataclass(frozen=True)
+class BlocksConfig(AnalysisConfig):
+    """``[analysis] kind = "blocks"``: SLQ density of each diagonal Hessian block, their Jensen–Shannon
+    heterogeneity (Zhang et al. 2024) and the sharpness by block type (Wang et al. 2025)."""
+
+    kind: ClassVar[str] = "blocks"
+    blocks: bool | list = _default("analysis", "blocks")
+    block_probes: int = _default("analysis", "block_probes")
+    block_steps: int = _default("analysis", "block_steps")
+
+
 ANALYSIS_CONFIGS: dict[str, type[AnalysisConfig]] = {
     "sensitivity": SensitivityConfig,
     "curvature": CurvatureConfig,
     "landscape": LandscapeConfig,
+    "blocks": BlocksConfig,
 }
 
 
