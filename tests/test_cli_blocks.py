@@ -113,3 +113,22 @@ def test_zhang2024_gpt2_example_is_the_papers_selection():
                         for p in ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.in", "mlp.out")]
     assert analysis["blocks"] == want
     assert cfg["model"]["kind"] == "hf" and Path(EXAMPLES / "zhang2024_gpt2.toml").is_file()
+
+
+def test_zhang2024_gpt2_example_runs_at_a_toy_width(tmp_path):
+    """The paper's selection resolves on a real GPT-2 adapter: the example with GPT-2 small's 12 layers but a
+    narrow width, a small vocabulary and a few Lanczos steps (the full run is for a GPU)."""
+    text = (EXAMPLES / "zhang2024_gpt2.toml").read_text()
+    for old, new in [("vocab_size = 50257", "vocab_size = 64"), ("n_embd = 768", "n_embd = 16"),
+                     ("n_head = 12", "n_head = 2"), ("n_positions = 1024", "n_positions = 32"),
+                     ("num_symbols = 1000, k_max = 32", "num_symbols = 24, k_max = 4"), ("samples = 16", "samples = 2"),
+                     ("block_probes = 10", "block_probes = 1"), ("block_steps = 100", "block_steps = 3"),
+                     ("bos_token_id = 50256", "bos_token_id = 0"), ("eos_token_id = 50256", "eos_token_id = 0")]:
+        assert old in text
+        text = text.replace(old, new)
+    out = tmp_path / "zhang"
+    assert main(["run", str(write_config(tmp_path, text)), "--out", str(out), *FAST]) == 0
+    _, meta = load_results(out)
+    assert len(meta["labels"]) == 25 and meta["labels"][-1] == "block11.mlp.out"
+    assert list(meta["type_sharpness"]) == ["embed", "qk", "vo", "mlp"]
+    assert meta["sizes"]["block3.attn.q"] == 16 * 16 + 16  # a view of c_attn: its q columns and bias
