@@ -263,6 +263,7 @@ def test_typed_configs_hold_the_validated_tables(tmp_path):
 
     from tscope_widgets.cli import (
         AttentionConfig,
+        BlocksConfig,
         CurvatureConfig,
         LandscapeConfig,
         RunConfig,
@@ -288,7 +289,7 @@ def test_typed_configs_hold_the_validated_tables(tmp_path):
             for key, value in cfg[table].items():
                 assert getattr(getattr(typed, table), key) == value, (table, key)
     kinds = {type(parse_config({"model": {"kind": "tiny"}, "analysis": {"kind": k}}).analysis) for k in ANALYSIS_KEYS}
-    assert kinds == {SensitivityConfig, CurvatureConfig, LandscapeConfig, AttentionConfig}
+    assert kinds == {SensitivityConfig, CurvatureConfig, LandscapeConfig, AttentionConfig, BlocksConfig}
     landscape = parse_config({"model": {"kind": "tiny"}, "analysis": {"kind": "landscape"}})
     assert landscape.output.statistics is None and not hasattr(landscape.analysis, "k")
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -604,7 +605,8 @@ def test_examples_of_curvature_and_landscape_run_on_a_small_model(tmp_path, smal
 
 
 ANALYSIS_ERRORS = [
-    ("kind = 'hessian'", r"\[analysis\]\.kind = 'hessian'; choose one of \['sensitivity', 'curvature', 'landscape'\]"),
+    ("kind = 'hessian'",
+     r"\[analysis\]\.kind = 'hessian'; choose one of \['sensitivity', 'curvature', 'landscape', 'blocks'\]"),
     ("kind = 'curvature'\nk = 0", r"\[analysis\]\.k must be >= 1, got 0"),
     ("kind = 'curvature'\ntol = 0", r"\[analysis\]\.tol must be a number in \(0, 1\), got 0"),
     ("kind = 'curvature'\ntol = 'small'", r"\[analysis\]\.tol must be a number, got str 'small'"),

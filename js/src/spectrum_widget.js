@@ -26,6 +26,7 @@ import {
   hasGroups,
   matrixRow,
   memberOf,
+  optimiserLines,
   panelsOf,
   stripLayout,
   weightsNote,
@@ -332,8 +333,8 @@ function render({ model, el }) {
       return;
     }
     const p = picked();
-    const charts = panels.map((panel) => {
-      const lines = panel.series.map((sr) => {
+    const drawn = panels.map((panel) => {
+      const lines = optimiserLines(panel.series.map((sr) => {
         const ys = valuesOf(sr.key);
         let band;
         if (sr.key === "trace") {
@@ -341,8 +342,15 @@ function render({ model, el }) {
           band = { lo: Array.from(ys, (v, k) => v - se[k]), hi: Array.from(ys, (v, k) => v + se[k]) };
         }
         // the colour Python decided for this series (figures.spectrum.series_options); the index rule as a fallback
-        return { label: sr.label, ys, color: options[sr.index]?.color ?? seriesColor(sr.index), band };
-      });
+        return { key: sr.key, label: sr.label, ys, color: options[sr.index]?.color ?? seriesColor(sr.index), band };
+      }));
+      return { panel, lines };
+    }).filter((d) => d.lines.length > 0); // e.g. only Adam's series selected in an SGD run
+    if (drawn.length === 0) {
+      chartsPane.replaceChildren(h("p", { class: "tscope-hint" }, "the selected series have no values in this run"));
+      return;
+    }
+    const charts = drawn.map(({ panel, lines }) => {
       const svg = multiLineChart({
         xs,
         series: lines,

@@ -17,6 +17,8 @@ import {
   matrixRow,
   memberOf,
   nearestIndex,
+  NO_THRESHOLD_LABEL,
+  optimiserLines,
   panelsOf,
   stripLayout,
   weightsNote,
@@ -202,4 +204,27 @@ test("the eigenvalues say plainly which weights they were computed on", () => {
 test("a density on a log axis is floored at a millionth of its peak", () => {
   const out = floorDensity([2, 1e-47, NaN, 1e-3]);
   assert.deepEqual(Array.from(out), [2, 2e-6, NaN, 1e-3]);
+});
+
+test("optimiserLines draws each optimiser's stability lines and says when none is known", () => {
+  const nan = [NaN, NaN];
+  const line = (key, ys) => ({ key, label: key, ys });
+  const base = [line("lambda_max", [1, 2]), line("lambda_min", [0, 0])];
+  // SGD: 2/η drawn, Adam's series (all NaN) dropped
+  const sgd = optimiserLines([...base, line("threshold", [20, 20]), line("precond_lambda_max", nan), line("adam_threshold", nan)]);
+  assert.deepEqual(sgd.map((l) => l.key), ["lambda_max", "lambda_min", "threshold"]);
+  // Adam: no SGD line; the preconditioned sharpness and its threshold (float arrays from the codec too)
+  const adam = optimiserLines([
+    ...base,
+    line("threshold", new Float32Array([NaN, NaN])),
+    line("precond_lambda_max", new Float32Array([1.5, NaN])),
+    line("adam_threshold", [38, 38]),
+  ]);
+  assert.deepEqual(adam.map((l) => l.key), ["lambda_max", "lambda_min", "precond_lambda_max", "adam_threshold"]);
+  // neither known (RMSprop, or no learning rate): one entry that says so, in the first threshold's place
+  const other = optimiserLines([...base, line("threshold", nan), line("adam_threshold", nan)]);
+  assert.deepEqual(other.map((l) => [l.key, l.label]), [["lambda_max", "lambda_max"], ["lambda_min", "lambda_min"], ["threshold", NO_THRESHOLD_LABEL]]);
+  // a history without the series at all (older records) and no threshold selected: nothing announced
+  assert.deepEqual(optimiserLines([...base, line("precond_lambda_max", [])]).map((l) => l.key), ["lambda_max", "lambda_min"]);
+  assert.equal(NO_THRESHOLD_LABEL, "no known stability threshold for this optimiser (or η unknown)");
 });

@@ -22,6 +22,7 @@ from tscope_widgets.figures.charts import (
 from tscope_widgets.figures.landscape import landscape_chart, thin_labels
 from tscope_widgets.figures.sensitivity import sensitivity_chart, sensitivity_grid
 from tscope_widgets.figures.spectrum import (
+    NO_THRESHOLD_LABEL,
     block_norm_chart,
     block_steps_chart,
     density_index,
@@ -145,14 +146,42 @@ def test_series_colours_are_fixed_by_key_as_in_the_live_view():
     assert options["loss"] == TABLEAU["blue"] and options["train_loss"] == TABLEAU["orange"]
     assert options["lambda_max"] == TABLEAU["red"] and options["lambda_min"] == TABLEAU["teal"]
     assert options["threshold"] == TABLEAU["green"]
-    # gradient norms follow the eight scalar series: indices 8, 9, then the palette wraps around
-    assert [options[f"grad_norm:{g}"] for g in ("block0", "block1", "head")] == ["#9c755f", "#bab0ab", "#4e79a7"]
+    # Adam's two series were appended after the eight older ones (whose colours stay): indices 8 and 9
+    assert options["precond_lambda_max"] == "#9c755f" and options["adam_threshold"] == "#bab0ab"
+    # gradient norms follow the ten scalar series: indices 10, 11, 12 (the palette wraps around)
+    grad_colors = [options[f"grad_norm:{g}"] for g in ("block0", "block1", "head")]
+    assert grad_colors == [TABLEAU[c] for c in ("blue", "orange", "red")]
     # λ_max is red in its chart whatever else is selected (the old picture coloured by position: blue)
     (chart,) = series_charts(history(), ["lambda_max"], log=False)
     ((key, color),) = [(s.key, s.color) for s in chart.series]
     assert (key, color) == ("lambda_max", TABLEAU["red"])
     (chart,) = series_charts(history(), ["lambda_min", "lambda_max"], log=False)
     assert [(s.label, s.color) for s in chart.series] == [("λ_max", TABLEAU["red"]), ("λ_min", TABLEAU["teal"])]
+
+
+def test_stability_lines_follow_the_optimiser():
+    T = 4
+    nan = np.full(T, np.nan)
+    sgd = history(T)  # an SGD history: 2/η recorded, no Adam series
+    curvature = series_charts(sgd, log=False)[1]
+    assert [s.key for s in curvature.series] == ["lambda_max", "lambda_min", "threshold"]
+    adam = {**history(T), "threshold": nan, "precond_lambda_max": np.full(T, 7.0), "adam_threshold": np.full(T, 38.0)}
+    curvature = series_charts(adam, log=False)[1]
+    assert [(s.key, s.label) for s in curvature.series] == [
+        ("lambda_max", "λ_max"),
+        ("lambda_min", "λ_min"),
+        ("precond_lambda_max", "λ_max(P⁻¹H) (Adam)"),
+        ("adam_threshold", "(2+2β₁)/((1−β₁)η) (Adam edge of stability)"),
+    ]
+    assert [s.color for s in curvature.series][2:] == ["#9c755f", "#bab0ab"]
+    assert curvature.y_range == (-0.5, 38.0)  # the Adam threshold counts in the range
+    other = {**history(T), "threshold": nan}  # e.g. RMSprop: neither threshold is known
+    curvature = series_charts(other, log=False)[1]
+    assert [s.key for s in curvature.series] == ["lambda_max", "lambda_min", "threshold"]
+    assert curvature.series[-1].label == NO_THRESHOLD_LABEL and np.isnan(curvature.series[-1].y).all()
+    # a threshold not selected is not announced either
+    curvature = series_charts(other, ["lambda_max"], log=False)[0]
+    assert [s.key for s in curvature.series] == ["lambda_max"]
 
 
 def test_series_charts_labels_ranges_bands_and_marker():

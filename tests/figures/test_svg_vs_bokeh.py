@@ -16,6 +16,7 @@ from bokeh.models import Row as RowLayout
 from PIL import Image
 
 from tests.model_zoo import tiny
+from tscope_widgets.figures.spectrum import NO_THRESHOLD_LABEL
 from tscope_widgets.tracking import SpectrumHistory
 from tscope_widgets.widgets.landscape import LandscapeWidget
 from tscope_widgets.widgets.sensitivity import SensitivityExplorer
@@ -140,13 +141,15 @@ def landscape():
     w.close()
 
 
-def spectrum() -> SpectrumWidget:
+def spectrum(optimizer: str = "sgd") -> SpectrumWidget:
     history = SpectrumHistory.empty(["block0", "head"], ["block0", "block1"])
+    adam = optimizer == "adam"
     for t in range(4):
         history.append(
             dict(steps=10 * t, loss=1.0 / (t + 1), train_loss=1.2, lambda_max=2.0 + t, lambda_min=-0.5, trace=3.0,
                  trace_stderr=0.2, grad_norms=[0.5, 0.1 * (t + 1)], block_lambda_max=[1.0 + t, 0.5],
-                 threshold=20.0, lr=0.1, matvecs=10, converged=True,
+                 threshold=20.0 if optimizer == "sgd" else np.nan, lr=0.1, matvecs=10, converged=True,
+                 precond_lambda_max=1.5 + t if adam else np.nan, adam_threshold=38.0 if adam else np.nan,
                  density_grid=np.linspace(-1.0, 4.0, 6), density=np.array([0.0, 0.1, 0.3, 0.4, 0.1, 0.1 * t]))
         )
     norms = type("Norms", (), {"labels": ["block0", "block1"], "frobenius": np.array([[2.0, 0.5], [0.5, 1.0]]),
@@ -200,13 +203,32 @@ def test_spectrum_picture_and_bokeh_agree(log):
         assert_same(picture, bokeh_facts(fig, picture["kind"]))
     curvature = pictures[1]
     assert curvature["legend"] == [("λ_max", "#e15759"), ("λ_min", "#76b7b2"), ("2/η (edge of stability)", "#59a14f")]
-    assert pictures[3]["legend"] == [("‖∇L‖ block0", "#9c755f"), ("‖∇L‖ head", "#bab0ab")]
+    # gradient norms after the ten scalar series (Adam's two appended): palette indices 10 and 11
+    assert pictures[3]["legend"] == [("‖∇L‖ block0", "#4e79a7"), ("‖∇L‖ head", "#f28e2c")]
     assert pictures[5]["title"] == "block norms ‖H_ab‖_F (estimate)"
     assert pictures[6]["rows"] == {0: "block0", 1: "block1"} and pictures[6]["cols"] == {0: "0", 1: "10", 2: "20",
                                                                                             3: "30"}
     # the series options sent to the browser carry the same colours
     colors = {o["key"]: o["color"] for o in w.series_options}
-    assert colors["lambda_max"] == "#e15759" and colors["grad_norm:head"] == "#bab0ab"
+    assert colors["lambda_max"] == "#e15759" and colors["grad_norm:head"] == "#f28e2c"
+    w.close()
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+def test_spectrum_stability_lines_per_optimiser_in_picture_and_bokeh(optimizer):
+    w = spectrum(optimizer)
+    pictures = svg_facts(w._picture_svg())
+    layout = w.to_bokeh()
+    figures = [f for row in layout.children if isinstance(row, RowLayout) for f in row.children]
+    for picture, fig in zip(pictures, figures, strict=True):
+        assert_same(picture, bokeh_facts(fig, picture["kind"]))
+    legend = pictures[1]["legend"]
+    assert legend[:2] == [("λ_max", "#e15759"), ("λ_min", "#76b7b2")]
+    if optimizer == "adam":  # no SGD line; the preconditioned sharpness and its threshold
+        assert legend[2:] == [("λ_max(P⁻¹H) (Adam)", "#9c755f"),
+                              ("(2+2β₁)/((1−β₁)η) (Adam edge of stability)", "#bab0ab")]
+    else:  # no known threshold: said in the legend, in the SGD line's colour
+        assert legend[2:] == [(NO_THRESHOLD_LABEL, "#59a14f")]
     w.close()
 
 

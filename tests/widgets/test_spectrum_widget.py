@@ -193,7 +193,8 @@ def test_fixed_history_traits_and_buffers(fixed, history):
     series = wire_state(w, "series")
     np.testing.assert_array_equal(series["steps"], [0, 10, 20, 30, 40])
     assert series["steps"].dtype == np.int32 and series["values"]["loss"].dtype == np.float32
-    vectors = ("loss", "train_loss", "lambda_max", "lambda_min", "trace", "trace_stderr", "threshold", "lr", "matvecs")
+    vectors = ("loss", "train_loss", "lambda_max", "lambda_min", "trace", "trace_stderr", "threshold", "lr", "matvecs",
+               "precond_lambda_max", "adam_threshold")
     for key in vectors:
         np.testing.assert_array_equal(series["values"][key], getattr(history, key).astype(np.float32))
     np.testing.assert_array_equal(series["grad_norms"], history.grad_norms.T.astype(np.float32))  # [L, T]
@@ -204,8 +205,10 @@ def test_fixed_history_traits_and_buffers(fixed, history):
     assert series["done"] == 5 and series["total"] is None
     keys = [o["key"] for o in w.series_options]
     assert keys[:8] == ["loss", "train_loss", "lambda_max", "lambda_min", "threshold", "trace", "lr", "matvecs"]
-    assert keys[8:] == [f"grad_norm:{g}" for g in GRAD_LABELS]
-    assert w.selected_series == ["loss", "train_loss", "lambda_max", "lambda_min", "threshold", "trace"] + keys[8:]
+    assert keys[8:10] == ["precond_lambda_max", "adam_threshold"]  # Adam's, appended: older colours stay
+    assert keys[10:] == [f"grad_norm:{g}" for g in GRAD_LABELS]
+    assert w.selected_series == ["loss", "train_loss", "lambda_max", "lambda_min", "threshold", "trace",
+                                 "precond_lambda_max", "adam_threshold"] + keys[10:]
     assert [p["key"] for p in w.panels][:2] == ["loss", "curvature"] and all(p["y_label"] for p in w.panels)
     assert w.block_options == BLOCK_LABELS and not w.can_compute_blocks
     density = wire_state(w, "density")  # the latest density by default

@@ -26,6 +26,9 @@ its trace (Hutch++), printed and shown in the report (``meta["curvature"]``; abo
   singular values and effective ranks of every head, and (``sensitivity = true``) the Spearman correlation of
   mean attention with exact sensitivity on the first ``correlation_samples`` sequences, with a bootstrap
   interval (:func:`run_attention`); ``attention.safetensors`` + ``meta.json``.
+- ``kind = "blocks"``: the SLQ density of each diagonal Hessian block (one per parameter group), their
+  Jensen–Shannon heterogeneity (Zhang et al. 2024) and the sharpness by block type against the Sharpness
+  Disparity Principle (Wang et al. 2025) (:func:`run_blocks`); ``blocks.safetensors`` + ``meta.json``.
 
 ``tscope compare RUN_A RUN_B [--alpha 0.05] [--paired] [--out DIR]`` tests, cell by cell, where two sensitivity
 runs differ (Welch's t-test, or the paired test when both read the same samples; Benjamini–Hochberg q-values):
@@ -73,6 +76,7 @@ The package, one job per module (data flows down; nothing imports upward):
 - :mod:`.runs`: the analyses, streamed to their end (:func:`run_sensitivity`, :func:`run_curvature`,
   :func:`run_landscape`);
 - :mod:`.reports`: results files, ``meta.json``, figures, notes and the lines printed;
+- :mod:`.blocks`: the runner and report of ``kind = "blocks"``;
 - :mod:`.compare`: ``tscope compare`` (:mod:`.compare_paired`: the paired test's second run of both models);
 - :mod:`.commands`: the parser, ``demo`` and ``run``, exit codes and the ``torchrun`` plumbing (:func:`main`).
 
@@ -82,6 +86,7 @@ The names below are re-exported from them; ``tscope`` and ``python -m tscope_wid
 from __future__ import annotations
 
 from ..tasks import describe_induction, induction_reading
+from .blocks import BlocksResult, report_blocks, run_blocks
 from .commands import DEFAULT_DIST_TIMEOUT_S, DEMO_CURVATURE_SAMPLES, build_parser, cmd_demo, cmd_run, main
 from .compare import cmd_compare
 from .config import (
@@ -92,6 +97,7 @@ from .config import (
     STATISTICS_SHOWN,
     AnalysisConfig,
     AttentionConfig,
+    BlocksConfig,
     ConfigError,
     CurvatureConfig,
     DataConfig,
@@ -156,6 +162,7 @@ __all__ = [
     "AttentionConfig",
     "CurvatureConfig",
     "LandscapeConfig",
+    "BlocksConfig",
     "ANALYSIS_CONFIGS",
     "OutputConfig",
     "parse_config",
@@ -179,6 +186,8 @@ __all__ = [
     "curvature_estimate",
     "LandscapeResult",
     "run_landscape",
+    "BlocksResult",
+    "run_blocks",
     # reports
     "write_outputs",
     "curvature_tensors",
@@ -188,6 +197,7 @@ __all__ = [
     "DENSITY_LOG_RANGE",
     "landscape_meta",
     "landscape_figures",
+    "report_blocks",
     # the induction reading (lives in tscope_widgets.tasks)
     "induction_reading",
     "describe_induction",

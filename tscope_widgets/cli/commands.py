@@ -28,6 +28,7 @@ from .._version import __version__
 from ..models import adapt
 from ..tasks import get_task
 from .attention import report_attention, run_attention
+from .blocks import check_single_process, report_blocks, run_blocks
 from .compare import add_parser as add_compare_parser
 from .config import (
     STATISTICS_SHOWN,
@@ -236,7 +237,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _check_positions(dataset, cfg.analysis.max_seq_len, prepared.model)
         _check_same_data(dataset)
         run = {"sensitivity": _run_sensitivity, "curvature": _run_curvature, "landscape": _run_landscape,
-               "attention": _run_attention}[kind]
+               "attention": _run_attention, "blocks": _run_blocks}[kind]
         return run(args, cfg, out, prepared, dataset, start)
 
 
@@ -272,6 +273,17 @@ def _run_curvature(args, cfg: RunConfig, out: Path, prepared: Prepared, dataset:
     if not ctx.is_main:  # every rank holds the same result; rank 0 writes it
         return 0
     report_curvature(args.config, cfg, out, prepared, dataset, batches, result, start)
+    return 0
+
+
+def _run_blocks(args, cfg: RunConfig, out: Path, prepared: Prepared, dataset: Dataset, start: float) -> int:
+    ctx = dist_.context()
+    check_single_process(ctx.world_size)
+    batches = loss_batches(dataset, cfg.analysis)
+    if _analysis_device(ctx) is not None:
+        prepared.model.to(_analysis_device(ctx))
+    result = run_blocks(prepared.model, batches, cfg.analysis, not args.no_progress)
+    report_blocks(args.config, cfg, out, prepared, dataset, batches, result, start)
     return 0
 
 

@@ -65,12 +65,14 @@ _COUNTS = frozenset(
         "k",
         "max_iter",
         "density_steps",
+        "block_probes",
+        "block_steps",
     }
 )
 
 
 _LAYERS = (str, int, list)
-ANALYSES = ("sensitivity", "curvature", "landscape", "attention")
+ANALYSES = ("sensitivity", "curvature", "landscape", "attention", "blocks")
 
 
 # [analysis] keys of one kind of analysis only; the others (kind, batch_size, max_seq_len, dtype, seed) apply to all.
@@ -89,6 +91,7 @@ ANALYSIS_KEYS = {
     ),
     "landscape": ("directions", "span", "resolution", "tol", "max_iter"),
     "attention": ("layers", "chunk_size", "sensitivity", "correlation_samples", "bootstrap"),
+    "blocks": ("blocks", "block_probes", "block_steps"),
 }
 
 
@@ -143,6 +146,13 @@ CONFIG_SCHEMA: dict[str, dict[str, Key]] = {
             (bool, list), True, "curvature: map ||H_ab||_F over all parameter groups (true), none (false) or a list"
         ),
         "hessian_kind": Key(_STR, "hessian", "curvature: the matrix", ("hessian", "ggn", "functional")),
+        # blocks
+        "blocks": Key(
+            (bool, list), True, "blocks: one Hessian block per parameter group, all (true) or those a list names "
+            "(names or patterns such as ['embed', 'block0.attn.*'])"
+        ),
+        "block_probes": Key(_INT, 10, "blocks: SLQ probes per block (Zhang et al. 2024: 10)"),
+        "block_steps": Key(_INT, 100, "blocks: Lanczos steps per SLQ probe (Zhang et al. 2024: 100)"),
         # landscape
         "directions": Key(_STR, "random", "landscape: 'random' (filter-normalized) or 'eigen'", ("random", "eigen")),
         "span": Key(_NUMBER, 1.0, "landscape: the grid covers [-span, span] along both directions"),
@@ -271,6 +281,14 @@ def _check_analysis(cfg: dict[str, dict[str, Any]], given: Mapping[str, Any], ou
             )
         if analysis["bootstrap"] < 100:
             raise ConfigError(f"[analysis].bootstrap must be >= 100 replicates, got {analysis['bootstrap']}")
+    if kind == "blocks":
+        blocks = analysis["blocks"]
+        if blocks is False or (isinstance(blocks, list) and not (blocks and all(isinstance(g, str) and g
+                                                                                   for g in blocks))):
+            raise ConfigError(
+                "[analysis].blocks must be true (every parameter group) or a non-empty list of parameter group "
+                f"names or patterns such as ['embed', 'block0.attn.*'], got {blocks!r}"
+            )
     if kind == "landscape":
         span = analysis["span"]
         if not (math.isfinite(span) and span > 0):
@@ -497,6 +515,14 @@ class AttentionConfig(AnalysisConfig):
     sensitivity: bool = _default("analysis", "sensitivity")
     correlation_samples: int = _default("analysis", "correlation_samples")
     bootstrap: int = _default("analysis", "bootstrap")
+class BlocksConfig(AnalysisConfig):
+    """``[analysis] kind = "blocks"``: SLQ density of each diagonal Hessian block, their Jensen–Shannon
+    heterogeneity (Zhang et al. 2024) and the sharpness by block type (Wang et al. 2025)."""
+
+    kind: ClassVar[str] = "blocks"
+    blocks: bool | list = _default("analysis", "blocks")
+    block_probes: int = _default("analysis", "block_probes")
+    block_steps: int = _default("analysis", "block_steps")
 
 
 ANALYSIS_CONFIGS: dict[str, type[AnalysisConfig]] = {
@@ -504,6 +530,7 @@ ANALYSIS_CONFIGS: dict[str, type[AnalysisConfig]] = {
     "curvature": CurvatureConfig,
     "landscape": LandscapeConfig,
     "attention": AttentionConfig,
+    "blocks": BlocksConfig,
 }
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_SERIES",
     "DENSITY_LOG_RANGE",
     "GRAD_NORM_PREFIX",
+    "NO_THRESHOLD_LABEL",
     "PANELS",
     "SERIES",
     "block_norm_chart",
@@ -53,8 +54,17 @@ SERIES = {
     "trace": ("tr ∇²L", "trace"),
     "lr": ("η", "learning rate"),
     "matvecs": ("HVPs", "cost"),
+    # Adam/AdamW (Cohen et al. 2022), appended so that the colours of the series above stay as they were
+    "precond_lambda_max": ("λ_max(P⁻¹H) (Adam)", "curvature"),
+    "adam_threshold": ("(2+2β₁)/((1−β₁)η) (Adam edge of stability)", "curvature"),
 }
-DEFAULT_SERIES = ("loss", "train_loss", "lambda_max", "lambda_min", "threshold", "trace")
+DEFAULT_SERIES = (
+    "loss", "train_loss", "lambda_max", "lambda_min", "threshold", "trace", "precond_lambda_max", "adam_threshold"
+)
+# Series that exist only for some optimisers: drawn only where they have a finite value.
+OPTIMISER_SERIES = ("threshold", "precond_lambda_max", "adam_threshold")
+THRESHOLD_SERIES = ("threshold", "adam_threshold")
+NO_THRESHOLD_LABEL = "no known stability threshold for this optimiser (or η unknown)"
 MAX_DEFAULT_GRAD_NORMS = 10
 GRAD_NORM_PREFIX = "grad_norm:"
 X_LABEL = "training step"
@@ -106,7 +116,12 @@ def density_index(density_steps, picked_step: int | None) -> int | None:
 
 
 def series_charts(h, selected: Sequence[str] | None = None, *, log: bool = True, picked_step=None) -> list[LineChart]:
-    """One line chart per panel with a selected series (panels in :data:`PANELS` order, series in option order).
+    r"""One line chart per panel with a selected series (panels in :data:`PANELS` order, series in option order).
+
+    The stability lines follow the optimiser the history was recorded with: the SGD line :math:`2/\eta`
+    (momentum-aware, NaN for other optimisers) and Adam's preconditioned sharpness with its threshold
+    :math:`(2 + 2\beta_1)/((1 - \beta_1)\eta)` (NaN unless Adam/AdamW) are drawn only where they have a value;
+    when a selected threshold has none, the legend says :data:`NO_THRESHOLD_LABEL` instead of an empty entry.
 
     Args:
         h: A history (mapping or object with ``steps [T]``, the :data:`SERIES` vectors, ``trace_stderr``,
@@ -122,15 +137,22 @@ def series_charts(h, selected: Sequence[str] | None = None, *, log: bool = True,
     charts = []
     for panel, (title, y_label) in PANELS.items():
         lines = []
+        missing_threshold = None
         for o in options:
             if o["panel"] != panel or o["key"] not in chosen:
                 continue
             y = series_values(h, o["key"])
+            if o["key"] in OPTIMISER_SERIES and not np.isfinite(y).any():
+                if o["key"] in THRESHOLD_SERIES and missing_threshold is None:
+                    missing_threshold = Series(o["key"], NO_THRESHOLD_LABEL, y, o["color"])
+                continue
             band = None
             if o["key"] == "trace" and _field(h, "trace_stderr") is not None:
                 se = as_array(_field(h, "trace_stderr")).reshape(-1)
                 band = (y - se, y + se)
             lines.append(Series(o["key"], o["label"], y, o["color"], band))
+        if missing_threshold is not None and not any(s.key in THRESHOLD_SERIES for s in lines):
+            lines.append(missing_threshold)
         if lines:
             charts.append(line_chart(steps, lines, title, X_LABEL, y_label, log, picked_step))
     return charts

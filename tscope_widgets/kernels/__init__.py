@@ -20,6 +20,7 @@ from .attention import (
     stable_rank,
 )
 from .block_density import BlockDensities, block_densities, iter_block_densities, iter_block_slq
+from .block_types import BLOCK_TYPES, BlockTypeSharpness, block_type, block_type_sharpness
 from .blocks import BlockNorms, block_eigen_kernel, block_norms, iter_block_norms
 from .compare import Comparison, compare_statistics, paired_statistics
 from .cost import CostEstimate, available_memory, product_memory
@@ -131,6 +132,10 @@ __all__ = [
     "block_norms",
     "iter_block_norms",
     "block_eigen_kernel",
+    "BLOCK_TYPES",
+    "BlockTypeSharpness",
+    "block_type",
+    "block_type_sharpness",
     "sgd_stability_threshold",
     # loss landscapes
     "Direction",

@@ -58,6 +58,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data import batch_list
+from ..kernels.block_types import BlockTypeSharpness, block_type_sharpness
 from ..kernels.curvature import HessianOperator, resolve_groups
 from ..kernels.density import slq_density
 from ..kernels.lanczos import lanczos
@@ -331,7 +332,8 @@ class SpectrumTracker:
         max_iter: Lanczos steps at most per run.
         trace_matvecs: Hutch++ budget per record (``0``: no trace; otherwise ``>= 3``).
         blocks: Diagonal blocks whose :math:`\lambda_{max}` to record: ``None``; ``"layers"`` (one block per
-            transformer layer, groups ``block{l}.*``); a list of group names or glob patterns (one block each,
+            transformer layer, groups ``block{l}.*``); ``"groups"`` (one block per parameter group, for the
+            block-type view :meth:`type_sharpness`); a list of group names or glob patterns (one block each,
             labelled by the entry); or ``{label: [groups or patterns]}``.
         density_every: Record an SLQ spectral density every this many records (``0``: never).
         density_probes: SLQ probes.
@@ -415,6 +417,26 @@ class SpectrumTracker:
     def blocks(self) -> dict[str, list[str]]:
         """The tracked blocks: ``{label: [group names]}`` (patterns expanded)."""
         return {k: list(v) for k, v in self._blocks.items()}
+
+    def type_sharpness(self, reduce: str = "mean") -> BlockTypeSharpness:
+        r"""The tracked blocks' :math:`\lambda_{max}(H_{aa})` aggregated by block type over the records so far.
+
+        Embedding, query-key, value-output, MLP, normalisation and head blocks, as in the Sharpness Disparity
+        Principle (Wang et al. 2025, arXiv 2502.19002); see :func:`~tscope_widgets.kernels.block_type_sharpness`.
+
+        Args:
+            reduce: ``"mean"`` or ``"max"`` over the blocks of a type.
+
+        Returns:
+            :class:`~tscope_widgets.kernels.BlockTypeSharpness` with ``values [T, Ty]``.
+
+        Raises:
+            ValueError: Without tracked blocks, or with a block that mixes types (``blocks="layers"``): track
+                one block per parameter group (``blocks="groups"``, or a list of group names).
+        """
+        if not self._blocks:
+            raise ValueError("no blocks are tracked; create the tracker with blocks=[group names or patterns]")
+        return block_type_sharpness(self._history.block_lambda_max, self._blocks, reduce=reduce)
 
     def subscribe(self, callback: Callable[[SpectrumHistory], Any]) -> Callable[[], None]:
         """Call ``callback(history)`` after each record; returns a function that unsubscribes it.
@@ -675,8 +697,12 @@ def _resolve_blocks(blocks, available: Mapping[str, Any], num_layers: int) -> di
     if blocks is None:
         return {}
     if isinstance(blocks, str):
+        if blocks == "groups":
+            return {g: [g] for g in available}
         if blocks != "layers":
-            raise ValueError(f"blocks must be None, 'layers', a list of groups or a dict, got {blocks!r}")
+            raise ValueError(
+                f"blocks must be None, 'layers', 'groups', a list of groups or a dict, got {blocks!r}"
+            )
         spec = {f"block{i}": [f"block{i}.*"] for i in range(num_layers)}
     elif isinstance(blocks, Mapping):
         spec = {}

@@ -23,6 +23,32 @@ export function panelsOf(options, selected, panels) {
   return out;
 }
 
+// Series that exist only for some optimisers (figures/spectrum.py OPTIMISER_SERIES, THRESHOLD_SERIES).
+export const OPTIMISER_SERIES = ["threshold", "precond_lambda_max", "adam_threshold"];
+export const THRESHOLD_SERIES = ["threshold", "adam_threshold"];
+export const NO_THRESHOLD_LABEL = "no known stability threshold for this optimiser (or η unknown)";
+
+/**
+ * The lines of one panel as the pictures draw them (figures.spectrum.series_charts): the optimiser's
+ * series (SGD's 2/η, Adam's λ_max(P⁻¹H) and its threshold) only where they have a finite value; when a
+ * selected threshold has none, one entry in its colour says so instead of an empty legend entry.
+ * @param {{key: string, label: string, ys: ArrayLike<number>}[]} lines in option order
+ * @returns the lines to draw (same objects; the announcement a copy with `NO_THRESHOLD_LABEL`)
+ */
+export function optimiserLines(lines) {
+  const out = [];
+  let missing = null;
+  for (const line of lines) {
+    if (OPTIMISER_SERIES.includes(line.key) && !Array.from(line.ys ?? []).some(Number.isFinite)) {
+      if (THRESHOLD_SERIES.includes(line.key) && missing === null) missing = { ...line, label: NO_THRESHOLD_LABEL };
+      continue;
+    }
+    out.push(line);
+  }
+  if (missing !== null && !out.some((line) => THRESHOLD_SERIES.includes(line.key))) out.push(missing);
+  return out;
+}
+
 /**
  * Index of the value of increasing `xs` nearest to `x` (ties: the lower index); -1 for empty `xs`.
  */
