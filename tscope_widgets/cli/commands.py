@@ -48,6 +48,7 @@ from .runs import (
     run_sensitivity,
     sensitivity_checkpoint_dir,
 )
+from .sweep import add_parser as add_sweep_parser
 
 DEMO_CURVATURE_SAMPLES = 64  # sequences whose loss `tscope demo` takes the Hessian spectrum and trace of
 DEFAULT_DIST_TIMEOUT_S = 1800  # torch's default for gloo; a rank gives up after waiting this long for the others
@@ -315,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     add_compare_parser(sub)
+    add_sweep_parser(sub)
 
     for p in (demo, run):
         p.add_argument(

@@ -3,7 +3,7 @@ state or a results file (:mod:`.sensitivity`, :mod:`.spectrum`, :mod:`.landscape
 picture (:mod:`.svg`; heatmap cells are palette PNGs from :mod:`.png`) and as Bokeh (:mod:`.bokeh`, imported on
 its own: it brings in Bokeh's plotting).
 
-Imports numpy, torch, contourpy and Bokeh only; never widgets, jobs or the command line.
+Imports numpy, torch, contourpy, Bokeh and the kernels (power-law fits) only; never widgets, jobs or the command line.
 """
 
 from .charts import (
@@ -19,6 +19,7 @@ from .charts import (
     series_color,
 )
 from .landscape import landscape_chart
+from .scaling import ScalingChart, ScalingSeries, scaling_charts
 from .sensitivity import sensitivity_chart, sensitivity_grid
 from .spectrum import series_options, spectrum_charts
 from .svg import render_svg
@@ -30,6 +31,8 @@ __all__ = [
     "LineChart",
     "MatrixChart",
     "LandscapeChart",
+    "ScalingChart",
+    "ScalingSeries",
     "color_domain",
     "color_scale",
     "contour_levels",
@@ -41,6 +44,7 @@ __all__ = [
     "series_options",
     "spectrum_charts",
     "landscape_chart",
+    "scaling_charts",
     # renderers
     "render_svg",
 ]
