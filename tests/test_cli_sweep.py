@@ -36,7 +36,7 @@ k = 2
 tol = 1e-6
 trace_matvecs = 6
 density_probes = 0
-block_norms = true
+block_norms = ["block0.attn.*"]  # the query and value groups (Q/V ratio), fast
 [output]
 report = false
 """
@@ -255,3 +255,20 @@ def test_torchrun_deals_the_points_out_and_gives_the_rows_of_one_process(tmp_pat
     ranks = [json.loads((out / "points" / r["point"] / "done.json").read_text())["rank"] for r in rows]
     assert ranks == [0, 1, 0, 1]  # point i on rank i mod 2, each once
     assert proc.stdout.count("table: ") == 1  # rank 0 alone writes the table
+
+
+def test_landscape_points_give_the_curvature_along_the_top_eigenvector(tmp_path):
+    text = BASE.format(steps=20).replace("checkpoint_every = 1\nk = 2\n", "").replace(
+        "trace_matvecs = 6\ndensity_probes = 0\nblock_norms = [\"block0.attn.*\"]  # the query and value groups "
+        "(Q/V ratio), fast\n",
+        'directions = "eigen"\nspan = 0.001\nresolution = 3\n',
+    ) + '[sweep]\nanalyses = ["landscape"]\n[sweep.axes]\nd_model = [8]\n'
+    out = tmp_path / "out"
+    assert main(["sweep", str(write(tmp_path, text)), "--out", str(out), *FAST, "--no-report"]) == 0
+    (row,) = read_table(out)["rows"]
+    _, meta = load_results(out / "points" / "d_model-8" / "landscape")
+    lam1 = meta["directions"]["eigenvalues"][0]
+    # (L(h) - 2 L(0) + L(-h)) / h^2 along the unit top eigenvector: lambda_1 + O(h^2) (2% off at h = 0.01 here).
+    assert row["landscape_curvature_d1"] == pytest.approx(lam1, rel=1e-3)
+    assert row["landscape_loss"] == meta["origin_loss"] and row["landscape_accuracy"] == meta["origin_accuracy"]
+    assert not (out / "scaling_report.html").exists() and (out / "table.csv").is_file()
