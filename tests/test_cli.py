@@ -668,7 +668,10 @@ def test_curvature_and_landscape_errors_found_while_running(tmp_path, capsys, mo
 # The package's layout
 # ======================================================================================
 # each imports only those before it
-CLI_LAYERS = ("config", "prepare", "runs", "reports", "compare_paired", "compare", "commands")
+CLI_LAYERS = (
+    "config", "limits", "prepare", "runs", "reports", "compare_paired", "compare",
+    "sweep_config", "sweep_rows", "sweep_report", "sweep", "commands",
+)
 
 
 def test_cli_modules_import_downward_and_never_the_widgets():

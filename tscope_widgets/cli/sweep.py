@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from .._atomic import write_text
 from .config import ConfigError, RunConfig
-from .limits import check_grid, check_output_dir
+from .limits import check_grid, check_output_dir, check_positions
 from .sweep_config import SweepConfig, SweepPoint, load_sweep
 from .sweep_rows import (
     SUMMARY_DOCS,
@@ -224,7 +224,6 @@ def run_point(sweep: SweepConfig, point: SweepPoint, folder: Path, threads: int 
 def _run_analysis(sweep: SweepConfig, point: SweepPoint, kind: str, cfg: RunConfig, folder: Path, prepared,
                   dataset) -> dict[str, float]:
     """One analysis of a point, as ``tscope run`` runs and writes it (or its ``summary.json`` when finished)."""
-    from .commands import _check_positions
     from .reports import report_curvature, report_landscape, report_sensitivity
     from .runs import loss_batches, run_curvature, run_landscape, run_sensitivity
 
@@ -234,7 +233,7 @@ def _run_analysis(sweep: SweepConfig, point: SweepPoint, kind: str, cfg: RunConf
         if record.get("digest") == point.digest:
             return {k: math.nan if v is None else v for k, v in record["summaries"].items()}
     folder.mkdir(parents=True, exist_ok=True)
-    _check_positions(dataset, cfg.analysis.max_seq_len, prepared.model)
+    check_positions(dataset.data, cfg.analysis.max_seq_len, prepared.model)
     config = str(sweep.path)
     start = time.perf_counter()
     log = io.StringIO()
