@@ -273,7 +273,8 @@ def test_typed_configs_hold_the_validated_tables(tmp_path):
     )
 
     texts = [
-        *(p.read_text(encoding="utf-8") for p in sorted(EXAMPLES.glob("*.toml"))),
+        # Run configurations (sweep_*.toml are sweep files: tests/test_cli_sweep.py)
+        *(p.read_text(encoding="utf-8") for p in sorted(EXAMPLES.glob("*.toml")) if not p.name.startswith("sweep_")),
         "[model]\nkind = 'tiny'\n[analysis]\nlayers = [0, 'final']\n[output]\nstatistics = ['mean', 'max']\n",
         "[model]\nkind = 'tiny'\n[analysis]\nkind = 'curvature'\nblock_norms = ['head']\nhessian_kind = 'ggn'\n",
         "[model]\nkind = 'tiny'\n[analysis]\nkind = 'landscape'\ndirections = 'eigen'\nspan = 0.5\n",
@@ -670,7 +671,10 @@ def test_curvature_and_landscape_errors_found_while_running(tmp_path, capsys, mo
 # The package's layout
 # ======================================================================================
 # each imports only those before it
-CLI_LAYERS = ("config", "limits", "prepare", "runs", "reports", "attention", "compare_paired", "compare", "commands")
+CLI_LAYERS = (
+    "config", "limits", "prepare", "runs", "reports", "attention", "blocks", "compare_paired", "compare",
+    "sweep_config", "sweep_rows", "sweep_report", "sweep", "commands",
+)
 
 
 def test_cli_modules_import_downward_and_never_the_widgets():

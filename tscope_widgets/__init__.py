@@ -17,6 +17,7 @@ from .kernels import (
     HeadSpectra,
     HeadWeights,
     HessianOperator,
+    PowerLawFit,
     SampleReservoir,
     SensitivitySnapshot,
     WelfordState,
@@ -27,6 +28,7 @@ from .kernels import (
     block_type_sharpness,
     compare_statistics,
     dense_hessian,
+    fit_power_law,
     head_spectra,
     head_weights,
     hutchinson_frobenius,
@@ -103,6 +105,9 @@ __all__ = [
     "landscape_grid",
     "slice_1d",
     "slice_2d",
+    # scaling studies (`tscope sweep`)
+    "fit_power_law",
+    "PowerLawFit",
     # transformer theory
     "layernorm_jacobian",
     "layernorm_hessian",

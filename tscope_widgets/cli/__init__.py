@@ -30,6 +30,11 @@ its trace (Hutch++), printed and shown in the report (``meta["curvature"]``; abo
   Jensen–Shannon heterogeneity (Zhang et al. 2024) and the sharpness by block type against the Sharpness
   Disparity Principle (Wang et al. 2025) (:func:`run_blocks`); ``blocks.safetensors`` + ``meta.json``.
 
+``tscope sweep SWEEP.toml [--out DIR]`` runs a ``tscope run`` configuration over a grid (or a list) of points
+(model shape, seeds, training steps, data size, sequence length, learning rate, theory knobs), each point in
+its own folder, and collects one row of scalar summaries per point into ``table.csv``/``table.json``, with
+power-law fits and a scaling report (:mod:`.sweep`; a killed sweep resumes where it stopped).
+
 ``tscope compare RUN_A RUN_B [--alpha 0.05] [--paired] [--out DIR]`` tests, cell by cell, where two sensitivity
 runs differ (Welch's t-test, or the paired test when both read the same samples; Benjamini–Hochberg q-values):
 ``comparison.safetensors`` + ``meta.json`` and a ``report.html`` (:mod:`.compare`).
@@ -78,6 +83,8 @@ The package, one job per module (data flows down; nothing imports upward):
 - :mod:`.reports`: results files, ``meta.json``, figures, notes and the lines printed;
 - :mod:`.blocks`: the runner and report of ``kind = "blocks"``;
 - :mod:`.compare`: ``tscope compare`` (:mod:`.compare_paired`: the paired test's second run of both models);
+- :mod:`.sweep`: ``tscope sweep`` (:mod:`.sweep_config`: sweep files; :mod:`.sweep_rows`: the summaries of a
+  point; :mod:`.sweep_report`: fits and the scaling report);
 - :mod:`.commands`: the parser, ``demo`` and ``run``, exit codes and the ``torchrun`` plumbing (:func:`main`).
 
 The names below are re-exported from them; ``tscope`` and ``python -m tscope_widgets.cli`` call :func:`main`.
@@ -135,6 +142,10 @@ from .runs import (
     run_sensitivity,
     sensitivity_checkpoint_dir,
 )
+from .sweep import cmd_sweep, collect_rows, run_points, write_table
+from .sweep_config import AXIS_ALIASES, SweepConfig, SweepPoint, load_sweep, validate_sweep
+from .sweep_report import sweep_fits, write_scaling_report
+from .sweep_rows import SUMMARY_DOCS
 
 __all__ = [
     # commands
@@ -143,6 +154,7 @@ __all__ = [
     "cmd_demo",
     "cmd_run",
     "cmd_compare",
+    "cmd_sweep",
     "DEFAULT_DIST_TIMEOUT_S",
     "DEMO_CURVATURE_SAMPLES",
     # configuration
@@ -198,6 +210,18 @@ __all__ = [
     "landscape_meta",
     "landscape_figures",
     "report_blocks",
+    # sweeps
+    "AXIS_ALIASES",
+    "SweepConfig",
+    "SweepPoint",
+    "load_sweep",
+    "validate_sweep",
+    "run_points",
+    "collect_rows",
+    "write_table",
+    "SUMMARY_DOCS",
+    "sweep_fits",
+    "write_scaling_report",
     # the induction reading (lives in tscope_widgets.tasks)
     "induction_reading",
     "describe_induction",

@@ -25,7 +25,6 @@ from torch import Tensor
 
 from .. import distributed as dist_
 from .._version import __version__
-from ..models import adapt
 from ..tasks import get_task
 from .attention import report_attention, run_attention
 from .blocks import check_single_process, report_blocks, run_blocks
@@ -40,7 +39,7 @@ from .config import (
     SensitivityConfig,
     load_run_config,
 )
-from .limits import check_grid, check_output_dir, check_samples
+from .limits import check_grid, check_output_dir, check_positions, check_samples
 from .prepare import Dataset, Prepared, on_every_rank, prepare_data, prepare_model, task_dataset
 from .reports import report_curvature, report_demo, report_landscape, report_sensitivity
 from .runs import (
@@ -51,6 +50,7 @@ from .runs import (
     run_sensitivity,
     sensitivity_checkpoint_dir,
 )
+from .sweep import add_parser as add_sweep_parser
 
 DEMO_CURVATURE_SAMPLES = 64  # sequences whose loss `tscope demo` takes the Hessian spectrum and trace of
 DEFAULT_DIST_TIMEOUT_S = 1800  # torch's default for gloo; a rank gives up after waiting this long for the others
@@ -114,22 +114,6 @@ def _check_same_data(dataset: Dataset) -> None:
         dist_.check_same_on_every_rank(tensors, "the data")
     except ValueError as err:
         raise ConfigError(str(err)) from None
-
-
-def _check_positions(dataset: Dataset, max_seq_len: int | None, model: torch.nn.Module) -> None:
-    """Refuse token ids longer than the model's learned positions (``n_positions``), naming both keys."""
-    data = dataset.data
-    ids = data if isinstance(data, Tensor) else data.get("input_ids") if isinstance(data, Mapping) else None
-    limit = adapt(model).max_positions
-    if ids is None or limit is None:  # texts are cut by the tokenizer; rotary positions have no limit
-        return
-    length = min(ids.shape[1], max_seq_len or ids.shape[1])
-    if length > limit:
-        raise ConfigError(
-            f"the data hold sequences of {length} tokens, but the model takes at most {limit} positions "
-            f"(n_positions / max_position_embeddings / max_seq_len of [model]); set [analysis].max_seq_len = "
-            f"{limit} or less, or give the model more positions"
-        )
 
 
 def _shard_batches(batches: list[dict[str, Tensor]], ctx: dist_.DistContext) -> tuple[list, Any]:
@@ -234,7 +218,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"held-out accuracy {r.accuracy:.3f}"
             )
         dataset = on_every_rank("while preparing the data", lambda: prepare_data(cfg.data, model_cfg, prepared))
-        _check_positions(dataset, cfg.analysis.max_seq_len, prepared.model)
+        check_positions(dataset.data, cfg.analysis.max_seq_len, prepared.model)
         _check_same_data(dataset)
         run = {"sensitivity": _run_sensitivity, "curvature": _run_curvature, "landscape": _run_landscape,
                "attention": _run_attention, "blocks": _run_blocks}[kind]
@@ -340,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     add_compare_parser(sub)
+    add_sweep_parser(sub)
 
     for p in (demo, run):
         p.add_argument(

@@ -101,6 +101,7 @@ CONFIG_SCHEMA: dict[str, dict[str, Key]] = {
         "task": Key(_STR, "induction", "tiny: the task to train on", ("induction", "modadd")),
         "steps": Key(_INT, None, "tiny: training steps (default: the task's recipe)"),
         "seed": Key(_INT, 0, "seed of training (tiny) or of the random weights (hf config)"),
+        "lr": Key(_NUMBER, None, "tiny: peak learning rate of training (default: the task's recipe)"),
         "task_kwargs": Key((dict,), None, "tiny: task arguments, e.g. {k_max = 8}"),
         "tiny_config": Key((dict,), None, "tiny: TinyConfig fields overriding the recipe"),
         "path": Key(_STR, None, "tiny: load a model saved by tscope (folder with model.safetensors)"),
@@ -303,16 +304,19 @@ def _check_combinations(cfg: dict[str, dict[str, Any]]) -> None:
     model, data = cfg["model"], cfg["data"]
     if model["kind"] is None:
         raise ConfigError("[model].kind is required: 'tiny' or 'hf'")
-    tiny_only = ("steps", "task_kwargs", "tiny_config", "path")
+    tiny_only = ("steps", "lr", "task_kwargs", "tiny_config", "path")
     hf_only = ("name", "config", "local_files_only")
     if model["kind"] == "tiny":
         stray = [k for k in hf_only if model[k] not in (None, False)]
         if stray:
             raise ConfigError(f"[model] keys {stray} apply to kind = 'hf' only")
         if model["path"] is not None and any(
-            model[k] is not None for k in ("steps", "task_kwargs", "tiny_config")
+            model[k] is not None for k in ("steps", "lr", "task_kwargs", "tiny_config")
         ):
-            raise ConfigError("[model].path loads a trained model; drop steps/task_kwargs/tiny_config")
+            raise ConfigError("[model].path loads a trained model; drop steps/lr/task_kwargs/tiny_config")
+        lr = model["lr"]
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"[model].lr must be a positive number, got {lr!r}")
     else:
         stray = [k for k in tiny_only if model[k] is not None]
         if stray:
@@ -411,6 +415,7 @@ class ModelConfig(_Table):
     task: str = _default("model", "task")
     steps: int | None = _default("model", "steps")  # None: the task's recipe
     seed: int = _default("model", "seed")
+    lr: float | None = _default("model", "lr")  # None: the task's recipe
     task_kwargs: dict | None = _default("model", "task_kwargs")
     tiny_config: dict | None = _default("model", "tiny_config")
     path: str | None = _default("model", "path")

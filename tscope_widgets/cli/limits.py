@@ -101,3 +101,32 @@ def build_checked(build: Callable[[], torch.nn.Module], what: str, check: Callab
         f"{what} describes a model of {params:,} parameters; its weights and their float64 analysis copy",
         [f"make the model smaller in {what} (vocab_size, widths, layers)"],
     )
+
+
+def check_positions(data: Any, max_seq_len: int | None, model: torch.nn.Module) -> None:
+    """Refuse token ids longer than the model's learned positions (``n_positions``), naming both keys.
+
+    Args:
+        data: The analysis data (``Dataset.data``): ids ``[N, S]``, a dict with ``input_ids``, or texts (not
+            checked: the tokenizer cuts them).
+        max_seq_len: ``[analysis].max_seq_len``.
+        model: The model to analyse.
+
+    Raises:
+        ConfigError: When the sequences are longer than the model's positions.
+    """
+    from collections.abc import Mapping
+
+    from ..models import adapt
+
+    ids = data if isinstance(data, torch.Tensor) else data.get("input_ids") if isinstance(data, Mapping) else None
+    limit = adapt(model).max_positions
+    if ids is None or limit is None:  # texts are cut by the tokenizer; rotary positions have no limit
+        return
+    length = min(ids.shape[1], max_seq_len or ids.shape[1])
+    if length > limit:
+        raise ConfigError(
+            f"the data hold sequences of {length} tokens, but the model takes at most {limit} positions "
+            f"(n_positions / max_position_embeddings / max_seq_len of [model]); set [analysis].max_seq_len = "
+            f"{limit} or less, or give the model more positions"
+        )

@@ -76,6 +76,7 @@ def prepare_tiny(cfg: ModelConfig, progress: bool, num_threads: int | None) -> P
             cfg.task,
             steps=cfg.steps,
             seed=cfg.seed,
+            lr=cfg.lr,
             config=cfg.tiny_config,
             task_kwargs=cfg.task_kwargs,
             progress=progress,

@@ -4,7 +4,8 @@ picture (:mod:`.svg`; heatmap cells are palette PNGs from :mod:`.png`) and as Bo
 its own: it brings in Bokeh's plotting). :mod:`.raster` turns a picture into figure files for papers (print-size
 SVG; PNG through CairoSVG, imported only when a PNG is asked for).
 
-Imports numpy, torch, contourpy and Bokeh only (and CairoSVG lazily); never widgets, jobs or the command line.
+Imports numpy, torch, contourpy, Bokeh (and CairoSVG lazily) and the kernels (power-law fits) only; never widgets,
+jobs or the command line.
 """
 
 from .block_spectra import block_density_chart, heterogeneity_chart
@@ -21,6 +22,7 @@ from .charts import (
     series_color,
 )
 from .landscape import landscape_chart
+from .scaling import ScalingChart, ScalingSeries, scaling_charts
 from .sensitivity import sensitivity_chart, sensitivity_grid
 from .spectrum import series_options, spectrum_charts
 from .svg import render_svg
@@ -32,6 +34,8 @@ __all__ = [
     "LineChart",
     "MatrixChart",
     "LandscapeChart",
+    "ScalingChart",
+    "ScalingSeries",
     "color_domain",
     "color_scale",
     "contour_levels",
@@ -45,6 +49,7 @@ __all__ = [
     "landscape_chart",
     "block_density_chart",
     "heterogeneity_chart",
+    "scaling_charts",
     # renderers
     "render_svg",
 ]

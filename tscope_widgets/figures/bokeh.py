@@ -36,6 +36,7 @@ from bokeh.plotting import figure
 
 from .charts import FADED_ALPHA, ColorScale, LandscapeChart, LineChart, MatrixChart, palette_colors
 from .landscape import cell_edges
+from .scaling import ScalingChart
 
 __all__ = [
     "chart_figure",
@@ -44,6 +45,7 @@ __all__ = [
     "line_chart_figure",
     "matrix_chart_figure",
     "matrix_grid",
+    "scaling_chart_figure",
     "spectrum_layout",
 ]
 
@@ -229,6 +231,46 @@ def line_chart_figure(chart: LineChart, *, width: int = 420, height: int = 260):
     return fig
 
 
+def scaling_chart_figure(chart: ScalingChart, *, width: int = 560, height: int = 340):
+    """A :class:`ScalingChart` as a Bokeh figure: runs as dots, fits as lines, log x (and log y unless it shows
+    residuals, which get a zero line); the legend hides a group on click; hover names group, seed, x and y."""
+    fig = figure(
+        title=chart.title,
+        width=width,
+        height=height,
+        x_axis_label=f"{chart.x_label} (log)",
+        y_axis_label=chart.y_label + (" (log)" if chart.log_y else ""),
+        x_axis_type="log",
+        y_axis_type="log" if chart.log_y else "linear",
+        tools=TOOLS,
+        toolbar_location="above",
+    )
+    dots = []
+    for s in chart.series:
+        source = ColumnDataSource(
+            {"x": np.asarray(s.x, np.float64), "y": np.asarray(s.y, np.float64), "group": [s.key] * len(s.x),
+             "seed": list(s.seeds)}
+        )
+        dots.append(fig.scatter("x", "y", source=source, color=s.color, size=6, alpha=0.8, legend_label=s.label))
+        if s.fit_x is not None and s.fit_y is not None:
+            fig.line(np.asarray(s.fit_x, np.float64), np.asarray(s.fit_y, np.float64), color=s.color,
+                     line_width=1.5, legend_label=s.label)
+    if chart.residuals:
+        fig.add_layout(Span(location=0.0, dimension="width", line_dash="dashed", line_color="#616161"))
+    fig.add_tools(
+        HoverTool(
+            renderers=dots,
+            tooltips=[("", "@group"), ("seed", "@seed"), (chart.x_label, "@x{%.6g}"), (chart.y_label, "@y{%.4g}")],
+            formatters={"@x": "printf", "@y": "printf"},
+        )
+    )
+    if chart.series:
+        fig.legend.click_policy = "hide"
+        fig.legend.label_text_font_size = "8pt"
+        fig.legend.location = "top_left"
+    return fig
+
+
 def landscape_chart_figure(chart: LandscapeChart, *, width: int = 520, height: int = 460):
     r"""A :class:`LandscapeChart` as a Bokeh figure: :math:`\alpha` across, :math:`\beta` up, one cell per point,
     contour lines, the trajectory, the origin, colour bar and hover."""
@@ -311,7 +353,7 @@ def landscape_chart_figure(chart: LandscapeChart, *, width: int = 520, height: i
     return fig
 
 
-def chart_figure(chart: LineChart | MatrixChart | LandscapeChart, **kwargs):
+def chart_figure(chart: LineChart | MatrixChart | LandscapeChart | ScalingChart, **kwargs):
     """One chart description as a Bokeh figure (``kwargs``: sizes, see the renderer of its type)."""
     if isinstance(chart, LineChart):
         return line_chart_figure(chart, **kwargs)
@@ -319,6 +361,8 @@ def chart_figure(chart: LineChart | MatrixChart | LandscapeChart, **kwargs):
         return matrix_chart_figure(chart, **kwargs)
     if isinstance(chart, LandscapeChart):
         return landscape_chart_figure(chart, **kwargs)
+    if isinstance(chart, ScalingChart):
+        return scaling_chart_figure(chart, **kwargs)
     raise TypeError(f"not a chart description: {type(chart).__name__}")
 
 

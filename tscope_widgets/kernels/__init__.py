@@ -45,6 +45,7 @@ from .landscape import (
     slice_2d,
 )
 from .operator import DenseOperator, LinearOperator, as_operator
+from .power_law import PowerLawFit, fit_power_law
 from .reservoir import SampleReservoir
 from .sensitivity import (
     PairedSnapshot,
@@ -54,6 +55,15 @@ from .sensitivity import (
     position_sensitivity,
 )
 from .stability import sgd_stability_threshold
+from .summaries import (
+    block_norm_ratio,
+    diagonal_mass_fraction,
+    diagonal_offdiagonal_ratio,
+    receptive_field,
+    sharpness_ratio,
+    slice_curvature,
+    top_eigengap,
+)
 from .theory import (
     layernorm_hessian,
     layernorm_jacobian,
@@ -151,6 +161,16 @@ __all__ = [
     "slice_1d",
     "slice_2d",
     "quadratic_model",
+    # scaling: summaries of one run, power laws across runs
+    "sharpness_ratio",
+    "top_eigengap",
+    "block_norm_ratio",
+    "diagonal_mass_fraction",
+    "diagonal_offdiagonal_ratio",
+    "receptive_field",
+    "slice_curvature",
+    "PowerLawFit",
+    "fit_power_law",
     # transformer theory (closed forms)
     "layernorm_jacobian",
     "layernorm_hessian",
