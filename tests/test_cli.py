@@ -607,7 +607,7 @@ def test_examples_of_curvature_and_landscape_run_on_a_small_model(tmp_path, smal
 
 ANALYSIS_ERRORS = [
     ("kind = 'hessian'",
-     r"\[analysis\]\.kind = 'hessian'; choose one of \['sensitivity', 'curvature', 'landscape', 'blocks'\]"),
+     r"\[analysis\]\.kind = 'hessian'; choose one of \['sensitivity', 'curvature', 'landscape', 'attention', 'blocks'\]"),
     ("kind = 'curvature'\nk = 0", r"\[analysis\]\.k must be >= 1, got 0"),
     ("kind = 'curvature'\ntol = 0", r"\[analysis\]\.tol must be a number in \(0, 1\), got 0"),
     ("kind = 'curvature'\ntol = 'small'", r"\[analysis\]\.tol must be a number, got str 'small'"),

@@ -520,6 +520,9 @@ class AttentionConfig(AnalysisConfig):
     sensitivity: bool = _default("analysis", "sensitivity")
     correlation_samples: int = _default("analysis", "correlation_samples")
     bootstrap: int = _default("analysis", "bootstrap")
+
+
+@dataclass(frozen=True)
 class BlocksConfig(AnalysisConfig):
     """``[analysis] kind = "blocks"``: SLQ density of each diagonal Hessian block, their Jensen–Shannon
     heterogeneity (Zhang et al. 2024) and the sharpness by block type (Wang et al. 2025)."""
