@@ -189,7 +189,7 @@ probes = 4
         ("[model]\nkind = 'tiny'\nsteps = 0\n", r"\[model\]\.steps must be >= 1, got 0"),
         ("[model]\nkind = 'tiny'\nseed = -1\n", r"\[model\]\.seed must be >= 0"),
         ("[model]\ntask = 'induction'\n", r"\[model\]\.kind is required"),
-        ("[model]\nkind = 'onnx'\n", r"\[model\]\.kind = 'onnx'; choose one of \['tiny', 'hf'\]"),
+        ("[model]\nkind = 'onnx'\n", r"\[model\]\.kind = 'onnx'; choose one of \['tiny', 'hf', 'growth'\]"),
         ("[modle]\nkind = 'tiny'\n", r"unknown table\(s\) \['modle'\]"),
         ("[model]\nkind = 'hf'\n", "exactly one of name"),
         ("[model]\nkind = 'hf'\nname = 'gpt2'\nsteps = 3\n", r"\['steps'\] apply to kind = 'tiny' only"),
@@ -263,6 +263,7 @@ def test_typed_configs_hold_the_validated_tables(tmp_path):
 
     from tscope_widgets.cli import (
         CurvatureConfig,
+        GrowthRatesConfig,
         LandscapeConfig,
         RunConfig,
         SensitivityConfig,
@@ -286,8 +287,13 @@ def test_typed_configs_hold_the_validated_tables(tmp_path):
         for table in ("model", "data", "analysis", "output"):
             for key, value in cfg[table].items():
                 assert getattr(getattr(typed, table), key) == value, (table, key)
-    kinds = {type(parse_config({"model": {"kind": "tiny"}, "analysis": {"kind": k}}).analysis) for k in ANALYSIS_KEYS}
+    kinds = {type(parse_config({"model": {"kind": "tiny"}, "analysis": {"kind": k}}).analysis)
+             for k in ANALYSIS_KEYS if k != "growth_rates"}
     assert kinds == {SensitivityConfig, CurvatureConfig, LandscapeConfig}
+    growth = parse_config({"model": {"kind": "growth"},
+                           "analysis": {"kind": "growth_rates", "settings": [{"label": "a"}]}})
+    assert type(growth.analysis) is GrowthRatesConfig and growth.analysis.growth_settings()[0].label == "a"
+    assert growth.data.task == "addition"
     landscape = parse_config({"model": {"kind": "tiny"}, "analysis": {"kind": "landscape"}})
     assert landscape.output.statistics is None and not hasattr(landscape.analysis, "k")
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -603,7 +609,8 @@ def test_examples_of_curvature_and_landscape_run_on_a_small_model(tmp_path, smal
 
 
 ANALYSIS_ERRORS = [
-    ("kind = 'hessian'", r"\[analysis\]\.kind = 'hessian'; choose one of \['sensitivity', 'curvature', 'landscape'\]"),
+    ("kind = 'hessian'",
+     r"\[analysis\]\.kind = 'hessian'; choose one of \['sensitivity', 'curvature', 'landscape', 'growth_rates'\]"),
     ("kind = 'curvature'\nk = 0", r"\[analysis\]\.k must be >= 1, got 0"),
     ("kind = 'curvature'\ntol = 0", r"\[analysis\]\.tol must be a number in \(0, 1\), got 0"),
     ("kind = 'curvature'\ntol = 'small'", r"\[analysis\]\.tol must be a number, got str 'small'"),

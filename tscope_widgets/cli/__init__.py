@@ -22,6 +22,10 @@ its trace (Hutch++), printed and shown in the report (``meta["curvature"]``; abo
 - ``kind = "landscape"``: the loss on a 2D grid along random (filter-normalized) or Hessian eigenvector
   directions (:func:`run_landscape`); ``landscape.safetensors`` + ``meta.json`` and
   ``directions.safetensors``, from which the slice can be recomputed exactly.
+- ``kind = "growth_rates"`` (with ``[model] kind = "growth"``): the block-growth experiment of Ormaniec, Dangel
+  & Singh (ICLR 2025), fresh models per embedding scale σ and seed, Frobenius norms of the W_Q and W_V blocks
+  of the Hessian, GGN and functional part, fitted exponents (:mod:`.growth`); ``growth_rates.safetensors`` +
+  ``meta.json``; a checkpoint after every point, ``--resume`` continues.
 
 ``tscope compare RUN_A RUN_B [--alpha 0.05] [--paired] [--out DIR]`` tests, cell by cell, where two sensitivity
 runs differ (Welch's t-test, or the paired test when both read the same samples; Benjamini–Hochberg q-values):
@@ -69,6 +73,7 @@ The package, one job per module (data flows down; nothing imports upward):
 - :mod:`.runs`: the analyses, streamed to their end (:func:`run_sensitivity`, :func:`run_curvature`,
   :func:`run_landscape`);
 - :mod:`.reports`: results files, ``meta.json``, figures, notes and the lines printed;
+- :mod:`.growth`: ``kind = "growth_rates"``, runner and report (no model preparation);
 - :mod:`.compare`: ``tscope compare`` (:mod:`.compare_paired`: the paired test's second run of both models);
 - :mod:`.commands`: the parser, ``demo`` and ``run``, exit codes and the ``torchrun`` plumbing (:func:`main`).
 
@@ -90,6 +95,7 @@ from .config import (
     ConfigError,
     CurvatureConfig,
     DataConfig,
+    GrowthRatesConfig,
     Key,
     LandscapeConfig,
     ModelConfig,
@@ -148,6 +154,7 @@ __all__ = [
     "DataConfig",
     "AnalysisConfig",
     "SensitivityConfig",
+    "GrowthRatesConfig",
     "CurvatureConfig",
     "LandscapeConfig",
     "ANALYSIS_CONFIGS",
