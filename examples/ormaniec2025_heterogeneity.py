@@ -26,23 +26,28 @@ from tscope_widgets.kernels.theory import GrowthSetting, entry_histograms, growt
 from tscope_widgets.tasks import get_task
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Parse ``argv`` and write the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--sigma", type=float, default=1.0, help="embedding scale")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--d-model", type=int, default=16, help="width (the paper: 16)")
+    parser.add_argument("--d-mlp", type=int, default=64, help="MLP width (the paper: 64)")
+    parser.add_argument("--batch", type=int, default=64, help="five-digit additions (the paper: 64)")
+    args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    batch = get_task("addition").sample(64, torch.Generator().manual_seed(args.seed))
+    batch = get_task("addition").sample(args.batch, torch.Generator().manual_seed(args.seed))
     charts, histograms = [], {}
     for attention in ("softmax", "linear"):
-        model = growth_model(GrowthSetting(attention, attention=attention), args.sigma, args.seed, d_model=16,
-                             d_mlp=64, biases=True)
+        model = growth_model(GrowthSetting(attention, attention=attention), args.sigma, args.seed,
+                             d_model=args.d_model, d_mlp=args.d_mlp, biases=True)
         if attention == "softmax":
-            full = hessian_heatmap(model, batch)  # 3,836 parameters
+            full = hessian_heatmap(model, batch)  # 3,836 parameters at the paper's size
             attn = hessian_heatmap(model, batch, "block0.attn.*")  # 1,024
-            charts = [hessian_heatmap_chart(h.log_abs(), h.groups, h.sizes, title=f"log10(|H| + 1e-6), {name}")
-                      for h, name in ((full, "all 3,836 parameters"), (attn, "attention (1,024)"))]
+            charts = [hessian_heatmap_chart(h.log_abs(), h.groups, h.sizes,
+                                            title=f"log10(|H| + 1e-6), {name} ({sum(h.sizes):,} parameters)")
+                      for h, name in ((full, "all parameters"), (attn, "attention"))]
         else:
             attn = hessian_heatmap(model, batch, "block0.attn.*")
         histograms[f"|H_VV| {attention}"] = attn.block("block0.attn.v")
@@ -54,7 +59,8 @@ def main() -> None:
     (args.out / "histograms.svg").write_text(render_svg([hist]), encoding="utf-8")
     figures = [matrix_chart_figure(c, width=640) for c in charts] + [line_chart_figure(hist, width=640)]
     save_report(args.out / "heterogeneity.html", figures, title="Hessian heterogeneity (Ormaniec et al. 2025)",
-                notes=[f"sigma = {args.sigma:g}, seed {args.seed}, batch of 64 five-digit additions."])
+                notes=[f"sigma = {args.sigma:g}, seed {args.seed}, batch of {args.batch} five-digit additions, "
+                       f"d = {args.d_model}, d_mlp = {args.d_mlp}."])
     print(f"wrote {args.out}")
 
 

@@ -474,8 +474,10 @@ class _GrowthRun:
         batch = self.task.sample(c["batch_size"], torch.Generator().manual_seed(int(seed)))
         names = [f"block{setting.block}.attn.{b}" for b in GROWTH_BLOCKS]
         loss = LogitLoss(setting.loss)
-        ops = [HessianOperator(model, batch, groups=names, kind=kind, loss=loss, dtype=torch.float64)
-               for kind in ("hessian", "ggn")]
+        # double backward for both (measured at d = 16, batch 16, 20 columns: GGN 0.09 s against 0.14 s by
+        # forward-over-reverse, which route="auto" picks from 8 columns on)
+        ops = [HessianOperator(model, batch, groups=names, kind=kind, loss=loss, dtype=torch.float64,
+                               route="double_backward") for kind in ("hessian", "ggn")]
         for k, name in enumerate(names):
             parts = _SharedProducts(*(op.restrict([name]) for op in ops))
             n = parts.dim
