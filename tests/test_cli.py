@@ -665,16 +665,16 @@ def test_curvature_and_landscape_errors_found_while_running(tmp_path, capsys, mo
         assert main(["run", str(config), "--out", str(tmp_path / "o"), *FAST]) == 2
         assert message in capsys.readouterr().err
     config = write_config(tmp_path, small_config(small_model_dir, quick))
-    assert main(["run", str(config), "--out", str(tmp_path / "o"), "--resume", *FAST]) == 2
-    assert "--resume continues a sensitivity run" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--resume", *FAST]) == 2
+    assert "--resume continues a sensitivity or growth_rates run" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # refused before the output folder is made
 
 
 # ======================================================================================
 # The package's layout
 # ======================================================================================
 # each imports only those before it
-CLI_LAYERS = ("config", "prepare", "runs", "reports", "compare_paired", "compare", "commands")
+CLI_LAYERS = ("config", "limits", "prepare", "runs", "reports", "growth", "compare_paired", "compare", "commands")
 
 
 def test_cli_modules_import_downward_and_never_the_widgets():
