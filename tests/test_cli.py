@@ -189,7 +189,7 @@ probes = 4
         ("[model]\nkind = 'tiny'\nsteps = 0\n", r"\[model\]\.steps must be >= 1, got 0"),
         ("[model]\nkind = 'tiny'\nseed = -1\n", r"\[model\]\.seed must be >= 0"),
         ("[model]\ntask = 'induction'\n", r"\[model\]\.kind is required"),
-        ("[model]\nkind = 'onnx'\n", r"\[model\]\.kind = 'onnx'; choose one of \['tiny', 'hf'\]"),
+        ("[model]\nkind = 'onnx'\n", r"\[model\]\.kind = 'onnx'; choose one of \['tiny', 'hf', 'growth'\]"),
         ("[modle]\nkind = 'tiny'\n", r"unknown table\(s\) \['modle'\]"),
         ("[model]\nkind = 'hf'\n", "exactly one of name"),
         ("[model]\nkind = 'hf'\nname = 'gpt2'\nsteps = 3\n", r"\['steps'\] apply to kind = 'tiny' only"),
@@ -265,6 +265,7 @@ def test_typed_configs_hold_the_validated_tables(tmp_path):
         AttentionConfig,
         BlocksConfig,
         CurvatureConfig,
+        GrowthRatesConfig,
         LandscapeConfig,
         RunConfig,
         SensitivityConfig,
@@ -289,8 +290,13 @@ def test_typed_configs_hold_the_validated_tables(tmp_path):
         for table in ("model", "data", "analysis", "output"):
             for key, value in cfg[table].items():
                 assert getattr(getattr(typed, table), key) == value, (table, key)
-    kinds = {type(parse_config({"model": {"kind": "tiny"}, "analysis": {"kind": k}}).analysis) for k in ANALYSIS_KEYS}
+    kinds = {type(parse_config({"model": {"kind": "tiny"}, "analysis": {"kind": k}}).analysis)
+             for k in ANALYSIS_KEYS if k != "growth_rates"}
     assert kinds == {SensitivityConfig, CurvatureConfig, LandscapeConfig, AttentionConfig, BlocksConfig}
+    growth = parse_config({"model": {"kind": "growth"},
+                           "analysis": {"kind": "growth_rates", "settings": [{"label": "a"}]}})
+    assert type(growth.analysis) is GrowthRatesConfig and growth.analysis.growth_settings()[0].label == "a"
+    assert growth.data.task == "addition"
     landscape = parse_config({"model": {"kind": "tiny"}, "analysis": {"kind": "landscape"}})
     assert landscape.output.statistics is None and not hasattr(landscape.analysis, "k")
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -607,7 +613,8 @@ def test_examples_of_curvature_and_landscape_run_on_a_small_model(tmp_path, smal
 
 ANALYSIS_ERRORS = [
     ("kind = 'hessian'",
-     r"\[analysis\]\.kind = 'hessian'; choose one of \['sensitivity', 'curvature', 'landscape', 'attention', 'blocks'\]"),
+     r"\[analysis\]\.kind = 'hessian'; choose one of \['sensitivity', 'curvature', 'landscape', 'attention', "
+     r"'blocks', 'growth_rates'\]"),
     ("kind = 'curvature'\nk = 0", r"\[analysis\]\.k must be >= 1, got 0"),
     ("kind = 'curvature'\ntol = 0", r"\[analysis\]\.tol must be a number in \(0, 1\), got 0"),
     ("kind = 'curvature'\ntol = 'small'", r"\[analysis\]\.tol must be a number, got str 'small'"),
@@ -662,9 +669,9 @@ def test_curvature_and_landscape_errors_found_while_running(tmp_path, capsys, mo
         assert main(["run", str(config), "--out", str(tmp_path / "o"), *FAST]) == 2
         assert message in capsys.readouterr().err
     config = write_config(tmp_path, small_config(small_model_dir, quick))
-    assert main(["run", str(config), "--out", str(tmp_path / "o"), "--resume", *FAST]) == 2
-    assert "--resume continues a sensitivity run" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--resume", *FAST]) == 2
+    assert "--resume continues a sensitivity or growth_rates run" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # refused before the output folder is made
 
 
 # ======================================================================================
@@ -672,7 +679,7 @@ def test_curvature_and_landscape_errors_found_while_running(tmp_path, capsys, mo
 # ======================================================================================
 # each imports only those before it
 CLI_LAYERS = (
-    "config", "limits", "prepare", "runs", "reports", "attention", "blocks", "compare_paired", "compare",
+    "config", "limits", "prepare", "runs", "reports", "attention", "blocks", "growth", "compare_paired", "compare",
     "sweep_config", "sweep_rows", "sweep_report", "sweep", "commands",
 )
 

@@ -311,7 +311,7 @@ def test_bad_input_is_refused_with_a_clear_message():
         HessianOperator(model, data, groups=["block0.attn.*", "block0.attn.q"])
     with pytest.raises(ValueError, match="data is empty"):
         HessianOperator(model, [])
-    with pytest.raises(ValueError, match="default loss"):
+    with pytest.raises(ValueError, match="needs a loss on the logits"):
         HessianOperator(model, data, kind="ggn", loss=lambda a, b: a.loss(b))
     with pytest.raises(ValueError, match="kind='hess'"):
         HessianOperator(model, data, kind="hess")

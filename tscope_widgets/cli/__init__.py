@@ -34,6 +34,10 @@ its trace (Hutch++), printed and shown in the report (``meta["curvature"]``; abo
 (model shape, seeds, training steps, data size, sequence length, learning rate, theory knobs), each point in
 its own folder, and collects one row of scalar summaries per point into ``table.csv``/``table.json``, with
 power-law fits and a scaling report (:mod:`.sweep`; a killed sweep resumes where it stopped).
+- ``kind = "growth_rates"`` (with ``[model] kind = "growth"``): the block-growth experiment of Ormaniec, Dangel
+  & Singh (ICLR 2025), fresh models per embedding scale σ and seed, Frobenius norms of the W_Q and W_V blocks
+  of the Hessian, GGN and functional part, fitted exponents (:mod:`.growth`); ``growth_rates.safetensors`` +
+  ``meta.json``; a checkpoint after every point, ``--resume`` continues.
 
 ``tscope compare RUN_A RUN_B [--alpha 0.05] [--paired] [--out DIR]`` tests, cell by cell, where two sensitivity
 runs differ (Welch's t-test, or the paired test when both read the same samples; Benjamini–Hochberg q-values):
@@ -82,6 +86,7 @@ The package, one job per module (data flows down; nothing imports upward):
   :func:`run_landscape`);
 - :mod:`.reports`: results files, ``meta.json``, figures, notes and the lines printed;
 - :mod:`.blocks`: the runner and report of ``kind = "blocks"``;
+- :mod:`.growth`: ``kind = "growth_rates"``, runner and report (no model preparation);
 - :mod:`.compare`: ``tscope compare`` (:mod:`.compare_paired`: the paired test's second run of both models);
 - :mod:`.sweep`: ``tscope sweep`` (:mod:`.sweep_config`: sweep files; :mod:`.sweep_rows`: the summaries of a
   point; :mod:`.sweep_report`: fits and the scaling report);
@@ -108,6 +113,7 @@ from .config import (
     ConfigError,
     CurvatureConfig,
     DataConfig,
+    GrowthRatesConfig,
     Key,
     LandscapeConfig,
     ModelConfig,
@@ -172,6 +178,7 @@ __all__ = [
     "AnalysisConfig",
     "SensitivityConfig",
     "AttentionConfig",
+    "GrowthRatesConfig",
     "CurvatureConfig",
     "LandscapeConfig",
     "BlocksConfig",

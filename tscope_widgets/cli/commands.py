@@ -197,10 +197,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``tscope run CONFIG``: the analysis a TOML file describes (sensitivity also under ``torchrun``)."""
     cfg = load_run_config(args.config)
     kind = cfg.analysis.kind
-    if args.resume and kind != "sensitivity":
-        raise ConfigError(f"--resume continues a sensitivity run from its checkpoint; kind = {kind!r} has none")
+    if args.resume and kind not in ("sensitivity", "growth_rates"):
+        raise ConfigError(f"--resume continues a sensitivity or growth_rates run from its checkpoint; kind = {kind!r} "
+                          "has none")
     out = Path(args.out or cfg.output.dir or Path("results") / Path(args.config).stem)
     check_output_dir(out, "--out" if args.out else "[output].dir" if cfg.output.dir else "the output folder")
+    if kind == "growth_rates":
+        return _run_growth_rates(args, cfg, out)
     if kind == "landscape":
         check_grid(cfg.analysis.resolution)
     with _process_group(args) as ctx:
@@ -223,6 +226,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         run = {"sensitivity": _run_sensitivity, "curvature": _run_curvature, "landscape": _run_landscape,
                "attention": _run_attention, "blocks": _run_blocks}[kind]
         return run(args, cfg, out, prepared, dataset, start)
+
+
+def _run_growth_rates(args, cfg: RunConfig, out: Path) -> int:
+    """The growth-rate experiment: fresh models per point, no training or data preparation (one process)."""
+    from .growth import growth_checkpoint_dir, report_growth_rates, run_growth_rates
+
+    if _world_size() > 1:
+        raise ConfigError("kind = 'growth_rates' runs in one process; start it without torchrun")
+    start = time.perf_counter()
+    snapshot, seconds = run_growth_rates(cfg, not args.no_progress, growth_checkpoint_dir(out), args.resume)
+    report_growth_rates(args.config, cfg, out, snapshot, seconds, start)
+    return 0
 
 
 def _run_sensitivity(args, cfg: RunConfig, out: Path, prepared: Prepared, dataset: Dataset, start: float) -> int:

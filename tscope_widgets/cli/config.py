@@ -72,7 +72,11 @@ _COUNTS = frozenset(
 
 
 _LAYERS = (str, int, list)
-ANALYSES = ("sensitivity", "curvature", "landscape", "attention", "blocks")
+ANALYSES = ("sensitivity", "curvature", "landscape", "attention", "blocks", "growth_rates")
+# keys of one [analysis].settings table of kind = "growth_rates" (GrowthSetting fields)
+GROWTH_SETTING_KEYS = ("label", "n_layer", "norm", "attention", "residual_scale", "loss", "sigmas", "layer")
+# [model].tiny_config keys of kind = "growth" (the rest of the architecture is per setting)
+GROWTH_MODEL_KEYS = ("d_model", "n_head", "d_mlp", "activation")
 
 
 # [analysis] keys of one kind of analysis only; the others (kind, batch_size, max_seq_len, dtype, seed) apply to all.
@@ -92,25 +96,30 @@ ANALYSIS_KEYS = {
     "landscape": ("directions", "span", "resolution", "tol", "max_iter"),
     "attention": ("layers", "chunk_size", "sensitivity", "correlation_samples", "bootstrap"),
     "blocks": ("blocks", "block_probes", "block_steps"),
+    "growth_rates": ("settings", "seeds", "num_samples", "exact_max", "embedding_draw", "max_sigma",
+                     "checkpoint_every"),
 }
 
 
 CONFIG_SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
-        "kind": Key(_STR, None, "'tiny' (TinyTransformer) or 'hf' (Hugging Face)", ("tiny", "hf")),
+        "kind": Key(_STR, None, "'tiny' (TinyTransformer), 'hf' (Hugging Face) or 'growth' (fresh models per "
+                    "point of a growth_rates run)", ("tiny", "hf", "growth")),
         "task": Key(_STR, "induction", "tiny: the task to train on", ("induction", "modadd")),
         "steps": Key(_INT, None, "tiny: training steps (default: the task's recipe)"),
         "seed": Key(_INT, 0, "seed of training (tiny) or of the random weights (hf config)"),
         "lr": Key(_NUMBER, None, "tiny: peak learning rate of training (default: the task's recipe)"),
         "task_kwargs": Key((dict,), None, "tiny: task arguments, e.g. {k_max = 8}"),
-        "tiny_config": Key((dict,), None, "tiny: TinyConfig fields overriding the recipe"),
+        "tiny_config": Key((dict,), None, "tiny: TinyConfig fields overriding the recipe; growth: d_model, n_head, "
+                           "d_mlp, activation"),
         "path": Key(_STR, None, "tiny: load a model saved by tscope (folder with model.safetensors)"),
         "name": Key(_STR, None, "hf: from_pretrained name or local folder"),
         "config": Key((dict,), None, "hf: a config table with model_type = '...' (random weights)"),
         "local_files_only": Key(_BOOL, False, "hf: never contact the hub"),
     },
     "data": {
-        "task": Key(_STR, None, "synthetic task: 'induction' or 'modadd'", ("induction", "modadd")),
+        "task": Key(_STR, None, "synthetic task: 'induction', 'modadd' or 'addition' (five digits)",
+                    ("induction", "modadd", "addition")),
         "samples": Key(_INT, 256, "task: number of sequences"),
         "seed": Key(_INT, 1, "task: seed of the sequences"),
         "task_kwargs": Key((dict,), None, "task: arguments (hf models only; a tiny model brings its task)"),
@@ -154,6 +163,16 @@ CONFIG_SCHEMA: dict[str, dict[str, Key]] = {
         ),
         "block_probes": Key(_INT, 10, "blocks: SLQ probes per block (Zhang et al. 2024: 10)"),
         "block_steps": Key(_INT, 100, "blocks: Lanczos steps per SLQ probe (Zhang et al. 2024: 100)"),
+        # growth rates
+        "settings": Key((list,), None, "growth_rates: tables {label, n_layer, norm, attention, residual_scale, "
+                        "loss, sigmas = [log10 start, log10 stop, num], layer}"),
+        "seeds": Key(_INT, 20, "growth_rates: seeds 0 .. n-1 of weights, embeddings, data and probes"),
+        "num_samples": Key(_INT, 20, "growth_rates: Hutchinson probes per block and part"),
+        "exact_max": Key(_INT, None, "growth_rates: blocks of at most this many parameters are exact "
+                         "(default: num_samples)"),
+        "embedding_draw": Key(_STR, "per_sigma", "growth_rates: embeddings redrawn for each sigma, or one draw "
+                              "scaled", ("per_sigma", "shared")),
+        "max_sigma": Key(_NUMBER, 0.26, "growth_rates: the fitted slopes use sigma <= max_sigma"),
         # landscape
         "directions": Key(_STR, "random", "landscape: 'random' (filter-normalized) or 'eigen'", ("random", "eigen")),
         "span": Key(_NUMBER, 1.0, "landscape: the grid covers [-span, span] along both directions"),
@@ -298,6 +317,62 @@ def _check_analysis(cfg: dict[str, dict[str, Any]], given: Mapping[str, Any], ou
             raise ConfigError(
                 f"[analysis].resolution must be >= 2 grid points per direction, got {analysis['resolution']}"
             )
+    if kind == "growth_rates":
+        _check_growth(cfg)
+    elif cfg["model"]["kind"] == "growth":
+        raise ConfigError(f"[model].kind = 'growth' builds fresh models for kind = 'growth_rates', not {kind!r}")
+
+
+def _check_growth(cfg: dict[str, dict[str, Any]]) -> None:
+    """``kind = "growth_rates"``: a ``growth`` model, the addition task, float64, valid settings tables."""
+    from ..kernels.theory import GrowthSetting, growth_sigmas
+
+    analysis, model, data = cfg["analysis"], cfg["model"], cfg["data"]
+    if model["kind"] != "growth":
+        raise ConfigError("kind = 'growth_rates' builds its own models: set [model].kind = 'growth' (with "
+                          "tiny_config = {d_model, n_head, d_mlp, activation})")
+    stray = [k for k in ("steps", "task_kwargs", "path", "name", "config") if model[k] is not None]
+    bad = sorted(set(model["tiny_config"] or {}) - set(GROWTH_MODEL_KEYS))
+    if stray or bad:
+        raise ConfigError(f"[model] kind = 'growth' takes tiny_config keys {list(GROWTH_MODEL_KEYS)} only; "
+                          f"got {stray + bad}")
+    if data["task"] not in (None, "addition") or data["text"] is not None or data["ids"] is not None:
+        raise ConfigError("kind = 'growth_rates' runs on the five-digit addition task: drop [data] or set "
+                          "task = 'addition'")
+    if analysis["dtype"] != "float64":
+        raise ConfigError("kind = 'growth_rates' computes in float64 (norms span dozens of decades): drop "
+                          "[analysis].dtype or set it to 'float64'")
+    if not (math.isfinite(analysis["max_sigma"]) and analysis["max_sigma"] > 0):
+        raise ConfigError(f"[analysis].max_sigma must be a positive number, got {analysis['max_sigma']!r}")
+    if analysis["exact_max"] is not None and analysis["exact_max"] < 0:
+        raise ConfigError(f"[analysis].exact_max must be >= 0, got {analysis['exact_max']}")
+    for key in ("seeds", "num_samples"):
+        if analysis[key] < 1:
+            raise ConfigError(f"[analysis].{key} must be >= 1, got {analysis[key]}")
+    tables = analysis["settings"]
+    if not tables or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError("[analysis].settings must be a non-empty list of tables such as "
+                          "{label = 'L=1', n_layer = 1, sigmas = [-2.0, 1.0, 20]}")
+    parsed = []
+    for i, table in enumerate(tables):
+        where = f"[analysis].settings[{i}]"
+        unknown = sorted(set(table) - set(GROWTH_SETTING_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {list(GROWTH_SETTING_KEYS)}")
+        values = dict(table)
+        spec = values.get("sigmas", [-2.0, 1.0, 20])
+        if not (isinstance(spec, list) and len(spec) == 3 and all(isinstance(v, (int, float)) for v in spec)
+                and not isinstance(spec[2], bool) and isinstance(spec[2], int)):
+            raise ConfigError(f"{where}.sigmas must be [log10 start, log10 stop, num], e.g. [-2.0, 1.0, 20], "
+                              f"got {spec!r}")
+        try:
+            values["sigmas"] = growth_sigmas(float(spec[0]), float(spec[1]), spec[2])
+            parsed.append(GrowthSetting(**values))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}: {err}") from None
+    labels = [s.label for s in parsed]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"[analysis].settings: labels must differ, got {labels}")
 
 
 def _check_combinations(cfg: dict[str, dict[str, Any]]) -> None:
@@ -306,6 +381,10 @@ def _check_combinations(cfg: dict[str, dict[str, Any]]) -> None:
         raise ConfigError("[model].kind is required: 'tiny' or 'hf'")
     tiny_only = ("steps", "lr", "task_kwargs", "tiny_config", "path")
     hf_only = ("name", "config", "local_files_only")
+    if model["kind"] == "growth":
+        if data["task"] is None and data["text"] is None and data["ids"] is None:
+            data["task"] = "addition"
+        return
     if model["kind"] == "tiny":
         stray = [k for k in hf_only if model[k] not in (None, False)]
         if stray:
@@ -533,12 +612,38 @@ class BlocksConfig(AnalysisConfig):
     block_steps: int = _default("analysis", "block_steps")
 
 
+@dataclass(frozen=True)
+class GrowthRatesConfig(AnalysisConfig):
+    """``[analysis] kind = "growth_rates"``: block norms of W_Q and W_V against the embedding scale."""
+
+    kind: ClassVar[str] = "growth_rates"
+    settings: list | None = _default("analysis", "settings")  # list of tables (GROWTH_SETTING_KEYS)
+    seeds: int = _default("analysis", "seeds")
+    num_samples: int = _default("analysis", "num_samples")
+    exact_max: int | None = _default("analysis", "exact_max")
+    embedding_draw: str = _default("analysis", "embedding_draw")
+    max_sigma: float = _default("analysis", "max_sigma")
+    checkpoint_every: int | None = _default("analysis", "checkpoint_every")
+
+    def growth_settings(self) -> list:
+        """The settings tables as :class:`~tscope_widgets.kernels.theory.GrowthSetting` (validated before)."""
+        from ..kernels.theory import GrowthSetting, growth_sigmas
+
+        out = []
+        for table in self.settings:
+            values = dict(table)
+            spec = values.pop("sigmas", [-2.0, 1.0, 20])
+            out.append(GrowthSetting(**values, sigmas=growth_sigmas(float(spec[0]), float(spec[1]), spec[2])))
+        return out
+
+
 ANALYSIS_CONFIGS: dict[str, type[AnalysisConfig]] = {
     "sensitivity": SensitivityConfig,
     "curvature": CurvatureConfig,
     "landscape": LandscapeConfig,
     "attention": AttentionConfig,
     "blocks": BlocksConfig,
+    "growth_rates": GrowthRatesConfig,
 }
 
 

@@ -1,5 +1,6 @@
 """Figures: what each view shows, decided once, as chart descriptions (:mod:`.charts`), built from a widget's
-state or a results file (:mod:`.sensitivity`, :mod:`.spectrum`, :mod:`.landscape`) and rendered as the notebook
+state or a results file (:mod:`.sensitivity`, :mod:`.spectrum`, :mod:`.landscape`, :mod:`.growth`,
+:mod:`.heterogeneity`) and rendered as the notebook
 picture (:mod:`.svg`; heatmap cells are palette PNGs from :mod:`.png`) and as Bokeh (:mod:`.bokeh`, imported on
 its own: it brings in Bokeh's plotting). :mod:`.raster` turns a picture into figure files for papers (print-size
 SVG; PNG through CairoSVG, imported only when a PNG is asked for).
@@ -21,6 +22,8 @@ from .charts import (
     format_value,
     series_color,
 )
+from .growth import growth_charts
+from .heterogeneity import entry_histogram_chart, hessian_heatmap_chart
 from .landscape import landscape_chart
 from .scaling import ScalingChart, ScalingSeries, scaling_charts
 from .sensitivity import sensitivity_chart, sensitivity_grid
@@ -50,6 +53,9 @@ __all__ = [
     "block_density_chart",
     "heterogeneity_chart",
     "scaling_charts",
+    "growth_charts",
+    "hessian_heatmap_chart",
+    "entry_histogram_chart",
     # renderers
     "render_svg",
 ]

@@ -150,6 +150,9 @@ def matrix_chart_figure(
         tooltips = [(chart.row_name, "$y{row}"), (chart.col_name, "$x{col}"), (chart.value_name, "@image{%.4g}")]
         formatters = {"$y": row_of_y, "$x": col_of_x, "@image": "printf"}
     fig.add_tools(HoverTool(renderers=[renderer], tooltips=tooltips, formatters=formatters))
+    for k in chart.separators:  # block boundaries across the whole matrix
+        fig.add_layout(Span(location=k - 0.5, dimension="height", line_color="#1f1f1f", line_width=1))
+        fig.add_layout(Span(location=R - k - 0.5, dimension="width", line_color="#1f1f1f", line_width=1))
     row_ticks, col_ticks = _tick_positions(R, max_ticks), _tick_positions(C, max_ticks)
     fig.xaxis.ticker = FixedTicker(ticks=col_ticks)
     fig.xaxis.major_label_overrides = {t: chart.col_labels[t] for t in col_ticks}

@@ -478,6 +478,8 @@ class MatrixChart:
         nan_note: Text under the colour bar when some value is NaN.
         faded: bool ``[R, C]``, cells drawn faded (e.g. differences that are not significant), or None. The
             Bokeh renderer draws them at :data:`FADED_ALPHA` opacity; the SVG picture does not fade yet.
+        separators: Row (and column) indices where a new block starts: lines are drawn before them across the
+            whole matrix (for a square matrix of parameter blocks); empty for none.
     """
 
     values: np.ndarray
@@ -496,9 +498,12 @@ class MatrixChart:
     square: bool = True
     nan_note: str = "grey: no data"
     faded: np.ndarray | None = None
+    separators: tuple[int, ...] = ()
 
     def __post_init__(self):
         R, C = self.values.shape
+        if any(not 0 < s < min(R, C) for s in self.separators):
+            raise ValueError(f"separators must lie strictly inside the {R} x {C} matrix, got {self.separators}")
         if len(self.row_labels) != R or len(self.col_labels) != C:
             raise ValueError(
                 f"need {R} row and {C} column labels, got {len(self.row_labels)} and {len(self.col_labels)}"

@@ -274,6 +274,11 @@ def matrix_svg(chart: MatrixChart, *, max_width: int = 420, max_cell: int = 32, 
         _heatmap_image(values, scale, x0, y0, w, h),
         f'<rect x="{x0}" y="{y0}" width="{w:g}" height="{h:g}" fill="none" stroke="{_GRID}"/>',
     ]
+    for k in chart.separators:  # block boundaries across the whole matrix
+        parts.append(
+            f'<path class="tscope-static-separator" data-index="{k}" d="M{x0 + k * cw:g},{y0}v{h:g}M{x0},'
+            f'{y0 + k * ch:g}h{w:g}" stroke="{_FG}" stroke-width="0.75" fill="none"/>'
+        )
     for i in _thin(rows, h):
         parts.append(
             f'<text class="tscope-static-row-label" data-index="{i}" x="{x0 - 4}" y="{y0 + (i + 0.5) * ch:g}" '

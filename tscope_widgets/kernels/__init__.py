@@ -24,7 +24,7 @@ from .block_types import BLOCK_TYPES, BlockTypeSharpness, block_type, block_type
 from .blocks import BlockNorms, block_eigen_kernel, block_norms, iter_block_norms
 from .compare import Comparison, compare_statistics, paired_statistics
 from .cost import CostEstimate, available_memory, product_memory
-from .curvature import DENSE_HESSIAN_MAX_BYTES, HessianOperator, dense_hessian, resolve_groups
+from .curvature import DENSE_HESSIAN_MAX_BYTES, HessianOperator, LogitLoss, dense_hessian, resolve_groups
 from .density import SpectralDensity, iter_slq, slq_density
 from .frobenius import FrobeniusEstimate, hutchinson_frobenius
 from .heterogeneity import SpectralHeterogeneity, js_distance_matrix, spectral_heterogeneity
@@ -65,6 +65,14 @@ from .summaries import (
     top_eigengap,
 )
 from .theory import (
+    GrowthRates,
+    GrowthSetting,
+    HessianHeatmap,
+    crossing_sigma,
+    entry_histograms,
+    growth_exponent,
+    hessian_heatmap,
+    iter_growth_rates,
     layernorm_hessian,
     layernorm_jacobian,
     rmsnorm_hessian,
@@ -107,6 +115,7 @@ __all__ = [
     "DenseOperator",
     "as_operator",
     "HessianOperator",
+    "LogitLoss",
     "dense_hessian",
     "resolve_groups",
     "DENSE_HESSIAN_MAX_BYTES",
@@ -177,4 +186,13 @@ __all__ = [
     "rmsnorm_jacobian",
     "rmsnorm_hessian",
     "self_attention_hessian",
+    # growth of Hessian blocks with the embedding scale (Ormaniec, Dangel & Singh 2025)
+    "GrowthSetting",
+    "GrowthRates",
+    "iter_growth_rates",
+    "growth_exponent",
+    "crossing_sigma",
+    "HessianHeatmap",
+    "hessian_heatmap",
+    "entry_histograms",
 ]

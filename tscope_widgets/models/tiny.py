@@ -12,6 +12,9 @@ Every option changes one line of the forward pass:
   Ormaniec, Dangel & Singh, ICLR 2025, for their residual-scaling experiments).
 - ``activation``: ``"gelu"`` or ``"relu"``; ``d_mlp=0`` makes an attention-only model.
 - ``tie_weights``: the unembedding shares the token-embedding matrix.
+- ``bias``, ``attention_bias``, ``head_bias``: biases of the linear layers and norms, of the four attention
+  projections (``None``: as ``bias``) and of the unembedding (the layout of Ormaniec et al.'s 3,836-parameter
+  model: no attention biases, MLP and unembedding biases).
 
 The attention is always the explicit masked path (no fused kernel) so that forward-mode AD and
 double backward work and attention weights stay inspectable.
@@ -41,10 +44,11 @@ class SelfAttention(nn.Module):
         self.n_head = cfg.n_head
         self.d_head = d // cfg.n_head
         self.kind = cfg.attention
-        self.q = nn.Linear(d, d, bias=cfg.bias)
-        self.k = nn.Linear(d, d, bias=cfg.bias)
-        self.v = nn.Linear(d, d, bias=cfg.bias)
-        self.o = nn.Linear(d, d, bias=cfg.bias)
+        bias = cfg.bias if cfg.attention_bias is None else cfg.attention_bias
+        self.q = nn.Linear(d, d, bias=bias)
+        self.k = nn.Linear(d, d, bias=bias)
+        self.v = nn.Linear(d, d, bias=bias)
+        self.o = nn.Linear(d, d, bias=bias)
         # Hook point (no parameters, no computation): its output is the attention weights [B, nh, S, S].
         self.pattern = nn.Identity()
 
@@ -134,6 +138,8 @@ class TinyConfig:
     activation: Literal["gelu", "relu"] = "gelu"
     tie_weights: bool = False
     bias: bool = True
+    attention_bias: bool | None = None  # None: as bias
+    head_bias: bool = False
 
     def __post_init__(self):
         checks = {
@@ -173,7 +179,7 @@ class TinyTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         # Pre-norm needs a final norm (GPT-2); post-norm already ends normalized.
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias) if cfg.norm == "pre" else nn.Identity()
-        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
         if cfg.tie_weights:
             self.head.weight = self.wte.weight
         self.apply(self._init_weights)

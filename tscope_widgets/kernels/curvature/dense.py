@@ -12,6 +12,7 @@ from ...models.head_groups import param_groups_with_heads
 from ...models.registry import adapt
 from .groups import GroupSpec, ParamLayout, resolve_groups
 from .hessian import HessianOperator
+from .losses import LogitLoss
 from .problem import LossFn
 
 __all__ = ["dense_hessian", "DENSE_HESSIAN_MAX_BYTES", "DENSE_CHUNK_COLUMNS"]
@@ -27,7 +28,7 @@ def dense_hessian(
     groups: GroupSpec = None,
     col_groups: GroupSpec = None,
     kind: str = "hessian",
-    loss: LossFn | None = None,
+    loss: LossFn | LogitLoss | str | None = None,
     dtype: torch.dtype = torch.float64,
     max_bytes: int = DENSE_HESSIAN_MAX_BYTES,
 ) -> Tensor:
@@ -43,7 +44,8 @@ def dense_hessian(
         groups: Row groups: ``None`` (all of ``param_groups()``), a name, a glob pattern, or a list.
         col_groups: Column groups (``None``: the row groups, a symmetric matrix).
         kind: ``"hessian"``, ``"ggn"`` or ``"functional"`` (Hessian minus GGN).
-        loss: ``None`` for the adapter's LM loss, or ``loss(adapter, batch) -> scalar`` (``"hessian"`` only).
+        loss: ``None`` for the adapter's LM loss; ``"ce"``, ``"mse"`` or a ``LogitLoss`` (any ``kind``); or
+            ``loss(adapter, batch) -> scalar`` (``"hessian"`` only).
         dtype: Analysis and result dtype (float64 by default).
         max_bytes: Refuse when the matrix ``P_rows * P_cols * itemsize`` would exceed this many bytes.
 

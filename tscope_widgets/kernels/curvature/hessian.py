@@ -5,7 +5,8 @@ r"""Curvature of a transformer's loss as linear operators: Hessian, Gauss–Newt
 :math:`H_{ab} = \partial^2 L / \partial\theta_a \partial\theta_b`):
 
 - ``"hessian"``: :math:`H = \nabla^2 L`.
-- ``"ggn"``: the generalised Gauss–Newton (outer-product) part :math:`G = J^\top H_z J`, with
+- ``"ggn"``: the generalised Gauss–Newton (outer-product) part :math:`G = J^\top H_z J` (shown for the LM
+  loss; ``"mse"``, a subset of positions or any loss on the logits: :mod:`.losses`), with
   :math:`J = \partial z / \partial\theta` and :math:`H_z = \nabla_z^2 L` block diagonal over tokens,
   :math:`(\operatorname{diag}(p_t) - p_t p_t^\top) / N` for a labelled token with softmax
   :math:`p_t` (zero otherwise), :math:`N = \sum_b n_b`. Positive semi-definite
@@ -63,6 +64,7 @@ from ...models.adapter import ModelAdapter
 from ..operator import LinearOperator
 from .finite_difference import finite_difference_step, richardson_error
 from .groups import GroupSpec, ParamLayout, resolve_groups
+from .losses import LogitLoss, as_logit_loss
 from .problem import CurvatureProblem, LossFn, build_problem
 
 __all__ = ["HessianOperator", "KINDS", "ROUTES", "EXACT_ROUTES"]
@@ -105,9 +107,11 @@ class HessianOperator(LinearOperator):
             ``"block*.attn.k.head*"``) by name or by a pattern naming heads (see ``resolve_groups``).
         col_groups: Column groups (``None``: the row groups, a symmetric operator).
         kind: ``"hessian"``, ``"ggn"`` or ``"functional"`` (Hessian minus GGN); see the module docstring.
-        loss: ``None`` for the adapter's LM loss, batches weighted by their labelled tokens; or a
-            callable ``loss(adapter, batch) -> scalar`` (called with the analysis copy), batches
-            weighted by their number of samples ``B``. ``"ggn"``/``"functional"`` need ``None``.
+        loss: ``None`` for the adapter's LM loss, batches weighted by their labelled tokens; ``"ce"``,
+            ``"mse"`` or a :class:`~.losses.LogitLoss` (a loss on the logits, optionally on a subset of
+            positions: the GGN is :math:`J^\top (\nabla_z^2 \ell) J` for that loss); or a callable
+            ``loss(adapter, batch) -> scalar`` (called with the analysis copy), batches weighted by their
+            number of samples ``B``, for ``kind="hessian"`` only.
         dtype: Analysis dtype; ``None`` = the model's dtype promoted to at least float32.
         route: ``"auto"``, ``"double_backward"``, ``"forward_over_reverse"`` or ``"finite_difference"``.
         reuse_graph: ``double_backward`` keeps the gradient graph of all batches between products
@@ -128,9 +132,9 @@ class HessianOperator(LinearOperator):
 
     Raises:
         ValueError: unknown group, empty data, a group listed twice, ``kind``/``route`` unknown, or
-            GGN with a custom loss. FloatingPointError: a batch's loss is not finite. MemoryError: the
-            products would not fit in memory (checked before anything is allocated; the message gives
-            the estimate and alternatives, see :mod:`tscope_widgets.kernels.cost`).
+            GGN with a ``loss(adapter, batch)`` callable. FloatingPointError: a batch's loss is not finite.
+            MemoryError: the products would not fit in memory (checked before anything is allocated; the
+            message gives the estimate and alternatives, see :mod:`tscope_widgets.kernels.cost`).
     """
 
     def __init__(
@@ -141,17 +145,19 @@ class HessianOperator(LinearOperator):
         groups: GroupSpec = None,
         col_groups: GroupSpec = None,
         kind: str = "hessian",
-        loss: LossFn | None = None,
+        loss: LossFn | LogitLoss | str | None = None,
         dtype: torch.dtype | None = None,
         route: str = "auto",
         reuse_graph: bool = True,
         process_group=None,
     ):
         _check_choice(kind, route)
-        if kind != "hessian" and loss is not None:
+        loss = as_logit_loss(loss)
+        if kind != "hessian" and loss is not None and not isinstance(loss, LogitLoss):
             raise ValueError(
-                f"kind={kind!r} splits the Hessian of the LM cross-entropy through the logits, so it needs the "
-                "default loss (loss=None); with a custom loss use kind='hessian'"
+                f"kind={kind!r} splits the Hessian through the logits, so it needs a loss on the logits: None "
+                "(the LM loss), 'ce', 'mse' or LogitLoss(fn, positions); a loss(adapter, batch) callable only "
+                "allows kind='hessian' (wrap a loss of the logits as LogitLoss(lambda logits, batch: ...))"
             )
         problem = build_problem(adapter, data, loss, dtype, process_group, route)
         self._setup(problem, groups, col_groups, kind, route, reuse_graph)

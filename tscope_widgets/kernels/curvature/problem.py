@@ -25,6 +25,7 @@ from torch.func import functional_call
 from ...models.adapter import IGNORE_INDEX, ModelAdapter
 from ...models.head_groups import param_groups_with_heads
 from ..collectives import all_reduce_, check_group
+from .losses import LogitLoss, as_logit_loss
 
 __all__ = ["CurvatureProblem", "LossFn", "materialise_batches"]
 
@@ -63,8 +64,9 @@ class CurvatureProblem:
     Args:
         adapter: An analysis copy (``adapter.analysis(dtype)``); never modified.
         batches: This rank's batch dicts (all batches without a process group).
-        loss: ``None`` for the LM loss (batches weighted by labelled tokens) or ``loss(adapter, batch)``
-            (batches weighted by samples ``B``).
+        loss: ``None`` for the LM loss (batches weighted by labelled tokens); a :class:`~.losses.LogitLoss`
+            (``"ce"``/``"mse"`` on a subset of positions: weighted by labelled tokens; a callable on the logits:
+            by samples); or ``loss(adapter, batch)`` (batches weighted by samples ``B``; no GGN split).
         process_group: ``None``, or the ``torch.distributed`` group whose ranks each hold a shard.
 
     Attributes:
@@ -88,12 +90,14 @@ class CurvatureProblem:
         self.process_group = process_group
         self.params = {n: p.detach() for n, p in adapter.model.named_parameters()}
         self.groups = param_groups_with_heads(adapter)
-        if loss is None:
-            counts = [adapter.num_targets(b) for b in batches]
+        self.logit_loss = LogitLoss("ce") if loss is None else loss if isinstance(loss, LogitLoss) else None
+        if self.logit_loss is not None and self.logit_loss.token_weighted:
+            self.targets = [self.logit_loss.targets(adapter.targets(b)[2]) for b in batches]
+            counts = [int((t != IGNORE_INDEX).sum()) for t in self.targets]
             empty = [i for i, n in enumerate(counts) if n == 0]
             if empty:
-                raise ValueError(f"batches {empty} have no labelled target; drop them or give them labels")
-            self.targets = [adapter.targets(b)[2] for b in batches]
+                where = "" if self.logit_loss.positions is None else f" at positions {self.logit_loss.positions}"
+                raise ValueError(f"batches {empty} have no labelled target{where}; drop them or give them labels")
         else:
             counts = [int(b["input_ids"].shape[0]) for b in batches]
             self.targets = None
@@ -101,10 +105,27 @@ class CurvatureProblem:
         if self.count == 0:
             raise ValueError("no rank holds a labelled target; nothing to differentiate")
         self.weights = [n / self.count for n in counts]
-        self.loss_call = _Call(adapter.model, adapter.loss if loss is None else (lambda b: loss(adapter, b)))
+        self.loss_call = _Call(adapter.model, self._loss_function(loss))
         self.logits_call = _Call(adapter.model, adapter.logits)
         with torch.no_grad():
             self.losses = [self._checked(i, self.loss_call(b)) for i, b in enumerate(batches)]
+
+    def _loss_function(self, loss) -> Callable:
+        """``batch -> L_b``: the adapter's LM loss, a :class:`LogitLoss` on its logits, or ``loss(adapter, batch)``."""
+        adapter = self.adapter
+        if loss is None:
+            return adapter.loss
+        if not isinstance(loss, LogitLoss):
+            return lambda b: loss(adapter, b)
+
+        def logit_loss(b):
+            input_ids, mask, targets = adapter.targets(b)
+            logits = adapter.logits(input_ids, mask)
+            if not loss.token_weighted:
+                return loss.fn(logits, b)
+            return loss.mean(logits, loss.targets(targets))
+
+        return logit_loss
 
     @staticmethod
     def _checked(i: int, value) -> float:
@@ -144,10 +165,13 @@ class CurvatureProblem:
         return functional_call(self.logits_call, _prefixed(params), args)
 
     def output_hessian(self, b: int, logits: Tensor) -> Callable[[Tensor], Tensor]:
-        """``w -> H_z w`` for batch ``b``: ``(p ⊙ w - p (p·w)) m / N`` per token, ``w [..., B, S, V]``."""
-        p = torch.softmax(logits.detach(), dim=-1)  # [B, S, V]
-        m = (self.targets[b] != IGNORE_INDEX).to(p.dtype)[..., None] / self.count  # [B, S, 1]
-        return lambda w: (p * w - p * (p * w).sum(-1, keepdim=True)) * m
+        """``W -> H_z W`` for batch ``b``, ``W [K, B, S, V]``: the Hessian of this batch's share of the loss
+        with respect to its logits (cross-entropy: ``(p ⊙ w - p (p·w)) m / N`` per token; see
+        :mod:`.losses`)."""
+        if self.logit_loss is None:
+            raise ValueError("the GGN splits a loss on the logits; this problem's loss(adapter, batch) is not one")
+        targets = None if self.targets is None else self.targets[b]
+        return self.logit_loss.output_hessian(logits, targets, self.batches[b], self.weights[b], self.count)
 
 
 def _prefixed(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -163,8 +187,7 @@ def build_problem(adapter, data: Mapping[str, Tensor] | Iterable[Mapping[str, Te
     """
     from ...models.registry import adapt
 
-    if loss is not None and not callable(loss):
-        raise TypeError(f"loss must be None or a callable loss(adapter, batch) -> scalar, got {loss!r}")
+    loss = as_logit_loss(loss)
     user = adapt(adapter)
     dtype = dtype or torch.promote_types(user.dtype, torch.float32)
     batches = materialise_batches(data)
