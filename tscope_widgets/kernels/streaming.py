@@ -10,6 +10,7 @@ The checks of a resumed state (:func:`check_counters`, :func:`check_welford`) na
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -22,7 +23,7 @@ from .welford import WelfordState
 __all__ = ["BatchRun", "checkpoint_where", "check_counters", "check_welford"]
 
 
-class BatchRun:
+class BatchRun(abc.ABC):
     """One streamed run over ``stream`` (:func:`~tscope_widgets.data.batch_stream`) for ``model`` (an adapter).
 
     Subclasses write ``_allocate(seq_len)`` (the statistics of that size), ``_update(ids, mask)`` (add one
@@ -38,14 +39,17 @@ class BatchRun:
         self.batch_iter: Iterator | None = None
         self.model_fp = LazyFingerprint(lambda: model_fingerprint(model.model))
 
+    @abc.abstractmethod
     def _allocate(self, seq_len: int) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _update(self, ids: Tensor, mask: Tensor | None) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _snapshot(self) -> Any:
-        raise NotImplementedError
+        ...
 
     def snapshots(self) -> Iterator[Any]:
         """One snapshot after each batch (after the resumed ones); one at once when a resumed run has none left.

@@ -235,8 +235,8 @@ class HFAdapter(ModelAdapter):
     attention_attr: str = ""  # path of the module returning (output, weights) inside a block
 
     def _heads_of(self, block: nn.Module) -> LayerHeads:
-        """Per-head weight views of one block (a subclass knows its projections)."""
-        raise NotImplementedError
+        """Per-head weight views of one block (each family's adapter knows its projections and overrides this)."""
+        raise NotImplementedError(f"{type(self).__name__} does not slice attention heads (no per-head weights for it)")
 
     def _layer_heads(self, block: int) -> LayerHeads:
         try:
