@@ -865,6 +865,8 @@ def torchrun_worker(work: Path) -> None:
     scenario("timeout", ["run", loaded, "--out", str(work / "late"), *FAST],
              mock.patch.object(sensitivity, "position_sensitivity", late(real_sensitivity)))
     (work / f"results{rank}.json").write_text(json.dumps(results))
+    file_barrier(work, "end", rank)
+    dist.destroy_process_group()  # gloo's threads left running abort the interpreter at exit (SIGABRT)
 
 
 def loopback_interface() -> str:

@@ -142,3 +142,20 @@ def test_demo_refuses_samples_that_do_not_fit_before_training(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("tscope: error: --samples = 1000000000000 sequences")
     assert "lower --samples" in err and "Traceback" not in err
+
+
+def test_ranks_checking_one_missing_out_folder_at_once_all_pass(tmp_path):
+    """Every rank of a torchrun job checks ``--out`` before the first barrier; none may see another's cleanup."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tscope_widgets.cli.limits import check_output_dir
+
+    out = tmp_path / "missing" / "out"
+
+    def check(_):
+        check_output_dir(out, "--out")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(check, range(400)))
+    assert not (tmp_path / "missing").exists()
+    assert list(tmp_path.iterdir()) == []

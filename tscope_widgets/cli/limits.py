@@ -8,6 +8,7 @@ exceeds 90% of the memory available).
 
 from __future__ import annotations
 
+import errno
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,27 +26,28 @@ ANALYSIS_DTYPE_BYTES = 8  # the analysis copy is float64 by default
 def check_output_dir(out: Path, option: str) -> None:
     """Make sure ``out`` is, or can be made, a folder this process can write into.
 
-    Creates ``out`` (and its parents) when missing, writes and removes one empty file in it, and removes again
-    the folders it created, so that a run refused later leaves nothing behind.
+    Writes and removes one uniquely named empty file in ``out``, or, when ``out`` is missing, in its deepest
+    existing parent (where the run will create it). Nothing is created or removed besides that file, so a run
+    refused later leaves nothing behind, and several ranks of one ``torchrun`` job may check the same folder at
+    once.
 
     Args:
         out: The output folder.
         option: How the user named it (``"--out"`` or ``"[output].dir"``), for the message.
 
     Raises:
-        ConfigError: When ``out`` is a file, or cannot be created or written.
+        ConfigError: When ``out`` is a file, lies below a file, or cannot be created or written.
     """
     if out.exists() and not out.is_dir():
         raise ConfigError(
             f"{option} {out} is a file, not a folder: give a folder for the results (it is created if missing)"
         )
-    created = [folder for folder in (out, *out.parents) if not folder.exists()]
+    existing = next(folder for folder in (out.absolute(), *out.absolute().parents) if folder.exists())
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".tscope-write-test-"):
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is a file")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".tscope-write-test-"):
             pass
-        for folder in created:  # deepest first
-            folder.rmdir()
     except OSError as err:
         raise ConfigError(
             f"{option} {out}: cannot write results there ({err.strerror or err}); give a folder you can "
