@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from tscope_widgets.cli import ANALYSIS_KEYS, ConfigError, induction_reading, load_config, main, validate_config
+from tscope_widgets.cli.prepare import task_dataset
 from tscope_widgets.export import load_statistics
 from tscope_widgets.export.directions import load_directions
 from tscope_widgets.export.results import load_results
@@ -29,9 +30,11 @@ from tscope_widgets.kernels.curvature import HessianOperator, dense_hessian
 from tscope_widgets.kernels.density import slq_density
 from tscope_widgets.kernels.lanczos import lanczos
 from tscope_widgets.kernels.landscape import slice_2d
+from tscope_widgets.kernels.sensitivity import position_sensitivity
 from tscope_widgets.kernels.trace import hutchpp_trace
 from tscope_widgets.kernels.welford import WelfordState
 from tscope_widgets.models import adapt
+from tscope_widgets.tasks import get_task
 from tscope_widgets.training import load_model, save_model, train_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,7 +195,12 @@ probes = 4
         ("[model]\nkind = 'onnx'\n", r"\[model\]\.kind = 'onnx'; choose one of \['tiny', 'hf', 'growth'\]"),
         ("[modle]\nkind = 'tiny'\n", r"unknown table\(s\) \['modle'\]"),
         ("[model]\nkind = 'hf'\n", "exactly one of name"),
-        ("[model]\nkind = 'hf'\nname = 'gpt2'\nsteps = 3\n", r"\['steps'\] apply to kind = 'tiny' only"),
+        ("[model]\nkind = 'hf'\nname = 'gpt2'\ntiny_config = {}\n", r"\['tiny_config'\] apply to kind = 'tiny' only"),
+        ("[model]\nkind = 'hf'\nname = 'gpt2'\nlr = 0.1\n", r"\['lr'\] set how a Hugging Face model is trained"),
+        (
+            "[model]\nkind = 'hf'\nname = 'gpt2'\nsteps = 3\n[data]\ntask = 'induction'\ntask_kwargs = {k_max = 4}\n",
+            r"\[data\]\.task_kwargs: a model trained here brings its own task",
+        ),
         ("[model]\nkind = 'hf'\nconfig = {n_layer = 2}\n", "needs model_type"),
         ("[model]\nkind = 'hf'\nname = 'gpt2'\n", r"\[data\] needs one of task"),
         ("[model]\nkind = 'tiny'\n[data]\ntask = 'induction'\ntext = 'a.txt'\n", "one of task, text or ids"),
@@ -228,6 +236,12 @@ def test_errors_found_while_preparing_the_run(tmp_path, capsys):
             "[model]\nkind = 'hf'\nconfig = {model_type = 'gpt2', vocab_size = 8, n_layer = 1, n_embd = 8, "
             "n_head = 2}\n[data]\ntask = 'induction'\n",
             "more than the model's vocabulary of 8",
+        ),
+        (
+            "[model]\nkind = 'hf'\nsteps = 2\nconfig = {model_type = 'gpt2', vocab_size = 8, n_layer = 1, n_embd = 8, "
+            "n_head = 2}\n",
+            "[model] (training on 'induction'): task 'induction' uses 26 token ids, more than the model's "
+            "vocabulary of 8",
         ),
         ("[model]\nkind = 'tiny'\nsteps = 5\n[data]\nids = 'missing.npy'\n", "missing.npy not found"),
         (
@@ -311,6 +325,45 @@ def test_typed_configs_hold_the_validated_tables(tmp_path):
     bad.write_text("[model]\nkind = 'tiny'\n[analysis]\nkind = 'curvature'\nhessian_kind = 'full'\n")
     with pytest.raises(ConfigError, match=re.escape(f"{bad}: [analysis].hessian_kind = 'full'; choose one of")):
         load_run_config(bad)
+
+
+def test_run_trains_a_hf_config_model_on_its_task_and_analyses_that_task(tmp_path, capsys):
+    """``[model] kind = 'hf'`` with ``steps``: trained on [model].task, [data] defaults to that task, the saved
+    model is the trained one."""
+    from transformers import AutoModelForCausalLM
+
+    config = """
+[model]
+kind = "hf"
+steps = 12
+lr = 0.01
+task_kwargs = {num_symbols = 6, k_max = 3, k_min = 2}
+[model.config]
+model_type = "gpt2"
+vocab_size = 12
+n_positions = 16
+n_embd = 8
+n_layer = 1
+n_head = 2
+[data]
+samples = 4
+[analysis]
+layers = "final"
+batch_size = 4
+"""
+    out = tmp_path / "out"
+    assert main(["run", str(write_config(tmp_path, config)), "--out", str(out), *FAST]) == 0
+    assert "trained GPT2LMHeadModel on induction for 12 steps" in capsys.readouterr().out
+    stats, meta = load_statistics(out)
+    training = meta["model"]["training"]
+    assert training["steps"] == 12 and training["lr"] == 0.01 and training["task_kwargs"]["num_symbols"] == 6
+    assert meta["model"]["weights"] == "trained 12 steps on induction" and meta["samples"] == 4
+    saved = AutoModelForCausalLM.from_pretrained(out / "model")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # [model].seed: the initial weights of the run
+        untrained = AutoModelForCausalLM.from_config(saved.config)
+    moved = (saved.transformer.h[0].attn.c_attn.weight - untrained.transformer.h[0].attn.c_attn.weight).abs().max()
+    assert 0 < moved <= 12 * 0.01 * 1.05  # the seeded initial weights after 12 AdamW steps of at most ~lr each
 
 
 def test_run_hf_config_model_on_a_text_file_with_a_local_tokenizer(tmp_path):
@@ -725,6 +778,21 @@ layers = "all"
 batch_size = 2
 checkpoint_every = 1
 """
+TORCHRUN_HF_TRAINED = """
+[model]
+kind = "hf"
+steps = 6
+task_kwargs = {num_symbols = 6, k_max = 3, k_min = 2}
+config = {model_type = "gpt2", vocab_size = 12, n_positions = 16, n_embd = 8, n_layer = 1, n_head = 2}
+[data]
+samples = 3
+[analysis]
+layers = "final"
+batch_size = 2
+dtype = "float64"
+[output]
+report = false
+"""
 DIST_TIMEOUT_S = 15  # of the worker's own group; the curvature and landscape runs in it wait seconds under load
 SLEEP_ON_RANK1_S = 20  # rank 1 is this late at the merge in the timeout scenario
 
@@ -862,6 +930,8 @@ def torchrun_worker(work: Path) -> None:
     scenario("checkpoint_failure", ["run", loaded, "--out", str(work / "unsaved"), *FAST], disk_full)
     scenario("demo", ["demo", "--quick", "--steps", "10", "--samples", "3", "--layers", "final",
                       "--out", str(work / "demo"), *FAST])
+    (work / "hf_trained.toml").write_text(TORCHRUN_HF_TRAINED)
+    scenario("hf_trained", ["run", str(work / "hf_trained.toml"), "--out", str(work / "hf_trained"), *FAST])
     scenario("timeout", ["run", loaded, "--out", str(work / "late"), *FAST],
              mock.patch.object(sensitivity, "position_sensitivity", late(real_sensitivity)))
     (work / f"results{rank}.json").write_text(json.dumps(results))
@@ -1004,6 +1074,22 @@ def test_torchrun_demo_runs_on_both_ranks_and_writes_once(torchrun_work):
     stats, meta = load_statistics(work / "demo")
     assert list(stats) == ["final"] and meta["samples"] == 3 and meta["world_size"] == 2
     assert (work / "demo" / "report.html").is_file()
+
+
+def test_torchrun_trains_a_hf_model_on_rank_0_and_analyses_it_on_both(torchrun_work):
+    """Rank 0 trains, the other ranks receive its weights (the ranks' digests then agree) and its task."""
+    from transformers import AutoModelForCausalLM
+
+    work, _ = torchrun_work
+    rank0, rank1 = rank_results(work)
+    assert rank0["hf_trained"][0] == rank1["hf_trained"][0] == 0, (rank0["hf_trained"], rank1["hf_trained"])
+    assert "trained GPT2LMHeadModel on induction for 6 steps" in rank0["hf_trained"][1]
+    stats, meta = load_statistics(work / "hf_trained")
+    assert meta["world_size"] == 2 and meta["samples"] == 3 and meta["model"]["training"]["steps"] == 6
+    model = AutoModelForCausalLM.from_pretrained(work / "hf_trained" / "model").double()
+    ids = task_dataset(get_task("induction", num_symbols=6, k_max=3, k_min=2), 3, 1).data
+    want = position_sensitivity(model, ids, layers=["final"], method="exact")["final"]
+    assert torch.allclose(stats["final"].mean, want.mean(0), rtol=1e-10, atol=0)
 
 
 def test_torchrun_rank_that_falls_behind_times_out_with_a_message(torchrun_work):

@@ -113,3 +113,41 @@ def test_load_errors(tmp_path):
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         train_tiny(**{"progress": False, "steps": 1, **kwargs})
+
+
+def _small_gpt2(vocab: int = 32, positions: int = 32):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(vocab_size=vocab, n_positions=positions, n_embd=16, n_layer=1, n_head=2,
+                                     n_inner=32)
+    torch.manual_seed(0)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+def test_train_model_trains_a_hugging_face_model_in_place_on_a_task():
+    from tscope_widgets import train_model
+
+    model = _small_gpt2()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    task_kwargs = {"num_symbols": 8, "k_max": 4, "k_min": 2}
+    result = train_model(model, "induction", steps=60, seed=3, task_kwargs=task_kwargs, log_every=30, progress=False)
+    assert result.model is model and not model.training
+    assert result.config["model"] == "GPT2LMHeadModel" and result.config["steps"] == 60
+    assert [s for s, _ in result.eval_history] == [30, 60]
+    assert sum(result.losses[-10:]) < 0.9 * sum(result.losses[:10])  # it learns (chance loss is log 8)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert result.accuracy == evaluate(model, result.task, result.task.held_out(torch.Generator().manual_seed(4)))
+    again = train_model(_small_gpt2(), "induction", steps=60, seed=3, task_kwargs=task_kwargs, log_every=30,
+                        progress=False)
+    assert again.losses == result.losses  # seeded batches, same initial weights
+
+
+@pytest.mark.parametrize(
+    ("vocab", "positions", "match"),
+    [(8, 32, r"uses \d+ token ids, more than the model's vocabulary of 8"),
+     (32, 8, r"sequences of \d+ tokens, more than the model's 8 positions")],
+)
+def test_train_model_refuses_a_task_the_model_cannot_take(vocab, positions, match):
+    from tscope_widgets import train_model
+
+    with pytest.raises(ValueError, match=match):
+        train_model(_small_gpt2(vocab, positions), "induction", steps=1, progress=False)

@@ -64,7 +64,7 @@ from .kernels import (
 from .models import ModelAdapter, ParamSlice, TinyConfig, TinyTransformer, adapt
 from .tasks import get_task
 from .tracking import AttentionHistory, AttentionTracker, SpectrumHistory, SpectrumTracker
-from .training import TrainResult, load_model, save_model, train_tiny
+from .training import TrainResult, load_model, save_model, train_model, train_tiny
 
 __all__ = [
     # models
@@ -142,6 +142,7 @@ __all__ = [
     # embedded default
     "get_task",
     "train_tiny",
+    "train_model",
     "TrainResult",
     "save_model",
     "load_model",

@@ -1,4 +1,5 @@
-"""Train a :class:`TinyTransformer` on a synthetic task in seconds on a CPU, and save/load it.
+"""Train a :class:`TinyTransformer` on a synthetic task in seconds on a CPU, and save/load it; train any
+supported model (:func:`train_model`) on the same tasks.
 
 ``train_tiny("induction")`` gives a two-layer attention-only model that solves the repeated-tokens task of
 the induction-head papers (Olsson et al. 2022) on segment lengths it has to read from content;
@@ -85,10 +86,10 @@ RECIPES: dict[str, Recipe] = {
 
 @dataclass
 class TrainResult:
-    """What :func:`train_tiny` returns.
+    """What :func:`train_tiny` and :func:`train_model` return.
 
     Attributes:
-        model: The trained model (float32, eval mode).
+        model: The trained model (eval mode; float32 for :func:`train_tiny`).
         task: The task it was trained on.
         config: Everything needed to reproduce the run (JSON-serialisable): task name and arguments,
             model config, steps, seed, batch size, learning rate, weight decay, betas, warmup.
@@ -101,7 +102,7 @@ class TrainResult:
             step 0 (the initialisation) and the final step; empty when not requested.
     """
 
-    model: TinyTransformer
+    model: torch.nn.Module
     task: Task
     config: dict
     losses: list[float]
@@ -164,12 +165,15 @@ def _lr_factor(step: int, recipe: Recipe, steps: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: TinyTransformer, task: Task, batch: dict[str, Tensor]) -> float:
-    """Accuracy of ``model`` on ``batch`` (``input_ids``, ``labels`` ``[N, S]``), in eval mode."""
+def evaluate(model: torch.nn.Module, task: Task, batch: dict[str, Tensor]) -> float:
+    """Accuracy of ``model`` (a :class:`TinyTransformer` or any model :func:`adapt` supports) on ``batch``
+    (``input_ids``, ``labels`` ``[N, S]``), in eval mode."""
     was_training = model.training
     model.eval()
     try:
-        return task.accuracy(model(batch["input_ids"]), batch["labels"])
+        ids = batch["input_ids"]
+        logits = model(ids) if isinstance(model, TinyTransformer) else adapt(model).logits(ids)
+        return task.accuracy(logits, batch["labels"])
     finally:
         model.train(was_training)
 
@@ -281,6 +285,28 @@ def _train(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = TinyTransformer(cfg)
+    result = _optimise(
+        model, task, recipe, steps, seed, batch_size, lr, weight_decay, log_every, progress, save_trajectory_every
+    )
+    result.config["model"] = dataclasses.asdict(cfg)
+    return result
+
+
+def _optimise(
+    model: torch.nn.Module,
+    task: Task,
+    recipe: Recipe,
+    steps: int,
+    seed: int,
+    batch_size: int | None,
+    lr: float,
+    weight_decay: float,
+    log_every: int,
+    progress: bool,
+    save_trajectory_every: int | None,
+) -> TrainResult:
+    """``steps`` AdamW steps on ``task`` (the mean token cross-entropy of :meth:`ModelAdapter.loss`), with
+    ``recipe``'s betas, warm-up and schedule; ``model`` is trained in place and left in eval mode."""
     model.train()
     adapter = adapt(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=recipe.betas)
@@ -302,6 +328,11 @@ def _train(
     bar = tqdm(range(1, steps + 1), desc=f"train {task.name}", disable=not progress, leave=False)
     for step in bar:
         loss = adapter.loss(next(batches))
+        if not torch.isfinite(loss):
+            raise ValueError(
+                f"training loss is {loss.item()} at step {step} (lr {scheduler.get_last_lr()[0]:.3g}); lower the "
+                "learning rate"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -319,7 +350,7 @@ def _train(
     run_config = {
         "task": task.name,
         "task_kwargs": task.config(),
-        "model": dataclasses.asdict(cfg),
+        "model": type(model).__name__,
         "steps": steps,
         "seed": seed,
         "batch_size": batch_size,
@@ -339,6 +370,86 @@ def _train(
         eval_history=history,
         checkpoints=checkpoints,
     )
+
+
+def train_model(
+    model: torch.nn.Module,
+    task: str | Task = "induction",
+    steps: int | None = None,
+    seed: int = 0,
+    *,
+    batch_size: int | None | str = "default",
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    log_every: int = 100,
+    progress: bool = True,
+    task_kwargs: dict | None = None,
+    num_threads: int | None = 1,
+) -> TrainResult:
+    """Train any model :func:`adapt` supports (GPT-2, Llama, NeoX, ... built from a config) on a synthetic
+    task, in place, with the optimiser recipe of :func:`train_tiny` (AdamW, warm-up, cosine; see
+    :data:`RECIPES`): the "briefly trained" models of scaling sweeps.
+
+    The model keeps its architecture and initialisation; only the optimiser settings and the task's
+    defaults come from the recipe. Batches come from a generator seeded with ``seed``; held-out accuracy
+    is measured on ``seed + 1``. ``result.config["model"]`` is the model's class name.
+
+    Args:
+        model: The model to train (its parameters are updated in place; it is left in eval mode).
+        task: A task name with a recipe (``"induction"``, ``"modadd"``) or a :class:`Task`.
+        steps: Optimiser steps (default: the recipe's).
+        seed: Seed of the training batches (the model's initialisation is the caller's).
+        batch_size: Sequences per step; ``None`` trains on the whole train split each step (modadd).
+        lr: Peak learning rate (default: the recipe's).
+        weight_decay: AdamW weight decay (default: the recipe's).
+        log_every: Steps between held-out evaluations.
+        progress: Show a tqdm progress bar.
+        task_kwargs: Arguments of the task when ``task`` is a name (default: the recipe's).
+        num_threads: torch intra-op threads while training (restored afterwards); ``None`` keeps the
+            current setting.
+
+    Returns:
+        A :class:`TrainResult` whose ``model`` is ``model``.
+
+    Raises:
+        ValueError: For an unknown task, a task whose token ids or sequence length the model cannot take,
+            bad step counts, or a loss that stops being finite.
+    """
+    name = task.name if isinstance(task, Task) else task
+    if name not in RECIPES:
+        raise ValueError(f"no training recipe for task {name!r}; available: {sorted(RECIPES)}")
+    recipe = RECIPES[name]
+    if isinstance(task, Task):
+        if task_kwargs:
+            raise ValueError("task_kwargs only apply when task is given by name")
+    else:
+        task = get_task(name, **(recipe.task_kwargs if task_kwargs is None else task_kwargs))
+    adapter = adapt(model)
+    if task.vocab_size > adapter.vocab_size:
+        raise ValueError(
+            f"task {task.name!r} uses {task.vocab_size} token ids, more than the model's vocabulary of "
+            f"{adapter.vocab_size}; give the model a larger vocabulary or the task fewer symbols"
+        )
+    positions = adapter.max_positions
+    if positions is not None and task.seq_len > positions:
+        raise ValueError(
+            f"task {task.name!r} has sequences of {task.seq_len} tokens, more than the model's {positions} "
+            "positions; give the model more positions or the task shorter sequences"
+        )
+    steps = _positive_int("steps", recipe.steps if steps is None else steps)
+    log_every = _positive_int("log_every", log_every)
+    batch_size = recipe.batch_size if batch_size == "default" else batch_size
+    if batch_size is not None:
+        batch_size = _positive_int("batch_size", batch_size)
+    lr = recipe.lr if lr is None else float(lr)
+    weight_decay = recipe.weight_decay if weight_decay is None else float(weight_decay)
+    threads_before = torch.get_num_threads()
+    try:
+        if num_threads is not None:
+            torch.set_num_threads(_positive_int("num_threads", num_threads))
+        return _optimise(model, task, recipe, steps, seed, batch_size, lr, weight_decay, log_every, progress, None)
+    finally:
+        torch.set_num_threads(threads_before)
 
 
 def save_model(

@@ -217,7 +217,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if prepared.training is not None:  # trained here (under torchrun: on rank 0)
             r = prepared.training
             print(
-                f"trained tiny model on {r.task.name} for {len(r.losses)} steps in {r.seconds:.1f} s: "
+                f"trained {'tiny model' if model_cfg.kind == 'tiny' else type(r.model).__name__} on {r.task.name} "
+                f"for {len(r.losses)} steps in {r.seconds:.1f} s: "
                 f"held-out accuracy {r.accuracy:.3f}"
             )
         dataset = on_every_rank("while preparing the data", lambda: prepare_data(cfg.data, model_cfg, prepared))

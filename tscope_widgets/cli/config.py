@@ -105,11 +105,12 @@ CONFIG_SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
         "kind": Key(_STR, None, "'tiny' (TinyTransformer), 'hf' (Hugging Face) or 'growth' (fresh models per "
                     "point of a growth_rates run)", ("tiny", "hf", "growth")),
-        "task": Key(_STR, "induction", "tiny: the task to train on", ("induction", "modadd")),
-        "steps": Key(_INT, None, "tiny: training steps (default: the task's recipe)"),
+        "task": Key(_STR, "induction", "tiny, or hf with steps: the task to train on", ("induction", "modadd")),
+        "steps": Key(_INT, None, "tiny: training steps (default: the task's recipe); hf: train the model this many "
+                     "steps on [model].task (default: not trained)"),
         "seed": Key(_INT, 0, "seed of training (tiny) or of the random weights (hf config)"),
-        "lr": Key(_NUMBER, None, "tiny: peak learning rate of training (default: the task's recipe)"),
-        "task_kwargs": Key((dict,), None, "tiny: task arguments, e.g. {k_max = 8}"),
+        "lr": Key(_NUMBER, None, "tiny, or hf with steps: peak learning rate of training (default: the task's recipe)"),
+        "task_kwargs": Key((dict,), None, "tiny, or hf with steps: task arguments, e.g. {k_max = 8}"),
         "tiny_config": Key((dict,), None, "tiny: TinyConfig fields overriding the recipe; growth: d_model, n_head, "
                            "d_mlp, activation"),
         "path": Key(_STR, None, "tiny: load a model saved by tscope (folder with model.safetensors)"),
@@ -379,12 +380,15 @@ def _check_combinations(cfg: dict[str, dict[str, Any]]) -> None:
     model, data = cfg["model"], cfg["data"]
     if model["kind"] is None:
         raise ConfigError("[model].kind is required: 'tiny' or 'hf'")
-    tiny_only = ("steps", "lr", "task_kwargs", "tiny_config", "path")
+    tiny_only = ("tiny_config", "path")
     hf_only = ("name", "config", "local_files_only")
     if model["kind"] == "growth":
         if data["task"] is None and data["text"] is None and data["ids"] is None:
             data["task"] = "addition"
         return
+    lr = model["lr"]
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"[model].lr must be a positive number, got {lr!r}")
     if model["kind"] == "tiny":
         stray = [k for k in hf_only if model[k] not in (None, False)]
         if stray:
@@ -393,9 +397,6 @@ def _check_combinations(cfg: dict[str, dict[str, Any]]) -> None:
             model[k] is not None for k in ("steps", "lr", "task_kwargs", "tiny_config")
         ):
             raise ConfigError("[model].path loads a trained model; drop steps/lr/task_kwargs/tiny_config")
-        lr = model["lr"]
-        if lr is not None and not (math.isfinite(lr) and lr > 0):
-            raise ConfigError(f"[model].lr must be a positive number, got {lr!r}")
     else:
         stray = [k for k in tiny_only if model[k] is not None]
         if stray:
@@ -404,17 +405,23 @@ def _check_combinations(cfg: dict[str, dict[str, Any]]) -> None:
             raise ConfigError("[model] with kind = 'hf' needs exactly one of name = '...' or config = {...}")
         if model["config"] is not None and not isinstance(model["config"].get("model_type"), str):
             raise ConfigError("[model].config needs model_type = '...' (e.g. 'gpt2', 'llama')")
+        untrained = [k for k in ("lr", "task_kwargs") if model[k] is not None]
+        if model["steps"] is None and untrained:
+            raise ConfigError(
+                f"[model] keys {untrained} set how a Hugging Face model is trained; give steps = N to train it on "
+                "[model].task, or drop them"
+            )
     sources = [k for k in ("task", "text", "ids") if data[k] is not None]
     if len(sources) > 1:
         raise ConfigError(f"[data] takes one of task, text or ids; got {sources}")
     if not sources:
-        if model["kind"] != "tiny":
+        if model["kind"] != "tiny" and model["steps"] is None:
             raise ConfigError("[data] needs one of task = '...', text = 'FILE' or ids = 'FILE'")
         data["task"] = "from_model"
     if data["tokenizer"] is not None and data["text"] is None:
         raise ConfigError("[data].tokenizer applies to text data only")
-    if data["task_kwargs"] is not None and model["kind"] == "tiny":
-        raise ConfigError("[data].task_kwargs: a tiny model brings its own task; set [model].task_kwargs")
+    if data["task_kwargs"] is not None and (model["kind"] == "tiny" or model["steps"] is not None):
+        raise ConfigError("[data].task_kwargs: a model trained here brings its own task; set [model].task_kwargs")
     layers = cfg["analysis"].get("layers")
     if isinstance(layers, list) and not all(
         isinstance(v, (int, str)) and not isinstance(v, bool) for v in layers
@@ -487,7 +494,8 @@ def _from_table(cls: type, table: Mapping[str, Any]):
 
 @dataclass(frozen=True)
 class ModelConfig(_Table):
-    """``[model]``: a tiny model to train (or load from ``path``), or a Hugging Face model (``name`` or ``config``)."""
+    """``[model]``: a tiny model to train (or load from ``path``), or a Hugging Face model (``name`` or ``config``),
+    trained on ``task`` when ``steps`` is given."""
 
     TABLE: ClassVar[str] = "model"
     kind: str  # "tiny" or "hf"

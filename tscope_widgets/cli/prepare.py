@@ -1,12 +1,13 @@
 """Models and data for a run: what ``[model]`` and ``[data]`` describe, made ready for analysis.
 
-:func:`prepare_model` trains (tiny), loads or builds (Hugging Face) the model, the same on every rank of a
-``torchrun`` run; :func:`prepare_data` reads a synthetic task, an ids file or a text file into a
-:class:`Dataset` with labels for its positions.
+:func:`prepare_model` trains (tiny), loads or builds (Hugging Face, trained when ``steps`` is given) the
+model, the same on every rank of a ``torchrun`` run; :func:`prepare_data` reads a synthetic task, an ids file
+or a text file into a :class:`Dataset` with labels for its positions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ class Prepared:
     description: dict[str, Any]
     task: Any = None  # the synthetic task a tiny model was trained on
     save: Callable[[Path], list[Path]] | None = None  # writes the model into a folder
-    training: Any = None  # TrainResult for freshly trained tiny models
+    training: Any = None  # TrainResult for models trained here
 
 
 def _hub_error(name: str, err: Exception) -> ConfigError:
@@ -88,12 +89,7 @@ def prepare_tiny(cfg: ModelConfig, progress: bool, num_threads: int | None) -> P
         "kind": "tiny",
         "class": "TinyTransformer",
         "tiny_config": result.config["model"],
-        "training": {
-            **result.config,
-            "accuracy": result.accuracy,
-            "seconds": round(result.seconds, 3),
-            "final_loss": result.losses[-1],
-        },
+        "training": _training_record(result),
     }
     return Prepared(result.model, desc, result.task, save=lambda d: [save_model(d, result)], training=result)
 
@@ -178,6 +174,40 @@ def prepare_hf(cfg: ModelConfig) -> Prepared:
     return Prepared(model, desc, save=save)
 
 
+def train_hf(prepared: Prepared, cfg: ModelConfig, progress: bool, num_threads: int | None) -> Prepared:
+    """Train a Hugging Face model ``steps`` steps on ``[model].task`` (:func:`~tscope_widgets.train_model`)."""
+    from ..training import train_model
+
+    try:
+        result = train_model(
+            prepared.model,
+            cfg.task,
+            steps=cfg.steps,
+            seed=cfg.seed,
+            lr=cfg.lr,
+            task_kwargs=cfg.task_kwargs,
+            progress=progress,
+            num_threads=num_threads,
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"[model] (training on {cfg.task!r}): {err}") from None
+    desc = {
+        **prepared.description,
+        "weights": f"trained {cfg.steps} steps on {cfg.task}",
+        "training": {**_training_record(result)},
+    }
+    return dataclasses.replace(prepared, description=desc, task=result.task, training=result)
+
+
+def _training_record(result) -> dict[str, Any]:
+    return {
+        **result.config,
+        "accuracy": result.accuracy,
+        "seconds": round(result.seconds, 3),
+        "final_loss": result.losses[-1],
+    }
+
+
 def prepare_model(cfg: ModelConfig, progress: bool, num_threads: int | None) -> Prepared:
     """The model ``[model]`` describes, the same on every rank of a ``torchrun`` run.
 
@@ -191,6 +221,8 @@ def prepare_model(cfg: ModelConfig, progress: bool, num_threads: int | None) -> 
     """
     if cfg.kind == "hf":
         prepared = on_every_rank("while loading the model", lambda: prepare_hf(cfg))
+        if cfg.steps is not None:
+            prepared = _hf_trained_on_rank0(prepared, cfg, progress, num_threads)
     elif cfg.path is not None or not dist_.is_distributed():
         prepared = on_every_rank("while loading the model", lambda: prepare_tiny(cfg, progress, num_threads))
     else:
@@ -230,6 +262,29 @@ def _train_on_rank0(cfg: ModelConfig, progress: bool, num_threads: int | None) -
         on_every_rank("while building the model that rank 0 trained", lambda: None)
     dist_.broadcast_module_(prepared.model)
     return prepared
+
+
+def _hf_trained_on_rank0(prepared: Prepared, cfg: ModelConfig, progress: bool, num_threads: int | None) -> Prepared:
+    """Train the Hugging Face model every rank built (:func:`train_hf`) on rank 0 alone, then send its weights,
+    task and description to the other ranks (in one process: just train it)."""
+    from ..tasks import get_task
+
+    if not dist_.is_distributed():
+        return train_hf(prepared, cfg, progress, num_threads)
+    trained, payload, error = None, None, None
+    if dist_.rank() == 0:
+        try:
+            trained = train_hf(prepared, cfg, progress, num_threads)
+            payload = {"training": trained.training.config, "description": trained.description}
+        except Exception as err:  # noqa: BLE001 - reported to every rank, then re-raised
+            error = err
+    dist_.check_all_ranks(error, "while training the model (on rank 0)")
+    payload = dist_.broadcast_json(payload)
+    if trained is None:
+        task = get_task(payload["training"]["task"], **payload["training"]["task_kwargs"])
+        trained = dataclasses.replace(prepared, description=payload["description"], task=task)
+    dist_.broadcast_module_(trained.model)
+    return trained
 
 
 def on_every_rank(what: str, step: Callable[[], Any]) -> Any:
@@ -366,7 +421,7 @@ def prepare_data(cfg: DataConfig, model_cfg: ModelConfig, prepared: Prepared) ->
         if prepared.task is not None:
             if cfg.task not in ("from_model", prepared.task.name):
                 raise ConfigError(
-                    f"[data].task = {cfg.task!r}, but the tiny model was trained on {prepared.task.name!r}"
+                    f"[data].task = {cfg.task!r}, but the model was trained on {prepared.task.name!r}"
                 )
             task = prepared.task
         elif cfg.task == "from_model":
