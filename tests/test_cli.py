@@ -198,8 +198,13 @@ probes = 4
         ("[model]\nkind = 'hf'\nname = 'gpt2'\ntiny_config = {}\n", r"\['tiny_config'\] apply to kind = 'tiny' only"),
         ("[model]\nkind = 'hf'\nname = 'gpt2'\nlr = 0.1\n", r"\['lr'\] set how a Hugging Face model is trained"),
         (
-            "[model]\nkind = 'hf'\nname = 'gpt2'\nsteps = 3\n[data]\ntask = 'induction'\ntask_kwargs = {k_max = 4}\n",
-            r"\[data\]\.task_kwargs: a model trained here brings its own task",
+            "[model]\nkind = 'hf'\nname = 'gpt2'\nsteps = 3\ntask_kwargs = {k_max = 5}\n[data]\ntask = 'induction'\n"
+            "task_kwargs = {k_max = 4}\n",
+            r"\[data\]\.task_kwargs = \{'k_max': 4\} differ from \[model\]\.task_kwargs = \{'k_max': 5\}",
+        ),
+        (
+            "[model]\nkind = 'hf'\nname = 'gpt2'\nsteps = 3\n[data]\ntask = 'modadd'\ntask_kwargs = {p = 7}\n",
+            r"but the model is trained on \[model\]\.task = 'induction'",
         ),
         ("[model]\nkind = 'hf'\nconfig = {n_layer = 2}\n", "needs model_type"),
         ("[model]\nkind = 'hf'\nname = 'gpt2'\n", r"\[data\] needs one of task"),

@@ -272,3 +272,70 @@ def test_landscape_points_give_the_curvature_along_the_top_eigenvector(tmp_path)
     assert row["landscape_curvature_d1"] == pytest.approx(lam1, rel=1e-3)
     assert row["landscape_loss"] == meta["origin_loss"] and row["landscape_accuracy"] == meta["origin_accuracy"]
     assert not (out / "scaling_report.html").exists() and (out / "table.csv").is_file()
+
+
+HF_DEPTHS = """
+[model]
+kind = "hf"
+seed = 0
+[model.config]
+model_type = "gpt2"
+vocab_size = 12
+n_positions = 16
+n_embd = 8
+n_head = 2
+n_inner = 16
+n_layer = 1
+[data]
+task = "induction"
+task_kwargs = {num_symbols = 6, k_max = 3, k_min = 2}
+samples = 4
+[analysis]
+batch_size = 4
+layers = ["final"]
+k = 1
+tol = 1e-6
+trace_matvecs = 4
+density_probes = 0
+block_norms = false
+[output]
+report = false
+[sweep]
+analyses = ["curvature", "sensitivity"]
+[[sweep.points]]
+"model.config.n_layer" = 1
+[[sweep.points]]
+"model.config.n_layer" = 2
+[[sweep.points]]
+"model.config.n_layer" = 2
+steps = 8
+"""
+
+
+def test_hf_depth_sweep_with_random_and_briefly_trained_points(tmp_path):
+    """The shape of examples/sweep_gpt2_family.toml at toy size: config depths, random and trained points."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "out"
+    assert main(["sweep", str(write(tmp_path, HF_DEPTHS)), "--out", str(out), *FAST, "--no-report"]) == 0
+    rows = read_table(out)["rows"]
+    assert [(r["point"], r.get("steps")) for r in rows] == [
+        ("model.config.n_layer-1", None), ("model.config.n_layer-2", None), ("model.config.n_layer-2_steps-8", 8)
+    ]
+    assert all(np.isfinite(r["lambda_max"]) for r in rows)
+    random, trained = rows[1], rows[2]
+    assert random["lambda_max"] != trained["lambda_max"]  # same initial weights, 8 AdamW steps apart
+    saved = AutoModelForCausalLM.from_pretrained(out / "points" / "model.config.n_layer-2_steps-8" / "model" / "model")
+    assert saved.config.n_layer == 2
+    assert not (out / "points" / "model.config.n_layer-2" / "model").exists()  # random weights: not saved
+
+
+def test_the_gpt2_family_example_is_a_valid_ten_point_sweep():
+    sweep = load_sweep(Path(__file__).resolve().parents[1] / "examples" / "sweep_gpt2_family.toml")
+    assert len(sweep.points) == 10 and sweep.analyses == ("curvature", "sensitivity")
+    assert [p.values for p in sweep.points[:2]] == [{"model.config.n_layer": 2}, {"model.config.n_layer": 2,
+                                                                                    "steps": 300}]
+    trained = sweep.points[-1].runs["sensitivity"]
+    assert trained.model.config["n_layer"] == 12 and trained.model.steps == 300
+    assert trained.model.task_kwargs == trained.data.task_kwargs == {"num_symbols": 24, "k_max": 8, "k_min": 3}
+    assert sweep.points[0].runs["curvature"].model.steps is None

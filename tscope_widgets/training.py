@@ -171,9 +171,10 @@ def evaluate(model: torch.nn.Module, task: Task, batch: dict[str, Tensor]) -> fl
     was_training = model.training
     model.eval()
     try:
-        ids = batch["input_ids"]
+        device = next(model.parameters()).device
+        ids = batch["input_ids"].to(device)
         logits = model(ids) if isinstance(model, TinyTransformer) else adapt(model).logits(ids)
-        return task.accuracy(logits, batch["labels"])
+        return task.accuracy(logits, batch["labels"].to(device))
     finally:
         model.train(was_training)
 
@@ -306,7 +307,9 @@ def _optimise(
     save_trajectory_every: int | None,
 ) -> TrainResult:
     """``steps`` AdamW steps on ``task`` (the mean token cross-entropy of :meth:`ModelAdapter.loss`), with
-    ``recipe``'s betas, warm-up and schedule; ``model`` is trained in place and left in eval mode."""
+    ``recipe``'s betas, warm-up and schedule; ``model`` is trained in place, where it is (the task's batches
+    are drawn on the CPU and moved there), and left in eval mode."""
+    device = next(model.parameters()).device
     model.train()
     adapter = adapt(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=recipe.betas)
@@ -327,7 +330,7 @@ def _optimise(
     start = time.perf_counter()
     bar = tqdm(range(1, steps + 1), desc=f"train {task.name}", disable=not progress, leave=False)
     for step in bar:
-        loss = adapter.loss(next(batches))
+        loss = adapter.loss({k: v.to(device) for k, v in next(batches).items()})
         if not torch.isfinite(loss):
             raise ValueError(
                 f"training loss is {loss.item()} at step {step} (lr {scheduler.get_last_lr()[0]:.3g}); lower the "

@@ -420,8 +420,21 @@ def _check_combinations(cfg: dict[str, dict[str, Any]]) -> None:
         data["task"] = "from_model"
     if data["tokenizer"] is not None and data["text"] is None:
         raise ConfigError("[data].tokenizer applies to text data only")
-    if data["task_kwargs"] is not None and (model["kind"] == "tiny" or model["steps"] is not None):
-        raise ConfigError("[data].task_kwargs: a model trained here brings its own task; set [model].task_kwargs")
+    if data["task_kwargs"] is not None and model["kind"] == "tiny":
+        raise ConfigError("[data].task_kwargs: a tiny model brings its own task; set [model].task_kwargs")
+    if data["task_kwargs"] is not None and model["kind"] == "hf" and model["steps"] is not None:
+        if data["task"] != model["task"]:
+            raise ConfigError(
+                f"[data].task = {data['task']!r} with task_kwargs, but the model is trained on [model].task = "
+                f"{model['task']!r}: analyse the task it is trained on (drop [data].task) or train on the other"
+            )
+        if model["task_kwargs"] is None:  # trained on the task it is analysed on
+            model["task_kwargs"] = data["task_kwargs"]
+        elif model["task_kwargs"] != data["task_kwargs"]:
+            raise ConfigError(
+                f"[data].task_kwargs = {data['task_kwargs']} differ from [model].task_kwargs = "
+                f"{model['task_kwargs']}: the model is analysed on the task it is trained on; keep one of them"
+            )
     layers = cfg["analysis"].get("layers")
     if isinstance(layers, list) and not all(
         isinstance(v, (int, str)) and not isinstance(v, bool) for v in layers

@@ -208,7 +208,8 @@ def _training_record(result) -> dict[str, Any]:
     }
 
 
-def prepare_model(cfg: ModelConfig, progress: bool, num_threads: int | None) -> Prepared:
+def prepare_model(cfg: ModelConfig, progress: bool, num_threads: int | None,
+                  device: torch.device | None = None) -> Prepared:
     """The model ``[model]`` describes, the same on every rank of a ``torchrun`` run.
 
     In one process this is :func:`prepare_tiny` or :func:`prepare_hf`. Under ``torchrun``, a tiny model
@@ -218,9 +219,13 @@ def prepare_model(cfg: ModelConfig, progress: bool, num_threads: int | None) -> 
     Face model is loaded on every rank. Either way the ranks then compare SHA-256 digests of their
     weights and refuse to go on when they differ (e.g. a ``path`` that holds other files on another
     machine). Errors on any rank stop every rank (:func:`distributed.check_all_ranks`).
+
+    With ``device``, a Hugging Face model is moved there before it is trained (tiny models stay on the CPU).
     """
     if cfg.kind == "hf":
         prepared = on_every_rank("while loading the model", lambda: prepare_hf(cfg))
+        if device is not None:
+            prepared.model.to(device)
         if cfg.steps is not None:
             prepared = _hf_trained_on_rank0(prepared, cfg, progress, num_threads)
     elif cfg.path is not None or not dist_.is_distributed():

@@ -182,6 +182,17 @@ def _write_record(path: Path, record: dict) -> None:
     write_text(path, json.dumps(clean, indent=1, allow_nan=False, default=str))
 
 
+def point_device():
+    """Where a point's Hugging Face model is trained and analysed: this process's GPU (``cuda:<LOCAL_RANK>``
+    under torchrun, ``cuda:0`` otherwise) when CUDA is available, else ``None`` (the CPU, where it is built)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    local_rank = os.environ.get("LOCAL_RANK", "0")
+    return torch.device("cuda", int(local_rank) if local_rank.isdigit() else 0)
+
+
 def run_point(sweep: SweepConfig, point: SweepPoint, folder: Path, threads: int | None) -> dict[str, Any]:
     """Prepare one point's model and data, run (or reuse) each of its analyses, write ``done.json``; its row."""
     from ..training import MODEL_WEIGHTS
@@ -201,11 +212,12 @@ def run_point(sweep: SweepConfig, point: SweepPoint, folder: Path, threads: int 
     first = next(iter(point.runs.values()))
     model_cfg, model_dir = first.model, folder / "model"
     saved = (model_dir / MODEL_WEIGHTS).is_file() and (model_dir / "model.json").is_file()
+    device = point_device()
     if model_cfg.kind == "tiny" and model_cfg.path is None and saved:  # resuming: the model this point trained
         load = replace(model_cfg, path=str(model_dir), steps=None, lr=None, task_kwargs=None, tiny_config=None)
-        prepared = prepare_model(load, False, threads)
+        prepared = prepare_model(load, False, threads, device)
     else:
-        prepared = prepare_model(model_cfg, False, threads)
+        prepared = prepare_model(model_cfg, False, threads, device)
         if prepared.training is not None:
             prepared.save(model_dir)
     dataset = prepare_data(first.data, model_cfg, prepared)
