@@ -5,7 +5,8 @@
   self-attention Hessian blocks.
 - :mod:`.heterogeneity`: the dense Hessian by parameter blocks and the distributions of block entries.
 - :mod:`.growth`: the growth of the query and value Hessian blocks with the embedding scale, measured on
-  models through :class:`~tscope_widgets.kernels.curvature.HessianOperator` (a resumable generator).
+  models through :class:`~tscope_widgets.kernels.curvature.HessianOperator` (a resumable generator);
+  :mod:`.model_growth`: the same on any supported model, by redrawing its input embeddings.
 """
 
 from .attention import self_attention_hessian
@@ -21,6 +22,7 @@ from .growth import (
     iter_growth_rates,
 )
 from .heterogeneity import HessianHeatmap, entry_histograms, hessian_heatmap
+from .model_growth import iter_model_growth_rates
 from .norms import layernorm_hessian, layernorm_jacobian, rmsnorm_hessian, rmsnorm_jacobian
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "GrowthSetting",
     "GrowthRates",
     "iter_growth_rates",
+    "iter_model_growth_rates",
     "growth_model",
     "growth_sigmas",
     "growth_exponent",
