@@ -130,6 +130,7 @@ function render({ model, el }) {
     drawAxes(ctx, lay, { tokens: tokens(), theme, xTitle: "key position j", yTitle: "query position i" });
     drawColorbar(ctx, { x: lay.x + lay.width + 12, y: lay.y, width: 12, height: lay.height, lut: LUT, domain, log, title: title + (log ? " (log)" : ""), theme });
     canvas.dataset.rows = String(S);
+    canvas.dataset.plot = [lay.x, lay.y, lay.width, lay.height].join(",");
     canvas.dataset.log = String(log);
     canvas.dataset.domain = domain.map(formatValue).join(",");
     return lay;
