@@ -229,7 +229,7 @@ function render({ model, el }) {
       ctx.strokeRect(r.x - 1, r.y - 1, r.w + 2, r.h + 2);
     }
     drawAxes(ctx, lay, { theme, xTitle: "head", yTitle: "layer", rowLabel: (i) => `L${layers[i]}`, colLabel: (j) => `h${j}` });
-    const title = `${measureName(measure)} of ${kindTitle(model.get("kind"))}`;
+    const title = kindTitle(model.get("kind")); // the measure is in the menu; a long title would not fit beside two rows
     drawColorbar(ctx, { x: lay.x + lay.width + 12, y: lay.y, width: 12, height: lay.height, lut: LUT, domain, log, title: title + (log ? " (log)" : ""), theme });
     gridLayout = lay;
     const steps = model.get("steps") ?? [];
