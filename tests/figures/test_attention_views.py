@@ -13,7 +13,8 @@ from tscope_widgets.figures.svg import render_svg
 
 
 def test_map_titles():
-    assert map_title("head3") == "head 3" and map_title("head mean") == "head mean" and map_title("rollout") == "rollout"
+    assert map_title("head3") == "head 3" and map_title("head mean") == "head mean"
+    assert map_title("rollout") == "rollout"
 
 
 def test_pane_is_the_attention_map_from_zero_beside_the_sensitivity():
