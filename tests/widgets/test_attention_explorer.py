@@ -117,6 +117,8 @@ def test_picture_and_html_export(explorer, tmp_path):
     assert svg.startswith("<svg") and "mean sensitivity" in svg and "per head" in svg
     cap = explorer._picture_caption()
     assert "ρ =" in cap.status and cap.attrs["layer"] == str(explorer.layer)
+    figure = explorer.save_svg(tmp_path / "attention.svg")
+    assert "mean sensitivity" in figure.read_text() and explorer.save_png(tmp_path / "a.png").stat().st_size > 0
     out = explorer.save_html(tmp_path / "attention.html")
     text = out.read_text()
     assert "Spearman \\u03c1 of mean attention" in text and "Bokeh" in text  # notes are JSON in a script
