@@ -161,6 +161,7 @@ __all__ = [
     "SensitivityExplorer",
     "SpectrumWidget",
     "LandscapeWidget",
+    "AttentionExplorer",
 ]
 
 
@@ -177,7 +178,7 @@ _EXPORT_NAMES = (
 
 
 def __getattr__(name: str):
-    if name in ("SensitivityExplorer", "SpectrumWidget", "LandscapeWidget"):
+    if name in ("SensitivityExplorer", "SpectrumWidget", "LandscapeWidget", "AttentionExplorer"):
         from . import widgets
 
         return getattr(widgets, name)

@@ -22,6 +22,7 @@ from tscope_widgets.figures.charts import color_domain, format_value
 from tscope_widgets.figures.png import LEVELS, NAN_INDEX, NONPOSITIVE_INDEX, PALETTE, color_indices, encode_png
 from tscope_widgets.tracking import SpectrumHistory
 from tscope_widgets.widgets._static import heatmap_html, picture_html, stand_in_style, svg_image
+from tscope_widgets.widgets.attention import AttentionExplorer
 from tscope_widgets.widgets.landscape import LandscapeWidget
 from tscope_widgets.widgets.sensitivity import WIDGET_TEXT, SensitivityExplorer
 from tscope_widgets.widgets.spectrum import SpectrumWidget
@@ -227,11 +228,17 @@ def _ended_landscape():
     return w
 
 
+def _attention_explorer():
+    ids = torch.randint(0, 11, (4, 5), generator=torch.Generator().manual_seed(2))
+    return AttentionExplorer(tiny(), ids, num_bootstrap=100)
+
+
 # builder, live view's root selector, front end (whose root element it must match)
 PICTURED_WIDGETS = {
     "explorer": (_ended_explorer, ".tscope-explorer", "sensitivity_explorer.js"),
     "spectrum": (_fixed_spectrum, ".tscope-spectrum", "spectrum_widget.js"),
     "landscape": (_ended_landscape, ".tscope-landscape", "landscape_widget.js"),
+    "attention": (_attention_explorer, ".tscope-attention", "attention_explorer.js"),
 }
 
 

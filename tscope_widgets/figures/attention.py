@@ -8,6 +8,12 @@ Built from plain arrays (no results folder, no config) as chart descriptions (:m
   mean sensitivity ``s_ij`` of the correlation samples;
 - per circuit ``W_QK`` and ``W_OV``: the singular values of every head, one row per ``layer.head`` (log colours);
 - the correlation table is text (report notes), made by :func:`correlation_lines`.
+
+The :class:`~tscope_widgets.widgets.AttentionExplorer` shows (and pictures) the same views, one at a time:
+
+- :func:`attention_pane_charts`: one layer's mean attention map (a head, the head mean or the rollout) beside
+  the layer's mean sensitivity on the same cells, the Spearman ρ with its interval in the title;
+- :func:`rank_grid_chart`: one effective rank (or condition number) of every head, layers × heads.
 """
 
 from __future__ import annotations
@@ -19,7 +25,23 @@ import numpy as np
 from .charts import MatrixChart, as_array, color_scale
 from .sensitivity import sensitivity_chart
 
-__all__ = ["attention_rows", "spectrum_chart", "correlation_lines", "attention_report_figures"]
+__all__ = [
+    "attention_rows",
+    "spectrum_chart",
+    "correlation_lines",
+    "attention_report_figures",
+    "attention_pane_charts",
+    "rank_grid_chart",
+    "map_title",
+    "MEASURE_TITLES",
+]
+
+MEASURE_TITLES = {
+    "participation_ratio": "participation ratio (Σσ)²/Σσ²",
+    "entropy_rank": "entropy rank exp H(σ/Σσ)",
+    "stable_rank": "stable rank ‖W‖²_F/‖W‖²_2",
+    "condition_number": "condition number σ_max/σ_min",
+}
 
 
 def attention_rows(
@@ -131,3 +153,91 @@ def attention_report_figures(
         chart = spectrum_chart(singular_values[kind], layers, kind)
         figures.append(matrix_chart_figure(chart, width=460))
     return figures
+
+
+def map_title(label: str) -> str:
+    """How an attention map of the explorer is named: ``"head2"`` -> ``"head 2"``; ``"head mean"``, ``"rollout"``."""
+    return f"head {label[4:]}" if label.startswith("head") and label[4:].isdigit() else label
+
+
+def attention_pane_charts(
+    mean_attention,
+    mean_sensitivity,
+    *,
+    layer: int,
+    label: str,
+    rho: float,
+    low: float,
+    high: float,
+    samples: int,
+    token_labels: Sequence[str] | None = None,
+    log: bool | str = "auto",
+) -> list[MatrixChart]:
+    """One layer's mean attention map ``[S, S]`` (linear, from 0) beside its mean sensitivity ``[S, S]`` (``log``).
+
+    Args:
+        mean_attention: ``[S, S]`` mean attention (or rollout) over the samples, NaN where no token pair.
+        mean_sensitivity: ``[S, S]`` mean ``s_ij`` of the same samples.
+        layer: Block index (titles).
+        label: The map (``"head0"``, ``"head mean"``, ``"rollout"``).
+        rho: Spearman ρ of the two maps (the attention chart's title).
+        low: Lower end of its interval.
+        high: Upper end of its interval.
+        samples: Samples the maps average.
+        token_labels: ``S`` position labels, or None.
+        log: Colour scale of the sensitivity map.
+    """
+    what = "rollout" if label == "rollout" else "mean attention"
+    att = sensitivity_chart(
+        mean_attention,
+        title=f"layer {layer} · {map_title(label)} · {what} ({samples} samples) · "
+        f"ρ = {rho:.2f} [{low:.2f}, {high:.2f}]",
+        token_labels=token_labels,
+        log=False,
+        value_title="rollout" if label == "rollout" else "attention weight",
+        value_name="mean R_ij" if label == "rollout" else "mean A_ij",
+        vmin=0.0,
+    )
+    sens = sensitivity_chart(
+        mean_sensitivity,
+        title=f"layer {layer} · mean sensitivity ‖∂h_i/∂e_j‖²_F",
+        token_labels=token_labels,
+        log=log,
+        value_title="s_ij",
+        value_name="mean s_ij",
+    )
+    return [att, sens]
+
+
+def rank_grid_chart(values, layers: Sequence[int], measure: str, kind: str, step: int | None = None) -> MatrixChart:
+    """One effective rank of every head as a ``[L, n]`` heatmap: rows layers, columns heads (linear colours;
+    log for the condition number).
+
+    Args:
+        values: ``[L, n]`` values of ``measure`` for the matrices ``kind`` (``q k v o qk ov``).
+        layers: The ``L`` block indices.
+        measure: A key of :data:`MEASURE_TITLES`.
+        kind: Which matrix.
+        step: Training step of the record shown, or None (the model as it is).
+    """
+    arr = as_array(values)
+    L, n = arr.shape
+    log = measure == "condition_number" and bool(np.any(arr[np.isfinite(arr)] > 0))
+    title = f"{MEASURE_TITLES.get(measure, measure)} of W_{kind.upper()} per head"
+    if step is not None:
+        title += f" · step {step}"
+    return MatrixChart(
+        values=arr,
+        row_labels=tuple(f"layer {lay}" for lay in layers),
+        col_labels=tuple(f"h{h}" for h in range(n)),
+        title=title,
+        x_label="head",
+        y_label="layer",
+        value_title=measure.replace("_", " "),
+        value_name=measure.replace("_", " "),
+        scale=color_scale(arr[np.isfinite(arr)], log),
+        row_name="layer",
+        col_name="head",
+        square=False,
+        nan_note="grey: zero matrix",
+    )

@@ -18,6 +18,8 @@ from .correlation import (
     AttentionSensitivityCorrelation,
     attention_sensitivity_correlation,
     attention_sensitivity_samples,
+    correlation_maps,
+    layer_correlations,
 )
 from .geometry import (
     KINDS,
@@ -53,4 +55,6 @@ __all__ = [
     "attention_sensitivity_correlation",
     "attention_sensitivity_samples",
     "AttentionSensitivityCorrelation",
+    "correlation_maps",
+    "layer_correlations",
 ]

@@ -59,6 +59,8 @@ __all__ = [
     "AttentionSensitivityCorrelation",
     "attention_sensitivity_correlation",
     "attention_sensitivity_samples",
+    "layer_correlations",
+    "correlation_maps",
     "average_ranks",
     "spearman",
 ]
@@ -392,3 +394,72 @@ def attention_sensitivity_samples(
     rol = LayerDict({b: roll[b].to(torch.float64) for b in blocks}, num_layers=L)
     sen = LayerDict({b: sens[b].detach().to("cpu", torch.float64) for b in blocks}, num_layers=L)
     return att, rol, sen
+
+
+def correlation_maps(attention: Tensor, rollout: Tensor) -> tuple[Tensor, list[str]]:
+    """The maps one layer's correlation compares with sensitivity: every head, the head mean, the rollout.
+
+    Args:
+        attention: Per-sample weights ``[N, n_heads, S, S]``.
+        rollout: Per-sample rollout after the layer ``[N, S, S]``.
+
+    Returns:
+        ``([N, n_heads + 2, S, S], labels)`` with labels ``head0 .. head{n-1}, "head mean", "rollout"``.
+    """
+    if attention.ndim != 4 or rollout.ndim != 3 or attention.shape[0] != rollout.shape[0]:
+        raise ValueError(
+            f"attention must be [N, n_heads, S, S] and rollout [N, S, S] of the same samples, got "
+            f"{list(attention.shape)} and {list(rollout.shape)}"
+        )
+    n = attention.shape[1]
+    maps = torch.cat([attention, attention.mean(1, keepdim=True), rollout[:, None].to(attention.dtype)], 1)
+    return maps, [f"head{h}" for h in range(n)] + ["head mean", "rollout"]
+
+
+def layer_correlations(
+    adapter: ModelAdapter | torch.nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor | None = None,
+    *,
+    layers: Layer | Iterable[Layer] = "all",
+    num_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    top: int = 10,
+    seed: int = 0,
+    dtype: torch.dtype | None = torch.float64,
+    chunk_size: int | None = None,
+) -> dict[int, AttentionSensitivityCorrelation]:
+    """Per layer, every head, the head mean and the rollout against the layer's sensitivity, same samples.
+
+    :func:`attention_sensitivity_samples` then :func:`attention_sensitivity_correlation` with the maps of
+    :func:`correlation_maps` (causal cells for causal models).
+
+    Args:
+        adapter: Model or :class:`ModelAdapter` (not modified).
+        input_ids: ``[N, S]`` token ids, ``N >= 2``.
+        attention_mask: ``[N, S]`` 1/0 or ``None``.
+        layers: Block indices or ``"all"``.
+        num_bootstrap: Replicates ``B >= 100`` (:func:`attention_sensitivity_correlation`).
+        confidence: Interval coverage in ``(0, 1)``.
+        top: Discordant cells listed per map and direction.
+        seed: Seed of the resampling.
+        dtype: Compute dtype of the maps (float64 by default).
+        chunk_size: Passed to :func:`position_sensitivity`.
+
+    Returns:
+        ``{block: AttentionSensitivityCorrelation}`` with ``n_heads + 2`` maps each.
+    """
+    from ...models.registry import adapt
+
+    model = adapt(adapter)
+    att, roll, sens = attention_sensitivity_samples(
+        model, input_ids, attention_mask, layers=layers, dtype=dtype, chunk_size=chunk_size
+    )
+    out = {}
+    for block in att:
+        maps, labels = correlation_maps(att[block], roll[block])
+        out[block] = attention_sensitivity_correlation(
+            maps, sens[block], attention_mask, labels=labels, causal=model.causal,
+            num_bootstrap=num_bootstrap, confidence=confidence, top=top, seed=seed,
+        )
+    return out
