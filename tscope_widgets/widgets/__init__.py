@@ -7,5 +7,6 @@ Importing this package needs the bundled JavaScript (``tscope_widgets/static/*.j
 from .landscape import LandscapeWidget
 from .sensitivity import STATISTICS, VIEWS, SensitivityExplorer
 from .spectrum import SpectrumWidget
+from .sweep import SweepWidget
 
-__all__ = ["SensitivityExplorer", "SpectrumWidget", "LandscapeWidget", "STATISTICS", "VIEWS"]
+__all__ = ["SensitivityExplorer", "SpectrumWidget", "LandscapeWidget", "SweepWidget", "STATISTICS", "VIEWS"]
