@@ -188,10 +188,10 @@ class SweepWidget(JobControls, PicturedWidget):
             with self._lock, self.hold_sync():
                 self._apply_table(fixed)
             self.start()  # yields the fixed table once: the status reads done
-            if self.x_axis is None and x_axis is not None:
+            if x_axis is not None and x_axis not in self.x_options:
                 raise ValueError(f"x_axis={x_axis!r} is not a numeric, non-seed axis of the rows; choose from "
                                  f"{list(self.x_options)}")
-            if self.summary is None and summary is not None:
+            if summary is not None and summary not in self.summary_options:
                 raise ValueError(f"summary={summary!r} is not a summary column of the rows; choose from "
                                  f"{list(self.summary_options)}")
         elif start:
