@@ -114,3 +114,33 @@ def test_from_table_reads_what_tscope_sweep_writes(tmp_path):
     bad.write_text(json.dumps({"rows": 3}))
     with pytest.raises(ValueError, match="not a sweep table"):
         SweepWidget.from_table(bad)
+
+
+def test_the_view_is_followed_by_a_picture_of_the_chart(kernel_shell):
+    import base64
+    import re
+    import xml.etree.ElementTree as ET
+    from pathlib import Path
+
+    from IPython.utils.capture import capture_output
+
+    from tscope_widgets.widgets._static import stand_in_style
+
+    w = SweepWidget(rows=rows(), axes=["d", "L", "seed"], seed_axes=["seed"], guides=[-1], num_bootstrap=50)
+    assert w.wait(WAIT)
+    with capture_output() as captured:
+        w._ipython_display_()
+    view, picture = captured.outputs
+    assert view.data["application/vnd.jupyter.widget-view+json"]["model_id"] == w.model_id
+    html = picture.data["text/html"]
+    assert html.startswith(stand_in_style(w.model_id, ".tscope-sweep")) and 'data-status="done"' in html
+    assert 'data-runs="18"' in html and "<svg" not in html
+    (b64,) = re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', html)
+    svg = ET.fromstring(base64.b64decode(b64).decode())
+    ns = "{http://www.w3.org/2000/svg}"
+    assert svg.get("class") == "tscope-static-sweep" and svg.get("data-groups") == "2"
+    fits = [p for p in svg.iter(f"{ns}path") if p.get("class") == "tscope-static-fit"]
+    assert sorted(float(p.get("data-exponent")) for p in fits) == sorted(f.exponent for f in w.fits.values())
+    js = (Path(__file__).resolve().parents[2] / "js" / "src" / "sweep_widget.js").read_text(encoding="utf-8")
+    assert '{ class: "tscope-sweep" }' in js and 'pictureHidingCSS(model.get("picture_id"))' in js
+    w.close()
