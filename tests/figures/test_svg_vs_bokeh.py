@@ -289,7 +289,8 @@ def test_sweep_picture_and_bokeh_agree():
     assert fig.yaxis[0].axis_label == _text(_one(svg, "tscope-static-y-label")) == "lam (log)"
     legend = [_text(el) for el in svg.iter() if el.get("class") == "tscope-static-legend"]
     assert [item.label.value for item in fig.legend[0].items] == legend == [g.label for g in chart.groups] + ["∝ d^-1"]
-    assert (fig.x_range.start, fig.x_range.end) == chart.x_range and (fig.y_range.start, fig.y_range.end) == chart.y_range
+    assert (fig.x_range.start, fig.x_range.end) == chart.x_range
+    assert (fig.y_range.start, fig.y_range.end) == chart.y_range
     glyphs = [r.glyph for r in fig.renderers if isinstance(r, GlyphRenderer)]
     fits = [p for p in svg.iter(f"{NS}path") if p.get("class") == "tscope-static-fit"]
     lines = [g for g in glyphs if isinstance(g, Line) and g.line_dash == []]
