@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tscope_widgets.figures.svg import render_svg
-from tscope_widgets.figures.sweep import SweepTable, growth_table, sweep_chart, table_from_rows
+from tscope_widgets.figures.sweep import SweepTable, growth_table, residual_chart, sweep_chart, table_from_rows
 from tscope_widgets.kernels.power_law import fit_power_law
 from tscope_widgets.kernels.theory.growth import GrowthRates, GrowthSetting
 from tscope_widgets.widgets._sweep_state import (
@@ -197,3 +197,14 @@ def test_wire_and_picture_carry_the_description():
     assert svg.count('<g class="tscope-static-means"') == 2 and 'data-points="4"' in svg
     empty = sweep_chart(table_from_rows([], ("d",)), "lam", "d")
     assert empty.x_range is None and "no data" in render_svg([empty])
+
+
+def test_residuals_are_those_of_the_fits_at_the_fitted_runs():
+    chart = sweep_chart(planted_table(), "lam", "d", fit_range=(20, 130), num_bootstrap=10)
+    residuals = residual_chart(chart)
+    assert residuals.residuals and [s.key for s in residuals.series] == ["L=1", "L=2"]
+    for s, g in zip(residuals.series, chart.groups, strict=True):
+        assert s.x.tolist() == [32, 32, 32, 64, 64, 64, 128, 128, 128]
+        np.testing.assert_allclose(s.y, np.log(g.points_y[g.points_x >= 20]) - np.log(g.fit.predict(s.x)),
+                                   rtol=1e-10, atol=1e-13)
+        assert abs(s.y.sum()) < 1e-12  # least squares with an intercept: residuals sum to zero

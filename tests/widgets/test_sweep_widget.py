@@ -73,7 +73,9 @@ def test_live_growth_rates_fill_in_and_the_fits_follow(tmp_path):
     path = w.save_html(tmp_path / "sweep.html")
     text = path.read_text()
     assert "v_hessian against sigma" in text and "Bokeh" in text
-    assert isinstance(w.to_bokeh(), type(bokeh_figure()))
+    layout = w.to_bokeh()  # the chart beside the fits' residuals
+    assert [type(c) for c in layout.children] == [type(bokeh_figure())] * 2
+    assert layout.children[1].title.text.startswith("residuals of the fits: log v_hessian")
     svg = w._picture_svg()
     assert 'data-groups="1"' in svg and "tscope-static-guide" in svg
     assert "tscope-static-marker" not in svg  # σ = 1 lies outside this grid

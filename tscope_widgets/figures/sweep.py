@@ -31,10 +31,10 @@ import numpy as np
 
 from ..kernels.power_law import PowerLawFit, fit_power_law
 from .charts import series_color
-from .scaling import MIN_POINTS, fit_text
+from .scaling import MIN_POINTS, ScalingChart, ScalingSeries, fit_text
 
 __all__ = ["GUIDE_COLOR", "GuideLine", "SweepChart", "SweepGroup", "SweepTable", "growth_table", "sweep_chart",
-           "table_from_rows"]
+           "residual_chart", "table_from_rows"]
 
 GUIDE_COLOR = "#9e9e9e"
 FIT_POINTS = 32  # points of a drawn fit line
@@ -304,3 +304,21 @@ def table_from_rows(rows: Sequence[Mapping[str, Any]], axes: Sequence[str], seed
                     total: int | None = None) -> SweepTable:
     """A :class:`SweepTable` of finished rows (``done`` is their count)."""
     return SweepTable(tuple(dict(r) for r in rows), tuple(axes), tuple(seed_axes), len(rows), total)
+
+
+def residual_chart(chart: SweepChart) -> ScalingChart:
+    r"""The fits' residuals :math:`\log y - \log \hat y` (natural log) against x, one series per fitted group.
+
+    A curve in the residuals means the runs are not a power law over the fit range. Drawn by
+    :func:`~tscope_widgets.figures.bokeh.scaling_chart_figure` (log x, linear y, a zero line).
+    """
+    series = []
+    for g in chart.groups:
+        if g.fit is None:
+            continue
+        lo, hi = chart.fit_range if chart.fit_range is not None else (-math.inf, math.inf)
+        use = (g.points_x >= lo) & (g.points_x <= hi)
+        seeds = tuple(s for s, u in zip(g.seeds, use, strict=True) if u)
+        series.append(ScalingSeries(g.key, g.key, g.color, g.points_x[use], g.fit.residuals, seeds, None, None, g.fit))
+    return ScalingChart(f"residuals of the fits: log {chart.y_label} − log fit", chart.x_label, "log residual",
+                        tuple(series), residuals=True, dropped=chart.dropped)

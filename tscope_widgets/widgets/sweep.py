@@ -234,17 +234,21 @@ class SweepWidget(JobControls, PicturedWidget):
         return {} if chart is None else {g.key: g.fit for g in chart.groups}
 
     def to_bokeh(self):
-        """The chart as a Bokeh figure (log-log, hover, legend that hides groups).
+        r"""The chart as a Bokeh figure (log-log, hover, legend that hides groups) beside the fits' residuals
+        :math:`\log y - \log \hat y` against x (a curve there: not a power law over the fit range).
 
         Raises:
             RuntimeError: Before there is a run to show.
         """
-        from ..figures.bokeh import sweep_chart_figure
+        from bokeh.layouts import row
+
+        from ..figures.bokeh import scaling_chart_figure, sweep_chart_figure
+        from ..figures.sweep import residual_chart
 
         chart = self.chart_description
         if chart is None or not chart.groups:
             raise RuntimeError("nothing to export yet: no finished run with a positive value of the summary")
-        return sweep_chart_figure(chart)
+        return row(sweep_chart_figure(chart), scaling_chart_figure(residual_chart(chart), width=420))
 
     def save_html(self, path: str | os.PathLike, *, title: str = "Sweep: power-law scaling", notes=None) -> Path:
         """Write a standalone HTML report (BokehJS inlined: opens offline) of :meth:`to_bokeh`."""
@@ -255,7 +259,7 @@ class SweepWidget(JobControls, PicturedWidget):
             notes = [status_text(self._table, self.live),
                      "Dots: runs; filled dots: means over seeds with ± one standard error; lines: least-squares "
                      "fits of log y on log x with the exponent and its percentile bootstrap interval over seeds in "
-                     "the legend; grey dashed: guide slopes."]
+                     "the legend; grey dashed: guide slopes. Right: the fits' residuals, log y − log fit."]
         return save_report(path, layout, title, notes)
 
     # ------------------------------------------------------------------ job plumbing (JobControls)
