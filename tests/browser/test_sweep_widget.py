@@ -1,12 +1,13 @@
 """Real browser: a SweepWidget fed live by a job running ``iter_growth_rates``, in JupyterLab (headless Chromium).
 
 A generated notebook runs the growth-rate experiment on a tiny model (one setting, 3 values of σ, 2 seeds: 6
-points), slowed to one point every ~3 s so that the page can be watched filling in. The test checks that the
-view draws the first points while the job still runs, that the count of runs and of drawn means grows as points
-arrive (live updates, not one final paint), that at the end every σ has its mean with an error bar, the fitted
-line and the guide are drawn and the fits table names the exponent of the same runs fitted here, that choosing another
-summary in the menu reaches Python (the chart comes back redrawn for it), and that the static picture output is
-hidden while the live view is there. A screenshot goes to ``test-artifacts/`` (gitignored).
+points); its generator holds after each point until the test has seen that point drawn in the page (and writes
+a file the generator waits for), so the live updates are checked point by point without timing assumptions:
+after point k the view shows k runs (status running, then done), the means of the σ values reached so far, and
+has painted again. At the end every σ has its mean with an error bar, the fitted line and the guide are drawn and
+the fits table names the exponent of the same runs fitted here; choosing another summary in the menu reaches
+Python (the chart comes back redrawn for it); the static picture output is hidden while the live view is there.
+A screenshot goes to ``test-artifacts/`` (gitignored).
 
 Front-end markers (``js/src/sweep_widget.js``): ``.tscope-sweep[data-status][data-runs][data-paints]`` and
 ``svg.tscope-sweep-chart[data-groups][data-means]``.
@@ -14,7 +15,6 @@ Front-end markers (``js/src/sweep_widget.js``): ``.tscope-sweep[data-status][dat
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -34,19 +34,22 @@ SIGMAS, SEEDS = (0.03, 0.1, 0.3), 2
 POINTS = len(SIGMAS) * SEEDS
 
 SETUP = f"""
-import time
+import os, time
 from tscope_widgets import SweepWidget
 from tscope_widgets.kernels.theory.growth import GrowthSetting, iter_growth_rates
 
 setting = GrowthSetting("L=1", sigmas={SIGMAS!r})
 
-def slowed():
-    for snapshot in iter_growth_rates(setting, seeds={SEEDS}, d_model=8, d_mlp=16, batch_size=4, num_samples=4):
+def gated():
+    # after the k-th point, wait until the test saw it in the page and wrote the file go-k
+    for k, snapshot in enumerate(iter_growth_rates(setting, seeds={SEEDS}, d_model=8, d_mlp=16, batch_size=4,
+                                                   num_samples=4), 1):
         yield snapshot
-        time.sleep(3.0)  # one point every ~3 s: the page is watched filling in
+        while k < {POINTS} and not os.path.exists(f"go-{{k}}"):
+            time.sleep(0.05)
 """
 WIDGET = """
-w = SweepWidget(slowed, summary="q_hessian", x_axis="sigma", guides=(5,), num_bootstrap=200, throttle=0.05,
+w = SweepWidget(gated, summary="q_hessian", x_axis="sigma", guides=(5,), num_bootstrap=200, throttle=0.05,
                 num_threads=1)
 w
 """
@@ -93,23 +96,19 @@ def test_sweep_widget_draws_points_as_they_arrive_and_the_menu_reaches_python(se
             wait_for(page, KERNEL_IDLE_LAB, f"the kernel of {NAME} to be idle", log, KERNEL_IDLE_MS)
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
-            # live: the page is read every 0.1 s until the sweep is done; the points must arrive over several
-            # paints while the job runs, not in one final paint
-            seen, deadline = [], time.monotonic() + RUN_MS / 1000
-            while time.monotonic() < deadline:
-                state = page.evaluate(STATE)
-                if state is not None and (not seen or state != seen[-1]):
-                    seen.append(state)
-                if state is not None and state["status"] == "done" and state["runs"] == POINTS:
-                    break
-                time.sleep(0.1)
-            final = seen[-1] if seen else None
-            assert final is not None and final["status"] == "done" and final["runs"] == POINTS, (seen, str(log))
-            running = {s["runs"] for s in seen if s["status"] == "running" and 1 <= s["runs"] < POINTS}
-            assert len(running) >= 2, seen  # at least two partial states drawn while the job ran
-            assert all(s["means"] >= 1 for s in seen if s["runs"] >= 1), seen
-            assert final["paints"] > min(s["paints"] for s in seen if s["runs"] >= 1)
-            assert final["groups"] == 1 and final["means"] == len(SIGMAS)
+            # live: the job holds after each point until the page has drawn it (the test then writes go-k)
+            paints = []
+            for k in range(1, POINTS + 1):
+                status = "done" if k == POINTS else "running"
+                state = wait_for(page, f"() => {{ const s = ({STATE})(); return s && s.runs === {k} "
+                                 f"&& s.status === '{status}' && s.means >= 1 ? s : null; }}",
+                                 f"point {k} of {POINTS} to be drawn ({status})", log, RUN_MS).json_value()
+                assert state["groups"] == 1 and state["means"] == min(len(SIGMAS), (k + SEEDS - 1) // SEEDS)
+                paints.append(state["paints"])
+                (server.root / f"go-{k}").touch()
+            assert paints == sorted(set(paints))  # a new paint for every point
+            final = state
+            assert final["means"] == len(SIGMAS)
             wait_for(page, ALL_CELLS_RUN, "every cell of the notebook to have run", log, RUN_MS)
 
             root = page.locator(".jp-OutputArea-output .tscope-sweep")
