@@ -57,9 +57,10 @@ test("log scales map decades to equal pixel steps and refuse non-positive domain
   assert.throws(() => logScale([2, 1], [0, 1]), /0 < lo < hi/);
 });
 
-test("decade ticks inside the range, both ends when fewer than two decades fit", () => {
+test("decade ticks inside the range, and the ends when fewer than two decades fit", () => {
   assert.deepEqual(decadeTicks(0.05, 200), [0.1, 1, 10, 100]);
   assert.deepEqual(decadeTicks(2, 5), [2, 5]);
+  assert.deepEqual(decadeTicks(0.0267, 0.337), [0.0267, 0.1, 0.337]);
   assert.deepEqual(decadeTicks(1, 10), [1, 10]);
 });
 

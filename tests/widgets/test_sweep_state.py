@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tscope_widgets.figures.svg import render_svg
+from tscope_widgets.figures.svg_sweep import decade_ticks
 from tscope_widgets.figures.sweep import SweepTable, growth_table, residual_chart, sweep_chart, table_from_rows
 from tscope_widgets.kernels.power_law import fit_power_law
 from tscope_widgets.kernels.theory.growth import GrowthRates, GrowthSetting
@@ -208,3 +209,9 @@ def test_residuals_are_those_of_the_fits_at_the_fitted_runs():
         np.testing.assert_allclose(s.y, np.log(g.points_y[g.points_x >= 20]) - np.log(g.fit.predict(s.x)),
                                    rtol=1e-10, atol=1e-13)
         assert abs(s.y.sum()) < 1e-12  # least squares with an intercept: residuals sum to zero
+
+
+def test_decade_ticks_as_the_live_view_draws_them():
+    assert decade_ticks(0.05, 200) == [0.1, 1.0, 10.0, 100.0]
+    assert decade_ticks(0.0267, 0.337) == [0.0267, 0.1, 0.337]
+    assert decade_ticks(2, 5) == [2, 5]

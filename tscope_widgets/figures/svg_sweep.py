@@ -21,10 +21,10 @@ __all__ = ["sweep_chart_svg", "decade_ticks"]
 
 
 def decade_ticks(lo: float, hi: float) -> list[float]:
-    """Powers of ten inside ``[lo, hi]`` (both ends when there are fewer than two)."""
+    """Powers of ten inside ``[lo, hi]``; with fewer than two, the ends too (``[lo, 0.1, hi]``)."""
     a, b = math.ceil(math.log10(lo) - 1e-9), math.floor(math.log10(hi) + 1e-9)
     ticks = [10.0**e for e in range(a, b + 1)]
-    return ticks if len(ticks) >= 2 else [lo, hi]
+    return ticks if len(ticks) >= 2 else [lo, *ticks, hi]
 
 
 def sweep_chart_svg(chart: SweepChart, *, width: int = 560, height: int = 320) -> str:

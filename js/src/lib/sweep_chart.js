@@ -13,13 +13,13 @@ export function logScale([lo, hi], [a, b]) {
   return (v) => a + ((Math.log10(v) - l0) / span) * (b - a);
 }
 
-/** Powers of ten inside [lo, hi] (both ends when there are fewer than two), as svg_sweep.decade_ticks. */
+/** Powers of ten inside [lo, hi]; with fewer than two, the ends too ([lo, 0.1, hi]); as svg_sweep.decade_ticks. */
 export function decadeTicks(lo, hi) {
   const a = Math.ceil(Math.log10(lo) - 1e-9);
   const b = Math.floor(Math.log10(hi) + 1e-9);
   const ticks = [];
   for (let e = a; e <= b; e++) ticks.push(10 ** e);
-  return ticks.length >= 2 ? ticks : [lo, hi];
+  return ticks.length >= 2 ? ticks : [lo, ...ticks, hi];
 }
 
 const usable = (v) => typeof v === "number" && Number.isFinite(v) && v > 0;
