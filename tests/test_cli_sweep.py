@@ -339,3 +339,49 @@ def test_the_gpt2_family_example_is_a_valid_ten_point_sweep():
     assert trained.model.config["n_layer"] == 12 and trained.model.steps == 300
     assert trained.model.task_kwargs == trained.data.task_kwargs == {"num_symbols": 24, "k_max": 8, "k_min": 3}
     assert sweep.points[0].runs["curvature"].model.steps is None
+
+
+def test_iter_sweep_tables_streams_the_rows_and_feeds_the_sweep_widget(tmp_path, swept):
+    import shutil
+
+    from tscope_widgets import SweepWidget
+    from tscope_widgets.cli import iter_sweep_tables
+    from tscope_widgets.kernels.power_law import fit_power_law
+
+    out = tmp_path / "out"
+    shutil.copytree(swept, out)
+    for name in ("d_model-8_seed-0", "d_model-8_seed-1"):  # two points to finish again (their analyses are kept)
+        (out / "points" / name / "done.json").unlink()
+    config = write(tmp_path, SWEEP.format(steps=20))
+    tables = list(iter_sweep_tables(config, out, threads=1))
+    assert [(t.done, t.total) for t in tables] == [(2, 4), (3, 4), (4, 4)]
+    assert tables[-1].axes == ("d_model", "seed") and tables[-1].seed_axes == ("seed",)
+    expected = read_table(swept)["rows"]
+    def as_json(row):  # the table file writes NaN as null
+        return {k: None if isinstance(row[k], float) and np.isnan(row[k]) else row[k] for k in expected[0]}
+
+    assert [as_json(r) for r in tables[-1].rows] == expected
+    w = SweepWidget(lambda: iter_sweep_tables(config, out, threads=1), summary="lambda_max", num_bootstrap=100)
+    assert w.wait(60) and w.status == "done" and w.x_axis == "d_model" and w.runs == 4
+    ref = fit_power_law([r["d_model"] for r in expected], [r["lambda_max"] for r in expected],
+                        [str(r["seed"]) for r in expected], num_bootstrap=100)
+    assert w.fits["all"].exponent == pytest.approx(ref.exponent, rel=1e-12)
+
+
+def test_curvature_rows_give_the_bulk_to_outlier_ratio_of_the_density():
+    """Bulk N(0, 0.05²) of mass 0.9, outliers N(5, 0.1²) of mass 0.1, λ_max = 5: the bulk is |t| <= 0.5."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from tscope_widgets.cli.sweep_rows import curvature_summaries
+
+    t = torch.linspace(-8, 8, 16001, dtype=torch.float64)
+    phi = 0.9 * torch.exp(-0.5 * (t / 0.05) ** 2) / (0.05 * np.sqrt(2 * np.pi)) \
+        + 0.1 * torch.exp(-0.5 * ((t - 5) / 0.1) ** 2) / (0.1 * np.sqrt(2 * np.pi))
+    result = SimpleNamespace(summary=SimpleNamespace(sharpness=5.0, lambda_min=-0.1, negative_fraction=0.4),
+                             trace=None, lanczos=SimpleNamespace(eigenvalues=torch.tensor([1.0, 5.0])), loss=1.0,
+                             blocks=None, density=SimpleNamespace(grid=t, density=phi))
+    assert curvature_summaries(result, 2)["bulk_outlier_ratio"] == pytest.approx(9.0, rel=1e-6)
+    no_density = SimpleNamespace(**{**vars(result), "density": None})
+    assert np.isnan(curvature_summaries(no_density, 2)["bulk_outlier_ratio"])

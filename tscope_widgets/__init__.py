@@ -162,6 +162,7 @@ __all__ = [
     "SpectrumWidget",
     "LandscapeWidget",
     "AttentionExplorer",
+    "SweepWidget",
 ]
 
 
@@ -178,7 +179,7 @@ _EXPORT_NAMES = (
 
 
 def __getattr__(name: str):
-    if name in ("SensitivityExplorer", "SpectrumWidget", "LandscapeWidget", "AttentionExplorer"):
+    if name in ("SensitivityExplorer", "SpectrumWidget", "LandscapeWidget", "AttentionExplorer", "SweepWidget"):
         from . import widgets
 
         return getattr(widgets, name)

@@ -268,3 +268,34 @@ def test_block_spectra_picture_and_bokeh_agree():
         assert_same(picture, bokeh_facts(chart_figure(chart), picture["kind"]))
     assert pictures[0]["legend"] == [("a", "#4e79a7"), ("b", "#f28e2c")]
     assert pictures[1]["rows"] == {0: "a", 1: "b"} and "JS⁰" in pictures[1]["title"]
+
+
+def test_sweep_picture_and_bokeh_agree():
+    from bokeh.models import Scatter, Segment
+
+    from tscope_widgets.figures.bokeh import sweep_chart_figure
+    from tscope_widgets.figures.svg_sweep import sweep_chart_svg
+    from tscope_widgets.figures.sweep import sweep_chart, table_from_rows
+
+    rng = np.random.default_rng(0)
+    rows = [{"d": d, "L": L, "seed": s, "lam": d ** (-L) * np.exp(0.1 * rng.normal())}
+            for L in (1, 2) for d in (8, 16, 32, 64) for s in range(3)]
+    chart = sweep_chart(table_from_rows(rows, ("d", "L", "seed"), ("seed",)), "lam", "d", guides=(-1.0,),
+                        marker_x=30, num_bootstrap=50)
+    svg = ET.fromstring(sweep_chart_svg(chart))
+    fig = sweep_chart_figure(chart)
+    assert fig.title.text == chart.title == _text(_one(svg, "tscope-static-title"))
+    assert fig.xaxis[0].axis_label == _text(_one(svg, "tscope-static-x-label")) == "d (log)"
+    assert fig.yaxis[0].axis_label == _text(_one(svg, "tscope-static-y-label")) == "lam (log)"
+    legend = [_text(el) for el in svg.iter() if el.get("class") == "tscope-static-legend"]
+    assert [item.label.value for item in fig.legend[0].items] == legend == [g.label for g in chart.groups] + ["∝ d^-1"]
+    assert (fig.x_range.start, fig.x_range.end) == chart.x_range
+    assert (fig.y_range.start, fig.y_range.end) == chart.y_range
+    glyphs = [r.glyph for r in fig.renderers if isinstance(r, GlyphRenderer)]
+    fits = [p for p in svg.iter(f"{NS}path") if p.get("class") == "tscope-static-fit"]
+    lines = [g for g in glyphs if isinstance(g, Line) and g.line_dash == []]
+    assert [p.get("stroke") for p in fits] == [g.line_color for g in lines] == [g.color for g in chart.groups]
+    means = [g for g in glyphs if isinstance(g, Scatter) and g.size == 7]
+    assert len(means) == sum(1 for el in svg.iter() if el.get("class") == "tscope-static-means") == 2
+    bars = [p for p in svg.iter(f"{NS}path") if p.get("class") == "tscope-static-errorbars"]
+    assert [p.get("d").count("M") for p in bars] == [4, 4] and sum(isinstance(g, Segment) for g in glyphs) == 2

@@ -11,6 +11,7 @@ from tscope_widgets.kernels import BlockNorms, block_norms, dense_hessian, lancz
 from tscope_widgets.kernels.curvature import HessianOperator
 from tscope_widgets.kernels.summaries import (
     block_norm_ratio,
+    bulk_outlier_mass_ratio,
     diagonal_mass_fraction,
     diagonal_offdiagonal_ratio,
     receptive_field,
@@ -146,3 +147,40 @@ def test_bad_maps_are_refused_with_their_shape():
         receptive_field(torch.eye(3), 0.0)
     with pytest.raises(TypeError, match="must be a torch.Tensor"):
         diagonal_mass_fraction([[1.0]])
+
+
+def _gaussian(t, mean, std):
+    return torch.exp(-0.5 * ((t - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi))
+
+
+def test_bulk_outlier_ratio_recovers_known_masses_of_a_mixture():
+    """A bulk N(0, 0.05²) of mass 0.9 and outliers N(±5, 0.1²) of mass 0.06 and 0.04: the ratio is 0.9 / 0.1."""
+    t = torch.linspace(-8, 8, 16001, dtype=torch.float64)
+    phi = 0.9 * _gaussian(t, 0.0, 0.05) + 0.06 * _gaussian(t, 5.0, 0.1) + 0.04 * _gaussian(t, -5.0, 0.1)
+    assert bulk_outlier_mass_ratio(t, phi, 2.5) == pytest.approx(9.0, rel=1e-6)
+    assert bulk_outlier_mass_ratio(t, 7.0 * phi, 2.5) == pytest.approx(9.0, rel=1e-6)  # normalisation cancels
+    assert bulk_outlier_mass_ratio(t.float(), phi.float(), 2.5) == pytest.approx(9.0, rel=1e-4)
+
+
+def test_bulk_outlier_ratio_is_exact_for_a_piecewise_linear_density_split_between_grid_points():
+    t = torch.arange(-2.0, 2.01, 0.5, dtype=torch.float64)
+    phi = t.abs()  # mass inside |t| <= 1.25: 1.25², outside: 2² - 1.25²
+    assert bulk_outlier_mass_ratio(t, phi, 1.25) == pytest.approx(1.25**2 / (4 - 1.25**2), rel=1e-14)
+    assert bulk_outlier_mass_ratio(t, phi, 1.0) == pytest.approx(1 / 3, rel=1e-14)  # an edge on the grid
+    assert math.isnan(bulk_outlier_mass_ratio(t, phi, 3.0))  # no outlier mass
+
+
+@pytest.mark.parametrize(
+    ("grid", "density", "edge", "message"),
+    [
+        (torch.arange(3.0), torch.ones(4), 1.0, "both be"),
+        (torch.tensor([0.0, 2.0, 1.0]), torch.ones(3), 1.0, "strictly increasing"),
+        (torch.arange(3.0), torch.tensor([1.0, -1.0, 1.0]), 1.0, ">= 0"),
+        (torch.arange(3.0), torch.tensor([1.0, math.nan, 1.0]), 1.0, "finite"),
+        (torch.arange(3.0), torch.ones(3), 0.0, "edge must be"),
+        (torch.arange(3.0), torch.ones(3), math.inf, "edge must be"),
+    ],
+)
+def test_bulk_outlier_ratio_refuses_bad_input(grid, density, edge, message):
+    with pytest.raises(ValueError, match=message):
+        bulk_outlier_mass_ratio(grid, density, edge)

@@ -148,7 +148,7 @@ from .runs import (
     run_sensitivity,
     sensitivity_checkpoint_dir,
 )
-from .sweep import cmd_sweep, collect_rows, run_points, write_table
+from .sweep import cmd_sweep, collect_rows, iter_sweep_tables, run_points, write_table
 from .sweep_config import AXIS_ALIASES, SweepConfig, SweepPoint, load_sweep, validate_sweep
 from .sweep_report import sweep_fits, write_scaling_report
 from .sweep_rows import SUMMARY_DOCS
@@ -224,6 +224,7 @@ __all__ = [
     "load_sweep",
     "validate_sweep",
     "run_points",
+    "iter_sweep_tables",
     "collect_rows",
     "write_table",
     "SUMMARY_DOCS",

@@ -30,7 +30,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .._atomic import write_text
+from ..figures.sweep import SweepTable
 from .config import ConfigError, RunConfig
 from .limits import check_grid, check_output_dir, check_positions
 from .sweep_config import SweepConfig, SweepPoint, load_sweep
@@ -146,6 +147,47 @@ def run_points(sweep: SweepConfig, points: list[SweepPoint], out: Path, *, progr
                 eta = sum(spent) / len(spent) * left
                 tqdm.write(f"sweep: {label}{point.name} done in {spent[-1]:.1f} s; {left} left, ETA {eta:.0f} s",
                            file=sys.stderr)
+
+
+def iter_sweep_tables(config: str | os.PathLike | SweepConfig, out: str | os.PathLike, *,
+                      threads: int | None = None) -> Iterator[SweepTable]:
+    """Run a sweep point by point in this process, as ``tscope sweep`` does without torchrun, and yield its table.
+
+    Finished points are kept (resume), ``table.csv``/``table.json`` are rewritten after each point; the scaling
+    report is not written (``tscope sweep`` writes it). Feeds :class:`~tscope_widgets.widgets.SweepWidget`:
+    ``SweepWidget(lambda: iter_sweep_tables("sweep.toml", "results/sweep"), summary="lambda_max")``.
+
+    Args:
+        config: A sweep file (TOML) or a loaded :class:`SweepConfig`.
+        out: The output folder.
+        threads: Torch threads of the points' runs (None: torch's).
+
+    Yields:
+        A :class:`~tscope_widgets.figures.sweep.SweepTable` of the finished points (``done`` of ``total``
+        points): once at the start, then after each point run here.
+
+    Raises:
+        ConfigError: For a bad sweep file or output folder (the message names the key or the folder).
+    """
+    sweep = config if isinstance(config, SweepConfig) else load_sweep(config)
+    out = Path(out)
+    check_output_dir(out, "out")
+    for point in sweep.points:
+        landscape = point.runs.get("landscape")
+        if landscape is not None:
+            check_grid(landscape.analysis.resolution)
+
+    def table(rows: list[dict[str, Any]]) -> SweepTable:
+        return SweepTable(tuple(rows), tuple(sweep.axes), tuple(sweep.seed_axes), len(rows), len(sweep.points))
+
+    yield table(collect_rows(sweep, out))
+    for point in sweep.points:
+        if _finished(out, point):
+            continue
+        run_point(sweep, point, out / "points" / point.name, threads=threads)
+        rows = collect_rows(sweep, out)
+        write_table(out, sweep, rows)
+        yield table(rows)
 
 
 def _finished(out: Path, point: SweepPoint) -> bool:

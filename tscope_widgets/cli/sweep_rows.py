@@ -14,6 +14,7 @@ import torch
 
 from ..kernels.summaries import (
     block_norm_ratio,
+    bulk_outlier_mass_ratio,
     diagonal_mass_fraction,
     diagonal_offdiagonal_ratio,
     receptive_field,
@@ -22,6 +23,7 @@ from ..kernels.summaries import (
     top_eigengap,
 )
 
+BULK_EDGE = 0.1  # the bulk of the spectrum: |t| <= BULK_EDGE * |lambda_max|
 ERF_MASS = 0.9  # the effective receptive field holds this fraction of a row's sensitivity
 
 SUMMARY_DOCS: dict[str, str] = {
@@ -35,6 +37,7 @@ SUMMARY_DOCS: dict[str, str] = {
     "lambda_max_over_trace": "lambda_max / trace: share of the curvature in the top direction",
     "eigengap_1": "(lambda_1 - lambda_2) / |lambda_1| of the top Lanczos eigenvalues",
     "negative_mass": "spectral mass below zero (SLQ density)",
+    "bulk_outlier_ratio": "SLQ density mass with |t| <= 0.1 |lambda_max| over the mass beyond (bulk / outliers)",
     "qv_ratio": "||H_QQ||_F / ||H_VV||_F over all query and value groups (block norms)",
     "attn_mlp_ratio": "||H_AA||_F / ||H_MM||_F, A = all attention groups, M = all MLP groups",
     "sens_diag_fraction": "sum_i s_ii / sum_ij s_ij of the mean sensitivity map (last layer analysed)",
@@ -78,9 +81,13 @@ def curvature_summaries(result, k: int) -> dict[str, float]:
         "lambda_max_over_trace": sharpness_ratio(float(s.sharpness), float(trace)),
         "eigengap_1": top_eigengap(top, 1),
         "negative_mass": _number(s.negative_fraction),
+        "bulk_outlier_ratio": math.nan,
         "qv_ratio": math.nan,
         "attn_mlp_ratio": math.nan,
     }
+    edge = BULK_EDGE * abs(row["lambda_max"])
+    if result.density is not None and math.isfinite(edge) and edge > 0:
+        row["bulk_outlier_ratio"] = bulk_outlier_mass_ratio(result.density.grid, result.density.density, edge)
     if result.blocks is not None:
         b = result.blocks
         row["qv_ratio"] = block_norm_ratio(b.labels, b.frobenius, "*.attn.q", "*.attn.v")

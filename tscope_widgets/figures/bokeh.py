@@ -37,6 +37,7 @@ from bokeh.plotting import figure
 from .charts import FADED_ALPHA, ColorScale, LandscapeChart, LineChart, MatrixChart, palette_colors
 from .landscape import cell_edges
 from .scaling import ScalingChart
+from .sweep import SweepChart
 
 __all__ = [
     "chart_figure",
@@ -47,6 +48,7 @@ __all__ = [
     "matrix_grid",
     "scaling_chart_figure",
     "spectrum_layout",
+    "sweep_chart_figure",
 ]
 
 RECT_MAX_CELLS = 256 * 256
@@ -274,6 +276,45 @@ def scaling_chart_figure(chart: ScalingChart, *, width: int = 560, height: int =
     return fig
 
 
+def sweep_chart_figure(chart: SweepChart, *, width: int = 600, height: int = 380):
+    """A :class:`~.sweep.SweepChart` as a Bokeh figure, log-log: runs as small dots, means over seeds with ± one
+    standard error whiskers, fitted lines, dashed grey guides, the marker; the legend hides a group on click;
+    hover names group, x, mean, standard error and seeds."""
+    ranges = {}
+    if chart.x_range is not None and chart.y_range is not None:
+        ranges = {"x_range": Range1d(*chart.x_range), "y_range": Range1d(*chart.y_range)}
+    fig = figure(title=chart.title, width=width, height=height, x_axis_label=f"{chart.x_label} (log)",
+                 y_axis_label=f"{chart.y_label} (log)", x_axis_type="log", y_axis_type="log", tools=TOOLS,
+                 toolbar_location="above", **ranges)
+    means = []
+    bottom = chart.y_range[0] if chart.y_range is not None else math.nan
+    for g in chart.groups:
+        fig.scatter(np.asarray(g.points_x, np.float64), np.asarray(g.points_y, np.float64), color=g.color, size=4,
+                    alpha=0.45, legend_label=g.label)
+        bars = np.isfinite(g.err_hi)
+        if bars.any():
+            lo = np.where(np.isfinite(g.err_lo), g.err_lo, bottom)
+            fig.segment(g.x[bars], lo[bars], g.x[bars], g.err_hi[bars], color=g.color, line_width=1.2,
+                        legend_label=g.label)
+        source = ColumnDataSource({"x": g.x, "y": g.mean, "stderr": g.stderr, "n": g.count,
+                                   "group": [g.key] * g.x.size})
+        means.append(fig.scatter("x", "y", source=source, color=g.color, size=7, legend_label=g.label))
+        if g.fit_x is not None:
+            fig.line(g.fit_x, g.fit_y, color=g.color, line_width=1.6, legend_label=g.label)
+    for guide in chart.guides:
+        fig.line(list(guide.x), list(guide.y), color=guide.color, line_dash="dashed", legend_label=guide.label)
+    if chart.marker_x is not None:
+        fig.add_layout(Span(location=chart.marker_x, dimension="height", line_dash="dashed", line_color="#616161"))
+    fig.add_tools(HoverTool(renderers=means, tooltips=[("", "@group"), (chart.x_label, "@x{%.6g}"),
+                                                       (chart.y_label, "@y{%.4g} ± @stderr{%.2g}"), ("seeds", "@n")],
+                            formatters={"@x": "printf", "@y": "printf", "@stderr": "printf"}))
+    if chart.groups:
+        fig.legend.click_policy = "hide"
+        fig.legend.label_text_font_size = "8pt"
+        fig.legend.location = "top_left"
+    return fig
+
+
 def landscape_chart_figure(chart: LandscapeChart, *, width: int = 520, height: int = 460):
     r"""A :class:`LandscapeChart` as a Bokeh figure: :math:`\alpha` across, :math:`\beta` up, one cell per point,
     contour lines, the trajectory, the origin, colour bar and hover."""
@@ -364,6 +405,8 @@ def chart_figure(chart: LineChart | MatrixChart | LandscapeChart | ScalingChart,
         return matrix_chart_figure(chart, **kwargs)
     if isinstance(chart, LandscapeChart):
         return landscape_chart_figure(chart, **kwargs)
+    if isinstance(chart, SweepChart):
+        return sweep_chart_figure(chart, **kwargs)
     if isinstance(chart, ScalingChart):
         return scaling_chart_figure(chart, **kwargs)
     raise TypeError(f"not a chart description: {type(chart).__name__}")

@@ -20,7 +20,7 @@ import numpy as np
 from ..kernels.power_law import PowerLawFit, fit_power_law
 from .charts import series_color
 
-__all__ = ["ScalingChart", "ScalingSeries", "scaling_charts", "scaling_fits"]
+__all__ = ["ScalingChart", "ScalingSeries", "fit_text", "scaling_charts", "scaling_fits"]
 
 MIN_POINTS = 2  # distinct x values a group needs for a fit
 
@@ -127,7 +127,8 @@ def scaling_fits(
     return out, dropped
 
 
-def _fit_text(fit: PowerLawFit | None) -> str:
+def fit_text(fit: PowerLawFit | None) -> str:
+    """Legend text of a fit: ``a = 2.01 [1.97, 2.05]``, the exponent alone with one seed, or why there is none."""
     if fit is None:
         return "no fit (fewer than 2 x values)"
     if math.isnan(fit.ci_low):
@@ -149,7 +150,7 @@ def scaling_charts(
     main, residual = [], []
     for i, (key, (xs, ys, seeds, fit)) in enumerate(fitted.items()):
         color = series_color(i)
-        label = f"{key}: {_fit_text(fit)}"
+        label = f"{key}: {fit_text(fit)}"
         fit_x = fit_y = None
         if fit is not None:
             fit_x = np.geomspace(xs.min(), xs.max(), 32)

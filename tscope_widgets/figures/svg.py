@@ -422,6 +422,12 @@ def chart_svg(chart: LineChart | MatrixChart | LandscapeChart) -> str:
         return matrix_svg(chart)
     if isinstance(chart, LandscapeChart):
         return landscape_svg(chart)
+    from .sweep import SweepChart  # the sweep view's renderer imports this module's helpers
+
+    if isinstance(chart, SweepChart):
+        from .svg_sweep import sweep_chart_svg
+
+        return sweep_chart_svg(chart)
     raise TypeError(f"not a chart description: {type(chart).__name__}")
 
 

@@ -57,6 +57,7 @@ from .sensitivity import (
 from .stability import sgd_stability_threshold
 from .summaries import (
     block_norm_ratio,
+    bulk_outlier_mass_ratio,
     diagonal_mass_fraction,
     diagonal_offdiagonal_ratio,
     receptive_field,
@@ -174,6 +175,7 @@ __all__ = [
     # scaling: summaries of one run, power laws across runs
     "sharpness_ratio",
     "top_eigengap",
+    "bulk_outlier_mass_ratio",
     "block_norm_ratio",
     "diagonal_mass_fraction",
     "diagonal_offdiagonal_ratio",

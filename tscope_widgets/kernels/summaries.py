@@ -20,6 +20,7 @@ from torch import Tensor
 
 __all__ = [
     "block_norm_ratio",
+    "bulk_outlier_mass_ratio",
     "diagonal_mass_fraction",
     "diagonal_offdiagonal_ratio",
     "receptive_field",
@@ -57,6 +58,64 @@ def sharpness_ratio(lambda_max: float, trace: float) -> float:
     if not (math.isfinite(lambda_max) and math.isfinite(trace)) or trace == 0:
         return math.nan
     return float(lambda_max / trace)
+
+
+def bulk_outlier_mass_ratio(grid: Tensor, density: Tensor, edge: float) -> float:
+    r"""Spectral mass of the bulk over that of the outliers: :math:`M_{bulk} / M_{out}` of a density.
+
+    Hessians of deep networks have a bulk of eigenvalues near zero and a few outliers far from it (Sagun et al.
+    2017; Ghorbani, Krishnan & Xiao, ICML 2019; Papyan 2019). With the bulk taken as :math:`|t| \le` ``edge``,
+
+    .. math:: M_{bulk} = \int_{|t| \le e} \phi(t)\,dt, \qquad M_{out} = \int_{|t| > e} \phi(t)\,dt,
+
+    both over the grid's range, by the trapezoid rule on the piecewise-linear interpolant of ``density``
+    (the points :math:`\pm e` are inserted into the grid, so a density linear between grid points is
+    integrated exactly). The ratio does not depend on how :math:`\phi` is normalised. ``tscope sweep`` uses
+    ``edge = 0.1·λ_max`` (``bulk_outlier_ratio`` in its table): outliers are eigenvalues beyond a tenth of
+    the largest.
+
+    Args:
+        grid: ``[G]`` increasing evaluation points (float).
+        density: ``[G]`` :math:`\phi \ge 0` on the grid (e.g. ``SpectralDensity.density`` from SLQ).
+        edge: The bulk's half-width :math:`e > 0`.
+
+    Returns:
+        The ratio (float); ``nan`` when there is no outlier mass or no mass at all.
+
+    Raises:
+        ValueError: For shapes that differ, a grid that is not increasing, fewer than two points, negative or
+            non-finite density values, or an ``edge`` that is not a positive finite number.
+
+    Example:
+        >>> t = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+        >>> bulk_outlier_mass_ratio(t, torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0], dtype=torch.float64), 1.0)
+        nan
+        >>> bulk_outlier_mass_ratio(t, torch.ones(5, dtype=torch.float64), 1.0)
+        0.3333333333333333
+    """
+    if not isinstance(grid, Tensor) or not isinstance(density, Tensor):
+        raise TypeError("bulk_outlier_mass_ratio: grid and density must be torch.Tensors")
+    x, y = grid.detach().to("cpu", torch.float64).reshape(-1), density.detach().to("cpu", torch.float64).reshape(-1)
+    if x.shape != y.shape or x.numel() < 2:
+        raise ValueError(f"bulk_outlier_mass_ratio: grid and density must both be [G] with G >= 2, got "
+                         f"{tuple(grid.shape)} and {tuple(density.shape)}")
+    if not bool((x[1:] > x[:-1]).all()):
+        raise ValueError("bulk_outlier_mass_ratio: grid must be strictly increasing")
+    if not bool(torch.isfinite(y).all()) or bool((y < 0).any()):
+        raise ValueError("bulk_outlier_mass_ratio: density must be finite and >= 0 (a spectral density)")
+    if isinstance(edge, bool) or not isinstance(edge, (int, float)) or not math.isfinite(edge) or edge <= 0:
+        raise ValueError(f"bulk_outlier_mass_ratio: edge must be a positive finite number, got {edge!r}")
+    cuts = torch.tensor([-edge, edge], dtype=torch.float64)
+    cuts = cuts[(cuts > x[0]) & (cuts < x[-1]) & ~torch.isin(cuts, x)]
+    xs = torch.cat([x, cuts]).sort().values  # [G'] with the edges inserted
+    idx = torch.searchsorted(x, xs).clamp(1, x.numel() - 1)
+    x0, x1 = x[idx - 1], x[idx]
+    ys = y[idx - 1] + (y[idx] - y[idx - 1]) * (xs - x0) / (x1 - x0)  # linear interpolant at xs
+    areas = 0.5 * (ys[1:] + ys[:-1]) * (xs[1:] - xs[:-1])  # [G' - 1]
+    mid = 0.5 * (xs[1:] + xs[:-1])
+    bulk = float(areas[mid.abs() <= edge].sum())
+    out = float(areas[mid.abs() > edge].sum())
+    return bulk / out if out > 0 else math.nan
 
 
 def top_eigengap(eigenvalues: Tensor, k: int = 1) -> float:

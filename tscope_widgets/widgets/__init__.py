@@ -8,5 +8,14 @@ from .attention import AttentionExplorer
 from .landscape import LandscapeWidget
 from .sensitivity import STATISTICS, VIEWS, SensitivityExplorer
 from .spectrum import SpectrumWidget
+from .sweep import SweepWidget
 
-__all__ = ["AttentionExplorer", "SensitivityExplorer", "SpectrumWidget", "LandscapeWidget", "STATISTICS", "VIEWS"]
+__all__ = [
+    "AttentionExplorer",
+    "SensitivityExplorer",
+    "SpectrumWidget",
+    "LandscapeWidget",
+    "SweepWidget",
+    "STATISTICS",
+    "VIEWS",
+]
