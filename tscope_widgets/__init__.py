@@ -156,6 +156,7 @@ __all__ = [
     "LazyStateDict",
     # widgets (imported on first use: they need the front-end bundle and Jupyter packages)
     "SensitivityExplorer",
+    "ComparisonExplorer",
     "SpectrumWidget",
     "LandscapeWidget",
 ]
@@ -174,7 +175,7 @@ _EXPORT_NAMES = (
 
 
 def __getattr__(name: str):
-    if name in ("SensitivityExplorer", "SpectrumWidget", "LandscapeWidget"):
+    if name in ("SensitivityExplorer", "ComparisonExplorer", "SpectrumWidget", "LandscapeWidget"):
         from . import widgets
 
         return getattr(widgets, name)
