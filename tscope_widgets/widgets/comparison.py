@@ -115,9 +115,17 @@ class _Source:
     def subscribe(self, callback) -> Any:
         """Call ``callback()`` on every update; returns an unsubscribe function."""
         if self.explorer is not None:
+            explorer, names = self.explorer, ["done", "status", "batches"]
             handler = lambda _change: callback()  # noqa: E731
-            self.explorer.observe(handler, names=["done", "status", "batches"])
-            return lambda: self.explorer.unobserve(handler, names=["done", "status", "batches"])
+            explorer.observe(handler, names=names)
+
+            def unsubscribe() -> None:
+                try:
+                    explorer.unobserve(handler, names=names)
+                except ValueError:  # already removed (idempotent)
+                    pass
+
+            return unsubscribe
         if self.job is not None:
             return self.job.subscribe(lambda _job, _snap: callback())
         return lambda: None
@@ -268,7 +276,8 @@ class ComparisonExplorer(PicturedWidget):
         throttle = getattr(self, "_throttle", None)
         if throttle is not None:
             throttle.close()
-            for unsubscribe in self._unsubscribe:
+            unsubscribers, self._unsubscribe = self._unsubscribe, []
+            for unsubscribe in unsubscribers:
                 unsubscribe()
         super().close()
 
