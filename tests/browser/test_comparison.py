@@ -147,7 +147,8 @@ def test_comparison_draws_fades_by_alpha_and_a_click_reaches_python(server):
         expected = f"CELL=[{i}, {j}] ALPHA={float(other)} MASK=False SAMPLES={RESERVOIR}"
         wait_for(
             page,
-            f"() => [...document.querySelectorAll('.jp-OutputArea-output')].some(e => e.textContent.includes('{expected}'))",
+            "() => [...document.querySelectorAll('.jp-OutputArea-output')]"
+            f".some(e => e.textContent.includes('{expected}'))",
             f"Python to print {expected!r}",
             log,
             RUN_MS,
