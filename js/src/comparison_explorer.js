@@ -36,6 +36,8 @@ import { twoHistogramChart } from "./lib/two_histograms.js";
 const DIVERGING_LUT = colormapLUT("rdbu", 256);
 const SEQUENTIAL_LUT = colormapLUT("viridis", 256);
 const MARGIN = { left: 100, top: 8, right: 90, bottom: 96 };
+const DIFFERENCE_SIZE = 300; // CSS pixels of the difference map's cells at most; the two mean maps beside it are smaller
+const MEAN_SIZE = 200;
 const QUANTITY = "‖J_ij‖²_F";
 
 const CSS = `${baseCss(".tscope-comparison")}
@@ -105,7 +107,7 @@ function render({ model, el }) {
   probe.width = probe.height = 1;
   let theme = themeColors(root);
   let arrays = null; // decoded {values, significant, q, meanA, meanB, countsA, countsB}
-  let layout = null;
+  const layouts = new Map(); // canvas -> its heatmap layout (for hit-testing), while it shows a map
   let paints = 0;
   const names = () => model.get("names") ?? ["a", "b"];
   const tokens = () => model.get("token_labels") ?? [];
@@ -168,8 +170,8 @@ function render({ model, el }) {
       : "";
   }
 
-  function paintMap(canvas, values, rows, cols, { domain, log, lut, title, significant }) {
-    const lay = heatmapLayout({ rows, cols, maxSize: 300, margin: MARGIN });
+  function paintMap(canvas, values, rows, cols, { domain, log, lut, title, significant, maxSize }) {
+    const lay = heatmapLayout({ rows, cols, maxSize, margin: MARGIN });
     const ctx = sizeCanvas(canvas, lay.totalWidth, lay.totalHeight, theme.bg);
     const rgba = fillRGBA(new Uint8ClampedArray(4 * rows * cols), values, colorIndexer(domain, { log }), lut, {
       nan: cssToRGBA(theme.nan, probe),
@@ -189,13 +191,13 @@ function render({ model, el }) {
     canvas.dataset.rows = String(rows);
     canvas.dataset.domain = domain.map(formatValue).join(",");
     canvas.dataset.faded = String(faded);
-    return lay;
+    layouts.set(canvas, lay);
   }
 
   function drawMain() {
     const [a, b] = names();
     if (!arrays) {
-      layout = null;
+      layouts.clear();
       const text = model.get("status") === "error" ? model.get("message") : "waiting for the first batch of both runs…";
       const ctx = sizeCanvas(canvases[0], 420, 60, theme.bg);
       ctx.fillStyle = model.get("status") === "error" ? theme.error : theme.fg2;
@@ -210,7 +212,8 @@ function render({ model, el }) {
     const { values, significant, meanA, meanB } = arrays;
     const [rows, cols] = values.shape;
     const title = shownTitle(model.get("shown"), [a, b]);
-    layout = paintMap(canvases[0], values.data, rows, cols, {
+    paintMap(canvases[0], values.data, rows, cols, {
+      maxSize: DIFFERENCE_SIZE,
       domain: symmetricDomain(values.data),
       log: false,
       lut: DIVERGING_LUT,
@@ -226,7 +229,7 @@ function render({ model, el }) {
     const log = resolveLog("auto", both);
     const domain = jointDomain(meanA.data, meanB.data, log);
     [meanA, meanB].forEach((m, k) => {
-      paintMap(canvases[k + 1], m.data, rows, cols, { domain, log, lut: SEQUENTIAL_LUT, title: `mean ${QUANTITY}`, significant: null });
+      paintMap(canvases[k + 1], m.data, rows, cols, { domain, log, lut: SEQUENTIAL_LUT, title: `mean ${QUANTITY}`, significant: null, maxSize: MEAN_SIZE });
       titles[k + 1].textContent = `mean ${QUANTITY} of ${names()[k]}`;
     });
     paints += 1;
@@ -270,6 +273,7 @@ function render({ model, el }) {
 
   // ----- pointer: hover and click on any of the three maps
   function cellOfEvent(canvas, event) {
+    const layout = layouts.get(canvas);
     if (!layout) return null;
     const box = canvas.getBoundingClientRect();
     const x = ((event.clientX - box.left) * layout.totalWidth) / box.width;
