@@ -183,3 +183,21 @@ def test_bad_arguments_and_runs_that_do_not_match_are_refused(runs, tmp_path):
     assert one_layer.wait(WAIT)
     with pytest.raises(ValueError, match="different layers"):
         a.compare(one_layer)
+
+
+def test_live_runs_found_not_to_match_show_an_error_once_instead_of_raising(caplog):
+    model = tiny()
+    ids = torch.randint(0, 11, (4, S), generator=torch.Generator().manual_seed(7))
+    a = SensitivityExplorer(model, ids, batch_size=2, start=False, num_threads=1)
+    b = SensitivityExplorer(model, ids, layers=0, batch_size=2, start=False, num_threads=1)
+    view = a.compare(b)  # nothing to check yet: no snapshots
+    try:
+        with caplog.at_level(logging.WARNING):
+            a.start()
+            b.start()
+            assert view.wait(WAIT) is True
+        assert view.status == "error" and "different layers" in view.message and view.values is None
+        warnings = [r for r in caplog.records if r.name == LOGGER]
+        assert len(warnings) == 1 and "different layers" in warnings[0].getMessage()
+    finally:
+        view.close()
