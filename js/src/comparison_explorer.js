@@ -42,7 +42,7 @@ const QUANTITY = "‖J_ij‖²_F";
 
 const CSS = `${baseCss(".tscope-comparison")}
 .tscope-comparison .tscope-main { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
-.tscope-comparison .tscope-plot { position: relative; }
+.tscope-comparison .tscope-plot { position: relative; flex: 0 0 auto; max-width: 100%; } /* the detail pane wraps first */
 .tscope-comparison .tscope-maps { display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-start; }
 .tscope-comparison canvas { display: block; cursor: crosshair; }
 .tscope-comparison .tscope-map-title { font-size: 11px; margin: 0 0 2px; color: var(--jp-ui-font-color1, #1f1f1f); }
