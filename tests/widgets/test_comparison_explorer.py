@@ -135,6 +135,8 @@ def test_live_while_both_runs_fill_in_throttled_and_ending_on_the_final_state():
     view = ComparisonExplorer(a, job_b, throttle=0.05)
     try:
         assert view.status == "waiting" and view.values is None and view._picture_svg() is None
+        with pytest.raises(RuntimeError, match="nothing to draw yet"):
+            view.to_bokeh()
         a.start()
         job_b.start()
         assert view.wait(WAIT)
@@ -158,6 +160,18 @@ def test_results_folders_compare_like_the_live_runs(runs, tmp_path):
     view.selected_cell = [2, 2]
     assert view.detail["samples_a"].size == 8 and view.detail["samples_b"].size == 8
     view.close()
+
+
+def test_bokeh_export_and_report_show_the_faded_difference_and_both_means(view, tmp_path):
+    from bokeh.models import GridPlot
+
+    grid = view.to_bokeh()
+    assert isinstance(grid, GridPlot) and len(grid.children) == 3
+    diff = view.comparison
+    html = view.save_html(tmp_path / "comparison.html").read_text()
+    assert f"{diff.num_significant} of {diff.num_tests} cells significant" in html
+    titles = [child[0].title.text for child in grid.children]
+    assert "random − repeats" in titles[0] and "of random" in titles[1] and "of repeats" in titles[2], titles
 
 
 def test_bad_arguments_and_runs_that_do_not_match_are_refused(runs, tmp_path):

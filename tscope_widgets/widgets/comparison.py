@@ -251,6 +251,31 @@ class ComparisonExplorer(PicturedWidget):
         """The :class:`~tscope_widgets.kernels.compare.Comparison` of the selected layer shown now, or None."""
         return self._comparison
 
+    def to_bokeh(self):
+        """The selected layer as a static Bokeh row: the difference map (non-significant cells faded when ``mask``
+        is on), then both mean maps on one colour scale.
+
+        Raises:
+            RuntimeError: Before both runs have a first batch (or while they cannot be compared).
+        """
+        from ..figures.bokeh import matrix_grid
+
+        return matrix_grid([self._charts()], width=380, height=360)
+
+    def save_html(self, path: str | os.PathLike, *, title: str = "Where two runs differ") -> Path:
+        """Write :meth:`to_bokeh` as a standalone HTML report (opens offline), with the test's summary as notes.
+
+        Returns:
+            The path written.
+        """
+        from ..export.html import save_report
+
+        figure = self.to_bokeh()
+        caption = self._picture_caption()
+        notes = [caption.status, "Welch's t-test per cell on the runs' Welford statistics; rows: output position i, "
+                 "columns: input position j."]
+        return save_report(path, figure, title, notes)
+
     def refresh(self) -> None:
         """Recompute now from both runs' latest snapshots (updates arrive by themselves while they run)."""
         self._throttle.flush(None)
@@ -385,9 +410,18 @@ class ComparisonExplorer(PicturedWidget):
         return Caption(title=title, status=status, alt=heatmap_alt(title, self._value_title()), attrs=attrs)
 
     def _picture_svg(self) -> str | None:
+        if self._comparison is None or self.layer is None:
+            return None
+        return render_svg(self._charts())
+
+    def _charts(self) -> list:
+        """Difference chart and both mean charts of the selected layer (:mod:`~tscope_widgets.figures.compare`)."""
         c = self._comparison
         if c is None or self.layer is None:
-            return None
+            raise RuntimeError(
+                f"nothing to draw yet (comparison {self.status}{': ' + self.message if self.message else ''}); "
+                "wait until both runs have a first batch, e.g. with wait()"
+            )
         labels = list(self.token_labels) or None
         names = tuple(self.names)
         values = getattr(c, self.shown).numpy()
@@ -395,4 +429,4 @@ class ComparisonExplorer(PicturedWidget):
         diff = difference_chart(values, significant, title=f"{layer_title(self.layer)} · {self._value_title()}",
                                 token_labels=labels, names=names, value_title=self._value_title())
         means = mean_charts(c.mean_a.numpy(), c.mean_b.numpy(), layer=self.layer, token_labels=labels, names=names)
-        return render_svg([diff, *means])
+        return [diff, *means]
