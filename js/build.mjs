@@ -6,7 +6,15 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const ENTRIES = ["sensitivity_explorer", "landscape_widget", "landscape_surface", "spectrum_widget", "attention_explorer", "sweep_widget"];
+const ENTRIES = [
+  "sensitivity_explorer",
+  "landscape_widget",
+  "landscape_surface",
+  "spectrum_widget",
+  "attention_explorer",
+  "sweep_widget",
+  "comparison_explorer",
+];
 const watch = process.argv.includes("--watch");
 
 const options = {

@@ -159,6 +159,7 @@ __all__ = [
     "LazyStateDict",
     # widgets (imported on first use: they need the front-end bundle and Jupyter packages)
     "SensitivityExplorer",
+    "ComparisonExplorer",
     "SpectrumWidget",
     "LandscapeWidget",
     "AttentionExplorer",
@@ -179,7 +180,8 @@ _EXPORT_NAMES = (
 
 
 def __getattr__(name: str):
-    if name in ("SensitivityExplorer", "SpectrumWidget", "LandscapeWidget", "AttentionExplorer", "SweepWidget"):
+    if name in ("SensitivityExplorer", "ComparisonExplorer", "SpectrumWidget", "LandscapeWidget", "AttentionExplorer",
+                "SweepWidget"):
         from . import widgets
 
         return getattr(widgets, name)

@@ -210,6 +210,13 @@ def _ended_explorer():
     return w
 
 
+def _ended_comparison():
+    ids = torch.randint(0, 11, (4, 5), generator=torch.Generator().manual_seed(3))
+    other = SensitivityExplorer(tiny(), ids, batch_size=4)
+    assert other.wait(60)
+    return _ended_explorer().compare(other)
+
+
 def _fixed_spectrum():
     history = SpectrumHistory.empty(["block0"], ["block0"])
     for t in range(3):
@@ -239,6 +246,7 @@ PICTURED_WIDGETS = {
     "spectrum": (_fixed_spectrum, ".tscope-spectrum", "spectrum_widget.js"),
     "landscape": (_ended_landscape, ".tscope-landscape", "landscape_widget.js"),
     "attention": (_attention_explorer, ".tscope-attention", "attention_explorer.js"),
+    "comparison": (_ended_comparison, ".tscope-comparison", "comparison_explorer.js"),
 }
 
 

@@ -25,6 +25,7 @@ from .charts import (
 from .growth import growth_charts
 from .heterogeneity import entry_histogram_chart, hessian_heatmap_chart
 from .landscape import landscape_chart
+from .overlays import block_norm_overlay, landscape_difference_charts, overlay_series_chart
 from .scaling import ScalingChart, ScalingSeries, scaling_charts
 from .sensitivity import sensitivity_chart, sensitivity_grid
 from .spectrum import series_options, spectrum_charts
@@ -56,6 +57,10 @@ __all__ = [
     "growth_charts",
     "hessian_heatmap_chart",
     "entry_histogram_chart",
+    # several runs in one view
+    "overlay_series_chart",
+    "block_norm_overlay",
+    "landscape_difference_charts",
     # renderers
     "render_svg",
 ]

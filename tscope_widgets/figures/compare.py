@@ -31,6 +31,7 @@ def difference_chart(
     title: str,
     token_labels: Sequence[str] | None = None,
     names: tuple[str, str] = ("a", "b"),
+    value_title: str | None = None,
 ) -> MatrixChart:
     """The ``[S, S]`` difference map: diverging colours symmetric about 0, non-significant cells faded.
 
@@ -40,6 +41,8 @@ def difference_chart(
         title: Chart title.
         token_labels: ``S`` strings naming the positions, or None.
         names: How runs ``a`` and ``b`` are called (colour-bar title).
+        value_title: Colour-bar title instead of ``"a − b"`` (e.g. for a log ratio or an effect size drawn
+            the same way).
 
     Raises:
         ValueError: For a non-square map or a mask of another shape.
@@ -50,8 +53,9 @@ def difference_chart(
         raise ValueError(f"significant has shape {sig.shape}, the difference {diff.shape}")
     finite = np.abs(diff[np.isfinite(diff)])
     top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    chart = sensitivity_chart(diff, title=title, token_labels=token_labels, value_title=f"{names[0]} − {names[1]}",
-                              value_name="difference", vmin=-top, vmax=top, colormap="rdbu")
+    shown = value_title or f"{names[0]} − {names[1]}"
+    chart = sensitivity_chart(diff, title=title, token_labels=token_labels, value_title=shown,
+                              value_name=value_title or "difference", vmin=-top, vmax=top, colormap="rdbu")
     faded = ~sig & np.isfinite(diff)
     return replace(chart, faded=faded, nan_note="grey: not tested; faded: q ≥ alpha")
 

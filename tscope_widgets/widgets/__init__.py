@@ -5,6 +5,7 @@ Importing this package needs the bundled JavaScript (``tscope_widgets/static/*.j
 """
 
 from .attention import AttentionExplorer
+from .comparison import ComparisonExplorer
 from .landscape import LandscapeWidget
 from .sensitivity import STATISTICS, VIEWS, SensitivityExplorer
 from .spectrum import SpectrumWidget
@@ -12,6 +13,7 @@ from .sweep import SweepWidget
 
 __all__ = [
     "AttentionExplorer",
+    "ComparisonExplorer",
     "SensitivityExplorer",
     "SpectrumWidget",
     "LandscapeWidget",

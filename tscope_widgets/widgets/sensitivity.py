@@ -279,6 +279,22 @@ class SensitivityExplorer(JobControls, PicturedWidget):
         snap = self.snapshot
         return None if snap is None else snap.stats
 
+    def compare(self, other, **options):
+        """Where this run differs from ``other``, cell by cell: a :class:`~.comparison.ComparisonExplorer`
+        (Welch tests per cell, non-significant cells faded), live while either run fills in.
+
+        Args:
+            other: Run ``b``: another explorer, a ``Job`` of ``iter_sensitivity``, a results folder or a snapshot.
+            **options: Options of :class:`~.comparison.ComparisonExplorer` (``names``, ``alpha``, ``correction``,
+                ``shown``, ``mask``, ``token_labels``, ``throttle``).
+
+        Returns:
+            The comparison widget (this run is ``a``).
+        """
+        from .comparison import ComparisonExplorer
+
+        return ComparisonExplorer(self, other, **options)
+
     # ----- export
     def to_bokeh(self, *, layers=None, statistics: str | Sequence[str] | None = None):
         """The current statistics as a static Bokeh figure (or a grid of them).
