@@ -24,7 +24,7 @@ import {
   WebGLRenderer,
 } from "three";
 import { OrbitControls } from "three/examples/jsm/controls/OrbitControls.js";
-import { fitDistance, sceneBox, surfaceAxes, surfaceMesh, surfacePosition } from "./lib/surface.js";
+import { fitView, sceneBox, surfaceAxes, surfaceMesh, surfacePosition } from "./lib/surface.js";
 
 const HEIGHT = 0.8; // scene units of the full colour domain (the base is 2 x 2)
 const FOV = 40; // vertical field of view, degrees
@@ -101,12 +101,13 @@ export function createSurfaceView(container, { width = 480, height = 400, theme 
   /** Camera back at the fitted distance for the current aspect: the box with its labels fills the view. */
   const fit = () => {
     const aspect = size[0] / size[1];
-    const distance = fitDistance(sceneBox(HEIGHT), { target: TARGET, direction: VIEW_DIRECTION, fov: FOV, aspect, margin: FIT_MARGIN });
+    const view = { target: TARGET, direction: VIEW_DIRECTION, fov: FOV, aspect, margin: FIT_MARGIN };
+    const { target, distance } = fitView(sceneBox(HEIGHT), view);
     const d = new Vector3(...VIEW_DIRECTION).normalize().multiplyScalar(distance);
-    camera.position.set(TARGET[0] + d.x, TARGET[1] + d.y, TARGET[2] + d.z);
+    camera.position.set(target[0] + d.x, target[1] + d.y, target[2] + d.z);
     camera.aspect = aspect;
     camera.updateProjectionMatrix();
-    controls.target.set(...TARGET);
+    controls.target.set(...target);
     controls.update();
     canvas.dataset.fit = distance.toFixed(4);
   };

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { fitDistance, projectPoint, sceneBox, surfaceAxes, surfaceSize } from "../src/lib/surface.js";
+import { distinctLabels } from "../src/lib/scales.js";
+import { fitDistance, fitView, projectPoint, sceneBox, surfaceAxes, surfaceSize } from "../src/lib/surface.js";
 
 const close = (a, b, tol = 1e-9) => assert.ok(Math.abs(a - b) <= tol, `${a} != ${b}`);
 
@@ -60,4 +61,27 @@ test("3D view size: as wide as the output area allows beside its colour bar, wit
   assert.deepEqual(surfaceSize(504), { width: 400, height: 362 });
   assert.deepEqual(surfaceSize(100), { width: 240, height: 217 });
   assert.deepEqual(surfaceSize(NaN), { width: 504, height: 456 });
+});
+
+test("fitted and centred view: the labelled box fills the view to its margin and sits in the middle", () => {
+  const box = sceneBox(0.8);
+  const direction = [1.9, 1.45, 2.3];
+  for (const aspect of [0.6, 1.1, 2]) {
+    const view = { target: [0, 0.4, 0], direction, fov: 40, aspect, margin: 0.1 };
+    const { target, distance } = fitView(box, view);
+    const ndc = box.map((p) => projectPoint(p, { target, direction, distance, fov: 40, aspect }));
+    const xs = ndc.map(([x]) => x);
+    const ys = ndc.map(([, y]) => y);
+    close(Math.max(...ndc.flat().map(Math.abs)), 0.9, 1e-9); // nothing beyond the margin, and tight
+    close(Math.min(...xs) + Math.max(...xs), 0, 0.02); // centred left to right (no clipped left edge)
+    close(Math.min(...ys) + Math.max(...ys), 0, 0.02); // and top to bottom
+  }
+});
+
+test("tick labels tell neighbours apart", () => {
+  assert.deepEqual(distinctLabels([2.405, 2.41, 2.415]), ["2.405", "2.41", "2.415"]);
+  assert.deepEqual(distinctLabels([0, 0.5, 1]), ["0", "0.5", "1"]);
+  const values = surfaceAxes({ alphas: [0, 1], betas: [0, 1], domain: [2.404, 2.416] }).ticks.filter((t) => t.axis === "value");
+  const labels = values.map((t) => t.label);
+  assert.equal(new Set(labels).size, labels.length, labels.join(" "));
 });

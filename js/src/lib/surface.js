@@ -4,7 +4,7 @@
 // Scene axes: x = alpha and z = -beta, both scaled to [-1, 1] over the grid; y (up) = the value,
 // scaled to [0, height] over the colour domain (log values on a log scale) and clamped to it.
 import { scaleLinear } from "d3-scale";
-import { colorbarTicks, colorIndexer, formatValue } from "./scales.js";
+import { colorbarTicks, colorIndexer, distinctLabels } from "./scales.js";
 
 const usable = (v, log) => Number.isFinite(v) && (!log || v > 0);
 
@@ -125,7 +125,9 @@ export function surfaceAxes({ alphas, betas, domain, log = false, height = 0.8, 
   const line = (a, b) => segments.push(...a, ...b);
   const along = (values) => {
     const scale = scaleLinear().domain([values[0], values[values.length - 1]]).range([0, 1]);
-    return scale.ticks(count).map((value) => ({ value, t: scale(value), label: formatValue(value) }));
+    const ticks = scale.ticks(count);
+    const labels = distinctLabels(ticks);
+    return ticks.map((value, k) => ({ value, t: scale(value), label: labels[k] }));
   };
   if (alphas.length >= 2 && alphas[alphas.length - 1] > alphas[0]) {
     line([-1, 0, 1], [1, 0, 1]);
@@ -214,6 +216,31 @@ export function fitDistance(points, { target, direction, fov, aspect, margin = 0
     distance = Math.max(distance, dot(p, back) + need);
   }
   return distance;
+}
+
+/**
+ * A camera target and distance that fit `points` into the view with `margin` to spare and centre them:
+ * the target moves across the view (along the camera's right and up axes) until the projected box is
+ * centred, and the distance is fitted again (`fitDistance`) after each move.
+ * @returns {{target: number[], distance: number}}
+ */
+export function fitView(points, { target, direction, fov, aspect, margin = 0.04, rounds = 6 }) {
+  const { right, up } = cameraFrame(direction);
+  const tanY = Math.tan((fov * Math.PI) / 360);
+  let t = [...target];
+  let distance = fitDistance(points, { target: t, direction, fov, aspect, margin });
+  for (let round = 0; round < rounds; round++) {
+    const ndc = points.map((p) => projectPoint(p, { target: t, direction, distance, fov, aspect }));
+    const xs = ndc.map(([x]) => x);
+    const ys = ndc.map(([, y]) => y);
+    const cx = (Math.min(...xs) + Math.max(...xs)) / 2; // offsets of the box centre, in NDC
+    const cy = (Math.min(...ys) + Math.max(...ys)) / 2;
+    const dx = cx * distance * tanY * aspect; // in scene units at the target's depth
+    const dy = cy * distance * tanY;
+    t = t.map((v, k) => v + dx * right[k] + dy * up[k]);
+    distance = fitDistance(points, { target: t, direction, fov, aspect, margin });
+  }
+  return { target: t, distance };
 }
 
 const SURFACE = { width: 504, height: 456 }; // the largest 3D view, CSS pixels
