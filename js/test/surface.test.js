@@ -57,10 +57,10 @@ test("camera fit: every corner of the labelled box on screen, one of them at the
 });
 
 test("3D view size: as wide as the output area allows beside its colour bar, within bounds", () => {
-  assert.deepEqual(surfaceSize(2000), { width: 504, height: 456 });
-  assert.deepEqual(surfaceSize(504), { width: 400, height: 362 });
-  assert.deepEqual(surfaceSize(100), { width: 240, height: 217 });
-  assert.deepEqual(surfaceSize(NaN), { width: 504, height: 456 });
+  assert.deepEqual(surfaceSize(2000), { width: 504, height: 400 });
+  assert.deepEqual(surfaceSize(504), { width: 400, height: 317 });
+  assert.deepEqual(surfaceSize(100), { width: 240, height: 190 });
+  assert.deepEqual(surfaceSize(NaN), { width: 504, height: 400 });
 });
 
 test("fitted and centred view: the labelled box fills the view to its margin and sits in the middle", () => {

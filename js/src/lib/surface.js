@@ -162,12 +162,20 @@ export function surfaceAxes({ alphas, betas, domain, log = false, height = 0.8, 
   return { ticks, titles: named, segments: Float32Array.from(segments) };
 }
 
-/** The corners of the box that holds the surface, its axes and their labels (for `fitDistance`). */
+/**
+ * The points the view must show (for `fitView`): the corners of the box that holds the surface and the
+ * ends of the lines its labels sit on (`surfaceAxes`), whatever the tick values.
+ */
 export function sceneBox(height = 0.8) {
-  const r = 1 + TITLE_GAP;
   const corners = [];
-  for (const x of [-1 - TITLE_GAP, r]) for (const y of [0, height + 0.22]) for (const z of [-1, r]) corners.push([x, y, z]);
-  return corners;
+  for (const x of [-1, 1]) for (const y of [0, height]) for (const z of [-1, 1]) corners.push([x, y, z]);
+  const [g, t] = [1 + LABEL_GAP, 1 + TITLE_GAP];
+  const labels = [
+    [-1, 0, g], [1, 0, g], [0, 0, t], // alpha ticks and title
+    [g, 0, -1], [g, 0, 1], [t, 0, 0], // beta
+    [-g, 0, g], [-g, height, g], [-1, height + 0.16, 1], // value
+  ];
+  return [...corners, ...labels];
 }
 
 const dot = (a, b) => a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
@@ -243,12 +251,12 @@ export function fitView(points, { target, direction, fov, aspect, margin = 0.04,
   return { target: t, distance };
 }
 
-const SURFACE = { width: 504, height: 456 }; // the largest 3D view, CSS pixels
+const SURFACE = { width: 504, height: 400 }; // the largest 3D view, CSS pixels (the fitted scene is wider than tall)
 const SURFACE_BAR = 104; // the colour bar beside the 3D view, with its gap
 const SURFACE_MIN_WIDTH = 240;
 
 /** CSS `{width, height}` of the 3D view in an output area `available` pixels wide (NaN: unknown): as wide
- * as fits beside its colour bar, between 240 and 504 pixels, in the proportions 504 x 456 (the camera is
+ * as fits beside its colour bar, between 240 and 504 pixels, in the proportions 504 x 400 (the camera is
  * fitted to whatever it gets). */
 export function surfaceSize(available) {
   const room = Number.isFinite(available) && available > 0 ? available - SURFACE_BAR : SURFACE.width;
