@@ -129,7 +129,7 @@ function render({ model, el }) {
   const detailPane = h("div", { class: "tscope-detail" });
   const root = h(
     "div",
-    { class: "tscope-landscape" },
+    { class: "tscope-landscape tscope-root" },
     h("style", {}, CSS + pictureHidingCSS(model.get("picture_id"))),
     toolbar,
     statusLine,

@@ -5,12 +5,13 @@ are ``test_jupyterlab.py`` and ``test_landscape_spectrum.py``. Here a generated 
 model; a 7 x 7 loss landscape, an exact sensitivity explorer over 6 positions, the spectrum of 4 training
 steps) runs as an app (``marimo run``, ``tests/browser/harness.py``). marimo renders each widget inside
 the shadow root of its own element, with none of JupyterLab's ``--jp-*`` CSS variables, so this also
-checks the fallbacks. The test waits for each view to draw (status ``done``, painted canvases, line
-charts), clicks a cell of the landscape, of the explorer and of the spectrum's block x step heatmap,
-and checks that Python received each (a reactive cell prints the widgets' ``selected_index``,
-``selected_cell`` and ``picked_step``). Last, the landscape switches to its 3D view (three.js, WebGL
-in software): its axes carry ticks with values and the titles α, β and loss, every label inside the
-canvas, at the full width and in a narrow window. Screenshots go to ``test-artifacts/`` (gitignored).
+checks that the views take the host's colours instead (``data-theme="host"``). The test waits for each
+view to draw (status ``done``, painted canvases, line charts), clicks a cell of the landscape, of the
+explorer and of the spectrum's block x step heatmap, and checks that Python received each (a reactive
+cell prints the widgets' ``selected_index``, ``selected_cell`` and ``picked_step``). Last, the landscape
+switches to its 3D view (three.js, WebGL in software): its axes carry ticks with values and the titles
+α, β and loss, every label inside the canvas, at the full width and in a narrow window. Screenshots go
+to ``test-artifacts/`` (gitignored).
 
 Playwright's CSS locators pierce open shadow roots; page scripts use ``DEEP`` (``querySelectorAll``
 through every shadow root) for the same.
@@ -220,15 +221,18 @@ def test_widgets_render_in_marimo_and_clicks_reach_python(app_url, browser):
     steps = spectrum.locator("canvas.tscope-steps")
     x, y, w, h = (float(v) for v in steps.get_attribute("data-plot").split(","))
     assert steps.evaluate(PAINTED, [x, y, w, h]) > 0.9
-    # no JupyterLab theme variables here: the views' text takes its fallback colour, readable on the page
-    colours = landscape.evaluate(
-        """(root) => { const status = root.querySelector('.tscope-status');
-             let bg = null; for (let n = root; n && !bg; n = n.parentElement || n.getRootNode().host) {
-               const c = getComputedStyle(n).backgroundColor; if (!/rgba\\(0, 0, 0, 0\\)|transparent/.test(c)) bg = c; }
-             return { jp: getComputedStyle(root).getPropertyValue('--jp-ui-font-color1'),
-                      text: getComputedStyle(status).color, bg: bg || 'rgb(255, 255, 255)' }; }"""
-    )
-    assert colours["jp"] == "" and colours["text"] != colours["bg"], colours
+    # no JupyterLab theme here: each view takes the host's text and background colours (js/src/lib/theme.js)
+    for root in (landscape, explorer, spectrum):
+        colours = root.evaluate(
+            """(root) => ({ theme: root.dataset.theme, own: getComputedStyle(root).color,
+                           host: (() => { const c = document.createElement('canvas'); c.width = c.height = 1;
+                             const x = c.getContext('2d'); x.fillStyle = getComputedStyle(root.parentElement).color;
+                             x.fillRect(0, 0, 1, 1); const d = x.getImageData(0, 0, 1, 1).data;
+                             return `rgb(${d[0]}, ${d[1]}, ${d[2]})`; })(),  // the host's colour as rgb()
+                           status: getComputedStyle(root.querySelector('.tscope-status')).color })"""
+        )
+        assert colours["theme"] == "host" and colours["own"] == colours["host"], colours
+        assert colours["status"].startswith("rgba(") and colours["status"] != colours["own"], colours  # secondary
     page.screenshot(path=str(ARTIFACTS / "marimo-widgets.png"))
 
     # ----- clicks reach Python: landscape point, explorer cell, spectrum step
