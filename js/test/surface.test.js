@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { distinctLabels } from "../src/lib/scales.js";
+import { colorbarTicks, distinctLabels } from "../src/lib/scales.js";
 import { fitDistance, fitView, projectPoint, sceneBox, surfaceAxes, surfaceSize } from "../src/lib/surface.js";
 
 const close = (a, b, tol = 1e-9) => assert.ok(Math.abs(a - b) <= tol, `${a} != ${b}`);
@@ -84,4 +84,8 @@ test("tick labels tell neighbours apart", () => {
   const values = surfaceAxes({ alphas: [0, 1], betas: [0, 1], domain: [2.404, 2.416] }).ticks.filter((t) => t.axis === "value");
   const labels = values.map((t) => t.label);
   assert.equal(new Set(labels).size, labels.length, labels.join(" "));
+  // the colour bars and the 1D slices' value axes (colorbarTicks) read the same
+  const bar = colorbarTicks([2.404, 2.416], false, 3).map((t) => t.label);
+  assert.equal(new Set(bar).size, bar.length, bar.join(" "));
+  for (const t of colorbarTicks([2.404, 2.416], false, 3)) close(Number(t.label), t.value, 1e-12);
 });
