@@ -29,7 +29,7 @@ export function histogramBins(values, nBins = 20) {
 
 /** An SVG bar chart of `histogramBins` output, with a marker at `markerX` (e.g. the mean). */
 export function histogramChart(bins, { width = 290, height = 130, xLabel = "", markerX = null, theme }) {
-  const m = { left: 42, right: 10, top: 8, bottom: 30 };
+  const m = { left: 50, right: 10, top: 8, bottom: 30 };
   const svg = s("svg", { width, height, class: "tscope-chart" });
   if (bins.length === 0) {
     svg.append(s("text", { x: width / 2, y: height / 2, "text-anchor": "middle" }, "no samples"));
