@@ -20,12 +20,23 @@ import {
   Points,
   PointsMaterial,
   Scene,
+  Vector3,
   WebGLRenderer,
 } from "three";
 import { OrbitControls } from "three/examples/jsm/controls/OrbitControls.js";
-import { surfaceMesh, surfacePosition } from "./lib/surface.js";
+import { fitView, sceneBox, surfaceAxes, surfaceMesh, surfacePosition } from "./lib/surface.js";
 
 const HEIGHT = 0.8; // scene units of the full colour domain (the base is 2 x 2)
+const FOV = 40; // vertical field of view, degrees
+const TARGET = [0, HEIGHT / 2, 0]; // the camera looks at the middle of the box
+const VIEW_DIRECTION = [1.9, 1.45, 2.3]; // from the target towards the camera: front right, above
+const FIT_MARGIN = 0.14; // of the half-width, for the labels that extend beyond their anchors
+// The camera stays above the base (a polar angle short of 90 degrees), so a well is always seen from
+// above and reads as a well: lower values are darker in the colour map and lower on the loss axis.
+const MAX_POLAR = Math.PI / 2 - 0.08;
+const LABEL_CSS =
+  "position:absolute;left:0;top:0;pointer-events:none;white-space:nowrap;font-size:11px;line-height:1;" +
+  "transform-origin:0 0;";
 
 const probe = typeof document !== "undefined" ? document.createElement("canvas") : null;
 
@@ -68,18 +79,77 @@ export function createSurfaceView(container, { width = 480, height = 400, theme 
   canvas.classList.add("tscope-surface-canvas");
   container.append(canvas);
 
+  if (!container.style.position) container.style.position = "relative";
+  const labelLayer = document.createElement("div");
+  labelLayer.className = "tscope-surface-labels";
+  labelLayer.style.cssText = "position:absolute;left:0;top:0;overflow:hidden;pointer-events:none;";
+  container.append(labelLayer);
+
   const scene = new Scene();
-  // Lambert shading divides by pi: an ambient intensity of 0.7 pi keeps 70% of the colour-map colour.
-  scene.add(new AmbientLight(0xffffff, 0.7 * Math.PI));
-  const sun = new DirectionalLight(0xffffff, 0.45 * Math.PI);
-  sun.position.set(1.5, 3, 2);
+  // Lambert shading divides by pi: the ambient light keeps 55% of the colour-map colour, and a light
+  // from almost straight above adds up to 50% on flat ground, less on slopes (walls of a well are
+  // darker than its floor and the rim, as under daylight).
+  scene.add(new AmbientLight(0xffffff, 0.55 * Math.PI));
+  const sun = new DirectionalLight(0xffffff, 0.5 * Math.PI);
+  sun.position.set(0.4, 3, 0.8);
   scene.add(sun);
 
-  const camera = new PerspectiveCamera(40, width / height, 0.01, 100);
-  camera.position.set(1.9, 1.7, 2.3);
+  const camera = new PerspectiveCamera(FOV, width / height, 0.01, 100);
   const controls = new OrbitControls(camera, canvas);
-  controls.target.set(0, HEIGHT / 3, 0);
-  controls.update();
+  controls.maxPolarAngle = MAX_POLAR;
+  let size = [width, height];
+  /** Camera back at the fitted distance for the current aspect: the box with its labels fills the view. */
+  const fit = () => {
+    const aspect = size[0] / size[1];
+    const view = { target: TARGET, direction: VIEW_DIRECTION, fov: FOV, aspect, margin: FIT_MARGIN };
+    const { target, distance } = fitView(sceneBox(HEIGHT), view);
+    const d = new Vector3(...VIEW_DIRECTION).normalize().multiplyScalar(distance);
+    camera.position.set(target[0] + d.x, target[1] + d.y, target[2] + d.z);
+    camera.aspect = aspect;
+    camera.updateProjectionMatrix();
+    controls.target.set(...target);
+    controls.update();
+    canvas.dataset.fit = distance.toFixed(4);
+  };
+  fit();
+
+  const axisGeometry = new BufferGeometry();
+  const axisLines = new LineSegments(axisGeometry, new LineBasicMaterial({ color: parseColor(theme.fg2, "#616161") }));
+  scene.add(axisLines);
+  let labels = []; // {element, at: Vector3}
+  let labelColors = { fg: theme.fg ?? "#1f1f1f", fg2: theme.fg2 ?? "#616161" };
+  /** The labels' pixel positions under the current camera; a label behind the camera is hidden. */
+  const placeLabels = () => {
+    const [w, h] = size;
+    labelLayer.style.width = `${w}px`;
+    labelLayer.style.height = `${h}px`;
+    const v = new Vector3();
+    for (const { element, at } of labels) {
+      v.copy(at).project(camera);
+      const visible = v.z < 1 && Math.abs(v.x) <= 1.2 && Math.abs(v.y) <= 1.2;
+      element.style.display = visible ? "" : "none";
+      const x = ((v.x + 1) / 2) * w;
+      const y = ((1 - v.y) / 2) * h;
+      element.style.transform = `translate(${x.toFixed(1)}px, ${y.toFixed(1)}px) translate(-50%, -50%)`;
+    }
+  };
+  const setAxes = (axes) => {
+    axisGeometry.setAttribute("position", new Float32BufferAttribute(axes.segments, 3));
+    axisGeometry.computeBoundingSphere();
+    const made = [];
+    const add = (text, at, className, axis, color, weight) => {
+      const element = document.createElement("span");
+      element.className = className;
+      element.dataset.axis = axis;
+      element.textContent = text;
+      element.style.cssText = LABEL_CSS + `color:${color};font-weight:${weight};`;
+      made.push({ element, at: new Vector3(...at) });
+    };
+    for (const t of axes.ticks) add(t.label, t.at, "tscope-surface-tick", t.axis, labelColors.fg2, "normal");
+    for (const t of axes.titles) add(t.text, t.at, "tscope-surface-title", t.axis, labelColors.fg, "bold");
+    labelLayer.replaceChildren(...made.map((m) => m.element));
+    labels = made;
+  };
 
   const geometry = new BufferGeometry();
   const material = new MeshLambertMaterial({ vertexColors: true, side: DoubleSide });
@@ -99,6 +169,7 @@ export function createSurfaceView(container, { width = 480, height = 400, theme 
   const render = () => {
     frameRequest = 0;
     renderer.render(scene, camera);
+    placeLabels();
   };
   const requestRender = () => {
     if (!frameRequest) frameRequest = requestAnimationFrame(render);
@@ -108,8 +179,9 @@ export function createSurfaceView(container, { width = 480, height = 400, theme 
   return {
     canvas,
     render,
-    /** Show a grid: `{values, A, B, alphas, betas, domain, log, lut, trajectory: [T, 2] | null}`. */
-    update({ values, A, B, alphas, betas, domain, log, lut, trajectory }) {
+    /** Show a grid: `{values, A, B, alphas, betas, domain, log, lut, trajectory: [T, 2] | null, valueTitle}`. */
+    update({ values, A, B, alphas, betas, domain, log, lut, trajectory, valueTitle = "loss" }) {
+      setAxes(surfaceAxes({ alphas, betas, domain, log, height: HEIGHT, titles: { value: valueTitle } }));
       const mesh = surfaceMesh(values, A, B, { alphas, betas, domain, log, lut, height: HEIGHT });
       geometry.setAttribute("position", new BufferAttribute(mesh.positions, 3));
       geometry.setAttribute("color", new BufferAttribute(mesh.colors, 3));
@@ -128,27 +200,39 @@ export function createSurfaceView(container, { width = 480, height = 400, theme 
       requestRender();
       return mesh.quads;
     },
+    /** New size in CSS pixels; the camera is fitted again (the box with its labels fills the view). */
     resize(w, h) {
       renderer.setSize(w, h);
-      camera.aspect = w / h;
-      camera.updateProjectionMatrix();
+      size = [w, h];
+      fit();
+      requestRender();
+    },
+    /** Back to the fitted view after the user rotated or zoomed. */
+    resetView() {
+      fit();
       requestRender();
     },
     setTheme(next) {
       renderer.setClearColor(parseColor(next.bg, "#ffffff"));
       frame.material.color = parseColor(next.fg2, "#616161");
+      axisLines.material.color = parseColor(next.fg2, "#616161");
+      labelColors = { fg: next.fg ?? "#1f1f1f", fg2: next.fg2 ?? "#616161" };
+      for (const { element } of labels) {
+        element.style.color = element.classList.contains("tscope-surface-title") ? labelColors.fg : labelColors.fg2;
+      }
       requestRender();
     },
     dispose() {
       if (frameRequest) cancelAnimationFrame(frameRequest);
       controls.dispose();
-      for (const object of [surface, frame, path, markers]) {
+      for (const object of [surface, frame, axisLines, path, markers]) {
         object.geometry.dispose();
         object.material.dispose();
       }
       renderer.dispose();
       renderer.forceContextLoss();
       canvas.remove();
+      labelLayer.remove();
     },
   };
 }

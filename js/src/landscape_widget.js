@@ -13,6 +13,7 @@
 // while a view is in the page it hides every picture of its model (lib/picture.js).
 import { baseCss } from "./lib/style.js";
 import { viewLifecycle } from "./lib/view.js";
+import { surfaceSize } from "./lib/surface.js";
 import { scaleLinear } from "d3-scale";
 import { decode, decodeTree } from "./lib/codec.js";
 import { drawColorbar } from "./lib/colorbar.js";
@@ -42,7 +43,7 @@ import { labelledPoints, pointNear, thinLabels, trajectoryPixels } from "./lib/t
 const LUT = colormapLUT("viridis", 256);
 const MARGIN = { left: 64, top: 10, right: 104, bottom: 46 };
 const PLOT = { width: 400, height: 400 };
-const SURFACE = { width: 504, height: 456 };
+
 const VIEW_TITLES = { "2d": "heatmap + contours", "3d": "3D surface" };
 const SCALE_TITLES = { auto: "auto", log: "log", linear: "linear" };
 const CONTOUR_COUNT = 10;
@@ -128,7 +129,7 @@ function render({ model, el }) {
   const detailPane = h("div", { class: "tscope-detail" });
   const root = h(
     "div",
-    { class: "tscope-landscape" },
+    { class: "tscope-landscape tscope-root" },
     h("style", {}, CSS + pictureHidingCSS(model.get("picture_id"))),
     toolbar,
     statusLine,
@@ -148,6 +149,7 @@ function render({ model, el }) {
   let trackPixels = [];
   let surface = null; // the 3D view, while shown
   let surfaceState = "off"; // off | loading | loading-module | ready | error
+  let surfaceDims = surfaceSize(NaN);
   let webglProblem = null;
   let paints = 0;
 
@@ -475,7 +477,7 @@ function render({ model, el }) {
   function surfaceNote(text, state) {
     surfaceState = state;
     root.dataset.surface = state;
-    surfaceHost.replaceChildren(h("div", { class: "tscope-surface-note", style: `width:${SURFACE.width}px` }, text));
+    surfaceHost.replaceChildren(h("div", { class: "tscope-surface-note", style: `width:${surfaceDims.width}px` }, text));
     surfaceBar.style.display = "none";
   }
 
@@ -502,7 +504,8 @@ function render({ model, el }) {
       .then((module) => {
         if (life.closed || model.get("view") !== "3d" || surfaceState !== "loading-module") return;
         surfaceHost.replaceChildren();
-        surface = module.createSurfaceView(surfaceHost, { ...SURFACE, theme });
+        surfaceDims = surfaceSize(root.clientWidth);
+        surface = module.createSurfaceView(surfaceHost, { ...surfaceDims, theme });
         surfaceState = "ready";
         root.dataset.surface = "ready";
         updateSurface();
@@ -517,7 +520,14 @@ function render({ model, el }) {
   }
 
   function updateSurface() {
-    if (!surface || !grid) return;
+    if (!surface) return;
+    const dims = surfaceSize(root.clientWidth);
+    if (dims.width !== surfaceDims.width || dims.height !== surfaceDims.height) {
+      surfaceDims = dims;
+      surface.resize(dims.width, dims.height);
+    }
+    root.dataset.surfaceSize = `${dims.width}x${dims.height}`;
+    if (!grid) return;
     const { A, B, alphas, betas, values } = grid;
     const domain = domainOf(values);
     surface.setTheme(theme);
@@ -532,12 +542,13 @@ function render({ model, el }) {
       log: useLog(),
       lut: LUT,
       trajectory: trajectory ? trajectory.points : null,
+      valueTitle: quantity(),
     });
     root.dataset.surfaceQuads = String(quads);
   }
 
   function drawSurfaceBar(domain) {
-    const [width, height] = [96, SURFACE.height];
+    const [width, height] = [96, surfaceDims.height];
     surfaceBar.style.display = "";
     const ctx = sizeCanvas(surfaceBar, width, height);
     const log = useLog();
@@ -703,6 +714,11 @@ function render({ model, el }) {
   drawDetail();
 
   life.onDispose(closeSurface);
+  if (typeof ResizeObserver !== "undefined") {
+    const resized = new ResizeObserver(() => updateSurface()); // a narrower output area refits the 3D view
+    resized.observe(root);
+    life.onDispose(() => resized.disconnect());
+  }
   life.repaintWhenNeeded(root, () => schedule("main", "detail"));
   return life.dispose;
 }

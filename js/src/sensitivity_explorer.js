@@ -110,7 +110,7 @@ function render({ model, el }) {
   const detailPane = h("div", { class: "tscope-detail" });
   const root = h(
     "div",
-    { class: "tscope-explorer" },
+    { class: "tscope-explorer tscope-root" },
     h("style", {}, CSS + pictureHidingCSS(model.get("picture_id"))),
     toolbar,
     statusLine,

@@ -189,7 +189,7 @@ function render({ model, el }) {
   const tooltip = h("div", { class: "tscope-tooltip" });
   const root = h(
     "div",
-    { class: "tscope-spectrum" },
+    { class: "tscope-spectrum tscope-root" },
     h("style", {}, CSS + pictureHidingCSS(model.get("picture_id"))),
     toolbar,
     statusLine,

@@ -1,4 +1,5 @@
-"""JupyterLab on 127.0.0.1 and headless Debian Chromium, for browser tests and the repaint benchmark.
+"""JupyterLab (or a marimo app) on 127.0.0.1 and headless Debian Chromium, for browser tests and the repaint
+benchmark.
 
 Verified recipe: ``shared/recipes/browser-tests.md``. JupyterLab runs from this interpreter (so its
 ``python3`` kernel is this environment) with a random free port, a token and temporary config, data,
@@ -167,6 +168,52 @@ def jupyterlab(tmp: Path) -> Iterator[Server]:
                     )
                 time.sleep(0.2)
             yield server
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+@contextlib.contextmanager
+def marimo_app(notebook: Path, tmp: Path) -> Iterator[str]:
+    """Run ``marimo run notebook`` (app mode: every cell runs on page load) until the block ends.
+
+    The server is this interpreter's marimo on 127.0.0.1 with a free port, no token, and its home and
+    config folders under ``tmp`` (nothing under ``~`` is read or written). Yields the app's URL.
+
+    Raises:
+        RuntimeError: If the server does not answer within ``SERVER_START_S`` seconds (the message ends
+            with the server's log).
+    """
+    home = tmp / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
+    port = _free_port()
+    cmd = [sys.executable, "-m", "marimo", "run", str(notebook), "--headless", "--host", "127.0.0.1",
+           f"--port={port}", "--no-token", "--no-sandbox", "--no-skew-protection"]
+    url = f"http://127.0.0.1:{port}/"
+    log_path = tmp / "marimo.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=notebook.parent)
+        try:
+            deadline = time.monotonic() + SERVER_START_S
+            while True:
+                try:
+                    with urllib.request.urlopen(url, timeout=20):
+                        break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"marimo did not answer {url} within {SERVER_START_S} s (exit code {proc.poll()}); "
+                        f"its log ends:\n{log_path.read_text()[-3000:]}"
+                    )
+                time.sleep(0.2)
+            yield url
         finally:
             proc.terminate()
             try:

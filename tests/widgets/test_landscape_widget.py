@@ -290,6 +290,7 @@ def test_checkpoint_plane_passes_through_both_checkpoints(model, ids):
     w = LandscapeWidget(model, ids, directions="checkpoints", checkpoints=(a, b), resolution=5, trajectory=[a, b])
     assert w.wait(WAIT) and w.status == "done"
     np.testing.assert_allclose(w.alphas, [-0.5, 0.0, 0.5, 1.0, 1.5])  # both checkpoints inside by default
+    assert w.span_rule == "default"
     zero = {n: torch.zeros_like(t) for n, t in theta.items()}
     loss_a = loss_at(model, ids, {n: a[n] - theta[n] for n in theta}, zero, 1.0, 0.0)
     assert w.loss[3, 1] == pytest.approx(loss_a, rel=1e-10)  # (alpha, beta) = (1, 0) is checkpoint a
@@ -362,8 +363,28 @@ def test_eigen_planes_get_their_span_from_the_curvature(model, ids):
     assert span == pytest.approx(eigen_span(lam))
     np.testing.assert_allclose(w.alphas, np.linspace(-span, span, 5), rtol=1e-12)
     np.testing.assert_allclose(w.betas, np.linspace(-span, span, 5), rtol=1e-12)
+    assert w.span_rule == "curvature"
     fixed = LandscapeWidget(model, ids, directions="eigen", span=0.5, resolution=3, start=False)
     np.testing.assert_allclose(fixed.alphas, [-0.5, 0.0, 0.5])
+
+
+def test_other_planes_get_their_span_from_the_loss_rise_along_the_sharper_direction(model, ids, monkeypatch):
+    from tscope_widgets.kernels.landscape import probe_span
+
+    monkeypatch.setattr(landscape_module, "slice_2d", synthetic_kernel())
+    gen = torch.Generator().manual_seed(3)
+    d1 = random_direction(model, generator=gen)
+    d2 = {k: 400.0 * v for k, v in random_direction(model, generator=gen).items()}  # sharp: rises early
+    w = LandscapeWidget(model, ids, directions=(d1, d2), resolution=5, start=False)
+    span = probe_span(model, {"input_ids": ids}, [d1, d2])
+    assert w.span_rule == "loss rise" and span < 0.25
+    np.testing.assert_allclose(w.alphas, np.linspace(-span, span, 5), rtol=1e-12)
+    np.testing.assert_allclose(w.betas, w.alphas, rtol=0)
+    random = LandscapeWidget(model, ids, resolution=3, start=False)  # seeded random directions
+    assert random.span_rule == "loss rise"
+    assert random.alphas[-1] == pytest.approx(probe_span(model, {"input_ids": ids}, random.directions), rel=1e-12)
+    fixed = LandscapeWidget(model, ids, directions=(d1, d2), span=0.5, resolution=3, start=False)
+    assert fixed.span_rule == "given" and list(fixed.alphas) == [-0.5, 0.0, 0.5]
 
 
 def test_given_eigenvalues_scale_the_quadratic_model_with_the_direction_norm(model, ids, monkeypatch):

@@ -56,6 +56,7 @@ from ..kernels.landscape import (
     direction_norm,
     eigen_span,
     make_directions,
+    probe_span,
     project_trajectory,
     slice_2d,
 )
@@ -121,8 +122,11 @@ class LandscapeWidget(JobControls, PicturedWidget):
         span: The grid runs from ``-span`` to ``span`` along both directions; ``None``: for ``"eigen"``
             directions (unit-norm Hessian eigenvectors) the span where the quadratic
             model :math:`\tfrac12\lambda_{\max}\alpha^2` reaches a loss rise of one nat
-            (:func:`~tscope_widgets.kernels.landscape.eigen_span`), else 1.0, or ``[-0.5, 1.5]`` for
-            ``"checkpoints"``.
+            (:func:`~tscope_widgets.kernels.landscape.eigen_span`); for ``"checkpoints"``
+            ``[-0.5, 1.5]``; for the other kinds (and eigenvectors without a positive eigenvalue) the
+            span where the loss measured along the sharper direction has risen by one nat, at most 1
+            (:func:`~tscope_widgets.kernels.landscape.probe_span`, a 1D probe of 16 points per
+            direction in the constructor). ``span_rule`` says which rule chose it.
         resolution: Grid points per direction (``>= 2``; odd numbers put a point on the origin).
         alphas, betas: Explicit increasing grid coordinates (override ``span``/``resolution``).
         trajectory: Checkpoints (state dicts, models or safetensors paths) to project onto the plane and
@@ -254,10 +258,15 @@ class LandscapeWidget(JobControls, PicturedWidget):
         self._d1, self._d2, labels, self._eigenvalues = self._build_directions(
             directions, trajectory, checkpoints, eigenvalues, seed, dtype
         )
-        if kind == "eigen" and span is None and alphas is None and betas is None:  # unit-norm eigenvectors
-            if any(v is not None and v > 0 for v in self._eigenvalues):  # else the default span stays
-                curvature_span = eigen_span(self._eigenvalues)
-                self._alphas_t, self._betas_t = check_grids(kind, curvature_span, resolution, None, None)
+        self.span_rule = "given" if span is not None or alphas is not None or betas is not None else "default"
+        if self.span_rule == "default" and kind != "checkpoints":
+            if kind == "eigen" and any(v is not None and v > 0 for v in self._eigenvalues):  # unit norm
+                chosen, self.span_rule = eigen_span(self._eigenvalues), "curvature"
+            else:
+                chosen = probe_span(self._adapter, self._data, (self._d1, self._d2), dtype=dtype,
+                                    points_per_call=points_per_call)
+                self.span_rule = "loss rise"
+            self._alphas_t, self._betas_t = check_grids(kind, chosen, resolution, None, None)
         self._norms = (direction_norm(self._d1), direction_norm(self._d2))
         self._trajectory_points, self._trajectory_steps = self._project(trajectory, trajectory_steps)
         self._kernel_kwargs = {"points_per_call": points_per_call, "dtype": dtype}

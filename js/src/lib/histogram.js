@@ -2,7 +2,7 @@
 import { bin } from "d3-array";
 import { scaleLinear } from "d3-scale";
 import { s } from "./dom.js";
-import { colorbarTicks, formatValue } from "./scales.js";
+import { colorbarTicks, distinctLabels, formatValue } from "./scales.js";
 
 /**
  * Bins of the finite values: `[{x0, x1, count}]` with equal widths over [min, max]; one bin for a
@@ -29,7 +29,7 @@ export function histogramBins(values, nBins = 20) {
 
 /** An SVG bar chart of `histogramBins` output, with a marker at `markerX` (e.g. the mean). */
 export function histogramChart(bins, { width = 290, height = 130, xLabel = "", markerX = null, theme }) {
-  const m = { left: 42, right: 10, top: 8, bottom: 30 };
+  const m = { left: 50, right: 10, top: 8, bottom: 30 };
   const svg = s("svg", { width, height, class: "tscope-chart" });
   if (bins.length === 0) {
     svg.append(s("text", { x: width / 2, y: height / 2, "text-anchor": "middle" }, "no samples"));
@@ -73,13 +73,14 @@ export function appendAxes(svg, x, y, { width, height, m, xLabel, yLabel, theme,
   svg.append(g);
   const text = (attrs, t) => s("text", { fill: theme.fg, stroke: "none", "font-size": 10, ...attrs }, t);
   const ticks = xTickLabel ? x.ticks(xTicks).filter(Number.isInteger) : x.ticks(xTicks);
-  for (const v of ticks) {
+  const xLabels = xTickLabel ? ticks.map(xTickLabel) : distinctLabels(ticks); // 2.405, 2.41: never two alike
+  ticks.forEach((v, k) => {
     g.append(s("path", { d: `M${x(v)},${y0}v3` }));
-    svg.append(text({ x: x(v), y: y0 + 13, "text-anchor": "middle" }, xTickLabel ? xTickLabel(v) : formatValue(v)));
-  }
-  for (const { value: v } of colorbarTicks(y.domain(), yLog, yTicks)) {
+    svg.append(text({ x: x(v), y: y0 + 13, "text-anchor": "middle" }, xLabels[k]));
+  });
+  for (const { value: v, label } of colorbarTicks(y.domain(), yLog, yTicks)) {
     g.append(s("path", { d: `M${x0},${y(v)}h-3` }));
-    svg.append(text({ x: x0 - 5, y: y(v) + 3, "text-anchor": "end" }, formatValue(v)));
+    svg.append(text({ x: x0 - 5, y: y(v) + 3, "text-anchor": "end" }, label));
   }
   if (xLabel) svg.append(text({ x: (x0 + x1) / 2, y: height - 3, "text-anchor": "middle" }, xLabel));
   if (yLabel) {

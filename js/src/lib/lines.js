@@ -48,7 +48,7 @@ let clipCount = 0;
  * the plot area and named in a legend; the y axis is fitted to `ys` alone.
  */
 export function lineChart(xs, ys, { width = 290, height = 130, xLabel = "", yLabel = "", markerX = null, log = false, theme, overlays = [], xTickLabel = null }) {
-  const m = { left: 42, right: 10, top: 8, bottom: 30 };
+  const m = { left: 50, right: 10, top: 8, bottom: 30 };
   const svg = s("svg", { width, height, class: "tscope-chart" });
   const extent = valueExtent(ys, log);
   if (xs.length === 0 || extent === null) {

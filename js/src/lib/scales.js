@@ -166,7 +166,29 @@ export function formatValue(v) {
 }
 
 /**
- * Ticks of a colour bar.
+ * Labels of `values` by `formatValue`, with as many more significant digits (up to 12) as it takes for
+ * each label to read back as its value (to 1e-9 relative): round ticks 2.405, 2.41, 2.415 read so, not
+ * "2.4", "2.41", "2.42".
+ * @param {number[]} values
+ * @returns {string[]}
+ */
+export function distinctLabels(values) {
+  const faithful = (labels) =>
+    labels.every((label, k) => {
+      const v = values[k];
+      const back = Number(label.replace(/\u2212/g, "-"));
+      return !Number.isFinite(v) || Math.abs(back - v) <= 1e-9 * Math.abs(v);
+    });
+  let labels = values.map(formatValue);
+  for (let digits = 4; digits <= 12 && !faithful(labels); digits++) {
+    const fmt = format(`.${digits}~g`);
+    labels = values.map((v) => (v === 0 ? "0" : fmt(v)));
+  }
+  return labels;
+}
+
+/**
+ * Ticks of a colour bar (labels by `distinctLabels`).
  * @returns {{value: number, t: number, label: string}[]} `t` in [0, 1] from the low end
  */
 export function colorbarTicks(domain, log = false, count = 5) {
@@ -181,5 +203,6 @@ export function colorbarTicks(domain, log = false, count = 5) {
     const step = Math.ceil(ticks.length / count);
     ticks = ticks.filter((_, k) => k % step === 0);
   }
-  return ticks.map((value) => ({ value, t: scale(value), label: formatValue(value) }));
+  const labels = distinctLabels(ticks);
+  return ticks.map((value, k) => ({ value, t: scale(value), label: labels[k] }));
 }

@@ -49,3 +49,43 @@ def test_rise_span_finds_the_nearer_crossing_by_linear_interpolation():
         rise_span(a, losses[:-1], loss0)
     with pytest.raises(ValueError, match="alpha != 0"):
         rise_span([0.0], [1.0], 1.0)
+
+
+def _perturbed_loss(model, batch, direction, alpha: float) -> float:
+    """The reference: the ordinary loss of a deep copy of the model moved by ``alpha * direction``."""
+    import copy
+
+    from tscope_widgets.models.registry import adapt
+
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p += alpha * direction[name].to(p.dtype)
+        return float(adapt(m).loss(batch))
+
+
+def test_probe_span_is_the_rise_span_of_the_sharper_direction_measured_on_perturbed_copies():
+    from tests.model_zoo import tiny
+    from tscope_widgets.kernels.landscape import PROBE_ALPHAS, probe_span, random_direction
+
+    model = tiny()
+    batch = {"input_ids": torch.randint(0, 11, (4, 6), generator=torch.Generator().manual_seed(2))}
+    gen = torch.Generator().manual_seed(5)
+    flat = random_direction(model, generator=gen)
+    sharp = {k: 400.0 * v for k, v in random_direction(model, generator=gen).items()}  # rises within |a| < 1
+    loss0 = _perturbed_loss(model, batch, flat, 0.0)
+    spans = []
+    for d in (flat, sharp):
+        reference = [_perturbed_loss(model, batch, d, a) for a in PROBE_ALPHAS]
+        spans.append(rise_span(PROBE_ALPHAS, reference, loss0))
+    assert spans[1] < spans[0] <= 1.0 and spans[1] < 0.25  # the sharp direction crosses early
+    assert probe_span(model, batch, [flat, sharp]) == pytest.approx(min(spans), rel=1e-9)
+    assert probe_span(model, batch, [flat]) == pytest.approx(spans[0], rel=1e-9)
+    # the loss at the chosen edge has risen by about the set amount (linear interpolation between probes)
+    edge = probe_span(model, batch, [sharp], rise=0.5)
+    rises = [_perturbed_loss(model, batch, sharp, s * edge) - loss0 for s in (-1.0, 1.0)]
+    assert 0.25 < max(rises) < 1.0, rises
+    with pytest.raises(ValueError, match="at least one direction"):
+        probe_span(model, batch, [])
+    with pytest.raises(ValueError, match="rise must be a positive"):
+        probe_span(model, batch, [flat], rise=-1.0)

@@ -65,7 +65,7 @@ from .evaluator import (
     default_points_per_call,
 )
 from .slices import LandscapeSlice, check_grid_memory, grid_memory, landscape_grid, quadratic_model, slice_1d, slice_2d
-from .span import DEFAULT_RISE, eigen_span, rise_span
+from .span import DEFAULT_RISE, PROBE_ALPHAS, eigen_span, probe_span, rise_span
 from .state import Direction, ModelState, TensorDescriptions, direction_norm
 from .trajectory import pca_directions, project_trajectory
 
@@ -91,6 +91,8 @@ __all__ = [
     "quadratic_model",
     "eigen_span",
     "rise_span",
+    "probe_span",
+    "PROBE_ALPHAS",
     "DEFAULT_RISE",
     "default_points_per_call",
     "POINTS_MEMORY_BUDGET",

@@ -13,21 +13,32 @@ one-cell well. Both rules here pick the span at which the loss has risen by a se
 - :func:`rise_span`: for any direction, from losses measured along it (a 1D probe), the smallest
   :math:`|\alpha|` at which the loss has risen by ``rise`` over :math:`L_0`, linearly interpolated; the
   largest probed :math:`|\alpha|` when it never does.
+- :func:`probe_span`: runs that 1D probe along each direction of a plane (:func:`~.slices.slice_1d` at
+  :data:`PROBE_ALPHAS`) and returns the smaller of the two rise spans, so that the sharper direction sets
+  the grid as in :func:`eigen_span`. Used for every direction kind but eigenvectors (which have
+  their curvature) and checkpoints (whose points of interest sit at fixed coordinates).
 
-Pure functions of numbers; no model, no I/O.
+``eigen_span`` and ``rise_span`` are pure functions of numbers; ``probe_span`` evaluates the model
+(``2 * len(PROBE_ALPHAS)`` points and the origin per direction), never modifying it.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["DEFAULT_RISE", "eigen_span", "rise_span"]
+from .slices import slice_1d
+
+__all__ = ["DEFAULT_RISE", "PROBE_ALPHAS", "eigen_span", "probe_span", "rise_span"]
 
 DEFAULT_RISE = 1.0  # nats: the loss increase at the grid's edge
+# Coordinates of the 1D probe of `probe_span`: +-2^-k for k = 7 .. 0, up to 1, the span Li et al. (2018)
+# use for filter-normalised directions (and the span where the loss never rises by `rise`).
+PROBE_ALPHAS = tuple(sign * 2.0**-k for sign in (-1.0, 1.0) for k in range(7, -1, -1))
 
 
 def eigen_span(eigenvalues: Sequence[float] | Tensor, rise: float = DEFAULT_RISE) -> float:
@@ -98,3 +109,41 @@ def rise_span(alphas, losses, loss0: float, rise: float = DEFAULT_RISE) -> float
             t = (rise - d[k - 1]) / (d[k] - d[k - 1])  # d[k-1] < rise <= d[k]
             crossings.append(float(r[k - 1] + t * (r[k] - r[k - 1])))
     return min(crossings) if crossings else float(a.abs().max())
+
+
+def probe_span(adapter, data, directions, *, rise: float = DEFAULT_RISE, dtype: torch.dtype | None = None,
+               points_per_call: int | None = None) -> float:
+    r"""The span of a plane from the loss rise along each of its directions (a 1D probe of each).
+
+    For each direction :math:`d`, :math:`g(\alpha) = L(\theta + \alpha d)` is evaluated at
+    :data:`PROBE_ALPHAS` (:func:`~.slices.slice_1d`, on a private copy of the model) and
+    :func:`rise_span` finds where :math:`g` has risen by ``rise`` over :math:`g(0)`; the span is the
+    smaller of the directions' spans (at most :math:`\max |\alpha| = 1`, reached where the loss
+    never rises that much).
+
+    Args:
+        adapter: A model or :class:`~tscope_widgets.models.ModelAdapter` (what ``slice_1d`` takes).
+        data: A batch dict or a list of them (what ``slice_1d`` takes).
+        directions: One or more directions ``{parameter name: Tensor}``.
+        rise: :math:`\Delta L > 0` in nats.
+        dtype: Compute dtype of the probe (``None``: the model's, at least float32).
+        points_per_call: As in ``slice_1d``.
+
+    Returns:
+        The span (a positive float, at most 1).
+
+    Raises:
+        ValueError: For a bad ``rise`` or no direction, and what ``slice_1d`` refuses (directions
+            that do not match the model, data without targets).
+    """
+    if not (isinstance(rise, (int, float)) and math.isfinite(rise) and rise > 0):
+        raise ValueError(f"rise must be a positive number of nats, got {rise!r}")
+    directions = list(directions)
+    if not directions:
+        raise ValueError("probe_span needs at least one direction")
+    spans = []
+    for direction in directions:
+        stream = slice_1d(adapter, data, direction, list(PROBE_ALPHAS), dtype=dtype, points_per_call=points_per_call)
+        final = deque(stream, maxlen=1)[0]  # the complete slice
+        spans.append(rise_span(PROBE_ALPHAS, final.loss, float(final.origin_loss), rise))
+    return min(spans)
