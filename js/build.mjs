@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const ENTRIES = ["sensitivity_explorer", "landscape_widget", "landscape_surface", "spectrum_widget"];
+const ENTRIES = ["sensitivity_explorer", "landscape_widget", "landscape_surface", "spectrum_widget", "block_spectra_widget"];
 const watch = process.argv.includes("--watch");
 
 const options = {

@@ -158,6 +158,7 @@ __all__ = [
     "SensitivityExplorer",
     "SpectrumWidget",
     "LandscapeWidget",
+    "BlockSpectraWidget",
 ]
 
 
@@ -174,7 +175,7 @@ _EXPORT_NAMES = (
 
 
 def __getattr__(name: str):
-    if name in ("SensitivityExplorer", "SpectrumWidget", "LandscapeWidget"):
+    if name in ("SensitivityExplorer", "SpectrumWidget", "LandscapeWidget", "BlockSpectraWidget"):
         from . import widgets
 
         return getattr(widgets, name)

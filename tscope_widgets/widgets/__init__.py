@@ -4,8 +4,9 @@ Importing this package needs the bundled JavaScript (``tscope_widgets/static/*.j
 ``npm --prefix js run build`` writes and a wheel ships.
 """
 
+from .block_spectra import BlockSpectraWidget
 from .landscape import LandscapeWidget
 from .sensitivity import STATISTICS, VIEWS, SensitivityExplorer
 from .spectrum import SpectrumWidget
 
-__all__ = ["SensitivityExplorer", "SpectrumWidget", "LandscapeWidget", "STATISTICS", "VIEWS"]
+__all__ = ["SensitivityExplorer", "SpectrumWidget", "LandscapeWidget", "BlockSpectraWidget", "STATISTICS", "VIEWS"]
