@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { schemeTableau10 } from "d3-scale-chromatic";
-import { densityLines, distanceText, sharedDomain, TYPE_NAMES, TYPE_ORDER, typePoints, typeRows } from "../src/lib/block_spectra_data.js";
+import { densityLines, distanceText, sharedDomain, TYPE_NAMES, TYPE_ORDER, typePoints, typeRows, typeStepLines } from "../src/lib/block_spectra_data.js";
 
 const LABELS = ["embed", "block0.attn.q", "block0.ln1"];
 // [G = 3, X = 4], row-major; row 1 has a value far below its peak
@@ -69,4 +69,15 @@ test("type table rows: ratio to the previous type present, and the verdict", () 
 test("distance hover text names both blocks", () => {
   const D = [0, 0.25, 0.5, 0.25, 0, 0.125, 0.5, 0.125, 0];
   assert.deepEqual(distanceText(LABELS, D, 0, 2), ["a: embed", "b: block0.ln1", "JS(a, b) = 0.500"]);
+});
+
+test("type lines over training: one per type in the order sent, in the type's colour", () => {
+  const t = { types: ["qk", "mlp"], values: { data: Float32Array.from([1, 2, 3, 4, 5, 6]), shape: [2, 3] } };
+  const lines = typeStepLines(t);
+  assert.deepEqual(lines.map((l) => [l.label, l.color, Array.from(l.ys)]), [
+    ["S(QK)", schemeTableau10[1], [1, 2, 3]],
+    ["S(FFN)", schemeTableau10[2], [4, 5, 6]],
+  ]);
+  assert.deepEqual(typeStepLines(null), []);
+  assert.throws(() => typeStepLines({ types: ["qk"], values: { data: [1, 2], shape: [2, 1] } }), RangeError);
 });

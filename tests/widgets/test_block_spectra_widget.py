@@ -224,3 +224,31 @@ def test_dense_blocks_without_a_model_are_shown_too():
     assert r["block_lambda_max"].tolist() == pytest.approx([2.0, 6.0])
     assert r["types"]["ratios"] == {}  # no neighbours in the principle's order (the head is not part of it)
     w.close()
+
+
+def test_spectrum_widget_shows_the_sharpness_by_block_type_over_training():
+    from tests.widgets.test_spectrum_widget import make_history
+    from tscope_widgets.figures.spectrum import spectrum_charts
+    from tscope_widgets.tracking import SpectrumHistory
+    from tscope_widgets.widgets._spectrum_state import check_history, type_wire
+    from tscope_widgets.widgets.spectrum import SpectrumWidget
+
+    h = check_history(make_history(3))  # blocks q, k (NaN at the first record), head
+    t = type_wire(h)
+    assert t["types"] == ["qk", "head"] and t["values"].shape == (2, 3)
+    np.testing.assert_allclose(t["values"][0], [0.5, (1.5 + 0.25) / 2, (2.5 + 0.5) / 2])  # NaN left out
+    np.testing.assert_allclose(t["values"][1], [3.0, 3.0, 3.0])
+    chart = spectrum_charts(h, log=False)[-1]
+    assert [s.label for s in chart.series] == ["S(QK)", "S(head)"] and chart.x.tolist() == [0, 10, 20]
+    w = SpectrumWidget(history=make_history(3))
+    wire = Wire(w)
+    w.send_state("series")  # what the page receives
+    (sent,) = wire.updates("series")
+    assert sent["type_sharpness"]["types"] == ["qk", "head"]
+    np.testing.assert_allclose(sent["type_sharpness"]["values"], t["values"], rtol=1e-6)  # float32 on the wire
+    w.close()
+    layers = SpectrumHistory.empty(["block0"], ["block0"])  # a layer mixes types: no type view
+    layers.append(dict(steps=0, loss=1.0, train_loss=1.0, lambda_max=1.0, lambda_min=0.0, trace=1.0,
+                       trace_stderr=0.0, grad_norms=np.ones(1), block_lambda_max=np.ones(1), threshold=20.0, lr=0.1,
+                       matvecs=1, converged=True))
+    assert type_wire(check_history(layers)) is None

@@ -78,3 +78,21 @@ export function distanceText(labels, distances, i, j) {
   const G = labels.length;
   return [`a: ${labels[i]}`, `b: ${labels[j]}`, `JS(a, b) = ${Number(distances[i * G + j]).toPrecision(3)}`];
 }
+
+/**
+ * The sharpness by block type over training steps as line series (figures.block_types.type_steps_chart):
+ * one line per type, in the order given (Python sends the Sharpness Disparity order), in the type's colour.
+ * @param {{types: string[], values: {data: ArrayLike<number>, shape: number[]}}|null} t values [Ty, T]
+ * @returns {{key: string, label: string, ys: number[], color: string}[]}
+ */
+export function typeStepLines(t) {
+  if (!t || !t.values) return [];
+  const [Ty, T] = t.values.shape;
+  if (Ty !== t.types.length) throw new RangeError(`${Ty} rows of values for ${t.types.length} types`);
+  return t.types.map((name, k) => ({
+    key: `type:${name}`,
+    label: `S(${TYPE_NAMES[name] ?? name})`,
+    ys: matrixRow(t.values.data, T, k),
+    color: seriesColor(Math.max(0, TYPE_ORDER.indexOf(name))),
+  }));
+}
