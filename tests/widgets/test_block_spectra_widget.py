@@ -174,6 +174,10 @@ def test_live_widget_runs_the_kernel_and_equals_block_densities(case):
         BlockSpectraWidget(model, batch, num_steps=0)
     with pytest.raises(TypeError, match="overlay must be True or False"):
         BlockSpectraWidget(densities=dens, overlay="yes")
+    with pytest.raises(TypeError, match="selected must be a list of block labels"):
+        BlockSpectraWidget(densities=dens, selected="embed")
+    with pytest.raises(ValueError, match=r"selected names blocks \['block9.attn.q'\]"):
+        BlockSpectraWidget(densities=dens, selected=["block9.attn.q"])
 
 
 def test_live_widget_reports_a_bad_group_as_a_job_error():

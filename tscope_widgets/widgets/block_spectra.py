@@ -160,6 +160,12 @@ class BlockSpectraWidget(JobControls, PicturedWidget):
         fixed = None if densities is None else blocks_view(densities)
         if fixed is None and densities is not None:
             raise ValueError("densities holds no block: nothing to show")
+        if selected is not None:
+            if isinstance(selected, str) or not all(isinstance(g, str) for g in selected):
+                raise TypeError(f"selected must be a list of block labels, got {selected!r}")
+            unknown = [g for g in selected if fixed is not None and g not in fixed["labels"]]
+            if unknown:
+                raise ValueError(f"selected names blocks {unknown} that are not among {fixed['labels']}")
         self._lock = threading.RLock()
         self._valid = {"selected_blocks": [], "overlay": overlay, "log_y": log_y}
         self._job: Job | None = None
