@@ -227,8 +227,18 @@ def _ended_landscape():
     return w
 
 
+def _fixed_blocks():
+    from tscope_widgets.kernels import iter_block_slq
+    from tscope_widgets.widgets import BlockSpectraWidget
+
+    A = torch.diag(torch.linspace(-0.5, 2.0, 10, dtype=torch.float64))
+    blocks = {"embed": A, "block0.attn.q": A.exp(), "head": A.square()}
+    return BlockSpectraWidget(densities=list(iter_block_slq(blocks, 2, 10, generator=torch.Generator()))[-1])
+
+
 # builder, live view's root selector, front end (whose root element it must match)
 PICTURED_WIDGETS = {
+    "blocks": (_fixed_blocks, ".tscope-blocks", "block_spectra_widget.js"),
     "explorer": (_ended_explorer, ".tscope-explorer", "sensitivity_explorer.js"),
     "spectrum": (_fixed_spectrum, ".tscope-spectrum", "spectrum_widget.js"),
     "landscape": (_ended_landscape, ".tscope-landscape", "landscape_widget.js"),
