@@ -14,6 +14,7 @@ const ENTRIES = [
   "attention_explorer",
   "sweep_widget",
   "comparison_explorer",
+  "block_spectra_widget",
 ];
 const watch = process.argv.includes("--watch");
 

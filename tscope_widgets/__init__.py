@@ -170,6 +170,7 @@ __all__ = [
     "LandscapeWidget",
     "AttentionExplorer",
     "SweepWidget",
+    "BlockSpectraWidget",
 ]
 
 
@@ -187,7 +188,7 @@ _EXPORT_NAMES = (
 
 def __getattr__(name: str):
     if name in ("SensitivityExplorer", "ComparisonExplorer", "SpectrumWidget", "LandscapeWidget", "AttentionExplorer",
-                "SweepWidget"):
+                "SweepWidget", "BlockSpectraWidget"):
         from . import widgets
 
         return getattr(widgets, name)

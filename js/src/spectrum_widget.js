@@ -32,6 +32,7 @@ import {
   weightsNote,
   floorDensity,
 } from "./lib/spectrum_data.js";
+import { typeStepLines } from "./lib/block_spectra_data.js";
 import { statusLine as jobStatusLine } from "./lib/job_controls.js";
 import { statusText } from "./lib/status.js";
 import { cssToRGBA, themeColors } from "./lib/theme.js";
@@ -169,6 +170,7 @@ function render({ model, el }) {
   const normsPane = h("div", { class: "tscope-panel" }, h("h4", {}, "Hessian block norms ‖H_ab‖_F"), normsCanvas);
   const stepsCanvas = h("canvas", { class: "tscope-steps" });
   const stepsPane = h("div", { class: "tscope-panel" }, h("h4", {}, "λ_max of each Hessian block H_aa over training"), stepsCanvas);
+  const typesPane = h("div", { class: "tscope-panel tscope-type-steps" });
   const stopButton = h("button", { type: "button", title: "stop after the Lanczos step in flight" }, "stop");
   const recomputeButton = h("button", { type: "button", title: "run again on the current weights" }, "recompute");
   const eigenStatus = h("div", { class: "tscope-status tscope-job-status", role: "status" });
@@ -185,6 +187,7 @@ function render({ model, el }) {
     { class: "tscope-figure" },
     h("div", { class: "tscope-row" }, chartsPane, densityPane),
     h("div", { class: "tscope-row" }, normsPane, stepsPane, eigenPane),
+    h("div", { class: "tscope-row" }, typesPane),
   );
   const tooltip = h("div", { class: "tscope-tooltip" });
   const root = h(
@@ -227,6 +230,7 @@ function render({ model, el }) {
     density: drawDensity,
     norms: drawNorms,
     steps: drawSteps,
+    types: drawTypeSteps,
     eigen: drawEigen,
   };
   function schedule(...names) {
@@ -502,6 +506,34 @@ function render({ model, el }) {
     stepsCanvas.dataset.plot = `${L.x},${L.y},${L.width},${L.height}`; // for browser tests: the cells' area
   }
 
+  // Sharpness by block type over training (figures.block_types.type_steps_chart): tracked blocks of one group each.
+  function drawTypeSteps() {
+    const lines = series ? typeStepLines(series.type_sharpness) : [];
+    if (lines.length === 0) {
+      typesPane.replaceChildren();
+      typesPane.style.display = "none";
+      typesPane.dataset.types = "0";
+      return;
+    }
+    typesPane.style.display = "";
+    const xs = steps();
+    const svg = multiLineChart({
+      xs,
+      series: lines,
+      width: 400,
+      height: 180,
+      xLabel: "training step",
+      yLabel: "mean λ_max(H_aa)",
+      log: log(),
+      markerX: picked() ?? null,
+      theme,
+      onHover: (k, event) => (k === null ? hideTooltip() : showTooltip([`step ${xs[k]}`, ...lines.map((l) => `${l.label}: ${formatValue(l.ys[k])}`)], event)),
+      onPick: (k) => save({ picked_step: xs[k] }),
+    });
+    typesPane.replaceChildren(h("h4", {}, "sharpness by block type (Sharpness Disparity order)"), svg);
+    typesPane.dataset.types = String(lines.length);
+  }
+
   function pointerCell(canvas, layout, event) {
     if (!layout) return null;
     const box = canvas.getBoundingClientRect();
@@ -630,7 +662,7 @@ function render({ model, el }) {
   }
   listen("change:series", () => {
     readSeries();
-    schedule("status", "charts", "steps");
+    schedule("status", "charts", "steps", "types");
   });
   listen("change:density", () => schedule("density"));
   listen("change:norms", () => {
@@ -638,8 +670,8 @@ function render({ model, el }) {
     schedule("norms", "eigen");
   });
   listen("change:eigen", () => schedule("eigen"));
-  listen("change:log_y", () => schedule("controls", "charts", "density", "norms", "steps"));
-  listen("change:picked_step", () => schedule("controls", "charts", "steps", "eigen"));
+  listen("change:log_y", () => schedule("controls", "charts", "density", "norms", "steps", "types"));
+  listen("change:picked_step", () => schedule("controls", "charts", "steps", "types", "eigen"));
   listen("change:selected_block", () => schedule("controls", "norms", "steps", "eigen"));
   for (const name of ["selected_series", "series_options", "panels"]) listen(`change:${name}`, () => schedule("controls", "charts"));
   listen("change:block_options", () => schedule("controls"));

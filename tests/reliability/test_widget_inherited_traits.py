@@ -34,8 +34,14 @@ def _explorer():
     return w
 
 
-@pytest.mark.parametrize("make", [_explorer, lambda: SpectrumWidget(history=make_history(3), throttle=0.05)],
-                         ids=["explorer", "spectrum"])
+def _blocks():
+    from tests.widgets.test_static import _fixed_blocks
+
+    return _fixed_blocks()
+
+
+@pytest.mark.parametrize("make", [_explorer, lambda: SpectrumWidget(history=make_history(3), throttle=0.05), _blocks],
+                         ids=["explorer", "spectrum", "blocks"])
 def test_writes_to_inherited_and_unknown_traits_are_refused(make, caplog):
     w = make()
     wire = Wire(w)

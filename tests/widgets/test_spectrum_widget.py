@@ -522,7 +522,8 @@ def test_the_picture_is_an_output_of_its_own_after_the_view(small, history, kern
     assert f'<div class="tscope-static" data-picture-id="{w.model_id}" data-status="done" data-records="5"' in html
     assert "fixed history · 5 records · latest step 40" in html
     (svg,) = picture_svgs(html)  # one <img> of one SVG document, nothing a sanitizer strips
-    assert svg.count('class="tscope-static-lines"') == 5  # loss, curvature, trace, gradient norms, density
+    # loss, curvature, trace, gradient norms, density, and the sharpness by type of the blocks q, k, head
+    assert svg.count('class="tscope-static-lines"') == 6 and "sharpness by block type" in svg
     assert "λ_max" in svg and "2/η (edge of stability)" in svg and "spectral density at step 40" in svg
     assert "training step" in svg and "eigenvalue of ∇²L" in svg  # axis titles with units
     maps = heatmaps(svg)

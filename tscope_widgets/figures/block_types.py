@@ -1,8 +1,9 @@
 r"""What the block-type sharpness view shows: :math:`S(t)`, each block type's mean :math:`\lambda_{\max}(H_{aa})`
 (Wang et al., "The Sharpness Disparity Principle in Transformers", ICML 2025, arXiv 2502.19002), as a table
 with the ratios of neighbours in the principle's order :math:`S(\mathrm{Emb}) \ll S(\mathrm{QK}) <
-S(\mathrm{FFN}) < S(\mathrm{VO}) \ll S(\mathrm{Norm})`, as a strip of the types (one snapshot), as lines over
-training steps (one per type), and each block's :math:`\lambda_{\max}` as a map of kind × layer.
+S(\mathrm{FFN}) < S(\mathrm{VO}) \ll S(\mathrm{Norm})`, as a strip of the types (one snapshot), as a point
+chart of the types (one snapshot: the type's position in the order across, :math:`S(t)` upwards, one point per
+type), as lines over training steps (one per type), and each block's :math:`\lambda_{\max}` as a map of kind × layer.
 
 Types are shown in the principle's order (the output head last), each with a fixed colour: its index in that
 order (Tableau 10, :func:`~.charts.series_color`). The builders take plain arrays and labels.
@@ -18,7 +19,14 @@ import numpy as np
 
 from .charts import LineChart, MatrixChart, Series, as_array, color_scale, format_value, line_chart, series_color
 
-__all__ = ["TYPE_ORDER", "block_kind_chart", "type_sharpness_chart", "type_steps_chart", "type_table_html"]
+__all__ = [
+    "TYPE_ORDER",
+    "block_kind_chart",
+    "type_points_chart",
+    "type_sharpness_chart",
+    "type_steps_chart",
+    "type_table_html",
+]
 
 # The Sharpness Disparity order, then the output head (not part of the principle).
 TYPE_ORDER = ("embed", "qk", "mlp", "vo", "norm", "head")
@@ -57,6 +65,22 @@ def type_sharpness_chart(types: Sequence[str], values, *, log: bool = True) -> M
         col_name="type",
         square=False,
     )
+
+
+def type_points_chart(types: Sequence[str], values, *, log: bool = True) -> LineChart:
+    """One snapshot as points: the types present in the principle's order at ``x = 0, 1, ...`` (the legend
+    names them, ``S(Emb)``, ``S(QK)``, ...), :math:`S(t)` ``values [Ty]`` upwards, each type a series of one
+    point in its fixed colour (NaN at the other positions). Rising points left to right: the order holds."""
+    types, v = _ordered(types, as_array(values, 1, "values"))
+    x = np.arange(len(types), dtype=np.float64)
+    lines = []
+    for k, t in enumerate(types):
+        y = np.full(len(types), np.nan)
+        y[k] = v[k]
+        lines.append(Series(f"type:{t}", f"S({TYPE_NAMES[t]})", y, series_color(TYPE_ORDER.index(t))))
+    order = " < ".join(TYPE_NAMES[t] for t in types)
+    return line_chart(x, lines, "sharpness by block type: mean λ_max(H_aa) of its blocks",
+                      f"block type, Sharpness Disparity order ({order})", "mean λ_max(H_aa)", log)
 
 
 def type_steps_chart(steps, types: Sequence[str], values, *, log: bool = True) -> LineChart:

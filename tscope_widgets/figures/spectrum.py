@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .block_types import TYPE_ORDER, type_steps_chart
 from .charts import LineChart, MatrixChart, Series, as_array, color_scale, format_value, line_chart, series_color
 
 __all__ = [
@@ -219,6 +220,23 @@ def block_steps_chart(labels: Sequence[str], steps, block_lambda_max, *, log: bo
     )
 
 
+def type_history(history) -> tuple[list[str], np.ndarray] | None:
+    r"""``(types, values [T, Ty])``: the mean :math:`\lambda_{\max}(H_{aa})` of the tracked blocks of each type at
+    every record (types in the Sharpness Disparity order, then the head), or None without tracked blocks or
+    when a block has no single type (a whole layer)."""
+    from ..kernels.block_types import block_type_sharpness
+
+    labels = list(_field(history, "block_labels", []) or [])
+    if not labels:
+        return None
+    try:
+        t = block_type_sharpness(as_array(_field(history, "block_lambda_max"), 2, "block_lambda_max"), labels)
+    except ValueError:
+        return None
+    order = sorted(range(len(t.types)), key=lambda k: TYPE_ORDER.index(t.types[k]))
+    return [t.types[k] for k in order], t.values.numpy()[:, order]
+
+
 def spectrum_charts(
     history=None,
     *,
@@ -228,7 +246,8 @@ def spectrum_charts(
     picked_step: int | None = None,
 ) -> list[LineChart | MatrixChart]:
     """Every chart of the view, in order: line charts per panel, the density nearest to the picked step, the
-    block-norm map, the block × step map.
+    block-norm map, the block × step map, the sharpness by block type over the steps (tracked blocks of one
+    parameter group each: :func:`type_history`).
 
     Args:
         history: A history as plain arrays (see :func:`series_charts`; also ``density_steps [D]``,
@@ -254,6 +273,9 @@ def spectrum_charts(
     block_labels = [] if history is None else list(_field(history, "block_labels", []) or [])
     if steps is not None and steps.size and block_labels:
         charts.append(block_steps_chart(block_labels, steps, _field(history, "block_lambda_max"), log=log))
+        typed = type_history(history)
+        if typed is not None:
+            charts.append(type_steps_chart(steps, typed[0], typed[1], log=log))
     return charts
 
 

@@ -5,6 +5,7 @@ Importing this package needs the bundled JavaScript (``tscope_widgets/static/*.j
 """
 
 from .attention import AttentionExplorer
+from .block_spectra import BlockSpectraWidget
 from .comparison import ComparisonExplorer
 from .landscape import LandscapeWidget
 from .sensitivity import STATISTICS, VIEWS, SensitivityExplorer
@@ -13,6 +14,7 @@ from .sweep import SweepWidget
 
 __all__ = [
     "AttentionExplorer",
+    "BlockSpectraWidget",
     "ComparisonExplorer",
     "SensitivityExplorer",
     "SpectrumWidget",

@@ -26,6 +26,7 @@ __all__ = [
     "as_array",
     "check_history",
     "series_wire",
+    "type_wire",
     "density_wire",
     "check_block_norms",
     "check_block_options",
@@ -140,9 +141,25 @@ def check_history(h: Any) -> dict[str, Any]:
     return out
 
 
+def type_wire(h: dict[str, Any]) -> dict[str, Any] | None:
+    r"""Sharpness by block type over the records of a checked history: ``{types [Ty] (Sharpness Disparity
+    order, then the head), values [Ty, T]}`` (the mean :math:`\lambda_{\max}(H_{aa})` of the tracked blocks of
+    each type, :func:`~tscope_widgets.kernels.block_type_sharpness`), or None when no block is tracked or a
+    block is not one parameter group (``blocks="layers"``: a layer mixes types)."""
+    from ..figures.spectrum import type_history
+
+    found = type_history(h)
+    if found is None:
+        return None
+    types, values = found
+    return {"types": types, "values": np.ascontiguousarray(values.T)}
+
+
 def series_wire(h: dict[str, Any]) -> dict[str, Any]:
-    """What the page draws of a checked history: vectors ``[T]``, gradient norms ``[L, T]``, block λ_max ``[G, T]``."""
+    """What the page draws of a checked history: vectors ``[T]``, gradient norms ``[L, T]``, block λ_max
+    ``[G, T]``, the sharpness by block type ``[Ty, T]`` (:func:`type_wire`)."""
     return {
+        "type_sharpness": type_wire(h),
         "steps": h["steps"],
         "values": {n: h[n] for n in HISTORY_VECTORS},
         "grad_norms": np.ascontiguousarray(h["grad_norms"].T),

@@ -19,6 +19,8 @@ export function seriesColor(k) {
  * @param {{label: string, ys: ArrayLike<number>, color: string, band?: {lo: ArrayLike<number>, hi: ArrayLike<number>}}[]} o.series
  * @param {(index: number|null, event: MouseEvent) => void} [o.onHover] nearest index under the pointer, null on leave
  * @param {(index: number, event: MouseEvent) => void} [o.onPick] click
+ * @param {[number, number]|null} [o.yDomain] y range to use instead of the series' joint extent (charts side by side)
+ * @param {((v: number) => string)|null} [o.xTickLabel] text of an x tick (e.g. category names at integer x)
  * @returns {SVGSVGElement}
  */
 export function multiLineChart({
@@ -33,6 +35,8 @@ export function multiLineChart({
   theme,
   onHover = null,
   onPick = null,
+  yDomain = null,
+  xTickLabel = null,
 }) {
   const left = 52;
   const right = 12;
@@ -49,7 +53,7 @@ export function multiLineChart({
       s("text", { x: lx + 14, y: ly, fill: theme.fg, "font-size": 10 }, sr.label),
     );
   });
-  const extent = jointExtent(
+  const extent = yDomain ?? jointExtent(
     series.flatMap((sr) => (sr.band ? [sr.ys, sr.band.lo, sr.band.hi] : [sr.ys])),
     log,
   );
@@ -83,7 +87,7 @@ export function multiLineChart({
     const mx = x(markerX);
     svg.append(s("line", { class: "tscope-marker", x1: mx, x2: mx, y1: m.top, y2: h - m.bottom, stroke: theme.accent, "stroke-dasharray": "3 2" }));
   }
-  appendAxes(svg, x, y, { width, height: h, m, xLabel, yLabel: log ? `${yLabel} (log)` : yLabel, theme, yLog: log });
+  appendAxes(svg, x, y, { width, height: h, m, xLabel, yLabel: log ? `${yLabel} (log)` : yLabel, theme, yLog: log, xTickLabel });
 
   if (onHover || onPick) {
     const rule = s("line", { y1: m.top, y2: h - m.bottom, stroke: theme.fg2, "stroke-width": 1, visibility: "hidden" });
