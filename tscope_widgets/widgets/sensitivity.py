@@ -46,7 +46,7 @@ from ..figures.svg import render_svg
 from ..jobs import Job, check_num_threads
 from ..kernels.sensitivity import iter_sensitivity
 from ..models.registry import adapt
-from ._codec import to_json_tree
+from ._codec import counts_to_json, map_to_json, to_json_tree
 from ._controls import JobControls
 from ._display import Caption, PicturedWidget
 from ._sensitivity_state import (
@@ -177,10 +177,11 @@ class SensitivityExplorer(JobControls, PicturedWidget):
     method = traitlets.Unicode("").tag(sync=True)
     method_note = traitlets.Unicode("").tag(sync=True)  # what the numbers are (Hutchinson: estimates ± sem)
 
-    # Data, as binary buffers: the statistic [S, S] (float32 on the wire), the counts [S, S]
-    # (int32 on the wire) and the selected cell's details (scalars + reservoir samples).
-    heat = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
-    counts = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
+    # Data, as binary buffers: the statistic [S, S] (float32 on the wire; scaled float16 above 512 x 512,
+    # see _codec.map_to_json), the counts [S, S] (the narrowest unsigned ints that hold them) and the
+    # selected cell's details (scalars + reservoir samples).
+    heat = traitlets.Any(None).tag(sync=True, to_json=map_to_json)
+    counts = traitlets.Any(None).tag(sync=True, to_json=counts_to_json)
     detail = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
     sample_view = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)  # the chosen sample's map
 

@@ -1,26 +1,43 @@
 // Canvas heatmap: layout, cell hit-testing, RGBA filling (one pixel per cell) and painting scaled
-// up with nearest-neighbour sampling.
+// up with nearest-neighbour sampling. A layout may carry a `view` (lib/zoom.js: the rows and columns
+// shown); without one it shows the whole map.
 import { NAN_INDEX } from "./scales.js";
 
 /**
  * Where the cells go. Cells are square, an integer number of CSS pixels when they fit
- * (`maxSize / max(rows, cols)` at least 1), else the grid is squeezed into `maxSize`.
+ * (`maxSize / max(rows, cols)` at least 1, or at least `minCell` when that is given), else:
+ * - without `minCell`, the grid is squeezed into `maxSize`;
+ * - with `minCell`, the plot grows up to `maxView` pixels a side with whole cells of at least `minCell`
+ *   pixels, and when even that cannot show the whole map, it opens on the top left corner at `minCell`
+ *   pixels a cell (`view`; the rest is reached by panning and zooming out).
  * @returns {{x: number, y: number, width: number, height: number, rows: number, cols: number,
- *   cell: number, totalWidth: number, totalHeight: number}}
+ *   cell: number, totalWidth: number, totalHeight: number, view: {r0: number, c0: number, nr: number, nc: number}}}
  */
 export function heatmapLayout({
   rows,
   cols,
   maxSize = 420,
   maxCell = 40,
+  minCell = 0,
+  maxView = 640,
   margin = { left: 0, top: 0, right: 0, bottom: 0 },
 }) {
   if (!(rows >= 1 && cols >= 1)) throw new RangeError(`need rows, cols >= 1, got ${rows}, ${cols}`);
   const n = Math.max(rows, cols);
   const whole = Math.min(maxCell, Math.floor(maxSize / n));
-  const cell = whole >= 1 ? whole : maxSize / n;
-  const width = cell * cols;
-  const height = cell * rows;
+  let cell = whole >= Math.max(1, minCell) ? whole : maxSize / n;
+  let nr = rows;
+  let nc = cols;
+  if (minCell > 0 && whole < minCell) {
+    cell = Math.max(minCell, Math.floor(maxView / n));
+    if (n * minCell > maxView) {
+      const shown = Math.max(1, Math.floor(maxView / minCell));
+      nr = Math.min(rows, shown);
+      nc = Math.min(cols, shown);
+    }
+  }
+  const width = cell * nc;
+  const height = cell * nr;
   return {
     x: margin.left,
     y: margin.top,
@@ -31,7 +48,18 @@ export function heatmapLayout({
     cell,
     totalWidth: margin.left + width + margin.right,
     totalHeight: margin.top + height + margin.bottom,
+    view: { r0: 0, c0: 0, nr, nc },
   };
+}
+
+/** The rows and columns a layout shows: its `view`, or the whole map. */
+export function viewOf(layout) {
+  return layout.view ?? { r0: 0, c0: 0, nr: layout.rows, nc: layout.cols };
+}
+
+/** The layout showing `view` instead (same plot rectangle; `cell` is then the shown cell width). */
+export function withView(layout, view) {
+  return { ...layout, view: { ...view }, cell: layout.width / view.nc };
 }
 
 /** The cell `{i, j}` (row, column) under point `(px, py)` in layout coordinates, or null. */
@@ -39,17 +67,25 @@ export function cellAt(layout, px, py) {
   const u = (px - layout.x) / layout.width;
   const v = (py - layout.y) / layout.height;
   if (!(u >= 0 && u < 1 && v >= 0 && v < 1)) return null;
+  const { r0, c0, nr, nc } = viewOf(layout);
   return {
-    i: Math.min(layout.rows - 1, Math.floor(v * layout.rows)),
-    j: Math.min(layout.cols - 1, Math.floor(u * layout.cols)),
+    i: r0 + Math.min(nr - 1, Math.floor(v * nr)),
+    j: c0 + Math.min(nc - 1, Math.floor(u * nc)),
   };
 }
 
-/** Rectangle of cell (i, j) in layout coordinates. */
+/** Rectangle of cell (i, j) in layout coordinates (outside the plot for a cell the view does not show). */
 export function cellRect(layout, i, j) {
-  const w = layout.width / layout.cols;
-  const h = layout.height / layout.rows;
-  return { x: layout.x + j * w, y: layout.y + i * h, w, h };
+  const { r0, c0, nr, nc } = viewOf(layout);
+  const w = layout.width / nc;
+  const h = layout.height / nr;
+  return { x: layout.x + (j - c0) * w, y: layout.y + (i - r0) * h, w, h };
+}
+
+/** Whether the view of `layout` shows cell (i, j). */
+export function cellShown(layout, i, j) {
+  const { r0, c0, nr, nc } = viewOf(layout);
+  return i >= r0 && i < r0 + nr && j >= c0 && j < c0 + nc;
 }
 
 /**
@@ -81,12 +117,8 @@ export function fillRGBA(out, values, indexer, lut, special) {
   return out;
 }
 
-/**
- * Paint an RGBA grid (`rows x cols` pixels) into the layout's rectangle of `ctx`, one block of
- * screen pixels per cell, no smoothing. `scratch` is a canvas of this view, reused between paints.
- */
-export function paintGrid(ctx, layout, rgba, scratch) {
-  const { rows, cols } = layout;
+/** Put an RGBA grid (`rows x cols` pixels) into `scratch`, a canvas of this view reused between paints. */
+export function rasterize(scratch, rgba, rows, cols) {
   if (scratch.width !== cols || scratch.height !== rows) {
     scratch.width = cols;
     scratch.height = rows;
@@ -95,8 +127,24 @@ export function paintGrid(ctx, layout, rgba, scratch) {
   const image = sctx.createImageData(cols, rows);
   image.data.set(rgba);
   sctx.putImageData(image, 0, 0);
+  return scratch;
+}
+
+/**
+ * Draw the cells of the layout's view from a rasterized grid (`scratch`, one pixel per cell) into the
+ * layout's rectangle of `ctx`, one block of screen pixels per cell, no smoothing. Zooming and panning
+ * only call this: the grid is coloured once per change of data or colours.
+ */
+export function blitGrid(ctx, layout, scratch) {
+  const { r0, c0, nr, nc } = viewOf(layout);
   ctx.save();
   ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(scratch, layout.x, layout.y, layout.width, layout.height);
+  ctx.drawImage(scratch, c0, r0, nc, nr, layout.x, layout.y, layout.width, layout.height);
   ctx.restore();
+}
+
+/** `rasterize` then `blitGrid`: paint an RGBA grid of `layout.rows x layout.cols` pixels. */
+export function paintGrid(ctx, layout, rgba, scratch) {
+  rasterize(scratch, rgba, layout.rows, layout.cols);
+  blitGrid(ctx, layout, scratch);
 }
