@@ -33,12 +33,11 @@ import time
 from pathlib import Path
 
 import nbformat
-from jupyter_client import BlockingKernelClient
 from nbformat.v4 import new_code_cell, new_notebook
 from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.browser.harness import KERNEL_IDLE_LAB, jupyterlab, launch_chromium  # noqa: E402
+from tests.browser.harness import KERNEL_IDLE_LAB, jupyterlab, kernel_client, launch_chromium, run_code  # noqa: E402
 
 NOTEBOOK = "repaint_benchmark.ipynb"
 SETUP = """
@@ -74,30 +73,6 @@ RECORDER = """() => {
 }"""
 
 
-def _kernel_client(server) -> BlockingKernelClient:
-    (session,) = server.api("GET", "/api/sessions")
-    client = BlockingKernelClient(connection_file=str(server.runtime_dir / f"kernel-{session['kernel']['id']}.json"))
-    client.load_connection_file()
-    client.start_channels()
-    client.wait_for_ready(timeout=60)
-    return client
-
-
-def _run(client: BlockingKernelClient, code: str, timeout: float) -> str:
-    out: list[str] = []
-
-    def hook(msg):
-        if msg["msg_type"] == "stream":
-            out.append(msg["content"]["text"])
-        elif msg["msg_type"] == "error":
-            out.append("\n".join(msg["content"]["traceback"]))
-
-    reply = client.execute_interactive(code, output_hook=hook, timeout=timeout)
-    if reply["content"]["status"] != "ok":
-        raise RuntimeError("kernel error:\n" + "".join(out))
-    return "".join(out)
-
-
 def measure(sizes: list[int], repeats: int, warmup: int, gap: float) -> list[dict]:
     nb = new_notebook(cells=[new_code_cell(SETUP.strip())] + [new_code_cell(SHOW.format(S=S)) for S in sizes])
     nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
@@ -129,12 +104,12 @@ def measure(sizes: list[int], repeats: int, warmup: int, gap: float) -> list[dic
                 polling=100,
             )
             page.evaluate(RECORDER)
-            client = _kernel_client(server)
+            client = kernel_client(server)
             try:
                 for S in sizes:
                     n = warmup + repeats
                     start_frame = len(frames)
-                    text = _run(client, DRIVE.format(S=S, n=n, gap=gap), timeout=60 + n * (gap + 1))
+                    text = run_code(client, DRIVE.format(S=S, n=n, gap=gap), timeout=60 + n * (gap + 1))
                     sent = json.loads(text.split("SENT", 1)[1].strip())
                     page.wait_for_function(
                         f"() => (window.__paints['{S}'] || []).length >= {n}", timeout=30_000, polling=100
