@@ -9,8 +9,9 @@
 // Zoom and pan (this render only, never sent to Python): cells get at least MIN_CELL pixels; a map too long
 // for that in MAX_VIEW pixels opens on its top left corner. The wheel zooms around the pointer, a drag pans,
 // a shift-drag (or a drag in brush mode) zooms to the brushed square, "reset" goes back to the opening view
-// and "whole map" shows every cell. The map is coloured once per change of data or colours (`rasterize`);
-// zooming and panning only redraw the shown cells from that raster (`blitGrid`), axes and colour bar.
+// and "whole map" shows every cell. The colour scale is set by the whole map (zooming keeps the colours);
+// each paint colours only the shown cells, at most one per device pixel of the plot (`viewSamples`: the
+// cell under each pixel's centre), so a repaint of a 2,048 x 2,048 map colours at most the plot's pixels.
 // Hover and click read the cell through the same view (`cellAt`). Markers for tests:
 // `canvas.tscope-heatmap[data-view="r0,c0,nr,nc"]`, `[data-zooms]` (bumps after each zoom/pan repaint).
 //
@@ -24,7 +25,7 @@ import { drawAxes, positionLabel } from "./lib/axes.js";
 import { decode, decodeTree } from "./lib/codec.js";
 import { drawColorbar } from "./lib/colorbar.js";
 import { fillSelect, h, sizeCanvas } from "./lib/dom.js";
-import { blitGrid, cellAt, cellRect, cellShown, fillRGBA, heatmapLayout, rasterize, withView } from "./lib/heatmap.js";
+import { blitGrid, cellAt, cellRect, cellShown, fillViewRGBA, heatmapLayout, rasterize, viewSamples, withView } from "./lib/heatmap.js";
 import { brushView, clampView, dragView, fullView, isFullView, viewKey, zoomView } from "./lib/zoom.js";
 import { histogramBins, histogramChart } from "./lib/histogram.js";
 import { lineChart } from "./lib/lines.js";
@@ -156,7 +157,7 @@ function render({ model, el }) {
   let zooms = 0;
   let zoom = null; // the view chosen by zooming and panning, or null for the opening view
   let zoomShape = ""; // "rows x cols" the zoom belongs to: a map of another size opens afresh
-  let rastered = null; // what the scratch canvases hold: the arguments of the last full paint
+  let lastPaint = null; // the maps and colours of the last full paint, which zooms and pans repaint
   let rgbaBuffer = null;
   let gesture = null; // a press on the map: pan or brush
   let brushing = false; // the brush mode button
@@ -225,7 +226,7 @@ function render({ model, el }) {
     offsetPane.style.display = offset ? "" : "none";
     for (const b of [resetButton, wholeButton, brushButton]) b.style.display = offset ? "none" : "";
     if (offset) {
-      rastered = null;
+      lastPaint = null;
       zoomLine.style.display = "none";
     }
     if (offset) drawOffset();
@@ -254,21 +255,22 @@ function render({ model, el }) {
     return zoom ? clampView(zoom, rows, cols) : baseLayout(rows, cols).view;
   }
 
-  // Paint one map into `target`: colour its cells into `raster` (one pixel per cell) unless `reuse` (a zoom
-  // or pan: the raster is current), then draw the shown cells, the selection, the axes and the colour bar.
-  function paintMap(target, raster, values, rows, cols, opts, reuse = false) {
-    const { domain, log, lut, tokens: labels, title, selected, population, brush } = opts;
+  // Paint one map into `target`: colour the shown cells into `raster` (at most one per device pixel), draw
+  // it, the selection, the brush, the axes and the colour bar.
+  function paintMap(target, raster, opts) {
+    const { values, rows, cols, domain, log, lut, tokens: labels, title, selected, population, brush } = opts;
     const view = shownView(rows, cols);
     const lay = withView(baseLayout(rows, cols), view);
     const ctx = sizeCanvas(target, lay.totalWidth, lay.totalHeight, theme.bg);
-    if (!reuse) {
-      if (!rgbaBuffer || rgbaBuffer.length !== 4 * rows * cols) rgbaBuffer = new Uint8ClampedArray(4 * rows * cols);
-      const rgba = fillRGBA(rgbaBuffer, values, colorIndexer(domain, { log }), lut, {
-        nan: cssToRGBA(theme.nan, probe),
-        nonpositive: cssToRGBA(theme.bg, probe),
-      });
-      rasterize(raster, rgba, rows, cols);
-    }
+    const dpr = window.devicePixelRatio || 1;
+    const cells = viewSamples(view, lay.width * dpr, lay.height * dpr);
+    const size = 4 * cells.rows.length * cells.cols.length;
+    if (!rgbaBuffer || rgbaBuffer.length !== size) rgbaBuffer = new Uint8ClampedArray(size);
+    fillViewRGBA(rgbaBuffer, values, cols, cells.rows, cells.cols, colorIndexer(domain, { log }), lut, {
+      nan: cssToRGBA(theme.nan, probe),
+      nonpositive: cssToRGBA(theme.bg, probe),
+    });
+    rasterize(raster, rgbaBuffer, cells.rows.length, cells.cols.length);
     blitGrid(ctx, lay, raster);
     ctx.save();
     ctx.beginPath();
@@ -322,17 +324,17 @@ function render({ model, el }) {
     zoomLine.textContent = `${shown} · wheel: zoom · drag: pan · shift-drag or brush: zoom to a square`;
   }
 
-  // A zoom or pan: redraw from the rasters when they are current, else paint afresh.
+  // A zoom, pan, brush or selection: repaint the maps with the colours of the last full paint.
   function drawZoom() {
-    if (!rastered || !layout || model.get("view") === "offset") {
+    if (!lastPaint || !layout || model.get("view") === "offset") {
       drawMain();
       return;
     }
-    const { rows, cols, main, mean } = rastered;
+    const { rows, cols, main, mean } = lastPaint;
     const brush = gesture && gesture.brush && gesture.moved ? [gesture.start, gesture.end] : null;
     const selected = model.get("selected_cell"); // not in the raster: a click repaints from it
-    layout = paintMap(canvas, scratch, null, rows, cols, { ...main, selected, brush }, true);
-    if (mean) paintMap(meanCanvas, meanScratch, null, rows, cols, { ...mean, selected }, true);
+    layout = paintMap(canvas, scratch, { ...main, selected, brush });
+    if (mean) paintMap(meanCanvas, meanScratch, { ...mean, selected });
     drawZoomLine(rows, cols, layout.view);
     zooms += 1;
     root.dataset.zooms = String(zooms);
@@ -344,7 +346,7 @@ function render({ model, el }) {
     meanCanvas.style.display = info && !info.missing ? "" : "none";
     if (!heat || waiting || (info && info.missing)) {
       layout = null;
-      rastered = null;
+      lastPaint = null;
       zoomLine.style.display = "none";
       let text = emptyBodyText(model.get("status"), model.get("message"), "waiting for the first batch…");
       if (heat && waiting) text = `loading sample ${model.get("sample")}…`;
@@ -383,6 +385,9 @@ function render({ model, el }) {
     const selected = model.get("selected_cell");
     const quantity = model.get("quantity");
     const main = {
+      values: shown,
+      rows,
+      cols,
       domain,
       log,
       lut,
@@ -391,14 +396,14 @@ function render({ model, el }) {
       selected,
       population: !info,
     };
-    layout = paintMap(canvas, scratch, shown, rows, cols, main);
+    layout = paintMap(canvas, scratch, main);
     canvas.dataset.sample = info ? String(info.sample) : "";
     let mean = null;
     if (info) {
-      mean = { domain, log, lut, tokens: tokens(), title: `population mean ${quantity}`, selected, population: true };
-      paintMap(meanCanvas, meanScratch, info.mean.data, rows, cols, mean);
+      mean = { values: info.mean.data, rows, cols, domain, log, lut, tokens: tokens(), title: `population mean ${quantity}`, selected, population: true };
+      paintMap(meanCanvas, meanScratch, mean);
     }
-    rastered = { rows, cols, main, mean };
+    lastPaint = { rows, cols, main, mean };
     zoomLine.style.display = "";
     drawZoomLine(rows, cols, layout.view);
   }

@@ -124,3 +124,35 @@ test("axis labels thin to round positions at every zoom", () => {
     assert.ok(t.every((k) => k >= start && k < start + count));
   }
 });
+
+test("a raster holds the cell under each pixel's centre: what hover and click report there", async () => {
+  const { fillRGBA, fillViewRGBA, viewSamples } = await import("../src/lib/heatmap.js");
+  const { colorIndexer } = await import("../src/lib/scales.js");
+  const base = heatmapLayout({ rows: 2048, cols: 2048, margin, minCell: 2, maxView: 640 });
+  for (const [view, dpr] of [[fullView(2048, 2048), 1], [fullView(2048, 2048), 2], [{ r0: 100, c0: 1500, nr: 900, nc: 900 }, 1.5], [base.view, 1], [{ r0: 7, c0: 9, nr: 40, nc: 40 }, 2]]) {
+    const L = withView(base, view);
+    const cells = viewSamples(view, L.width * dpr, L.height * dpr);
+    const w = cells.cols.length;
+    const h = cells.rows.length;
+    assert.equal(w, Math.min(view.nc, Math.floor(L.width * dpr)));
+    assert.equal(h, Math.min(view.nr, Math.floor(L.height * dpr)));
+    for (let q = 0; q < w; q += 7) {
+      const px = L.x + ((q + 0.5) * L.width) / w; // centre of raster column q on screen
+      assert.equal(cellAt(L, px, L.y + 0.1).j, cells.cols[q], `column ${q} of ${JSON.stringify(view)} at dpr ${dpr}`);
+    }
+    for (let r = 0; r < h; r += 5) assert.equal(cellAt(L, L.x + 0.1, L.y + ((r + 0.5) * L.height) / h).i, cells.rows[r]);
+    if (w === view.nc) assert.deepEqual(Array.from(cells.cols), Array.from({ length: w }, (_, k) => view.c0 + k)); // every cell
+  }
+  // colours: those of the sampled cells, as fillRGBA gives them
+  const rows = 50;
+  const values = Float32Array.from({ length: rows * rows }, (_, k) => (k % 7 === 0 ? NaN : 1 + (k % 97)));
+  const lut = Uint8Array.from({ length: 256 * 3 }, (_, k) => k % 251);
+  const special = { nan: [1, 2, 3, 255], nonpositive: [0, 0, 0, 0] };
+  const indexer = colorIndexer([1, 100], { log: true });
+  const cells = viewSamples({ r0: 10, c0: 5, nr: 30, nc: 40 }, 13, 11);
+  const out = fillViewRGBA(new Uint8ClampedArray(4 * 13 * 11), values, rows, cells.rows, cells.cols, indexer, lut, special);
+  const picked = [];
+  for (const i of cells.rows) for (const j of cells.cols) picked.push(values[i * rows + j]);
+  assert.deepEqual(Array.from(out), Array.from(fillRGBA(new Uint8ClampedArray(4 * picked.length), picked, indexer, lut, special)));
+  assert.throws(() => fillViewRGBA(new Uint8ClampedArray(4), values, rows, cells.rows, cells.cols, indexer, lut, special), RangeError);
+});

@@ -21,6 +21,13 @@ the view where it cannot run (a notebook reopened without widget state, nbconver
 nbviewer, untrusted notebooks). The picture is replaced by the final heatmap when the job ends and again
 by :meth:`SensitivityExplorer.wait`; see ``_display`` for how the two outputs are paired.
 
+Long sequences: the browser view gives every cell at least 2 pixels (a map too long for a 640-pixel plot
+opens on its top left corner), zooms with the wheel around the pointer, pans by dragging, zooms to a
+shift-dragged (or brush-mode) square, and goes back with "reset zoom" / "whole map"; the zoom lives in the
+page only (nothing is sent to Python), hover and click report the cell under the pointer at every zoom.
+Maps above 512 x 512 travel as float16 with a power-of-two scale (11 significant bits; float32 when the
+values span more than float16 holds), counts as the narrowest unsigned integers (``_codec``).
+
 Per-sample view: ``sample`` (a data-set index among ``sample_options``, the samples the reservoir holds)
 puts that sample's own map ``s_ij`` of the selected layer, with its token strings (``sample_view``), beside the
 population statistic; None shows the population alone.

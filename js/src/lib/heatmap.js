@@ -117,6 +117,39 @@ export function fillRGBA(out, values, indexer, lut, special) {
   return out;
 }
 
+/**
+ * The cells a raster of `view` holds, one per raster pixel: every shown cell when they fit in `maxW x maxH`
+ * pixels (the device pixels of the plot), else the cell under the centre of each pixel, the one `cellAt`
+ * reports there (a 2,048-cell map in a 640-pixel plot is coloured from 640 x 640 cells, not 4 million).
+ * @returns {{rows: Int32Array, cols: Int32Array}} map row of each raster row, map column of each raster column
+ */
+export function viewSamples(view, maxW, maxH) {
+  const pick = (start, count, max) => {
+    const n = Math.max(1, Math.min(count, Math.floor(max)));
+    const out = new Int32Array(n);
+    for (let q = 0; q < n; q++) out[q] = start + Math.min(count - 1, Math.floor(((q + 0.5) * count) / n));
+    return out;
+  };
+  return { rows: pick(view.r0, view.nr, maxH), cols: pick(view.c0, view.nc, maxW) };
+}
+
+/**
+ * `fillRGBA` of the cells `rows x cols` (from `viewSamples`) of a row-major map with `stride` columns:
+ * `out` holds `rows.length * cols.length` RGBA pixels.
+ */
+export function fillViewRGBA(out, values, stride, rows, cols, indexer, lut, special) {
+  const h = rows.length;
+  const w = cols.length;
+  if (out.length !== 4 * w * h) throw new RangeError(`need ${4 * w * h} bytes, got ${out.length}`);
+  const picked = new Float64Array(w);
+  for (let r = 0; r < h; r++) {
+    const base = rows[r] * stride;
+    for (let q = 0; q < w; q++) picked[q] = values[base + cols[q]];
+    fillRGBA(out.subarray(4 * r * w, 4 * (r + 1) * w), picked, indexer, lut, special);
+  }
+  return out;
+}
+
 /** Put an RGBA grid (`rows x cols` pixels) into `scratch`, a canvas of this view reused between paints. */
 export function rasterize(scratch, rgba, rows, cols) {
   if (scratch.width !== cols || scratch.height !== rows) {
@@ -131,19 +164,17 @@ export function rasterize(scratch, rgba, rows, cols) {
 }
 
 /**
- * Draw the cells of the layout's view from a rasterized grid (`scratch`, one pixel per cell) into the
- * layout's rectangle of `ctx`, one block of screen pixels per cell, no smoothing. Zooming and panning
- * only call this: the grid is coloured once per change of data or colours.
+ * Draw a rasterized grid (`scratch`: the shown cells, e.g. from `fillViewRGBA`) into the layout's
+ * rectangle of `ctx`, one block of screen pixels per raster pixel, no smoothing.
  */
 export function blitGrid(ctx, layout, scratch) {
-  const { r0, c0, nr, nc } = viewOf(layout);
   ctx.save();
   ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(scratch, c0, r0, nc, nr, layout.x, layout.y, layout.width, layout.height);
+  ctx.drawImage(scratch, layout.x, layout.y, layout.width, layout.height);
   ctx.restore();
 }
 
-/** `rasterize` then `blitGrid`: paint an RGBA grid of `layout.rows x layout.cols` pixels. */
+/** `rasterize` then `blitGrid`: paint a whole map (`layout.rows x layout.cols` RGBA pixels, no zoom). */
 export function paintGrid(ctx, layout, rgba, scratch) {
   rasterize(scratch, rgba, layout.rows, layout.cols);
   blitGrid(ctx, layout, scratch);
