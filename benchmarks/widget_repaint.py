@@ -16,6 +16,11 @@ Wire size: Playwright records every WebSocket frame the page receives; the frame
 header and JSON state included) and compared with the raw float32 size ``4 S^2``. Maps above 512 x 512
 travel as scaled float16 (``_codec.map_to_json``), so their wire size is about half the raw float32 size.
 
+Page-side repaint: the view also records, per update, the time from the arrival of the new map in the
+page (its ``change:heat`` event) to the end of the repaint (decoding, the colour range over the whole map,
+colouring the shown cells, axes): ``data-paint-ms``; this leaves out the kernel, the server and the
+WebSocket, which the end-to-end latency includes.
+
 Zoom and pan: at each size, ``--zooms`` wheel events (zooming in and out in turn around a point of the
 map) and as many drag steps are dispatched on the canvas; the time from dispatching an event to the end
 of the repaint it causes (the view's coalesced paint runs in a microtask right after the event) is
@@ -41,6 +46,7 @@ from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -73,7 +79,12 @@ RECORDER = """() => {
   for (const root of document.querySelectorAll('.jp-OutputArea-output .tscope-explorer')) {
     const S = root.closest('.jp-Cell').querySelector('.jp-InputArea').textContent.match(/explorer_(\\d+) =/)[1];
     window.__paints[S] = [];
-    new MutationObserver(() => window.__paints[S].push(performance.timeOrigin + performance.now()))
+    window.__paintMs = window.__paintMs || {};
+    window.__paintMs[S] = [];
+    new MutationObserver(() => {
+      window.__paints[S].push(performance.timeOrigin + performance.now());
+      window.__paintMs[S].push(Number(root.dataset.paintMs));
+    })
       .observe(root, { attributes: true, attributeFilter: ['data-paints'] });
   }
   return Object.keys(window.__paints);
@@ -154,10 +165,16 @@ def measure(sizes: list[int], repeats: int, warmup: int, gap: float, zooms: int 
                     start_frame = len(frames)
                     text = run_code(client, DRIVE.format(S=S, n=n, gap=gap), timeout=60 + n * (gap + 1))
                     sent = json.loads(text.split("SENT", 1)[1].strip())
-                    page.wait_for_function(
-                        f"() => (window.__paints['{S}'] || []).length >= {n}", timeout=30_000, polling=100
-                    )
+                    try:
+                        page.wait_for_function(
+                            f"() => (window.__paints['{S}'] || []).length >= {n}", timeout=120_000, polling=100
+                        )
+                    except PlaywrightError as err:
+                        seen = page.evaluate(f"() => (window.__paints['{S}'] || []).length")
+                        raise RuntimeError(f"S={S}: {n} updates sent, {seen} repaints seen after 120 s") from err
                     painted = page.evaluate(f"() => window.__paints['{S}']")
+                    paint_ms = page.evaluate(f"() => window.__paintMs['{S}']")[warmup:]
+                    print(f"S={S}: {n} updates painted", file=sys.stderr, flush=True)
                     heat_frames = [size for _, size, heat in frames[start_frame:] if heat]
                     if len(painted) != n or len(heat_frames) != n:
                         raise RuntimeError(
@@ -179,6 +196,8 @@ def measure(sizes: list[int], repeats: int, warmup: int, gap: float, zooms: int 
                             "latency_ms_median": statistics.median(latency_ms),
                             "latency_ms_p90": statistics.quantiles(latency_ms, n=10)[-1],
                             "latency_ms_min": min(latency_ms),
+                            "page_paint_ms_median": statistics.median(paint_ms),
+                            "page_paint_ms_p90": statistics.quantiles(paint_ms, n=10)[-1],
                             "wire_bytes_median": statistics.median(wire),
                             "raw_float32_bytes": raw,
                             "wire_over_raw": statistics.median(wire) / raw,
@@ -208,10 +227,11 @@ def main(argv=None) -> int:
     print(f"SensitivityExplorer repaint in headless Chromium ({platform.machine()}, {args.repeats} updates per size)")
     print(
         f"{'S':>5} {'median ms':>10} {'p90 ms':>8} {'min ms':>8} {'wire bytes':>11} {'raw f32':>9} {'wire/raw':>9}"
-        f" {'zoom ms':>8} {'pan ms':>7} {'z/p p90':>8}"
+        f" {'page ms':>8} {'zoom ms':>8} {'pan ms':>7} {'z/p p90':>8}"
     )
     for r in results:
-        z = "" if r["zoom_ms_median"] is None else f" {r['zoom_ms_median']:>8.1f} {r['pan_ms_median']:>7.1f}"
+        z = f" {r['page_paint_ms_median']:>8.1f}"
+        z += "" if r["zoom_ms_median"] is None else f" {r['zoom_ms_median']:>8.1f} {r['pan_ms_median']:>7.1f}"
         z += "" if r["zoom_pan_ms_p90"] is None else f" {r['zoom_pan_ms_p90']:>8.1f}"
         print(
             f"{r['S']:>5} {r['latency_ms_median']:>10.1f} {r['latency_ms_p90']:>8.1f} {r['latency_ms_min']:>8.1f} "

@@ -155,6 +155,7 @@ function render({ model, el }) {
   let layout = null;
   let paints = 0;
   let zooms = 0;
+  let dataAt = null; // when the last map arrived (performance.now()), for the repaint time marker
   let zoom = null; // the view chosen by zooming and panning, or null for the opening view
   let zoomShape = ""; // "rows x cols" the zoom belongs to: a map of another size opens afresh
   let lastPaint = null; // the maps and colours of the last full paint, which zooms and pans repaint
@@ -232,6 +233,8 @@ function render({ model, el }) {
     if (offset) drawOffset();
     else drawHeatmap();
     paints += 1;
+    if (dataAt !== null) root.dataset.paintMs = (performance.now() - dataAt).toFixed(2); // decode + colours + paint
+    dataAt = null;
     root.dataset.paints = String(paints); // a marker for browser tests: bumps after every repaint
   }
 
@@ -676,6 +679,7 @@ function render({ model, el }) {
 
   // ----- model events
   listen("change:heat", () => {
+    dataAt = performance.now();
     readArrays();
     schedule("main", "detail");
   });
