@@ -26,7 +26,8 @@ import { decode, decodeTree } from "./lib/codec.js";
 import { drawColorbar } from "./lib/colorbar.js";
 import { fillSelect, h, sizeCanvas } from "./lib/dom.js";
 import { blitGrid, cellAt, cellRect, cellShown, fillViewRGBA, heatmapLayout, rasterize, viewSamples, withView } from "./lib/heatmap.js";
-import { brushView, clampView, dragView, fullView, isFullView, viewKey, zoomView } from "./lib/zoom.js";
+import { isFullView, viewKey } from "./lib/zoom.js";
+import { mapZoom } from "./lib/map_zoom.js";
 import { histogramBins, histogramChart } from "./lib/histogram.js";
 import { lineChart } from "./lib/lines.js";
 import { pictureHidingCSS } from "./lib/picture.js";
@@ -51,7 +52,6 @@ const RANGES = { full: null, "1-99": [1, 99], "5-95": [5, 95] };
 const MARGIN = { left: 112, top: 8, right: 96, bottom: 104 };
 const MIN_CELL = 2; // pixels: longer maps open zoomed in on their top left corner
 const MAX_VIEW = 640; // pixels a side of the plot of a long map
-const DRAG_PX = 3; // a press that moves less is a click
 const STAT_TITLES = {
   mean: "mean",
   std: "std",
@@ -96,19 +96,13 @@ function render({ model, el }) {
   const cmapSelect = h("select", { "aria-label": "colour map" });
   const sampleSelect = h("select", { "aria-label": "sample" });
   const job = jobControls({ unit: "batch", keeps: "the statistics" });
-  const resetButton = h("button", { type: "button", class: "tscope-zoom-reset", title: "back to the opening view" }, "reset zoom");
-  const wholeButton = h("button", { type: "button", class: "tscope-zoom-whole", title: "show every cell" }, "whole map");
-  const brushButton = h(
-    "button",
-    { type: "button", class: "tscope-brush", "aria-pressed": "false", title: "drag a square to zoom to it (or shift-drag)" },
-    "brush",
-  );
   const downloads = downloadButtons({
     container: () => plot,
     theme: () => theme,
     name: () => ["sensitivity", layerTitle(model.get("layer")), statistic(), model.get("view")],
     csv: () => viewCsv(),
   });
+  const zoomSlot = h("span", { class: "tscope-zoom-slot" }); // the zoom buttons, once the canvas exists
   const toolbar = h(
     "div",
     { class: "tscope-toolbar" },
@@ -119,7 +113,7 @@ function render({ model, el }) {
     h("label", {}, "range", rangeSelect),
     h("label", {}, "map", cmapSelect),
     h("label", { title: "a reservoir sample's own map, beside the population mean" }, "sample", sampleSelect),
-    h("span", { class: "tscope-zoom" }, resetButton, wholeButton, brushButton),
+    zoomSlot,
     job.buttons,
     downloads.element,
   );
@@ -130,6 +124,17 @@ function render({ model, el }) {
   const offsetPane = h("div", { class: "tscope-offset" });
   const tooltip = h("div", { class: "tscope-tooltip" });
   const zoomLine = h("p", { class: "tscope-caption tscope-zoom-line" });
+  let layout = null; // the layout last painted (with its view), for hit-testing and zooming
+  const zoomer = mapZoom({
+    canvas,
+    on,
+    layout: () => layout,
+    repaint: () => schedule("zoom"),
+    hideTooltip: () => {
+      tooltip.style.display = "none";
+    },
+  });
+  zoomSlot.append(zoomer.buttons);
   const plot = h("div", { class: "tscope-plot" }, h("div", { class: "tscope-maps" }, canvas, meanCanvas), zoomLine, offsetPane, tooltip);
   const detailPane = h("div", { class: "tscope-detail" });
   const root = h(
@@ -152,17 +157,11 @@ function render({ model, el }) {
   let heat = null;
   let counts = null;
   let sampleInfo = null; // decoded `sample_view`: a reservoir sample's map, tokens and the population mean
-  let layout = null;
   let paints = 0;
   let zooms = 0;
   let dataAt = null; // when the last map arrived (performance.now()), for the repaint time marker
-  let zoom = null; // the view chosen by zooming and panning, or null for the opening view
-  let zoomShape = ""; // "rows x cols" the zoom belongs to: a map of another size opens afresh
   let lastPaint = null; // the maps and colours of the last full paint, which zooms and pans repaint
   let rgbaBuffer = null;
-  let gesture = null; // a press on the map: pan or brush
-  let brushing = false; // the brush mode button
-  let suppressClick = false;
 
   const statistic = () => model.get("statistic");
   const isCount = () => statistic() === "count";
@@ -225,7 +224,7 @@ function render({ model, el }) {
     canvas.style.display = offset ? "none" : "";
     if (offset) meanCanvas.style.display = "none";
     offsetPane.style.display = offset ? "" : "none";
-    for (const b of [resetButton, wholeButton, brushButton]) b.style.display = offset ? "none" : "";
+    if (offset) zoomer.update({ shown: false, opening: true, whole: true });
     if (offset) {
       lastPaint = null;
       zoomLine.style.display = "none";
@@ -249,14 +248,7 @@ function render({ model, el }) {
 
   // The opening layout of a rows x cols map, and the view shown now (zoomed, or the opening one).
   const baseLayout = (rows, cols) => heatmapLayout({ rows, cols, margin: MARGIN, minCell: MIN_CELL, maxView: MAX_VIEW });
-  function shownView(rows, cols) {
-    const key = `${rows}x${cols}`;
-    if (zoomShape !== key) {
-      zoomShape = key;
-      zoom = null;
-    }
-    return zoom ? clampView(zoom, rows, cols) : baseLayout(rows, cols).view;
-  }
+  const shownView = (rows, cols) => zoomer.view(rows, cols, baseLayout(rows, cols).view);
 
   // Paint one map into `target`: colour the shown cells into `raster` (at most one per device pixel), draw
   // it, the selection, the brush, the axes and the colour bar.
@@ -319,8 +311,7 @@ function render({ model, el }) {
   function drawZoomLine(rows, cols, view) {
     const whole = isFullView(view, rows, cols);
     const opening = viewKey(view) === viewKey(baseLayout(rows, cols).view);
-    resetButton.disabled = opening;
-    wholeButton.disabled = whole;
+    zoomer.update({ shown: true, opening, whole });
     const shown = whole
       ? `all ${rows} × ${cols} cells`
       : `rows ${view.r0}–${view.r0 + view.nr - 1}, columns ${view.c0}–${view.c0 + view.nc - 1} of ${rows} × ${cols}`;
@@ -334,7 +325,7 @@ function render({ model, el }) {
       return;
     }
     const { rows, cols, main, mean } = lastPaint;
-    const brush = gesture && gesture.brush && gesture.moved ? [gesture.start, gesture.end] : null;
+    const brush = zoomer.brushCells();
     const selected = model.get("selected_cell"); // not in the raster: a click repaints from it
     layout = paintMap(canvas, scratch, { ...main, selected, brush });
     if (mean) paintMap(meanCanvas, meanScratch, { ...mean, selected });
@@ -529,7 +520,7 @@ function render({ model, el }) {
     sampleInfo = decodeTree(model.get("sample_view"));
   }
 
-  // ----- pointer: hover tooltip, click-to-select, wheel zoom, drag pan, brush
+  // ----- pointer: hover tooltip and click-to-select (zoom, pan and brush: lib/map_zoom.js)
   function layoutPoint(event) {
     const box = canvas.getBoundingClientRect();
     return {
@@ -542,74 +533,8 @@ function render({ model, el }) {
     const { x, y } = layoutPoint(event);
     return cellAt(layout, x, y);
   }
-  // The cell under the pointer, the pointer first moved into the plot (a brush dragged past its edge).
-  function clampedCell(event) {
-    const { x, y } = layoutPoint(event);
-    const px = Math.min(layout.x + layout.width - 1e-6, Math.max(layout.x, x));
-    const py = Math.min(layout.y + layout.height - 1e-6, Math.max(layout.y, y));
-    return cellAt(layout, px, py);
-  }
-  function setZoom(view) {
-    if (!layout) return;
-    const next = clampView(view, layout.rows, layout.cols);
-    zoom = next;
-    schedule("zoom");
-  }
-  on(canvas, "wheel", (event) => {
-    if (!layout || !cellOfEvent(event)) return; // outside the plot: the page scrolls
-    event.preventDefault();
-    const { x, y } = layoutPoint(event);
-    const lines = event.deltaMode === 1 ? 16 : event.deltaMode === 2 ? 400 : 1;
-    const factor = Math.min(2, Math.max(0.5, Math.exp(-event.deltaY * lines * 0.002)));
-    if (factor === 1) return;
-    const fx = (x - layout.x) / layout.width;
-    const fy = (y - layout.y) / layout.height;
-    setZoom(zoomView(layout.view, layout.rows, layout.cols, factor, fx, fy));
-  });
-  on(canvas, "mousedown", (event) => {
-    if (event.button !== 0 || !layout) return;
-    const start = cellOfEvent(event);
-    if (!start) return;
-    event.preventDefault(); // no text selection while dragging
-    const { x, y } = layoutPoint(event);
-    gesture = { x, y, view: layout.view, brush: brushing || event.shiftKey, moved: false, start, end: start };
-  });
-  on(window, "mousemove", (event) => {
-    if (!gesture || !layout) return;
-    const { x, y } = layoutPoint(event);
-    if (!gesture.moved && Math.hypot(x - gesture.x, y - gesture.y) < DRAG_PX) return;
-    gesture.moved = true;
-    tooltip.style.display = "none";
-    if (gesture.brush) {
-      gesture.end = clampedCell(event);
-      schedule("zoom");
-    } else {
-      canvas.classList.add("tscope-panning");
-      setZoom(dragView(gesture.view, layout.rows, layout.cols, x - gesture.x, y - gesture.y, layout.width, layout.height));
-    }
-  });
-  on(window, "mouseup", () => {
-    if (!gesture) return;
-    const done = gesture;
-    gesture = null;
-    canvas.classList.remove("tscope-panning");
-    suppressClick = done.moved; // the click that ends a drag selects nothing
-    if (done.moved && done.brush && layout) setZoom(brushView(done.start, done.end, layout.rows, layout.cols));
-    else if (done.moved) schedule("zoom");
-  });
-  on(resetButton, "click", () => {
-    zoom = null;
-    schedule("zoom");
-  });
-  on(wholeButton, "click", () => {
-    if (layout) setZoom(fullView(layout.rows, layout.cols));
-  });
-  on(brushButton, "click", () => {
-    brushing = !brushing;
-    brushButton.setAttribute("aria-pressed", String(brushing));
-  });
   on(canvas, "mousemove", (event) => {
-    const c = !gesture && heat && cellOfEvent(event);
+    const c = !zoomer.busy() && heat && cellOfEvent(event);
     if (!c) {
       tooltip.style.display = "none";
       return;
@@ -627,10 +552,7 @@ function render({ model, el }) {
     tooltip.style.display = "none";
   });
   on(canvas, "click", (event) => {
-    if (suppressClick) {
-      suppressClick = false;
-      return;
-    }
+    if (zoomer.takeClick()) return; // the end of a drag
     const c = cellOfEvent(event);
     if (!c) return;
     const current = model.get("selected_cell");
