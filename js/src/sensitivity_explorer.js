@@ -6,6 +6,15 @@
 // false), colormap, color_percentiles, color_limits, selected_cell; pause/resume/stop go as custom messages. Every render() keeps its own state and
 // returns a cleanup that removes its listeners, so a widget can be shown twice or re-rendered.
 //
+// Zoom and pan (this render only, never sent to Python): cells get at least MIN_CELL pixels; a map too long
+// for that in MAX_VIEW pixels opens on its top left corner. The wheel zooms around the pointer, a drag pans,
+// a shift-drag (or a drag in brush mode) zooms to the brushed square, "reset" goes back to the opening view
+// and "whole map" shows every cell. The colour scale is set by the whole map (zooming keeps the colours);
+// each paint colours only the shown cells, at most one per device pixel of the plot (`viewSamples`: the
+// cell under each pixel's centre), so a repaint of a 2,048 x 2,048 map colours at most the plot's pixels.
+// Hover and click read the cell through the same view (`cellAt`). Markers for tests:
+// `canvas.tscope-heatmap[data-view="r0,c0,nr,nc"]`, `[data-zooms]` (bumps after each zoom/pan repaint).
+//
 // Each output showing the explorer is followed by a static picture of it (an output of its own, for
 // notebooks reopened without widget state and nbconvert exports; see the Python module). While a view
 // is in the page it hides every picture of its model (`.tscope-static[data-picture-id]`), so a live
@@ -16,7 +25,9 @@ import { drawAxes, positionLabel } from "./lib/axes.js";
 import { decode, decodeTree } from "./lib/codec.js";
 import { drawColorbar } from "./lib/colorbar.js";
 import { fillSelect, h, sizeCanvas } from "./lib/dom.js";
-import { cellAt, cellRect, fillRGBA, heatmapLayout, paintGrid } from "./lib/heatmap.js";
+import { blitGrid, cellAt, cellRect, cellShown, fillViewRGBA, heatmapLayout, rasterize, viewSamples, withView } from "./lib/heatmap.js";
+import { isFullView, viewKey } from "./lib/zoom.js";
+import { mapZoom } from "./lib/map_zoom.js";
 import { histogramBins, histogramChart } from "./lib/histogram.js";
 import { lineChart } from "./lib/lines.js";
 import { pictureHidingCSS } from "./lib/picture.js";
@@ -39,6 +50,8 @@ const SCALE_TITLES = { auto: "auto", log: "log", linear: "linear" };
 const RANGE_TITLES = { full: "full range", "1-99": "1–99 %", "5-95": "5–95 %" };
 const RANGES = { full: null, "1-99": [1, 99], "5-95": [5, 95] };
 const MARGIN = { left: 112, top: 8, right: 96, bottom: 104 };
+const MIN_CELL = 2; // pixels: longer maps open zoomed in on their top left corner
+const MAX_VIEW = 640; // pixels a side of the plot of a long map
 const STAT_TITLES = {
   mean: "mean",
   std: "std",
@@ -53,7 +66,9 @@ const VIEW_TITLES = { matrix: "matrix i × j", offset: "offset i − j" };
 const CSS = `${baseCss(".tscope-explorer")}
 .tscope-explorer .tscope-main { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
 .tscope-explorer .tscope-plot { position: relative; }
-.tscope-explorer .tscope-heatmap { display: block; cursor: crosshair; }
+.tscope-explorer .tscope-heatmap { display: block; cursor: crosshair; touch-action: none; }
+.tscope-explorer .tscope-heatmap.tscope-panning { cursor: grabbing; }
+.tscope-explorer button[aria-pressed="true"] { background: var(--jp-brand-color3, #bbdefb); }
 .tscope-explorer .tscope-maps { display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-start; }
 .tscope-explorer .tscope-tooltip { position: absolute; display: none; pointer-events: none; z-index: 10;
   white-space: pre; font-size: 11px; padding: 3px 6px; border-radius: 3px;
@@ -87,6 +102,7 @@ function render({ model, el }) {
     name: () => ["sensitivity", layerTitle(model.get("layer")), statistic(), model.get("view")],
     csv: () => viewCsv(),
   });
+  const zoomSlot = h("span", { class: "tscope-zoom-slot" }); // the zoom buttons, once the canvas exists
   const toolbar = h(
     "div",
     { class: "tscope-toolbar" },
@@ -97,6 +113,7 @@ function render({ model, el }) {
     h("label", {}, "range", rangeSelect),
     h("label", {}, "map", cmapSelect),
     h("label", { title: "a reservoir sample's own map, beside the population mean" }, "sample", sampleSelect),
+    zoomSlot,
     job.buttons,
     downloads.element,
   );
@@ -106,7 +123,19 @@ function render({ model, el }) {
   const meanCanvas = h("canvas", { class: "tscope-heatmap-mean", style: "display:none" });
   const offsetPane = h("div", { class: "tscope-offset" });
   const tooltip = h("div", { class: "tscope-tooltip" });
-  const plot = h("div", { class: "tscope-plot" }, h("div", { class: "tscope-maps" }, canvas, meanCanvas), offsetPane, tooltip);
+  const zoomLine = h("p", { class: "tscope-caption tscope-zoom-line" });
+  let layout = null; // the layout last painted (with its view), for hit-testing and zooming
+  const zoomer = mapZoom({
+    canvas,
+    on,
+    layout: () => layout,
+    repaint: () => schedule("zoom"),
+    hideTooltip: () => {
+      tooltip.style.display = "none";
+    },
+  });
+  zoomSlot.append(zoomer.buttons);
+  const plot = h("div", { class: "tscope-plot" }, h("div", { class: "tscope-maps" }, canvas, meanCanvas), zoomLine, offsetPane, tooltip);
   const detailPane = h("div", { class: "tscope-detail" });
   const root = h(
     "div",
@@ -120,15 +149,19 @@ function render({ model, el }) {
   el.append(root);
 
   // ----- view state (this render only)
-  const scratch = document.createElement("canvas");
+  const scratch = document.createElement("canvas"); // the shown map, one pixel per cell
+  const meanScratch = document.createElement("canvas"); // the population mean beside a sample's map
   const probe = document.createElement("canvas");
   probe.width = probe.height = 1;
   let theme = themeColors(root);
   let heat = null;
   let counts = null;
   let sampleInfo = null; // decoded `sample_view`: a reservoir sample's map, tokens and the population mean
-  let layout = null;
   let paints = 0;
+  let zooms = 0;
+  let dataAt = null; // when the last map arrived (performance.now()), for the repaint time marker
+  let lastPaint = null; // the maps and colours of the last full paint, which zooms and pans repaint
+  let rgbaBuffer = null;
 
   const statistic = () => model.get("statistic");
   const isCount = () => statistic() === "count";
@@ -152,7 +185,7 @@ function render({ model, el }) {
 
   // Redraws are coalesced: the change events of one message fire together, one paint follows.
   const dirty = new Set();
-  const parts = { controls: drawControls, status: drawStatus, main: drawMain, detail: drawDetail };
+  const parts = { controls: drawControls, status: drawStatus, main: drawMain, zoom: drawZoom, detail: drawDetail };
   function schedule(...names) {
     if (dirty.size === 0) {
       queueMicrotask(() => {
@@ -160,6 +193,7 @@ function render({ model, el }) {
         const todo = [...dirty];
         dirty.clear();
         theme = themeColors(root); // cheap, and right even if the view was drawn before it was attached
+        if (todo.includes("main") && todo.includes("zoom")) todo.splice(todo.indexOf("zoom"), 1); // main paints all
         for (const name of Object.keys(parts)) if (todo.includes(name)) parts[name]();
       });
     }
@@ -190,9 +224,16 @@ function render({ model, el }) {
     canvas.style.display = offset ? "none" : "";
     if (offset) meanCanvas.style.display = "none";
     offsetPane.style.display = offset ? "" : "none";
+    if (offset) zoomer.update({ shown: false, opening: true, whole: true });
+    if (offset) {
+      lastPaint = null;
+      zoomLine.style.display = "none";
+    }
     if (offset) drawOffset();
     else drawHeatmap();
     paints += 1;
+    if (dataAt !== null) root.dataset.paintMs = (performance.now() - dataAt).toFixed(2); // decode + colours + paint
+    dataAt = null;
     root.dataset.paints = String(paints); // a marker for browser tests: bumps after every repaint
   }
 
@@ -205,20 +246,46 @@ function render({ model, el }) {
     return info && info.layer === model.get("layer") && info.sample === k ? info : null;
   }
 
-  function paintMap(target, values, rows, cols, { domain, log, lut, tokens: labels, title, selected, population }) {
-    const lay = heatmapLayout({ rows, cols, margin: MARGIN });
+  // The opening layout of a rows x cols map, and the view shown now (zoomed, or the opening one).
+  const baseLayout = (rows, cols) => heatmapLayout({ rows, cols, margin: MARGIN, minCell: MIN_CELL, maxView: MAX_VIEW });
+  const shownView = (rows, cols) => zoomer.view(rows, cols, baseLayout(rows, cols).view);
+
+  // Paint one map into `target`: colour the shown cells into `raster` (at most one per device pixel), draw
+  // it, the selection, the brush, the axes and the colour bar.
+  function paintMap(target, raster, opts) {
+    const { values, rows, cols, domain, log, lut, tokens: labels, title, selected, population, brush } = opts;
+    const view = shownView(rows, cols);
+    const lay = withView(baseLayout(rows, cols), view);
     const ctx = sizeCanvas(target, lay.totalWidth, lay.totalHeight, theme.bg);
-    const rgba = fillRGBA(new Uint8ClampedArray(4 * rows * cols), values, colorIndexer(domain, { log }), lut, {
+    const dpr = window.devicePixelRatio || 1;
+    const cells = viewSamples(view, lay.width * dpr, lay.height * dpr);
+    const size = 4 * cells.rows.length * cells.cols.length;
+    if (!rgbaBuffer || rgbaBuffer.length !== size) rgbaBuffer = new Uint8ClampedArray(size);
+    fillViewRGBA(rgbaBuffer, values, cols, cells.rows, cells.cols, colorIndexer(domain, { log }), lut, {
       nan: cssToRGBA(theme.nan, probe),
       nonpositive: cssToRGBA(theme.bg, probe),
     });
-    paintGrid(ctx, lay, rgba, scratch);
-    if (selected && selected[0] < rows && selected[1] < cols) {
+    rasterize(raster, rgbaBuffer, cells.rows.length, cells.cols.length);
+    blitGrid(ctx, lay, raster);
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(lay.x - 2, lay.y - 2, lay.width + 4, lay.height + 4);
+    ctx.clip(); // a selection or brush partly outside the view is cut at the plot's edge
+    if (selected && selected[0] < rows && selected[1] < cols && cellShown(lay, selected[0], selected[1])) {
       const r = cellRect(lay, selected[0], selected[1]);
       ctx.strokeStyle = theme.accent;
       ctx.lineWidth = 2;
       ctx.strokeRect(r.x - 1, r.y - 1, r.w + 2, r.h + 2);
     }
+    if (brush) {
+      const a = cellRect(lay, Math.min(brush[0].i, brush[1].i), Math.min(brush[0].j, brush[1].j));
+      const b = cellRect(lay, Math.max(brush[0].i, brush[1].i), Math.max(brush[0].j, brush[1].j));
+      ctx.strokeStyle = theme.accent;
+      ctx.setLineDash([4, 3]);
+      ctx.lineWidth = 1.5;
+      ctx.strokeRect(a.x, a.y, b.x + b.w - a.x, b.y + b.h - a.y);
+    }
+    ctx.restore();
     const note = population && model.get("label_note") ? ` (${model.get("label_note")})` : "";
     drawAxes(ctx, lay, { tokens: labels, theme, xTitle: `input position j${note}`, yTitle: `output position i${note}` });
     drawColorbar(ctx, {
@@ -236,7 +303,35 @@ function render({ model, el }) {
     target.dataset.colormap = colormap();
     target.dataset.domain = domain.map(formatValue).join(",");
     target.dataset.rows = String(rows);
+    target.dataset.view = viewKey(view);
     return lay;
+  }
+
+  // The caption under the map: which cells are shown, and how to move.
+  function drawZoomLine(rows, cols, view) {
+    const whole = isFullView(view, rows, cols);
+    const opening = viewKey(view) === viewKey(baseLayout(rows, cols).view);
+    zoomer.update({ shown: true, opening, whole });
+    const shown = whole
+      ? `all ${rows} × ${cols} cells`
+      : `rows ${view.r0}–${view.r0 + view.nr - 1}, columns ${view.c0}–${view.c0 + view.nc - 1} of ${rows} × ${cols}`;
+    zoomLine.textContent = `${shown} · wheel: zoom · drag: pan · shift-drag or brush: zoom to a square`;
+  }
+
+  // A zoom, pan, brush or selection: repaint the maps with the colours of the last full paint.
+  function drawZoom() {
+    if (!lastPaint || !layout || model.get("view") === "offset") {
+      drawMain();
+      return;
+    }
+    const { rows, cols, main, mean } = lastPaint;
+    const brush = zoomer.brushCells();
+    const selected = model.get("selected_cell"); // not in the raster: a click repaints from it
+    layout = paintMap(canvas, scratch, { ...main, selected, brush });
+    if (mean) paintMap(meanCanvas, meanScratch, { ...mean, selected });
+    drawZoomLine(rows, cols, layout.view);
+    zooms += 1;
+    root.dataset.zooms = String(zooms);
   }
 
   function drawHeatmap() {
@@ -245,6 +340,8 @@ function render({ model, el }) {
     meanCanvas.style.display = info && !info.missing ? "" : "none";
     if (!heat || waiting || (info && info.missing)) {
       layout = null;
+      lastPaint = null;
+      zoomLine.style.display = "none";
       let text = emptyBodyText(model.get("status"), model.get("message"), "waiting for the first batch…");
       if (heat && waiting) text = `loading sample ${model.get("sample")}…`;
       if (heat && info && info.missing) text = `sample ${info.sample} is no longer in the reservoir: pick another`;
@@ -281,7 +378,10 @@ function render({ model, el }) {
     });
     const selected = model.get("selected_cell");
     const quantity = model.get("quantity");
-    layout = paintMap(canvas, shown, rows, cols, {
+    const main = {
+      values: shown,
+      rows,
+      cols,
       domain,
       log,
       lut,
@@ -289,11 +389,17 @@ function render({ model, el }) {
       title: info ? `${quantity} of sample ${info.sample}` : statTitle(),
       selected,
       population: !info,
-    });
+    };
+    layout = paintMap(canvas, scratch, main);
     canvas.dataset.sample = info ? String(info.sample) : "";
+    let mean = null;
     if (info) {
-      paintMap(meanCanvas, info.mean.data, rows, cols, { domain, log, lut, tokens: tokens(), title: `population mean ${quantity}`, selected, population: true });
+      mean = { values: info.mean.data, rows, cols, domain, log, lut, tokens: tokens(), title: `population mean ${quantity}`, selected, population: true };
+      paintMap(meanCanvas, meanScratch, mean);
     }
+    lastPaint = { rows, cols, main, mean };
+    zoomLine.style.display = "";
+    drawZoomLine(rows, cols, layout.view);
   }
 
   function drawOffset() {
@@ -414,16 +520,21 @@ function render({ model, el }) {
     sampleInfo = decodeTree(model.get("sample_view"));
   }
 
-  // ----- pointer: hover tooltip and click-to-select
+  // ----- pointer: hover tooltip and click-to-select (zoom, pan and brush: lib/map_zoom.js)
+  function layoutPoint(event) {
+    const box = canvas.getBoundingClientRect();
+    return {
+      x: ((event.clientX - box.left) * layout.totalWidth) / box.width,
+      y: ((event.clientY - box.top) * layout.totalHeight) / box.height,
+    };
+  }
   function cellOfEvent(event) {
     if (!layout) return null;
-    const box = canvas.getBoundingClientRect();
-    const x = ((event.clientX - box.left) * layout.totalWidth) / box.width;
-    const y = ((event.clientY - box.top) * layout.totalHeight) / box.height;
+    const { x, y } = layoutPoint(event);
     return cellAt(layout, x, y);
   }
   on(canvas, "mousemove", (event) => {
-    const c = heat && cellOfEvent(event);
+    const c = !zoomer.busy() && heat && cellOfEvent(event);
     if (!c) {
       tooltip.style.display = "none";
       return;
@@ -441,6 +552,7 @@ function render({ model, el }) {
     tooltip.style.display = "none";
   });
   on(canvas, "click", (event) => {
+    if (zoomer.takeClick()) return; // the end of a drag
     const c = cellOfEvent(event);
     if (!c) return;
     const current = model.get("selected_cell");
@@ -489,6 +601,7 @@ function render({ model, el }) {
 
   // ----- model events
   listen("change:heat", () => {
+    dataAt = performance.now();
     readArrays();
     schedule("main", "detail");
   });
@@ -506,7 +619,7 @@ function render({ model, el }) {
   listen("change:status", () => {
     if (!heat) schedule("main"); // an empty body says whether the job still runs or failed
   });
-  listen("change:selected_cell", () => schedule("main", "detail"));
+  listen("change:selected_cell", () => schedule("zoom", "detail"));
   for (const name of ["log_scale", "colormap", "color_percentiles", "color_limits"]) {
     listen(`change:${name}`, () => schedule("controls", "main", "detail"));
   }

@@ -53,3 +53,30 @@ test("decodeTree decodes nested arrays and keeps the rest", () => {
   assert.equal(tree.std, null);
   assert.deepEqual(Array.from(tree.samples.data), [0.25, 0.75]);
 });
+
+test("float16 maps are decoded with their scale", async () => {
+  const { decodeHalf, halfTable } = await import("../src/lib/codec.js");
+  const t = halfTable();
+  assert.equal(t[0x3c00], 1);
+  assert.equal(t[0xc000], -2);
+  assert.equal(t[0x7bff], 65504);
+  assert.equal(t[0x0001], 2 ** -24);
+  assert.equal(t[0x0400], 2 ** -14);
+  assert.equal(t[0x3555], 0.333251953125);
+  assert.equal(t[0x7c00], Infinity);
+  assert.ok(Number.isNaN(t[0x7e00]));
+  assert.ok(Object.is(t[0x8000], -0));
+  const bits = Uint16Array.from([0x3c00, 0x4000, 0x7e00, 0x0000]);
+  assert.deepEqual(Array.from(decodeHalf(bits, 2 ** -20)).slice(0, 2), [2 ** -20, 2 ** -19]);
+  const value = wire(bits, [2, 2], "float16");
+  value.scale = 2 ** 10;
+  const out = decode(value);
+  assert.equal(out.dtype, "float32");
+  assert.deepEqual(out.shape, [2, 2]);
+  assert.equal(out.data[0], 1024);
+  assert.equal(out.data[1], 2048);
+  assert.ok(Number.isNaN(out.data[2]));
+  assert.equal(out.data[3], 0);
+  assert.throws(() => decode({ ...wire(bits, [4], "float16"), scale: -1 }), TypeError);
+  assert.throws(() => decode({ ...wire(bits, [5], "float16"), scale: 1 }), RangeError);
+});

@@ -223,6 +223,43 @@ def marimo_app(notebook: Path, tmp: Path) -> Iterator[str]:
                 proc.wait(10)
 
 
+def kernel_client(server: Server):
+    """A second client (``jupyter_client.BlockingKernelClient``) of the one kernel ``server`` runs, to drive or
+    read the notebook's Python objects directly; call ``stop_channels()`` when done.
+
+    Raises:
+        ValueError: If the server does not run exactly one session.
+    """
+    from jupyter_client import BlockingKernelClient
+
+    (session,) = server.api("GET", "/api/sessions")
+    client = BlockingKernelClient(connection_file=str(server.runtime_dir / f"kernel-{session['kernel']['id']}.json"))
+    client.load_connection_file()
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+    return client
+
+
+def run_code(client, code: str, timeout: float = 60) -> str:
+    """Execute ``code`` in the kernel of ``client``; returns what it printed.
+
+    Raises:
+        RuntimeError: If the code raised (the message carries the traceback).
+    """
+    out: list[str] = []
+
+    def hook(msg):
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            out.append("\n".join(msg["content"]["traceback"]))
+
+    reply = client.execute_interactive(code, output_hook=hook, timeout=timeout)
+    if reply["content"]["status"] != "ok":
+        raise RuntimeError("kernel error:\n" + "".join(out))
+    return "".join(out)
+
+
 def launch_chromium(playwright):
     """Headless ``/usr/bin/chromium`` (Playwright ``Browser``).
 

@@ -6,6 +6,8 @@ import json
 import threading
 import time
 
+import numpy as np
+
 from tscope_widgets.widgets._codec import array_from_json
 
 
@@ -52,6 +54,9 @@ def put_back(data: dict, buffers: list) -> dict:
 
     def decode(value):
         if isinstance(value, dict) and {"view", "dtype", "shape"} <= value.keys():
+            if value["dtype"] == "float16":  # a large map (_codec.map_to_json): float16 times its scale
+                half = np.frombuffer(value["view"], dtype="<f2").reshape(value["shape"])
+                return (half.astype(np.float32) * np.float32(value["scale"])).astype(np.float32)
             return array_from_json(value)
         if isinstance(value, dict):
             return {k: decode(v) for k, v in value.items()}

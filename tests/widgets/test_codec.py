@@ -126,3 +126,68 @@ def test_to_json_tree_splits_into_strict_json_and_binary_buffers():
         to_json_tree({1: 2})
     with pytest.raises(TypeError, match="set"):
         to_json_tree({"a": {1, 2}})
+
+
+def _half_back(out):
+    """What the browser makes of a float16 map (js/src/lib/codec.js): float16 values times the scale."""
+    bits = np.frombuffer(out["view"], dtype="<f2").reshape(out["shape"])
+    return bits.astype(np.float64) * out["scale"]
+
+
+def test_large_maps_travel_as_scaled_float16_within_its_precision():
+    from tscope_widgets.widgets._codec import HALF_FROM_CELLS, map_to_json
+
+    rng = np.random.default_rng(0)
+    small = rng.random((512, 512))
+    assert small.size == HALF_FROM_CELLS and map_to_json(small)["dtype"] == "float32"  # unchanged up to 512 x 512
+    # a map spanning 6 decades, with exact zeros (the causal upper triangle), NaN (padding) and a negative value
+    a = 10.0 ** rng.uniform(-9, -3, size=(600, 600))
+    a[np.triu_indices(600, 1)] = 0.0
+    a[5, :] = np.nan
+    a[7, 3] = -2.5e-6
+    out = map_to_json(torch.from_numpy(a))
+    assert out["dtype"] == "float16" and out["shape"] == [600, 600]
+    assert out["view"].nbytes == 2 * a.size  # half of float32
+    scale = out["scale"]
+    assert scale == 2.0 ** round(np.log2(scale))  # a power of two: multiplying back is exact
+    back = _half_back(out)
+    assert np.isnan(back[5]).all() and not np.isnan(np.delete(back, 5, axis=0)).any()
+    assert (back[a == 0] == 0).all() and (a == 0).sum() > 170_000
+    ok = np.isfinite(a) & (a != 0)
+    rel = np.abs(back[ok] - a[ok]) / np.abs(a[ok])
+    assert rel.max() <= 2.0**-11 and (back[ok] != 0).all()
+    assert back[7, 3] < 0
+    assert np.abs(a[ok] / scale).max() < 2.0**15  # within float16's finite range
+
+
+def test_maps_float16_cannot_hold_stay_float32():
+    from tscope_widgets.widgets._codec import half_scale, map_to_json
+
+    wide = np.full((600, 600), 1.0)
+    wide[0, 0] = 1e-10  # 10 decades: below float16's normal range once the maximum is scaled in
+    assert half_scale(wide) is None
+    out = map_to_json(wide)
+    assert out["dtype"] == "float32" and array_from_json(out)[0, 0] == np.float32(1e-10)
+    assert half_scale(np.zeros(3)) == 1.0 and half_scale(np.full(3, np.nan)) == 1.0
+    big = np.full((600, 600), 3.0e7)  # beyond float16's 65504 before scaling
+    assert np.allclose(_half_back(map_to_json(big)), 3.0e7, rtol=2.0**-11)
+    counts = np.arange(600 * 600).reshape(600, 600)
+    assert map_to_json(counts)["dtype"] == "int32"  # integer maps are not narrowed to floats
+    assert map_to_json(None) is None
+
+
+def test_counts_travel_as_the_narrowest_unsigned_ints():
+    from tscope_widgets.widgets._codec import counts_to_json
+
+    for hi, dtype in [(0, "uint8"), (255, "uint8"), (256, "uint16"), (65535, "uint16"), (65536, "uint32")]:
+        out = counts_to_json(np.array([[0, hi]], dtype=np.int64))
+        assert out["dtype"] == dtype and array_from_json(out).tolist() == [[0, hi]]
+    assert counts_to_json(torch.tensor([True, False]))["dtype"] == "uint8"
+    assert counts_to_json(np.zeros((0, 3), dtype=np.int64))["shape"] == [0, 3]
+    with pytest.raises(ValueError, match="non-negative"):
+        counts_to_json(np.array([-1, 2]))
+    with pytest.raises(ValueError, match="uint32"):
+        counts_to_json(np.array([2**33]))
+    with pytest.raises(TypeError, match="integers"):
+        counts_to_json(np.array([1.5]))
+    assert counts_to_json(None) is None

@@ -104,7 +104,7 @@ def test_browser_switches_layer_and_statistic_and_gets_float32_buffers(model, id
     np.testing.assert_array_equal(heats[1], f32(snap.stats[0].std))
     np.testing.assert_array_equal(heats[2], np.full((S, S), N, np.float32))
     counts = wire.updates("counts")[-1]
-    assert counts.dtype == np.int32 and (counts == N).all()
+    assert counts.dtype == np.uint8 and (counts == N).all()  # the narrowest unsigned ints that hold them
     # bytes on the wire are the raw float32 map, nothing more
     data, buffers = next(m for m in wire.messages if "heat" in m[0]["state"])
     assert [p for p in data["buffer_paths"] if p[0] == "heat"] == [["heat", "view"]]
@@ -527,3 +527,23 @@ def test_num_threads_gives_the_same_statistics(model, ids, finished, default_thr
                 getattr(w.stats[layer], stat), getattr(finished.stats[layer], stat), rtol=1e-12, atol=0
             )
     assert default_num_threads() == 1
+
+
+def test_a_long_map_travels_as_float16_within_its_precision_and_counts_narrow(model, ids):
+    w = SensitivityExplorer(model, ids, start=False)
+    wire = Wire(w)
+    rng = np.random.default_rng(1)
+    S = 600  # above 512 x 512 cells
+    heat = (10.0 ** rng.uniform(-6, 0, size=(S, S))).astype(np.float32)
+    heat[np.triu_indices(S, 1)] = 0.0  # a causal map's exact zeros
+    w.heat = heat
+    w.counts = np.full((S, S), 300, dtype=np.int64)
+    (sent,) = wire.updates("heat")
+    assert sent.dtype == np.float32 and sent.shape == (S, S)
+    assert (sent[heat == 0] == 0).all()
+    np.testing.assert_allclose(sent, heat, rtol=2.0**-11, atol=0)
+    data, buffers = next(m for m in wire.messages if "heat" in m[0]["state"])
+    heat_buffer = buffers[data["buffer_paths"].index(["heat", "view"])]
+    assert memoryview(heat_buffer).nbytes == 2 * S * S  # half of float32
+    (counts,) = wire.updates("counts")
+    assert counts.dtype == np.uint16 and (counts == 300).all()

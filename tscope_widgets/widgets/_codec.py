@@ -6,6 +6,11 @@ array without copying. JavaScript has no 64-bit float heat maps worth their size
 64-bit integers, so floats travel as float32 and 64-bit integers as 32-bit ones (refused when a value
 does not fit). Bytes are C-ordered and little-endian.
 
+Large maps travel at half size (:func:`map_to_json`): a float map of more than ``HALF_FROM_CELLS`` values
+goes as float16 times a power-of-two ``scale`` when that keeps every value to float16's 11 significant
+bits (about 3 decimal digits), and counts go as the narrowest unsigned integers that hold them
+(:func:`counts_to_json`).
+
 JSON itself has no NaN or infinity (Jupyter's serializer refuses them), so :func:`to_json_tree`
 turns non-finite Python floats into ``None`` while arrays keep their NaNs inside the buffers.
 """
@@ -20,7 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["WIRE_DTYPES", "array_to_json", "array_from_json", "to_json_tree"]
+__all__ = [
+    "HALF_FROM_CELLS",
+    "WIRE_DTYPES",
+    "array_to_json",
+    "array_from_json",
+    "counts_to_json",
+    "map_to_json",
+    "to_json_tree",
+]
 
 # dtype names both sides understand; ``js/src/lib/codec.js`` maps each to a TypedArray.
 WIRE_DTYPES = ("float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32")
@@ -129,6 +142,101 @@ def array_from_json(value: Mapping[str, Any] | None, _widget: Any = None) -> np.
     if nbytes != expected:
         raise ValueError(f"{nbytes} bytes do not hold a {dtype} array of shape {list(shape)} ({expected} bytes)")
     return np.frombuffer(view, dtype=dt).reshape([int(n) for n in shape])
+
+
+# Maps with more values than this (a 512 x 512 map: 1 MiB as float32) travel as scaled float16.
+HALF_FROM_CELLS = 512 * 512
+_HALF_MAX_EXP = 15  # the largest |value| is scaled into [2**14, 2**15): float16 ends at 65504
+_HALF_MIN_NORMAL_EXP = -14  # float16 keeps 11 significant bits down to 2**-14 (subnormals below)
+
+
+def half_scale(a: np.ndarray) -> float | None:
+    """The power of two that scales ``a`` into float16 without losing more than float16's precision.
+
+    Args:
+        a: Float array of any shape.
+
+    Returns:
+        ``scale = 2**e`` such that every finite ``a / scale`` lies within float16's normal range
+        (``|a| / scale < 2**15``, and the smallest nonzero ``|a| / scale >= 2**-14``), so each value keeps 11
+        significant bits (relative error <= 2**-11); 1.0 for an array without finite nonzero values;
+        None when the nonzero values span more than float16 can hold (about 2**29, 8.7 decades).
+    """
+    finite = np.abs(a[np.isfinite(a)])
+    nonzero = finite[finite > 0]
+    if nonzero.size == 0:
+        return 1.0
+    hi, lo = float(nonzero.max()), float(nonzero.min())
+    e = int(np.frexp(hi)[1]) - _HALF_MAX_EXP  # hi < 2**frexp_exp, so hi / 2**e < 2**15
+    if lo / 2.0**e < 2.0**_HALF_MIN_NORMAL_EXP:
+        return None
+    return 2.0**e
+
+
+def map_to_json(a: np.ndarray | torch.Tensor | None, _widget: Any = None) -> dict[str, Any] | None:
+    """Encode a float map for the wire at half size when it is large (a traitlets ``to_json``).
+
+    Up to ``HALF_FROM_CELLS`` values, or when float16 cannot hold the values' span (:func:`half_scale` is
+    None), this is :func:`array_to_json` (float32). Above, the values go as float16 ``a / scale`` with a
+    power-of-two ``scale``: ``{"view", "dtype": "float16", "shape", "scale"}``; the browser multiplies
+    back (``js/src/lib/codec.js``), so each value arrives to 11 significant bits (relative error <= 2**-11;
+    zeros, NaN and infinities exactly).
+
+    Args:
+        a: Float array of any shape (numpy or torch), or ``None``.
+        _widget: Ignored; traitlets passes the widget.
+
+    Returns:
+        The wire dict, or ``None``.
+
+    Example:
+        >>> out = map_to_json(np.full((600, 600), 3.0))
+        >>> out["dtype"], out["scale"], out["view"].nbytes
+        ('float16', 0.0001220703125, 720000)
+    """
+    if a is None:
+        return None
+    arr = _as_numpy(a)
+    if arr.dtype.kind != "f" or arr.size <= HALF_FROM_CELLS:
+        return array_to_json(arr)
+    scale = half_scale(arr)
+    if scale is None:
+        return array_to_json(arr)
+    half = np.asarray(arr / scale, dtype=np.dtype("float16").newbyteorder("<"), order="C")
+    view = memoryview(half.reshape(-1)).cast("B")
+    return {"view": view, "dtype": "float16", "shape": [int(n) for n in half.shape], "scale": scale}
+
+
+def counts_to_json(a: np.ndarray | torch.Tensor | None, _widget: Any = None) -> dict[str, Any] | None:
+    """Encode non-negative integer counts as the narrowest of uint8, uint16 or uint32 that holds them.
+
+    Args:
+        a: Integer array of any shape (numpy or torch), or ``None``.
+        _widget: Ignored; traitlets passes the widget.
+
+    Returns:
+        :func:`array_to_json` of the narrowed array, or ``None``.
+
+    Raises:
+        TypeError: For a non-integer array.
+        ValueError: For negative counts or counts of 2**32 and more.
+
+    Example:
+        >>> counts_to_json(np.array([3, 300]))["dtype"]
+        'uint16'
+    """
+    if a is None:
+        return None
+    arr = _as_numpy(a)
+    if arr.dtype.kind not in "iub":
+        raise TypeError(f"counts must be integers, got dtype {arr.dtype}")
+    hi = int(arr.max()) if arr.size else 0
+    if arr.size and int(arr.min()) < 0:
+        raise ValueError(f"counts must be non-negative, got a minimum of {int(arr.min())}")
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if hi <= np.iinfo(dtype).max:
+            return array_to_json(arr.astype(dtype, copy=False))
+    raise ValueError(f"counts up to {hi} do not fit the uint32 the browser receives")
 
 
 def to_json_tree(value: Any, _widget: Any = None) -> Any:

@@ -21,6 +21,13 @@ the view where it cannot run (a notebook reopened without widget state, nbconver
 nbviewer, untrusted notebooks). The picture is replaced by the final heatmap when the job ends and again
 by :meth:`SensitivityExplorer.wait`; see ``_display`` for how the two outputs are paired.
 
+Long sequences: the browser view gives every cell at least 2 pixels (a map too long for a 640-pixel plot
+opens on its top left corner), zooms with the wheel around the pointer, pans by dragging, zooms to a
+shift-dragged (or brush-mode) square, and goes back with "reset zoom" / "whole map"; the zoom lives in the
+page only (nothing is sent to Python), hover and click report the cell under the pointer at every zoom.
+Maps above 512 x 512 travel as float16 with a power-of-two scale (11 significant bits; float32 when the
+values span more than float16 holds), counts as the narrowest unsigned integers (``_codec``).
+
 Per-sample view: ``sample`` (a data-set index among ``sample_options``, the samples the reservoir holds)
 puts that sample's own map ``s_ij`` of the selected layer, with its token strings (``sample_view``), beside the
 population statistic; None shows the population alone.
@@ -46,7 +53,7 @@ from ..figures.svg import render_svg
 from ..jobs import Job, check_num_threads
 from ..kernels.sensitivity import iter_sensitivity
 from ..models.registry import adapt
-from ._codec import to_json_tree
+from ._codec import counts_to_json, map_to_json, to_json_tree
 from ._controls import JobControls
 from ._display import Caption, PicturedWidget
 from ._sensitivity_state import (
@@ -177,10 +184,11 @@ class SensitivityExplorer(JobControls, PicturedWidget):
     method = traitlets.Unicode("").tag(sync=True)
     method_note = traitlets.Unicode("").tag(sync=True)  # what the numbers are (Hutchinson: estimates ± sem)
 
-    # Data, as binary buffers: the statistic [S, S] (float32 on the wire), the counts [S, S]
-    # (int32 on the wire) and the selected cell's details (scalars + reservoir samples).
-    heat = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
-    counts = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
+    # Data, as binary buffers: the statistic [S, S] (float32 on the wire; scaled float16 above 512 x 512,
+    # see _codec.map_to_json), the counts [S, S] (the narrowest unsigned ints that hold them) and the
+    # selected cell's details (scalars + reservoir samples).
+    heat = traitlets.Any(None).tag(sync=True, to_json=map_to_json)
+    counts = traitlets.Any(None).tag(sync=True, to_json=counts_to_json)
     detail = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)
     sample_view = traitlets.Any(None).tag(sync=True, to_json=to_json_tree)  # the chosen sample's map
 

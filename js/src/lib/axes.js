@@ -13,6 +13,29 @@ export function thinTicks(n, maxTicks) {
   return out;
 }
 
+/**
+ * A "nice" step between labelled positions (1, 2, 5, 10, 20, 50, ...) so that at most `maxTicks` of
+ * `n` positions get a label: labels then fall on round positions (0, 50, 100) at every zoom.
+ */
+export function niceTickStep(n, maxTicks) {
+  const raw = n / Math.max(1, Math.floor(maxTicks));
+  if (!(raw > 1)) return 1;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 5, 10]) if (m * power >= raw) return m * power;
+  return 10 * power;
+}
+
+/**
+ * Labelled positions among the `count` positions from `start` (a zoomed view): the multiples of
+ * `niceTickStep(count, maxTicks)` in `[start, start + count)`.
+ */
+export function viewTicks(start, count, maxTicks) {
+  const step = niceTickStep(count, maxTicks);
+  const out = [];
+  for (let k = Math.ceil(start / step) * step; k < start + count; k += step) out.push(k);
+  return out;
+}
+
 /** How many labels fit along `lengthPx` pixels with at least `spacingPx` between them. */
 export function maxTicksFor(lengthPx, spacingPx = 12) {
   return Math.max(1, Math.floor(lengthPx / spacingPx));
@@ -58,25 +81,28 @@ export function titlePositions(layout, rowLabelPx, colLabelPx, gap = 6) {
 /**
  * Draw tick labels and titles around a heatmap layout on a 2D context: column labels below
  * (vertical text), row labels to the left (right-aligned). Labels read `"i:token"` unless
- * `rowLabel(i)` / `colLabel(j)` name them otherwise.
+ * `rowLabel(i)` / `colLabel(j)` name them otherwise. Only the rows and columns of the layout's `view`
+ * (lib/zoom.js; the whole map without one) are labelled, at round positions (`viewTicks`) at least
+ * `spacingPx` apart.
  */
 export function drawAxes(ctx, layout, { tokens, theme, xTitle, yTitle, spacingPx = 12, rowLabel, colLabel }) {
   const rowText = rowLabel ?? ((i) => positionLabel(i, tokens));
   const colText = colLabel ?? ((j) => positionLabel(j, tokens));
   const { x, y, width, height, rows, cols } = layout;
+  const { r0, c0, nr, nc } = layout.view ?? { r0: 0, c0: 0, nr: rows, nc: cols };
   ctx.save();
   ctx.fillStyle = theme.fg;
   ctx.strokeStyle = theme.fg2;
   ctx.font = `10px ${theme.font}`;
   ctx.lineWidth = 1;
-  const cw = width / cols;
-  const rh = height / rows;
+  const cw = width / nc;
+  const rh = height / nr;
   ctx.textBaseline = "middle";
   ctx.textAlign = "right";
   let rowLabelPx = 0; // the longest tick label on each axis: the titles go just beyond them
   let colLabelPx = 0;
-  for (const i of thinTicks(rows, maxTicksFor(height, spacingPx))) {
-    const cy = y + (i + 0.5) * rh;
+  for (const i of viewTicks(r0, nr, maxTicksFor(height, spacingPx))) {
+    const cy = y + (i - r0 + 0.5) * rh;
     ctx.beginPath();
     ctx.moveTo(x - 3, cy);
     ctx.lineTo(x, cy);
@@ -85,8 +111,8 @@ export function drawAxes(ctx, layout, { tokens, theme, xTitle, yTitle, spacingPx
     rowLabelPx = Math.max(rowLabelPx, ctx.measureText(label).width);
     ctx.fillText(label, x - 5, cy);
   }
-  for (const j of thinTicks(cols, maxTicksFor(width, spacingPx))) {
-    const cx = x + (j + 0.5) * cw;
+  for (const j of viewTicks(c0, nc, maxTicksFor(width, spacingPx))) {
+    const cx = x + (j - c0 + 0.5) * cw;
     ctx.beginPath();
     ctx.moveTo(cx, y + height);
     ctx.lineTo(cx, y + height + 3);

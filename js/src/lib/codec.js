@@ -12,6 +12,37 @@ export const TYPED_ARRAYS = Object.freeze({
   uint32: Uint32Array,
 });
 
+let HALF_TABLE = null; // float16 bit pattern -> value, built on first use (256 KiB)
+
+/** The value of every float16 bit pattern (IEEE 754 binary16: 1 sign, 5 exponent, 10 fraction bits). */
+export function halfTable() {
+  if (HALF_TABLE) return HALF_TABLE;
+  const table = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const sign = h & 0x8000 ? -1 : 1;
+    const exp = (h >> 10) & 0x1f;
+    const frac = h & 0x3ff;
+    if (exp === 0) table[h] = sign * frac * 2 ** -24; // zero and subnormals
+    else if (exp === 31) table[h] = frac ? NaN : sign * Infinity;
+    else table[h] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
+  }
+  HALF_TABLE = table;
+  return table;
+}
+
+/**
+ * float16 values (`bits`, their bit patterns) times `scale`, as float32: how large maps travel
+ * (`map_to_json` in tscope_widgets/widgets/_codec.py, `scale` a power of two, so the product is exact).
+ * @returns {Float32Array}
+ */
+export function decodeHalf(bits, scale = 1) {
+  const table = halfTable();
+  const out = new Float32Array(bits.length);
+  if (scale === 1) for (let k = 0; k < bits.length; k++) out[k] = table[bits[k]];
+  else for (let k = 0; k < bits.length; k++) out[k] = table[bits[k]] * scale;
+  return out;
+}
+
 function isWireArray(value) {
   return (
     value !== null &&
@@ -24,14 +55,23 @@ function isWireArray(value) {
 
 /**
  * Wrap a binary widget value in the matching typed array, without copying when the bytes are
- * aligned for the element size (a misaligned view is copied once).
- * @param {{view: DataView|ArrayBufferView|ArrayBuffer, dtype: string, shape: number[]}|null} value
+ * aligned for the element size (a misaligned view is copied once). `float16` values (with a `scale`)
+ * are decoded into a new Float32Array (dtype "float32").
+ * @param {{view: DataView|ArrayBufferView|ArrayBuffer, dtype: string, shape: number[], scale?: number}|null} value
  * @returns {{data: ArrayLike<number>, shape: number[], dtype: string}|null}
  */
 export function decode(value) {
   if (value === null || value === undefined) return null;
   if (!isWireArray(value)) throw new TypeError("expected {view, dtype, shape}");
   const { view, dtype, shape } = value;
+  if (dtype === "float16") {
+    const scale = value.scale ?? 1;
+    if (!(typeof scale === "number" && Number.isFinite(scale) && scale > 0)) {
+      throw new TypeError(`a float16 array needs a positive finite scale, got ${JSON.stringify(value.scale)}`);
+    }
+    const bits = decode({ view, dtype: "uint16", shape });
+    return { data: decodeHalf(bits.data, scale), shape: bits.shape, dtype: "float32" };
+  }
   const Typed = TYPED_ARRAYS[dtype];
   if (!Typed) throw new TypeError(`unknown dtype ${JSON.stringify(dtype)}`);
   if (!Array.isArray(shape) || !shape.every((n) => Number.isInteger(n) && n >= 0)) {
