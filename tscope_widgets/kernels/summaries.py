@@ -88,7 +88,9 @@ def bulk_outlier_mass_ratio(grid: Tensor, density: Tensor, edge: float) -> float
 
     Example:
         >>> t = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
-        >>> bulk_outlier_mass_ratio(t, torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0], dtype=torch.float64), 1.0)
+        >>> bulk_outlier_mass_ratio(t, torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0], dtype=torch.float64), 1.0)  # 1 / 0.5
+        2.0
+        >>> bulk_outlier_mass_ratio(t, torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64), 1.0)
         nan
         >>> bulk_outlier_mass_ratio(t, torch.ones(5, dtype=torch.float64), 1.0)
         0.3333333333333333

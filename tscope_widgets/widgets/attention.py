@@ -200,7 +200,9 @@ class AttentionExplorer(PicturedWidget):
 
     def close(self) -> None:
         """Stop following the tracker and close the widget."""
-        self._unsubscribe()
+        unsubscribe = getattr(self, "_unsubscribe", None)  # absent when the constructor refused its input
+        if unsubscribe is not None:
+            unsubscribe()
         super().close()
 
     def to_bokeh(self):
