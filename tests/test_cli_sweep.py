@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import pytest
+import torch
 
 from tscope_widgets.cli import load_sweep, main
 from tscope_widgets.export import load_statistics
@@ -385,3 +387,52 @@ def test_curvature_rows_give_the_bulk_to_outlier_ratio_of_the_density():
     assert curvature_summaries(result, 2)["bulk_outlier_ratio"] == pytest.approx(9.0, rel=1e-6)
     no_density = SimpleNamespace(**{**vars(result), "density": None})
     assert np.isnan(curvature_summaries(no_density, 2)["bulk_outlier_ratio"])
+
+
+ATTENTION_SWEEP = """
+[model]
+kind = "tiny"
+task = "induction"
+steps = 20
+task_kwargs = {num_symbols = 8, k_max = 4, k_min = 2}
+tiny_config = {n_layer = 2, n_head = 2}
+[data]
+samples = 6
+[analysis]
+batch_size = 3
+layers = "all"
+correlation_samples = 4
+bootstrap = 100
+[output]
+report = false
+[sweep]
+analyses = ["attention"]
+[sweep.axes]
+d_model = [8, 16]
+"""
+
+
+def test_attention_points_give_head_ranks_entropy_and_the_correlation_with_sensitivity(tmp_path):
+    from tscope_widgets import head_spectra
+    from tscope_widgets.training import load_model
+
+    out = tmp_path / "out"
+    assert main(["sweep", str(write(tmp_path, ATTENTION_SWEEP)), "--out", str(out), *FAST, "--no-report"]) == 0
+    rows = read_table(out)["rows"]
+    assert [r["d_model"] for r in rows] == [8, 16]
+    for row in rows:
+        model, _ = load_model(out / "points" / row["point"] / "model")
+        spectra = head_spectra(model, dtype=torch.float64)
+        assert row["attn_qk_rank"] == pytest.approx(float(spectra.entropy_rank["qk"].mean()), rel=1e-12)
+        assert row["attn_ov_rank"] == pytest.approx(float(spectra.entropy_rank["ov"].mean()), rel=1e-12)
+        d_head = row["d_model"] // 2
+        assert 1 <= row["attn_qk_rank"] <= d_head
+        assert 0 < row["attn_entropy"] < math.log(9)  # at most log(S) nats, S = 9 positions
+        assert -1 <= row["attn_sens_rho"] <= 1
+    assert "attn_qk_rank" in read_table(out)["definitions"]
+
+
+def test_analyses_without_a_row_summary_are_refused_in_a_sweep(tmp_path, capsys):
+    text = ATTENTION_SWEEP.replace('analyses = ["attention"]', 'analyses = ["blocks"]')
+    assert main(["sweep", str(write(tmp_path, text)), "--out", str(tmp_path / "out"), *FAST]) == 2
+    assert "['blocks'] run with tscope run only" in capsys.readouterr().err

@@ -226,6 +226,38 @@ def train_tiny(
     Raises:
         ValueError, TypeError: for unknown tasks, bad step counts or an inconsistent config.
     """
+    task, plan = _plan(task, task_kwargs, steps, batch_size, lr, weight_decay, log_every)
+    if save_trajectory_every is not None:
+        save_trajectory_every = _positive_int("save_trajectory_every", save_trajectory_every)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    cfg = _model_config(task, plan.recipe, config)
+
+    def train() -> TrainResult:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = TinyTransformer(cfg)
+        result = _optimise(model, task, plan, seed, progress, save_trajectory_every)
+        result.config["model"] = dataclasses.asdict(cfg)
+        return result
+
+    return _with_threads(num_threads, train)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The optimiser settings of one training run: the task's recipe with the caller's overrides."""
+
+    recipe: Recipe
+    steps: int
+    batch_size: int | None
+    lr: float
+    weight_decay: float
+    log_every: int
+
+
+def _plan(task, task_kwargs, steps, batch_size, lr, weight_decay, log_every) -> tuple[Task, _Plan]:
+    """The task (built from its name and arguments) and the checked settings of a run on it."""
     name = task.name if isinstance(task, Task) else task
     if name not in RECIPES:
         raise ValueError(f"no training recipe for task {name!r}; available: {sorted(RECIPES)}")
@@ -235,88 +267,52 @@ def train_tiny(
             raise ValueError("task_kwargs only apply when task is given by name")
     else:
         task = get_task(name, **(recipe.task_kwargs if task_kwargs is None else task_kwargs))
-    steps = _positive_int("steps", recipe.steps if steps is None else steps)
-    log_every = _positive_int("log_every", log_every)
-    if save_trajectory_every is not None:
-        save_trajectory_every = _positive_int("save_trajectory_every", save_trajectory_every)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     batch_size = recipe.batch_size if batch_size == "default" else batch_size
-    if batch_size is not None:
-        batch_size = _positive_int("batch_size", batch_size)
-    lr = recipe.lr if lr is None else float(lr)
-    weight_decay = recipe.weight_decay if weight_decay is None else float(weight_decay)
-    cfg = _model_config(task, recipe, config)
+    plan = _Plan(
+        recipe=recipe,
+        steps=_positive_int("steps", recipe.steps if steps is None else steps),
+        batch_size=None if batch_size is None else _positive_int("batch_size", batch_size),
+        lr=recipe.lr if lr is None else float(lr),
+        weight_decay=recipe.weight_decay if weight_decay is None else float(weight_decay),
+        log_every=_positive_int("log_every", log_every),
+    )
+    return task, plan
+
+
+def _with_threads(num_threads: int | None, run):
+    """``run()`` with ``num_threads`` torch intra-op threads (``None``: as they are), restored afterwards."""
     if num_threads is not None:
         num_threads = _positive_int("num_threads", num_threads)
     threads_before = torch.get_num_threads()
     try:
         if num_threads is not None:
             torch.set_num_threads(num_threads)
-        return _train(
-            task,
-            recipe,
-            cfg,
-            steps,
-            seed,
-            batch_size,
-            lr,
-            weight_decay,
-            log_every,
-            progress,
-            save_trajectory_every,
-        )
+        return run()
     finally:
         torch.set_num_threads(threads_before)
-
-
-def _train(
-    task: Task,
-    recipe: Recipe,
-    cfg: TinyConfig,
-    steps: int,
-    seed: int,
-    batch_size: int | None,
-    lr: float,
-    weight_decay: float,
-    log_every: int,
-    progress: bool,
-    save_trajectory_every: int | None,
-) -> TrainResult:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = TinyTransformer(cfg)
-    result = _optimise(
-        model, task, recipe, steps, seed, batch_size, lr, weight_decay, log_every, progress, save_trajectory_every
-    )
-    result.config["model"] = dataclasses.asdict(cfg)
-    return result
 
 
 def _optimise(
     model: torch.nn.Module,
     task: Task,
-    recipe: Recipe,
-    steps: int,
+    plan: _Plan,
     seed: int,
-    batch_size: int | None,
-    lr: float,
-    weight_decay: float,
-    log_every: int,
     progress: bool,
     save_trajectory_every: int | None,
 ) -> TrainResult:
-    """``steps`` AdamW steps on ``task`` (the mean token cross-entropy of :meth:`ModelAdapter.loss`), with
-    ``recipe``'s betas, warm-up and schedule; ``model`` is trained in place, where it is (the task's batches
+    """``plan.steps`` AdamW steps on ``task`` (the mean token cross-entropy of :meth:`ModelAdapter.loss`),
+    with the recipe's betas, warm-up and schedule; ``model`` is trained in place, where it is (the task's batches
     are drawn on the CPU and moved there), and left in eval mode."""
+    recipe, steps, log_every = plan.recipe, plan.steps, plan.log_every
     device = next(model.parameters()).device
     model.train()
     adapter = adapt(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=recipe.betas)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.lr, weight_decay=plan.weight_decay,
+                                  betas=recipe.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, recipe, steps))
     data_gen = torch.Generator().manual_seed(seed)
     held_out = task.held_out(torch.Generator().manual_seed(seed + 1))
-    batches = _train_batches(task, batch_size, data_gen)
+    batches = _train_batches(task, plan.batch_size, data_gen)
 
     losses: list[float] = []
     history: list[tuple[int, float]] = []
@@ -356,9 +352,9 @@ def _optimise(
         "model": type(model).__name__,
         "steps": steps,
         "seed": seed,
-        "batch_size": batch_size,
-        "lr": lr,
-        "weight_decay": weight_decay,
+        "batch_size": plan.batch_size,
+        "lr": plan.lr,
+        "weight_decay": plan.weight_decay,
         "betas": list(recipe.betas),
         "warmup": recipe.warmup,
         "schedule": recipe.schedule,
@@ -418,15 +414,7 @@ def train_model(
         ValueError: For an unknown task, a task whose token ids or sequence length the model cannot take,
             bad step counts, or a loss that stops being finite.
     """
-    name = task.name if isinstance(task, Task) else task
-    if name not in RECIPES:
-        raise ValueError(f"no training recipe for task {name!r}; available: {sorted(RECIPES)}")
-    recipe = RECIPES[name]
-    if isinstance(task, Task):
-        if task_kwargs:
-            raise ValueError("task_kwargs only apply when task is given by name")
-    else:
-        task = get_task(name, **(recipe.task_kwargs if task_kwargs is None else task_kwargs))
+    task, plan = _plan(task, task_kwargs, steps, batch_size, lr, weight_decay, log_every)
     adapter = adapt(model)
     if task.vocab_size > adapter.vocab_size:
         raise ValueError(
@@ -439,20 +427,7 @@ def train_model(
             f"task {task.name!r} has sequences of {task.seq_len} tokens, more than the model's {positions} "
             "positions; give the model more positions or the task shorter sequences"
         )
-    steps = _positive_int("steps", recipe.steps if steps is None else steps)
-    log_every = _positive_int("log_every", log_every)
-    batch_size = recipe.batch_size if batch_size == "default" else batch_size
-    if batch_size is not None:
-        batch_size = _positive_int("batch_size", batch_size)
-    lr = recipe.lr if lr is None else float(lr)
-    weight_decay = recipe.weight_decay if weight_decay is None else float(weight_decay)
-    threads_before = torch.get_num_threads()
-    try:
-        if num_threads is not None:
-            torch.set_num_threads(_positive_int("num_threads", num_threads))
-        return _optimise(model, task, recipe, steps, seed, batch_size, lr, weight_decay, log_every, progress, None)
-    finally:
-        torch.set_num_threads(threads_before)
+    return _with_threads(num_threads, lambda: _optimise(model, task, plan, seed, progress, None))
 
 
 def save_model(

@@ -44,6 +44,7 @@ from .limits import check_grid, check_output_dir, check_positions
 from .sweep_config import SweepConfig, SweepPoint, load_sweep
 from .sweep_rows import (
     SUMMARY_DOCS,
+    attention_summaries,
     curvature_summaries,
     landscape_summaries,
     model_summaries,
@@ -278,6 +279,7 @@ def run_point(sweep: SweepConfig, point: SweepPoint, folder: Path, threads: int 
 def _run_analysis(sweep: SweepConfig, point: SweepPoint, kind: str, cfg: RunConfig, folder: Path, prepared,
                   dataset) -> dict[str, float]:
     """One analysis of a point, as ``tscope run`` runs and writes it (or its ``summary.json`` when finished)."""
+    from .attention import report_attention, run_attention
     from .reports import report_curvature, report_landscape, report_sensitivity
     from .runs import loss_batches, run_curvature, run_landscape, run_sensitivity
 
@@ -304,7 +306,11 @@ def _run_analysis(sweep: SweepConfig, point: SweepPoint, kind: str, cfg: RunConf
             result = run_curvature(prepared.model, batches, cfg.analysis, False)
             report_curvature(config, cfg, folder, prepared, dataset, batches, result, start)
             summaries = curvature_summaries(result, cfg.analysis.k)
-        else:
+        elif kind == "attention":
+            result = run_attention(prepared, dataset, cfg.analysis, False)
+            report_attention(config, cfg, folder, prepared, dataset, result, start)
+            summaries = attention_summaries(result)
+        else:  # landscape
             batches = loss_batches(dataset, cfg.analysis)
             result = run_landscape(prepared.model, batches, cfg.analysis, False)
             report_landscape(config, cfg, folder, prepared, dataset, batches, result, start)

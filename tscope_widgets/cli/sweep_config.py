@@ -52,6 +52,7 @@ AXIS_ALIASES: dict[str, tuple[str, str | None]] = {
     "seq_len": ("analysis.max_seq_len", "analysis.max_seq_len"),
 }
 SWEEP_KEYS = ("analyses", "axes", "points")
+SWEEP_ANALYSES = ("curvature", "sensitivity", "landscape", "attention")  # those with a row of summaries
 SEED_PATHS = ("model.seed",)  # axes whose values are seeds: resampled by the fits, never an x axis
 
 
@@ -170,7 +171,13 @@ def validate_sweep(raw: Mapping[str, Any], path: Path) -> SweepConfig:
         raise ConfigError(f"[sweep].analyses must be a non-empty list of {list(ANALYSES)}, got {analyses!r}")
     bad = [a for a in analyses if a not in ANALYSES]
     if bad:
-        raise ConfigError(f"[sweep].analyses: unknown {bad}; choose from {list(ANALYSES)}")
+        raise ConfigError(f"[sweep].analyses: unknown {bad}; choose from {list(SWEEP_ANALYSES)}")
+    unswept = [a for a in analyses if a not in SWEEP_ANALYSES]
+    if unswept:
+        raise ConfigError(
+            f"[sweep].analyses: {unswept} run with tscope run only (they have no one-row summary); choose from "
+            f"{list(SWEEP_ANALYSES)}"
+        )
     if len(set(analyses)) != len(analyses):
         raise ConfigError(f"[sweep].analyses lists an analysis twice: {analyses}")
     kind = base.get("analysis", {}).get("kind")

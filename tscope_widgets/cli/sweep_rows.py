@@ -44,6 +44,10 @@ SUMMARY_DOCS: dict[str, str] = {
     "sens_diag_offdiag_ratio": "mean diagonal cell / mean causal off-diagonal cell of that map",
     "sens_erf90": "mean over rows of the smallest offset |i - j| holding 90% of the row's sensitivity",
     "sens_induction_ratio": "induction cells / other causal cells of that map (induction task)",
+    "attn_qk_rank": "mean over layers and heads of the entropy effective rank of W_QK = W_Q W_K^T / sqrt(d_h)",
+    "attn_ov_rank": "mean over layers and heads of the entropy effective rank of W_OV = W_V W_O",
+    "attn_entropy": "mean per-query attention entropy (nats) over heads, positions and sequences",
+    "attn_sens_rho": "mean over layers of the Spearman correlation of the head-mean attention with sensitivity",
     "landscape_loss": "loss at the model (landscape run)",
     "landscape_accuracy": "token accuracy at the model (landscape run)",
     "landscape_curvature_d1": "(L(h) - 2L(0) + L(-h)) / h^2 along the first direction of the slice",
@@ -114,6 +118,21 @@ def sensitivity_summaries(stats: dict, layers: list, dataset_description: dict) 
         if reading is not None:
             row["sens_induction_ratio"] = _number(reading["ratio"])
     return row
+
+
+def attention_summaries(result) -> dict[str, float]:
+    """Effective ranks of the QK and OV circuits, the attention entropy and (with the correlation) the head-mean
+    attention's correlation with sensitivity, from an attention run (see :data:`SUMMARY_DOCS`)."""
+    ranks = result.spectra.entropy_rank
+    entropy = [state.mean[state.count > 0] for state in result.snapshot.entropy.values()]
+    cells = torch.cat([e.flatten() for e in entropy]) if entropy else torch.empty(0)
+    rho = [c.rho[c.labels.index("head mean")] for c in (result.correlation or {}).values()]
+    return {
+        "attn_qk_rank": _number(ranks["qk"].double().mean()),
+        "attn_ov_rank": _number(ranks["ov"].double().mean()),
+        "attn_entropy": _number(cells.double().mean()) if cells.numel() else math.nan,
+        "attn_sens_rho": _number(torch.tensor([float(r) for r in rho]).mean()) if rho else math.nan,
+    }
 
 
 def landscape_summaries(result) -> dict[str, float]:
