@@ -62,7 +62,7 @@ function render({ model, el }) {
   const headPane = h("div", { class: "tscope-head-detail" });
   const root = h(
     "div",
-    { class: "tscope-attention" },
+    { class: "tscope-attention tscope-root" },
     h("style", {}, CSS + pictureHidingCSS(model.get("picture_id"))),
     h("div", { class: "tscope-toolbar" }, h("label", {}, "layer", layerSelect), h("label", {}, "attention", mapSelect)),
     maps,

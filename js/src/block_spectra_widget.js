@@ -89,7 +89,7 @@ function render({ model, el }) {
   const tooltip = h("div", { class: "tscope-tooltip" });
   const root = h(
     "div",
-    { class: "tscope-blocks" },
+    { class: "tscope-blocks tscope-root" },
     h("style", {}, CSS + pictureHidingCSS(model.get("picture_id"))),
     toolbar,
     controls.statusLine,

@@ -92,7 +92,7 @@ function render({ model, el }) {
   const detailPane = h("div", { class: "tscope-detail" });
   const root = h(
     "div",
-    { class: "tscope-comparison" },
+    { class: "tscope-comparison tscope-root" },
     h("style", {}, CSS + pictureHidingCSS(model.get("picture_id"))),
     toolbar,
     statusLine,

@@ -61,7 +61,7 @@ function render({ model, el }) {
   const caption = h("p", { class: "tscope-caption" });
   const root = h(
     "div",
-    { class: "tscope-sweep" },
+    { class: "tscope-sweep tscope-root" },
     h("style", {}, CSS + pictureHidingCSS(model.get("picture_id"))),
     h("div", { class: "tscope-toolbar" },
       h("label", {}, "y", ySelect),

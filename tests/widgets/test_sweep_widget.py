@@ -144,5 +144,5 @@ def test_the_view_is_followed_by_a_picture_of_the_chart(kernel_shell):
     fits = [p for p in svg.iter(f"{ns}path") if p.get("class") == "tscope-static-fit"]
     assert sorted(float(p.get("data-exponent")) for p in fits) == sorted(f.exponent for f in w.fits.values())
     js = (Path(__file__).resolve().parents[2] / "js" / "src" / "sweep_widget.js").read_text(encoding="utf-8")
-    assert '{ class: "tscope-sweep" }' in js and 'pictureHidingCSS(model.get("picture_id"))' in js
+    assert '{ class: "tscope-sweep tscope-root" }' in js and 'pictureHidingCSS(model.get("picture_id"))' in js
     w.close()
