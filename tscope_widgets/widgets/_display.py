@@ -396,3 +396,14 @@ class PicturedWidget(anywidget.AnyWidget):
                 pass
             self._hooked_shell = None
         super().close()
+
+
+def bundle(name: str) -> Path:
+    """The path of a widget's bundled front end ``tscope_widgets/static/<name>``; ImportError when it is missing."""
+    path = Path(__file__).resolve().parent.parent / "static" / name
+    if not path.is_file():
+        raise ImportError(
+            f"the widget's JavaScript bundle {path} is missing; build it from the repository root with "
+            "`npm --prefix js ci && npm --prefix js run build` (a wheel ships it prebuilt)"
+        )
+    return path

@@ -52,19 +52,14 @@ from ._attention_state import (
     rank_grid,
 )
 from ._codec import to_json_tree
-from ._display import Caption, PicturedWidget
+from ._display import Caption, PicturedWidget, bundle
 from ._sensitivity_state import check_log_scale, check_token_labels, fit_labels
 
 __all__ = ["AttentionExplorer"]
 
 logger = logging.getLogger(__name__)
 
-BUNDLE = Path(__file__).resolve().parent.parent / "static" / "attention_explorer.js"
-if not BUNDLE.is_file():
-    raise ImportError(
-        f"the widget's JavaScript bundle {BUNDLE} is missing; build it from the repository root with "
-        "`npm --prefix js ci && npm --prefix js run build` (a wheel ships it prebuilt)"
-    )
+BUNDLE = bundle("attention_explorer.js")
 LIVE_VIEW_SELECTOR = ".tscope-attention"  # root element of a rendered view (js/src/attention_explorer.js)
 WIDGET_TEXT = "AttentionExplorer: live view (needs its running kernel, or widget state saved with a trusted notebook)"
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -52,19 +51,14 @@ from ._block_spectra_state import (
 )
 from ._codec import to_json_tree
 from ._controls import JobControls
-from ._display import TERMINAL, Caption, PicturedWidget
+from ._display import TERMINAL, Caption, PicturedWidget, bundle
 from ._values import MIN_THROTTLE_S, check_flag, check_throttle, is_int
 
 __all__ = ["BlockSpectraWidget"]
 
 logger = logging.getLogger(__name__)
 
-BUNDLE = Path(__file__).resolve().parent.parent / "static" / "block_spectra_widget.js"
-if not BUNDLE.is_file():
-    raise ImportError(
-        f"the widget's JavaScript bundle {BUNDLE} is missing; build it from the repository root with "
-        "`npm --prefix js ci && npm --prefix js run build` (a wheel ships it prebuilt)"
-    )
+BUNDLE = bundle("block_spectra_widget.js")
 
 LIVE_VIEW_SELECTOR = ".tscope-blocks"  # root element of a rendered view (js/src/block_spectra_widget.js)
 WIDGET_TEXT = "BlockSpectraWidget: live view (needs its running kernel, or widget state saved with a trusted notebook)"

@@ -49,7 +49,7 @@ from ._comparison_state import (
     side_from_folder,
     side_from_snapshot,
 )
-from ._display import Caption, PicturedWidget
+from ._display import Caption, PicturedWidget, bundle
 from ._sensitivity_state import check_token_labels, fit_labels
 from ._static import heatmap_alt
 from ._throttle import Throttle
@@ -59,12 +59,7 @@ __all__ = ["ComparisonExplorer"]
 
 logger = logging.getLogger(__name__)
 
-BUNDLE = Path(__file__).resolve().parent.parent / "static" / "comparison_explorer.js"
-if not BUNDLE.is_file():
-    raise ImportError(
-        f"the widget's JavaScript bundle {BUNDLE} is missing; build it from the repository root with "
-        "`npm --prefix js ci && npm --prefix js run build` (a wheel ships it prebuilt)"
-    )
+BUNDLE = bundle("comparison_explorer.js")
 LIVE_VIEW_SELECTOR = ".tscope-comparison"  # root element of a rendered view (js/src/comparison_explorer.js)
 
 

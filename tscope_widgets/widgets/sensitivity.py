@@ -55,7 +55,7 @@ from ..kernels.sensitivity import iter_sensitivity
 from ..models.registry import adapt
 from ._codec import counts_to_json, map_to_json, to_json_tree
 from ._controls import JobControls
-from ._display import Caption, PicturedWidget
+from ._display import Caption, PicturedWidget, bundle
 from ._sensitivity_state import (
     BROWSER_TRAITS,
     STATISTICS,
@@ -79,12 +79,7 @@ __all__ = ["SensitivityExplorer", "STATISTICS", "VIEWS"]
 
 logger = logging.getLogger(__name__)
 
-BUNDLE = Path(__file__).resolve().parent.parent / "static" / "sensitivity_explorer.js"
-if not BUNDLE.is_file():
-    raise ImportError(
-        f"the widget's JavaScript bundle {BUNDLE} is missing; build it from the repository root with "
-        "`npm --prefix js ci && npm --prefix js run build` (a wheel ships it prebuilt)"
-    )
+BUNDLE = bundle("sensitivity_explorer.js")
 
 # STATISTICS, STATISTICS_TITLES, VIEWS and the checks of every value received: see _sensitivity_state.
 COMMANDS = ("pause", "resume", "stop")

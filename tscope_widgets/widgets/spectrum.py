@@ -73,7 +73,7 @@ from ..kernels.blocks import block_eigen_kernel
 from ..models.registry import adapt
 from ._codec import to_json_tree
 from ._controls import IDLE_PROGRESS, job_progress
-from ._display import Caption, PicturedWidget
+from ._display import Caption, PicturedWidget, bundle
 from ._spectrum_state import (
     BROWSER_TRAITS,
     block_groups,
@@ -96,12 +96,7 @@ __all__ = ["SpectrumWidget", "SERIES", "PANELS", "block_eigen_kernel"]
 
 logger = logging.getLogger(__name__)
 
-BUNDLE = Path(__file__).resolve().parent.parent / "static" / "spectrum_widget.js"
-if not BUNDLE.is_file():
-    raise ImportError(
-        f"the widget's JavaScript bundle {BUNDLE} is missing; build it from the repository root with "
-        "`npm --prefix js ci && npm --prefix js run build` (a wheel ships it prebuilt)"
-    )
+BUNDLE = bundle("spectrum_widget.js")
 
 COMMANDS = ("stop", "recompute")
 _TERMINAL = ("done", "cancelled", "error")

@@ -37,7 +37,7 @@ from ..figures.sweep import SweepChart, SweepTable, sweep_chart
 from ..jobs import Job, check_num_threads
 from ._codec import to_json_tree
 from ._controls import JobControls
-from ._display import Caption, PicturedWidget
+from ._display import Caption, PicturedWidget, bundle
 from ._sweep_state import (
     BROWSER_TRAITS,
     as_table,
@@ -53,12 +53,7 @@ from ._values import MIN_THROTTLE_S, check_throttle, is_finite
 
 __all__ = ["SweepWidget"]
 
-BUNDLE = Path(__file__).resolve().parent.parent / "static" / "sweep_widget.js"
-if not BUNDLE.is_file():
-    raise ImportError(
-        f"the widget's JavaScript bundle {BUNDLE} is missing; build it from the repository root with "
-        "`npm --prefix js ci && npm --prefix js run build` (a wheel ships it prebuilt)"
-    )
+BUNDLE = bundle("sweep_widget.js")
 
 COMMANDS = ("pause", "resume", "stop")
 LIVE_VIEW_SELECTOR = ".tscope-sweep"  # root element of a rendered view (js/src/sweep_widget.js)
