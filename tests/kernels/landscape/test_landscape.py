@@ -129,14 +129,17 @@ def test_slice_2d_matches_plain_loop(name, points_per_call):
 
 @pytest.mark.parametrize("limit", [16, 2])
 def test_one_point_per_call_moves_along_rows_in_place_and_matches_plain(monkeypatch, limit):
-    """With one point per call, a point in the same row as the last is reached by one in-place pass (``+= Δβ d2``);
-    the buffer is rewritten from θ after ``MAX_UPDATES_IN_PLACE`` such passes; results equal the plain loop."""
+    """With one point per call, a point in the same row as the last is reached by one in-place pass (``+= Δβ d2``),
+    and rows are walked as a serpentine, so the first point of a row is one pass (``+= Δα d1``) from the last
+    point of the row before; the buffer is rewritten from θ after ``MAX_UPDATES_IN_PLACE`` such passes; results
+    equal the plain loop."""
     from tscope_widgets.kernels.landscape import evaluator
     monkeypatch.setattr(evaluator, "MAX_UPDATES_IN_PLACE", limit)
-    updates = []
+    updates, visited = [], []
     original = evaluator._GridEvaluator._move_to
     monkeypatch.setattr(evaluator._GridEvaluator, "_move_to",
-                        lambda self, point: (original(self, point), updates.append(self._updates)))
+                        lambda self, point: (original(self, point), updates.append(self._updates),
+                                             visited.append(tuple(point))))
     model = BUILDERS["gpt2"]()
     data = two_batches(model)
     d1, d2 = pair_of_directions(model)
@@ -146,6 +149,11 @@ def test_one_point_per_call_moves_along_rows_in_place_and_matches_plain(monkeypa
     expected_row = [0, 1, 0, 1, 2, 3, 4] if limit == 16 else [0, 1, 0, 1, 2, 0, 1]
     assert updates[:7] == expected_row
     assert max(updates) <= limit
+    # row α = 0 backwards (the origin skipped; each point is one fresh pass θ + β d2), then row α = 1 forwards,
+    # whose first point (1, -1) is one in-place pass from (0, -1)
+    assert visited[7:13] == [(0.0, b) for b in (1.0, 0.75, 0.5, 0.25, -0.5, -1.0)]
+    assert visited[13:] == [(1.0, b) for b in betas]
+    assert updates[7:13] == [0] * 6 and updates[13] == 1
     for i, a in enumerate(alphas):
         for j, b in enumerate(betas):
             ref, _ = reference_loss(moved(model, [(a, d1), (b, d2)]), data)

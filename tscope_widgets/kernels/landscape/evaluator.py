@@ -128,7 +128,8 @@ class _GridEvaluator:
     reached by whichever takes fewer passes over the parameters (memory-bound, the cost that remains beyond
     the forward passes at GPT-2-small size): ``θ + c_j d_j`` for the first nonzero coefficient
     (``torch.add(out=)``) then ``+= c_k d_k`` for the others, or ``+= (c_k - c'_k) d_k`` for the coefficients
-    that changed. Along a row of a 2D grid that is one pass per point instead of two; the buffer is rewritten
+    that changed. Along a row of a 2D grid, and from row to row when the rows are walked as a serpentine (as
+    :mod:`.slices` does), that is one pass per point instead of two; the buffer is rewritten
     from θ at least every :data:`MAX_UPDATES_IN_PLACE` points, so rounding cannot accumulate. Memory beyond
     the model: ``P`` copies of the moved parameters, plus ``m`` stacked copies of the directions when ``P > 1``.
 

@@ -339,7 +339,8 @@ def slice_2d(
     through ``torch.func.functional_call``; the user's model is never modified, and hooks registered on
     its modules are not run (the copy has none).
 
-    Grid points are visited row-major (all betas of ``alphas[0]``, then ``alphas[1]``, ...). Each call
+    Grid points are visited row by row (the betas of ``alphas[0]``, then ``alphas[1]``, ...; with one point
+    per call every other row backwards). Each call
     evaluates up to ``P = points_per_call`` points. Their parameters :math:`\theta + \alpha d_1 + \beta d_2`
     are written in place into buffers allocated once, ``[P, *shape]`` per parameter (parameters that both
     directions leave at zero, e.g. ignored biases, are not copied). With ``P > 1`` they are built by one
@@ -455,21 +456,29 @@ def _rows(
     origin: tuple[float, float],
 ) -> Iterator[LandscapeSlice]:
     """Evaluate ``coords [N, m]`` from the first point of row ``state.rows_done`` on, ``P`` points per call,
-    yielding a snapshot whenever rows complete; points at the origin take its ``(loss, accuracy)``."""
+    yielding a snapshot whenever rows complete; points at the origin take its ``(loss, accuracy)``.
+
+    With one point per call every other row is walked backwards (a serpentine), so that each step to the
+    next point changes one coordinate and costs the evaluator one pass over the parameters, also from the
+    end of one row to the start of the next."""
     flat_loss, flat_acc = state.loss.view(-1), state.accuracy.view(-1)
     at_origin = (coords == 0).all(dim=1)  # [N]
     N = coords.shape[0]
+    order = torch.arange(N)  # [N], the visiting order of the flat grid
+    if P == 1 and per_row > 1:
+        rows = order.view(-1, per_row)
+        rows[1::2] = rows[1::2].flip(1)
     start = state.rows_done * per_row
     if start >= N:
         yield state.clone()
         return
     for s in range(start, N, P):
         e = min(s + P, N)
-        todo = ~at_origin[s:e]
-        flat_loss[s:e], flat_acc[s:e] = origin
-        if todo.any():
-            loss, acc = evaluate(coords[s:e][todo])
-            flat_loss[s:e][todo], flat_acc[s:e][todo] = loss, acc
+        idx = order[s:e]
+        todo = idx[~at_origin[idx]]
+        flat_loss[idx], flat_acc[idx] = origin
+        if todo.numel():
+            flat_loss[todo], flat_acc[todo] = evaluate(coords[todo])
         rows = e // per_row
         if rows > state.rows_done:
             state.rows_done = rows
