@@ -95,7 +95,11 @@ def base(**analysis):
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({**base(), "model": {"kind": "tiny"}}, "set \\[model\\].kind = 'growth'"),
+        ({**base(settings=[{"label": "a", "n_layer": 2}]), "model": {"kind": "tiny"}},
+         r"key\(s\) \['n_layer'\] describe the paper's models"),
+        ({**base(settings=[{"layer": 0}, {"layer": 1}]), "model": {"kind": "tiny"}}, "measures one block"),
+        ({**base(settings=[{"layer": -1}]), "model": {"kind": "tiny"}}, r"layer must be an int >= 0"),
+        ({**base(embedding_draw="shared"), "model": {"kind": "tiny"}}, "redraws the embeddings at every sigma"),
         ({**base(), "model": {"kind": "growth", "tiny_config": {"n_layer": 2}}}, "tiny_config keys"),
         (base(settings=[]), "non-empty list of tables"),
         (base(settings=[{"label": "a", "depth": 2}]), r"settings\[0\]: unknown key\(s\) \['depth'\]"),
@@ -111,3 +115,72 @@ def base(**analysis):
 def test_bad_growth_configs_are_named(raw, message):
     with pytest.raises(ConfigError, match=message):
         validate_config(raw)
+
+
+MODEL_RUN = """
+[model]
+kind = "hf"
+seed = 0
+[model.config]
+model_type = "gpt2"
+vocab_size = 32
+n_positions = 32
+n_embd = 16
+n_layer = 2
+n_head = 2
+n_inner = 32
+bos_token_id = 0
+eos_token_id = 0
+[data]
+task = "induction"
+task_kwargs = { num_symbols = 12, k_max = 4 }
+samples = 6
+seed = 1
+[analysis]
+kind = "growth_rates"
+settings = [{ label = "gpt2 block 1", layer = LAYER, sigmas = [-1.0, 0.0, 3] }]
+seeds = 2
+num_samples = 4
+batch_size = 4
+"""
+
+
+def test_growth_rates_on_a_configured_model_equal_the_kernel_on_its_first_batch(tmp_path, capsys):
+    """``[model] kind = "hf"``: the run measures block ``layer`` of the configured model on the first batch of the
+    data, exactly as :func:`iter_model_growth_rates` does; ``--resume`` of the finished run gives the same numbers."""
+    from tscope_widgets.cli.config import load_run_config
+    from tscope_widgets.cli.prepare import prepare_data, prepare_model
+    from tscope_widgets.cli.runs import loss_batches
+    from tscope_widgets.kernels.theory import growth_sigmas, iter_model_growth_rates
+
+    path = tmp_path / "model_growth.toml"
+    path.write_text(MODEL_RUN.replace("LAYER", "1"))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), *FAST]) == 0
+    assert "Fitted exponents" in capsys.readouterr().out
+    tensors, meta = load_results(out)
+    assert meta["settings"][0]["label"] == "gpt2 block 1" and meta["kernel_config"]["model"] == "GPT2LMHeadModel"
+    assert (out / "report.html").is_file() and (out / "checkpoint" / "meta.json").is_file()
+
+    cfg = load_run_config(path)
+    prepared = prepare_model(cfg.model, False, 1)
+    batch = loss_batches(prepare_data(cfg.data, cfg.model, prepared), cfg.analysis)[0]
+    assert batch["input_ids"].shape[0] == 4
+    *_, ref = iter_model_growth_rates(prepared.model, batch, sigmas=growth_sigmas(-1.0, 0.0, 3), seeds=2,
+                                      layer=1, num_samples=4, label="gpt2 block 1")
+    torch.testing.assert_close(tensors["norms"], ref.norms, rtol=0, atol=0)
+    assert tensors["norms"].shape[1] == 3 and torch.isfinite(tensors["norms"]).all()
+
+    again = tmp_path / "again"
+    (again / "checkpoint").mkdir(parents=True)
+    for f in (out / "checkpoint").iterdir():
+        (again / "checkpoint" / f.name).write_bytes(f.read_bytes())
+    assert main(["run", str(path), "--out", str(again), "--resume", *FAST]) == 0
+    torch.testing.assert_close(load_results(again)[0]["norms"], tensors["norms"], rtol=0, atol=0)
+
+
+def test_growth_rates_on_a_layer_the_model_lacks_is_named(tmp_path, capsys):
+    path = tmp_path / "model_growth.toml"
+    path.write_text(MODEL_RUN.replace("LAYER", "5"))
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), *FAST]) == 2
+    assert re.search(r"tscope: error: \[analysis\]: .*layer must be in \[0, 2\), got 5", capsys.readouterr().err)

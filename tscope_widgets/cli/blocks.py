@@ -173,10 +173,10 @@ def report_blocks(config: str, cfg: RunConfig, out: Path, prepared: Prepared, da
     print(f"blocks took {sum(result.seconds.values()):.1f} s.")
 
 
-def check_single_process(world_size: int) -> None:
-    """Block densities run on one process; refuse ``torchrun`` with several."""
+def check_single_process(world_size: int, kind: str = "blocks") -> None:
+    """Block densities (and growth rates on a model) run on one process; refuse ``torchrun`` with several."""
     if world_size > 1:
         raise ConfigError(
-            f"kind = 'blocks' runs on one process (block densities are not sharded yet), got {world_size} "
-            "processes; run it without torchrun"
+            f"kind = {kind!r} runs on one process (it is not sharded yet), got {world_size} processes; run it "
+            "without torchrun"
         )

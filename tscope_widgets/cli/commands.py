@@ -39,6 +39,7 @@ from .config import (
     SensitivityConfig,
     load_run_config,
 )
+from .growth import growth_checkpoint_dir
 from .limits import check_grid, check_output_dir, check_positions, check_samples
 from .prepare import Dataset, Prepared, on_every_rank, prepare_data, prepare_model, task_dataset
 from .reports import report_curvature, report_demo, report_landscape, report_sensitivity
@@ -202,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                           "has none")
     out = Path(args.out or cfg.output.dir or Path("results") / Path(args.config).stem)
     check_output_dir(out, "--out" if args.out else "[output].dir" if cfg.output.dir else "the output folder")
-    if kind == "growth_rates":
+    if kind == "growth_rates" and cfg.model.kind == "growth":
         return _run_growth_rates(args, cfg, out)
     if kind == "landscape":
         check_grid(cfg.analysis.resolution)
@@ -211,7 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         model_cfg = cfg.model
         progress = not args.no_progress and ctx.is_main
         if args.resume:  # before the model is trained
-            where = sensitivity_checkpoint_dir(out)
+            where = growth_checkpoint_dir(out) if kind == "growth_rates" else sensitivity_checkpoint_dir(out)
             on_every_rank("while looking for the checkpoint", lambda: check_resume_checkpoint(where))
         prepared = prepare_model(model_cfg, progress, args.threads or 1)
         if prepared.training is not None:  # trained here (under torchrun: on rank 0)
@@ -225,18 +226,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_positions(dataset.data, cfg.analysis.max_seq_len, prepared.model)
         _check_same_data(dataset)
         run = {"sensitivity": _run_sensitivity, "curvature": _run_curvature, "landscape": _run_landscape,
-               "attention": _run_attention, "blocks": _run_blocks}[kind]
+               "attention": _run_attention, "blocks": _run_blocks, "growth_rates": _run_model_growth_rates}[kind]
         return run(args, cfg, out, prepared, dataset, start)
 
 
 def _run_growth_rates(args, cfg: RunConfig, out: Path) -> int:
     """The growth-rate experiment: fresh models per point, no training or data preparation (one process)."""
-    from .growth import growth_checkpoint_dir, report_growth_rates, run_growth_rates
+    from .growth import report_growth_rates, run_growth_rates
 
     if _world_size() > 1:
         raise ConfigError("kind = 'growth_rates' runs in one process; start it without torchrun")
     start = time.perf_counter()
     snapshot, seconds = run_growth_rates(cfg, not args.no_progress, growth_checkpoint_dir(out), args.resume)
+    report_growth_rates(args.config, cfg, out, snapshot, seconds, start)
+    return 0
+
+
+def _run_model_growth_rates(args, cfg: RunConfig, out: Path, prepared: Prepared, dataset: Dataset,
+                            start: float) -> int:
+    """The growth-rate experiment on the configured model, on the first batch of the data (one process)."""
+    from .growth import report_growth_rates, run_model_growth_rates
+
+    check_single_process(dist_.context().world_size, "growth_rates")
+    batch = loss_batches(dataset, cfg.analysis)[0]
+    snapshot, seconds = run_model_growth_rates(cfg, prepared.model, batch, not args.no_progress,
+                                               growth_checkpoint_dir(out), args.resume)
     report_growth_rates(args.config, cfg, out, snapshot, seconds, start)
     return 0
 

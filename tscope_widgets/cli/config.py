@@ -77,6 +77,8 @@ ANALYSES = ("sensitivity", "curvature", "landscape", "attention", "blocks", "gro
 GROWTH_SETTING_KEYS = ("label", "n_layer", "norm", "attention", "residual_scale", "loss", "sigmas", "layer")
 # [model].tiny_config keys of kind = "growth" (the rest of the architecture is per setting)
 GROWTH_MODEL_KEYS = ("d_model", "n_head", "d_mlp", "activation")
+# [analysis].settings keys of kind = "growth_rates" on a tiny or hf model (the user's model: one block)
+MODEL_GROWTH_SETTING_KEYS = ("label", "sigmas", "layer")
 
 
 # [analysis] keys of one kind of analysis only; the others (kind, batch_size, max_seq_len, dtype, seed) apply to all.
@@ -166,7 +168,8 @@ CONFIG_SCHEMA: dict[str, dict[str, Key]] = {
         "block_steps": Key(_INT, 100, "blocks: Lanczos steps per SLQ probe (Zhang et al. 2024: 100)"),
         # growth rates
         "settings": Key((list,), None, "growth_rates: tables {label, n_layer, norm, attention, residual_scale, "
-                        "loss, sigmas = [log10 start, log10 stop, num], layer}"),
+                        "loss, sigmas = [log10 start, log10 stop, num], layer} (model kind 'growth'), or one "
+                        "table {label, sigmas, layer} (kind 'tiny' or 'hf': the configured model)"),
         "seeds": Key(_INT, 20, "growth_rates: seeds 0 .. n-1 of weights, embeddings, data and probes"),
         "num_samples": Key(_INT, 20, "growth_rates: Hutchinson probes per block and part"),
         "exact_max": Key(_INT, None, "growth_rates: blocks of at most this many parameters are exact "
@@ -325,21 +328,9 @@ def _check_analysis(cfg: dict[str, dict[str, Any]], given: Mapping[str, Any], ou
 
 
 def _check_growth(cfg: dict[str, dict[str, Any]]) -> None:
-    """``kind = "growth_rates"``: a ``growth`` model, the addition task, float64, valid settings tables."""
-    from ..kernels.theory import GrowthSetting, growth_sigmas
-
-    analysis, model, data = cfg["analysis"], cfg["model"], cfg["data"]
-    if model["kind"] != "growth":
-        raise ConfigError("kind = 'growth_rates' builds its own models: set [model].kind = 'growth' (with "
-                          "tiny_config = {d_model, n_head, d_mlp, activation})")
-    stray = [k for k in ("steps", "task_kwargs", "path", "name", "config") if model[k] is not None]
-    bad = sorted(set(model["tiny_config"] or {}) - set(GROWTH_MODEL_KEYS))
-    if stray or bad:
-        raise ConfigError(f"[model] kind = 'growth' takes tiny_config keys {list(GROWTH_MODEL_KEYS)} only; "
-                          f"got {stray + bad}")
-    if data["task"] not in (None, "addition") or data["text"] is not None or data["ids"] is not None:
-        raise ConfigError("kind = 'growth_rates' runs on the five-digit addition task: drop [data] or set "
-                          "task = 'addition'")
+    """``kind = "growth_rates"``: float64 and valid numbers; with a ``growth`` model the addition task and valid
+    settings tables, with a ``tiny`` or ``hf`` model one table ``{label, sigmas, layer}`` (the user's model)."""
+    analysis, model = cfg["analysis"], cfg["model"]
     if analysis["dtype"] != "float64":
         raise ConfigError("kind = 'growth_rates' computes in float64 (norms span dozens of decades): drop "
                           "[analysis].dtype or set it to 'float64'")
@@ -350,6 +341,62 @@ def _check_growth(cfg: dict[str, dict[str, Any]]) -> None:
     for key in ("seeds", "num_samples"):
         if analysis[key] < 1:
             raise ConfigError(f"[analysis].{key} must be >= 1, got {analysis[key]}")
+    if model["kind"] == "growth":
+        _check_paper_growth(cfg)
+    else:
+        _check_model_growth(analysis)
+
+
+def _growth_sigmas(spec: Any, where: str) -> tuple[float, ...]:
+    """``[log10 start, log10 stop, num]`` as the scales, or a :class:`ConfigError` naming ``where``."""
+    from ..kernels.theory import growth_sigmas
+
+    if not (isinstance(spec, list) and len(spec) == 3 and all(isinstance(v, (int, float)) for v in spec)
+            and not isinstance(spec[2], bool) and isinstance(spec[2], int)):
+        raise ConfigError(f"{where}.sigmas must be [log10 start, log10 stop, num], e.g. [-2.0, 1.0, 20], "
+                          f"got {spec!r}")
+    try:
+        return growth_sigmas(float(spec[0]), float(spec[1]), spec[2])
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _check_model_growth(analysis: dict[str, Any]) -> None:
+    """The growth-rate experiment on the configured model: at most one settings table, with the keys
+    :data:`MODEL_GROWTH_SETTING_KEYS`; embeddings redrawn per scale."""
+    tables = analysis["settings"] or [{}]
+    if len(tables) != 1 or not isinstance(tables[0], dict):
+        raise ConfigError("kind = 'growth_rates' on a tiny or hf model measures one block: give at most one "
+                          "[analysis].settings table such as {label = 'GPT-2 block 0', layer = 0, "
+                          "sigmas = [-2.0, 1.0, 20]}")
+    unknown = sorted(set(tables[0]) - set(MODEL_GROWTH_SETTING_KEYS))
+    if unknown:
+        raise ConfigError(f"[analysis].settings[0]: key(s) {unknown} describe the paper's models; on a tiny or hf "
+                          f"model the keys are {list(MODEL_GROWTH_SETTING_KEYS)}")
+    layer = tables[0].get("layer", 0)
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+        raise ConfigError(f"[analysis].settings[0].layer must be an int >= 0, got {layer!r}")
+    if "label" in tables[0] and not isinstance(tables[0]["label"], str):
+        raise ConfigError(f"[analysis].settings[0].label must be a string, got {tables[0]['label']!r}")
+    _growth_sigmas(tables[0].get("sigmas", [-2.0, 1.0, 20]), "[analysis].settings[0]")
+    if analysis["embedding_draw"] != "per_sigma":
+        raise ConfigError("kind = 'growth_rates' on a tiny or hf model redraws the embeddings at every sigma: "
+                          "drop [analysis].embedding_draw or set it to 'per_sigma'")
+
+
+def _check_paper_growth(cfg: dict[str, dict[str, Any]]) -> None:
+    """The paper's experiment (``[model] kind = "growth"``): the addition task and valid settings tables."""
+    from ..kernels.theory import GrowthSetting
+
+    analysis, model, data = cfg["analysis"], cfg["model"], cfg["data"]
+    stray = [k for k in ("steps", "task_kwargs", "path", "name", "config") if model[k] is not None]
+    bad = sorted(set(model["tiny_config"] or {}) - set(GROWTH_MODEL_KEYS))
+    if stray or bad:
+        raise ConfigError(f"[model] kind = 'growth' takes tiny_config keys {list(GROWTH_MODEL_KEYS)} only; "
+                          f"got {stray + bad}")
+    if data["task"] not in (None, "addition") or data["text"] is not None or data["ids"] is not None:
+        raise ConfigError("kind = 'growth_rates' with [model].kind = 'growth' runs on the five-digit addition "
+                          "task: drop [data] or set task = 'addition'")
     tables = analysis["settings"]
     if not tables or not all(isinstance(t, dict) for t in tables):
         raise ConfigError("[analysis].settings must be a non-empty list of tables such as "
@@ -361,13 +408,8 @@ def _check_growth(cfg: dict[str, dict[str, Any]]) -> None:
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {list(GROWTH_SETTING_KEYS)}")
         values = dict(table)
-        spec = values.get("sigmas", [-2.0, 1.0, 20])
-        if not (isinstance(spec, list) and len(spec) == 3 and all(isinstance(v, (int, float)) for v in spec)
-                and not isinstance(spec[2], bool) and isinstance(spec[2], int)):
-            raise ConfigError(f"{where}.sigmas must be [log10 start, log10 stop, num], e.g. [-2.0, 1.0, 20], "
-                              f"got {spec!r}")
+        values["sigmas"] = _growth_sigmas(values.get("sigmas", [-2.0, 1.0, 20]), where)
         try:
-            values["sigmas"] = growth_sigmas(float(spec[0]), float(spec[1]), spec[2])
             parsed.append(GrowthSetting(**values))
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{where}: {err}") from None
@@ -656,6 +698,16 @@ class GrowthRatesConfig(AnalysisConfig):
             spec = values.pop("sigmas", [-2.0, 1.0, 20])
             out.append(GrowthSetting(**values, sigmas=growth_sigmas(float(spec[0]), float(spec[1]), spec[2])))
         return out
+
+    def model_growth_arguments(self) -> dict[str, Any]:
+        """``sigmas``, ``layer`` and ``label`` of the one settings table of a run on a tiny or hf model (validated
+        before), as :func:`~tscope_widgets.kernels.theory.iter_model_growth_rates` takes them."""
+        from ..kernels.theory import growth_sigmas
+
+        table = dict((self.settings or [{}])[0])
+        spec = table.get("sigmas", [-2.0, 1.0, 20])
+        return {"sigmas": growth_sigmas(float(spec[0]), float(spec[1]), spec[2]), "layer": table.get("layer", 0),
+                "label": table.get("label")}
 
 
 ANALYSIS_CONFIGS: dict[str, type[AnalysisConfig]] = {

@@ -1,8 +1,11 @@
 """``tscope run`` with ``[analysis] kind = "growth_rates"``: the block-growth experiment of Ormaniec et al. (2025).
 
-:func:`run_growth_rates` streams :func:`~tscope_widgets.kernels.theory.iter_growth_rates` under a progress bar,
-saving a checkpoint (``OUT/checkpoint``) after every ``checkpoint_every`` points (default: every point) from
-which ``--resume`` continues; :func:`report_growth_rates` writes ``growth_rates.safetensors`` + ``meta.json``
+:func:`run_growth_rates` streams :func:`~tscope_widgets.kernels.theory.iter_growth_rates` (the paper's models,
+``[model] kind = "growth"``) and :func:`run_model_growth_rates` streams
+:func:`~tscope_widgets.kernels.theory.iter_model_growth_rates` (the configured tiny or Hugging Face model, its
+embeddings redrawn at each scale, on the first batch of the configured data), under a progress bar, saving a
+checkpoint (``OUT/checkpoint``) after every ``checkpoint_every`` points (default: every point) from which
+``--resume`` continues; :func:`report_growth_rates` writes ``growth_rates.safetensors`` + ``meta.json``
 (norms, standard errors, fitted exponents against the paper's, the ``σ`` where the Q and V Hessian curves
 cross) and ``report.html`` (one log-log panel per block and part, :mod:`tscope_widgets.figures.growth`).
 """
@@ -34,30 +37,69 @@ def run_growth_rates(cfg: RunConfig, progress: bool, checkpoint_dir: Path | None
     Raises:
         ConfigError: for settings the kernel refuses or a checkpoint of another run (``--resume``).
     """
-    from ..jobs import load_checkpoint, save_checkpoint
     from ..kernels.theory import iter_growth_rates
 
     analysis: GrowthRatesConfig = cfg.analysis
     model = {**GROWTH_MODEL_DEFAULTS, **(cfg.model.tiny_config or {})}
-    checkpoint = None
-    if resume:
-        if checkpoint_dir is None or not (checkpoint_dir / "meta.json").is_file():
-            raise ConfigError(f"--resume: no checkpoint in {checkpoint_dir}")
-        try:
-            checkpoint = load_checkpoint(checkpoint_dir)
-        except ValueError as err:
-            raise ConfigError(f"--resume: {err}") from None
-    try:
-        stream = iter_growth_rates(
+    checkpoint = _checkpoint(checkpoint_dir, resume)
+
+    def stream():
+        return iter_growth_rates(
             analysis.growth_settings(), seeds=analysis.seeds, batch_size=analysis.batch_size,
             num_samples=analysis.num_samples, exact_max=analysis.exact_max,
             embedding_draw=analysis.embedding_draw, resume=checkpoint, **model,
         )
+
+    return _run_to_end(stream, analysis, progress, checkpoint_dir, checkpoint)
+
+
+def run_model_growth_rates(cfg: RunConfig, model, batch, progress: bool, checkpoint_dir: Path | None, resume: bool):
+    """Run the growth-rate experiment on ``model`` (the configured tiny or Hugging Face model) and ``batch`` (one
+    loss batch) to its last snapshot; returns ``(snapshot, seconds)``.
+
+    Raises:
+        ConfigError: for settings the kernel refuses (e.g. a layer the model does not have) or a checkpoint of
+            another run (``--resume``).
+    """
+    from ..kernels.theory import iter_model_growth_rates
+
+    analysis: GrowthRatesConfig = cfg.analysis
+    checkpoint = _checkpoint(checkpoint_dir, resume)
+
+    def stream():
+        return iter_model_growth_rates(
+            model, batch, seeds=analysis.seeds, num_samples=analysis.num_samples, exact_max=analysis.exact_max,
+            resume=checkpoint, **analysis.model_growth_arguments(),
+        )
+
+    return _run_to_end(stream, analysis, progress, checkpoint_dir, checkpoint)
+
+
+def _checkpoint(checkpoint_dir: Path | None, resume: bool):
+    """The checkpoint ``--resume`` continues from, or None without ``--resume``."""
+    from ..jobs import load_checkpoint
+
+    if not resume:
+        return None
+    if checkpoint_dir is None or not (checkpoint_dir / "meta.json").is_file():
+        raise ConfigError(f"--resume: no checkpoint in {checkpoint_dir}")
+    try:
+        return load_checkpoint(checkpoint_dir)
+    except ValueError as err:
+        raise ConfigError(f"--resume: {err}") from None
+
+
+def _run_to_end(stream, analysis: GrowthRatesConfig, progress: bool, checkpoint_dir: Path | None, checkpoint):
+    """Iterate the generator ``stream()`` makes under a progress bar, checkpointing; ``(last snapshot, seconds)``."""
+    from ..jobs import save_checkpoint
+
+    try:
+        snapshots = stream()
         start = time.perf_counter()
         snapshot = None
         every = analysis.checkpoint_every or 1
         with tqdm(desc="growth rates", unit="point", disable=not progress) as bar:
-            for snapshot in stream:
+            for snapshot in snapshots:
                 bar.total = snapshot.total
                 bar.update(snapshot.done - bar.n)
                 if checkpoint_dir is not None and (snapshot.done % every == 0 or snapshot.done == snapshot.total):
